@@ -1,0 +1,38 @@
+//! Bakes an rpath to libtorch's lib dir into `bz`, so it runs without LD_LIBRARY_PATH, and links CUDA when the
+//! full (`scripts/setup --cuda`) install is present: without `--no-as-needed -ltorch` the linker drops
+//! libtorch_cuda.so and CUDA is never detected (tch-rs #329, #907, #980).
+use std::path::{Path, PathBuf};
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+    println!("cargo:rerun-if-env-changed=BZ_CUDA");
+    let Some(libtorch) = std::env::var_os("LIBTORCH").map(PathBuf::from) else {
+        println!("cargo:warning=LIBTORCH is not set; run scripts/setup first");
+        return;
+    };
+    // Resolve the .libtorch link so the binary keeps working wherever the repo is cloned.
+    let libtorch = std::fs::canonicalize(&libtorch).unwrap_or(libtorch);
+    let lib = libtorch.join("lib");
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    println!("cargo:rustc-env=BZ_LIBTORCH_DIR={}", libtorch.display());
+    if want_cuda(&libtorch) {
+        println!("cargo:rustc-link-search=native={}", lib.display());
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+        println!("cargo:rustc-link-arg=-ltorch_cuda");
+        println!("cargo:rustc-link-arg=-ltorch");
+        println!("cargo:rustc-env=BZ_CUDA_LINKED=1");
+    }
+}
+
+/// `BZ_CUDA=1/0` forces the choice; otherwise CUDA is linked only when cuBLAS sits beside the PyPI torch package,
+/// i.e. the full install, since linking libtorch_cuda.so without its dependencies makes a binary that cannot start.
+fn want_cuda(libtorch: &Path) -> bool {
+    match std::env::var("BZ_CUDA").as_deref() {
+        Ok("1") => return true,
+        Ok("0") => return false,
+        _ => {}
+    }
+    let cublas = libtorch.join("../nvidia/cu13/lib/libcublas.so.13");
+    println!("cargo:rerun-if-changed={}", cublas.display());
+    cublas.exists()
+}

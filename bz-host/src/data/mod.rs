@@ -1,0 +1,256 @@
+//! Datasets as tensors: loaded once, split, normalised, moved to the device, then batched by slicing one
+//! shuffled copy per epoch — no per-sample work, so loading is never the bottleneck.
+
+pub mod formats;
+
+use crate::config::{Column, DataConfig, DataSource, TaskKind};
+use anyhow::{bail, Context, Result};
+use formats::{RawSet, Targets, Task};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+/// Features and targets of one split, on the training device.
+pub struct Split {
+    pub x: Tensor,
+    /// Int64 class ids `[N]` for classification, Float `[N, W]` for regression.
+    pub y: Tensor,
+}
+
+impl Split {
+    pub fn len(&self) -> usize {
+        self.x.size().first().copied().unwrap_or(0) as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub struct Dataset {
+    pub train: Split,
+    pub val: Split,
+    /// Per-sample feature shape, e.g. `[1, 28, 28]` or `[64]`.
+    pub input_shape: Vec<i64>,
+    pub task: TaskKind,
+    /// Classification: number of classes; regression: target width.
+    pub outputs: usize,
+    pub class_names: Option<Vec<String>>,
+    /// Where the data came from, for the console and `bz doctor`-style messages.
+    pub description: String,
+}
+
+/// Loads the dataset a config describes. Relative paths are taken from `base` (the config file's directory).
+pub fn load(cfg: &DataConfig, seed: u64, base: &Path, device: Device) -> Result<Dataset> {
+    let task = match cfg.task {
+        TaskKind::Classification => Task::Classification,
+        TaskKind::Regression => Task::Regression,
+    };
+    let path = || -> Result<PathBuf> {
+        let p = cfg.path.as_ref().with_context(|| format!("data.source = {:?} needs `data.path`", source_name(cfg.source)))?;
+        Ok(base.join(p))
+    };
+    let (train, val, description) = match cfg.source {
+        DataSource::Digits => (formats::digits()?, None, "digits (scikit-learn, 1,797 8x8 images, embedded)".to_string()),
+        DataSource::Synthetic => {
+            let set = formats::synthetic(task, cfg.samples, cfg.num_features, cfg.classes, cfg.noise, seed)?;
+            (set, None, format!("synthetic {} ({} samples, {} features)", task_name(cfg.task), cfg.samples, cfg.num_features))
+        }
+        DataSource::Idx => {
+            let dir = path()?;
+            let train = formats::idx_dir(&dir, "train")?;
+            let val = match cfg.val.as_deref() {
+                None => None,
+                Some("test") => Some(formats::idx_dir(&dir, "t10k")?),
+                Some(other) => bail!("data.val = {other:?}: for idx data use \"test\" (the t10k files) or leave it out and set val_split"),
+            };
+            (train, val, format!("idx {}", dir.display()))
+        }
+        DataSource::Csv => {
+            let file = path()?;
+            let target = match &cfg.target {
+                Some(c) => column(c),
+                None => bail!("data.source = \"csv\" needs `data.target` (the target column's name or 0-based index)"),
+            };
+            let features = cfg.features.as_ref().map(|f| f.iter().map(column).collect());
+            let delimiter = cfg.delimiter.as_bytes().first().copied().unwrap_or(b',');
+            let spec = formats::CsvSpec { target: target.clone(), features: features.clone(), has_header: cfg.header, delimiter, task, known_classes: None };
+            let train = formats::csv(&file, &spec)?;
+            let val = match &cfg.val {
+                Some(v) => {
+                    let known = train.class_names.clone();
+                    let spec = formats::CsvSpec { target, features, has_header: cfg.header, delimiter, task, known_classes: known.as_deref() };
+                    Some(formats::csv(&base.join(v), &spec)?)
+                }
+                None => None,
+            };
+            (train, val, format!("csv {}", file.display()))
+        }
+        DataSource::Safetensors => {
+            let file = path()?;
+            let train = formats::safetensors(&file, &cfg.features_key, &cfg.targets_key, task)?;
+            let val = match &cfg.val {
+                Some(v) => Some(formats::safetensors(&base.join(v), &cfg.features_key, &cfg.targets_key, task)?),
+                None => None,
+            };
+            (train, val, format!("safetensors {}", file.display()))
+        }
+    };
+    assemble(train, val, cfg, seed, device, description)
+}
+
+fn assemble(train: RawSet, val: Option<RawSet>, cfg: &DataConfig, seed: u64, device: Device, description: String) -> Result<Dataset> {
+    if train.is_empty() {
+        bail!("the training data ({description}) has no samples");
+    }
+    if let Some(v) = &val {
+        if v.shape != train.shape {
+            bail!("validation samples have shape {:?} but training samples {:?}", v.shape, train.shape);
+        }
+    }
+    let task = match (&train.targets, cfg.task) {
+        (Targets::Classes(_), TaskKind::Classification) => TaskKind::Classification,
+        (Targets::Values { .. }, TaskKind::Regression) => TaskKind::Regression,
+        (Targets::Classes(_), TaskKind::Regression) => TaskKind::Regression,
+        (Targets::Values { .. }, TaskKind::Classification) => {
+            bail!("{description}: the targets are real numbers; set data.task = \"regression\" or give integer class labels")
+        }
+    };
+    let input_shape: Vec<i64> = train.shape.iter().map(|d| *d as i64).collect();
+    let class_names = train.class_names.clone();
+    let (train_x, train_y) = tensors(&train, task)?;
+    let (mut train_split, mut val_split) = match val {
+        Some(v) => {
+            let (vx, vy) = tensors(&v, task)?;
+            (Split { x: train_x, y: train_y }, Split { x: vx, y: vy })
+        }
+        None => split(train_x, train_y, cfg.val_split, seed)?,
+    };
+    let outputs = match task {
+        TaskKind::Classification => {
+            let max = |s: &Split| -> Result<i64> { if s.is_empty() { Ok(-1) } else { Ok(s.y.f_max()?.f_int64_value(&[])?) } };
+            let n = (max(&train_split)?.max(max(&val_split)?) + 1) as usize;
+            n.max(class_names.as_ref().map_or(0, |c| c.len())).max(2)
+        }
+        TaskKind::Regression => train_split.y.size().get(1).copied().unwrap_or(1) as usize,
+    };
+    if cfg.normalize {
+        normalize(&mut train_split, &mut val_split, &input_shape)?;
+    }
+    let to = |s: Split| -> Result<Split> { Ok(Split { x: s.x.f_to_device(device)?, y: s.y.f_to_device(device)? }) };
+    Ok(Dataset {
+        train: to(train_split)?,
+        val: to(val_split)?,
+        input_shape,
+        task,
+        outputs,
+        class_names,
+        description,
+    })
+}
+
+fn tensors(set: &RawSet, task: TaskKind) -> Result<(Tensor, Tensor)> {
+    let mut dims = vec![set.len() as i64];
+    dims.extend(set.shape.iter().map(|d| *d as i64));
+    let x = Tensor::f_from_slice(&set.features)?.f_reshape(&dims[..])?;
+    let y = match (&set.targets, task) {
+        (Targets::Classes(c), TaskKind::Classification) => Tensor::f_from_slice(c)?,
+        (Targets::Classes(c), TaskKind::Regression) => {
+            let v: Vec<f32> = c.iter().map(|v| *v as f32).collect();
+            Tensor::f_from_slice(&v)?.f_reshape([-1, 1])?
+        }
+        (Targets::Values { data, width }, _) => Tensor::f_from_slice(data)?.f_reshape([-1, *width as i64])?,
+    };
+    Ok((x, y))
+}
+
+/// Holds out `fraction` of the samples, chosen by a seeded shuffle (the same split on every run with that seed).
+fn split(x: Tensor, y: Tensor, fraction: f64, seed: u64) -> Result<(Split, Split)> {
+    let n = x.size()[0] as usize;
+    let n_val = (n as f64 * fraction).round() as usize;
+    if fraction > 0.0 && (n_val == 0 || n_val == n) {
+        bail!("data.val_split = {fraction} leaves {n_val} of {n} samples for validation; choose a fraction that leaves both sides non-empty");
+    }
+    let mut order: Vec<i64> = (0..n as i64).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_da7a));
+    let val_idx = Tensor::f_from_slice(&order[..n_val])?;
+    let train_idx = Tensor::f_from_slice(&order[n_val..])?;
+    Ok((
+        Split { x: x.f_index_select(0, &train_idx)?, y: y.f_index_select(0, &train_idx)? },
+        Split { x: x.f_index_select(0, &val_idx)?, y: y.f_index_select(0, &val_idx)? },
+    ))
+}
+
+/// Standardises with the training split's statistics: per channel for images, per column for tabular data.
+fn normalize(train: &mut Split, val: &mut Split, shape: &[i64]) -> Result<()> {
+    let dims: Vec<i64> = if shape.len() == 3 { vec![0, 2, 3] } else { vec![0] };
+    let mean = train.x.f_mean_dim(&dims[..], true, Kind::Float)?;
+    let std = train.x.f_std_dim(&dims[..], false, true)?.f_clamp_min(1e-8)?;
+    train.x = train.x.f_sub(&mean)?.f_div(&std)?;
+    if !val.is_empty() {
+        val.x = val.x.f_sub(&mean)?.f_div(&std)?;
+    }
+    Ok(())
+}
+
+/// The sample order of one epoch: a function of (seed, epoch) only, so a resumed run sees the same batches.
+pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<i64> {
+    let mut order: Vec<i64> = (0..n as i64).collect();
+    let stream = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (epoch as u64).wrapping_add(1).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(stream));
+    order
+}
+
+fn column(c: &Column) -> formats::ColumnRef {
+    match c {
+        Column::Index(i) => formats::ColumnRef::Index(*i),
+        Column::Name(n) => formats::ColumnRef::Name(n.clone()),
+    }
+}
+
+fn source_name(s: DataSource) -> &'static str {
+    match s {
+        DataSource::Digits => "digits",
+        DataSource::Synthetic => "synthetic",
+        DataSource::Idx => "idx",
+        DataSource::Csv => "csv",
+        DataSource::Safetensors => "safetensors",
+    }
+}
+
+fn task_name(t: TaskKind) -> &'static str {
+    match t {
+        TaskKind::Classification => "classification",
+        TaskKind::Regression => "regression",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_order_is_a_seeded_permutation() {
+        let a = epoch_order(100, 7, 3);
+        assert_eq!(a, epoch_order(100, 7, 3));
+        assert_ne!(a, epoch_order(100, 7, 4));
+        assert_ne!(a, epoch_order(100, 8, 3));
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..100).collect::<Vec<i64>>());
+    }
+
+    #[test]
+    fn digits_split_and_normalise() {
+        let cfg = DataConfig { normalize: true, ..DataConfig::default() };
+        let d = load(&cfg, 0, Path::new("."), Device::Cpu).unwrap();
+        assert_eq!(d.train.len() + d.val.len(), 1797);
+        assert_eq!(d.val.len(), 359);
+        assert_eq!(d.outputs, 10);
+        assert_eq!(d.input_shape, vec![1, 8, 8]);
+        let m = d.train.x.mean(Kind::Float).double_value(&[]);
+        assert!(m.abs() < 1e-4, "normalised mean {m}");
+    }
+}

@@ -1,0 +1,15 @@
+//! bz: trains PyTorch models on libtorch from a TOML file.
+//!
+//! The binary's commands live in `main.rs`; everything they use is here so integration tests can reach it.
+
+pub mod checkpoint;
+pub mod config;
+pub mod console;
+pub mod data;
+pub mod evaluate;
+pub mod events;
+pub mod metrics;
+pub mod model;
+pub mod optim;
+pub mod schedule;
+pub mod train;

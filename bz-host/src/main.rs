@@ -1,0 +1,259 @@
+//! The `bz` command line.
+//!
+//! Exit codes: 0 success (also an early stop), 1 a failed run or command, 2 a bad config or command line,
+//! 3 the loss became NaN/inf, 130 interrupted by Ctrl-C (a checkpoint was saved; `--resume` continues).
+
+use anyhow::{Context, Result};
+use bz_host::config::{self, ConfigError};
+use bz_host::console::{Console, Verbosity};
+use bz_host::events::Dispatcher;
+use bz_host::train::{self, NonFiniteLoss, Outcome, TrainOptions, INTERRUPTED};
+use clap::{Args, Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+
+#[derive(Parser)]
+#[command(name = "bz", version, about = "Train PyTorch models on libtorch from a TOML file")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// The run's TOML config (see `bz init`).
+    config: PathBuf,
+    /// Override any config key, e.g. `--set optimizer.lr=0.01 --set model.layers[1].out=128`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model.
+    Train {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// Train for N epochs (same as --set train.epochs=N).
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Continue the run from its `last` checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// Run directory name under run.dir (default: run.name, else the config file's name).
+        #[arg(long)]
+        run_name: Option<String>,
+        /// Only errors and the final line.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Every metric in the epoch lines.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Check a config (keys, values, data, model shapes) without training.
+    Validate {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+    /// Evaluate a checkpoint on the validation (or training) split.
+    Eval {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// A checkpoint directory (default: the run's `best`, else `last`).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// The run whose checkpoint to use (default: run.name, else the config file's name).
+        #[arg(long)]
+        run_name: Option<String>,
+        #[arg(long, default_value = "val", value_parser = ["val", "train"])]
+        split: String,
+        /// Print the metrics as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a commented starter config.
+    Init {
+        #[arg(default_value = "bz.toml")]
+        path: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show libtorch, CUDA, threads, plugin directory and Python tools: what to check first when something is off.
+    Doctor,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train { cfg, epochs, resume, run_name, quiet, verbose } => cmd_train(cfg, epochs, resume, run_name, quiet, verbose),
+        Command::Validate { cfg } => cmd_validate(cfg),
+        Command::Eval { cfg, checkpoint, run_name, split, json } => cmd_eval(cfg, checkpoint, run_name, &split, json),
+        Command::Init { path, force } => cmd_init(&path, force),
+        Command::Doctor => cmd_doctor(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(2)
+            } else if e.downcast_ref::<NonFiniteLoss>().is_some() {
+                ExitCode::from(3)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn load(cfg: &ConfigArgs, extra: &[String]) -> Result<config::Loaded> {
+    let mut set = cfg.set.clone();
+    set.extend_from_slice(extra);
+    Ok(config::load(&cfg.config, &set)?)
+}
+
+fn cmd_train(cfg: ConfigArgs, epochs: Option<usize>, resume: bool, run_name: Option<String>, quiet: bool, verbose: bool) -> Result<ExitCode> {
+    let extra: Vec<String> = epochs.map(|n| format!("train.epochs={n}")).into_iter().collect();
+    let loaded = load(&cfg, &extra)?;
+    ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            // A second Ctrl-C: the user does not want to wait for the checkpoint.
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: saving a checkpoint after this batch (Ctrl-C again to quit at once)");
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    let verbosity = if quiet {
+        Verbosity::Quiet
+    } else if verbose {
+        Verbosity::Verbose
+    } else {
+        Verbosity::Normal
+    };
+    let mut dispatcher = Dispatcher::default();
+    dispatcher.add(Box::new(Console::new(verbosity, std::io::stdout().is_terminal())));
+    let outcome = train::train(&loaded, &TrainOptions { resume, run_name }, &mut dispatcher)?;
+    Ok(match outcome {
+        Outcome::Completed | Outcome::Stopped => ExitCode::SUCCESS,
+        Outcome::Interrupted => ExitCode::from(130),
+    })
+}
+
+fn cmd_validate(cfg: ConfigArgs) -> Result<ExitCode> {
+    let loaded = load(&cfg, &[])?;
+    let (data, _vs, model, objective, _device) = train::prepare(&loaded.config, &loaded.path)?;
+    println!("{}: ok", loaded.path.display());
+    println!("data    {} · {} train / {} val samples · input {}", data.description, data.train.len(), data.val.len(), bz_host::model::fmt_shape(&data.input_shape));
+    println!("{}", model.summary());
+    println!("metrics {}", objective.metric_names().join(", "));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_eval(cfg: ConfigArgs, checkpoint: Option<PathBuf>, run_name: Option<String>, split: &str, json: bool) -> Result<ExitCode> {
+    let loaded = load(&cfg, &[])?;
+    let c = &loaded.config;
+    let dir = match checkpoint {
+        Some(p) => p,
+        None => {
+            let name = run_name.or_else(|| c.run.name.clone()).unwrap_or_else(|| loaded.stem.clone());
+            let ckpts = c.run.dir.join(name).join("checkpoints");
+            let best = ckpts.join("best");
+            if best.exists() {
+                best
+            } else {
+                ckpts.join("last")
+            }
+        }
+    };
+    if !dir.join("model.safetensors").exists() {
+        anyhow::bail!("{} is not a checkpoint (no model.safetensors); train first or pass --checkpoint DIR", dir.display());
+    }
+    // A TorchScript model's buffers live only in the module the checkpoint saved, so evaluate that module.
+    let mut c = c.clone();
+    if c.model.torchscript.is_some() {
+        c.model.torchscript = Some(std::fs::canonicalize(dir.join("model.pt")).with_context(|| format!("{} has no model.pt", dir.display()))?);
+    }
+    let c = &c;
+    let (data, mut vs, model, objective, _device) = train::prepare(c, &loaded.path)?;
+    bz_host::checkpoint::load_model(&dir, &mut vs)?;
+    let (set, name) = if split == "train" { (&data.train, "train") } else { (&data.val, "val") };
+    if set.is_empty() {
+        anyhow::bail!("the {name} split is empty (data.val_split = 0?)");
+    }
+    let val_bs = c.train.val_batch_size.unwrap_or(c.train.batch_size);
+    let ev = bz_host::evaluate::evaluate(&model, &objective, set, val_bs, 0, name, |_, _| Ok(()))?;
+    if json {
+        let map: serde_json::Map<String, serde_json::Value> = ev.metrics.iter().map(|m| (m.key(), serde_json::json!(m.value))).collect();
+        println!("{}", serde_json::Value::Object(map));
+    } else {
+        println!("checkpoint {}", std::fs::canonicalize(&dir).unwrap_or(dir).display());
+        for m in &ev.metrics {
+            println!("{:<24} {}", m.key(), bz_host::console::fmt_value(m.value));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+const STARTER: &str = include_str!("../../examples/digits.toml");
+
+fn cmd_init(path: &Path, force: bool) -> Result<ExitCode> {
+    if path.exists() && !force {
+        anyhow::bail!("{} already exists; pass --force to overwrite it", path.display());
+    }
+    train::write_atomic(path, STARTER.as_bytes())?;
+    println!("wrote {} · train it with `bz train {}`", path.display(), path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_doctor() -> Result<ExitCode> {
+    println!("bz              {}", env!("CARGO_PKG_VERSION"));
+    let libtorch = option_env!("BZ_LIBTORCH_DIR").unwrap_or("(unknown: built without LIBTORCH)");
+    let version = std::fs::read_to_string(Path::new(libtorch).join("version.py"))
+        .ok()
+        .and_then(|t| t.lines().find(|l| l.starts_with("__version__")).map(|l| l.split('\'').nth(1).unwrap_or("?").to_string()))
+        .unwrap_or_else(|| "2.13.0 (required by tch 0.26)".into());
+    println!("libtorch        {version} at {libtorch}");
+    let linked = option_env!("BZ_CUDA_LINKED").is_some();
+    let cuda = tch::Cuda::is_available();
+    println!(
+        "cuda            {} (CUDA {} into this build{})",
+        if cuda { format!("{} device(s), cudnn {}", tch::Cuda::device_count(), tch::Cuda::cudnn_is_available()) } else { "not available".into() },
+        if linked { "linked" } else { "not linked" },
+        if linked { "" } else { "; `scripts/setup --cuda` then rebuild for GPUs" }
+    );
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!(
+        "threads         {} intra-op (libtorch default) · {cores} logical CPUs · MKL {} · OpenMP {}",
+        tch::get_num_threads(),
+        tch::utils::has_mkl(),
+        tch::utils::has_openmp()
+    );
+    let mut sys = sysinfo::System::new();
+    sys.refresh_memory();
+    println!("memory          {:.1} GiB total, {:.1} GiB available", sys.total_memory() as f64 / 1073741824.0, sys.available_memory() as f64 / 1073741824.0);
+    let plugin_dir = std::env::var_os("BZ_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".bz/plugins")))
+        .unwrap_or_else(|| PathBuf::from(".bz/plugins"));
+    let plugins = std::fs::read_dir(&plugin_dir)
+        .map(|d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "so")).count())
+        .ok();
+    match plugins {
+        Some(n) => println!("plugins         {} ({n} .so files)", plugin_dir.display()),
+        None => println!("plugins         {} (does not exist yet)", plugin_dir.display()),
+    }
+    let venv = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/bz/venv/bin"));
+    for tool in ["tensorboard", "wandb", "optuna"] {
+        let found = find_tool(tool, venv.as_deref());
+        println!("{:<15} {}", tool, found.map(|p| p.display().to_string()).unwrap_or_else(|| "not found (tests install it with scripts/setup --python)".into()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn find_tool(name: &str, venv: Option<&Path>) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).chain(venv.map(Path::to_path_buf)).map(|d| d.join(name)).find(|p| p.is_file())
+}

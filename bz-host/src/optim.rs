@@ -1,0 +1,308 @@
+//! Optimizers whose state bz owns.
+//!
+//! tch's optimizers are libtorch C++ objects that cannot be serialised (tch-rs #360), which rules out exact
+//! resume. These follow PyTorch's update rules op for op (`torch.optim.SGD`, `Adam`, `AdamW`, `RMSprop`, the
+//! single-tensor "for-loop" path) with every state buffer a named tensor that the checkpoint saves and restores.
+
+use crate::config::{OptimizerConfig, OptimizerKind};
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use tch::Tensor;
+
+pub struct Optimizer {
+    cfg: OptimizerConfig,
+    weight_decay: f64,
+    params: Vec<Param>,
+    /// Optimizer steps taken (Adam's bias correction uses it).
+    pub steps: i64,
+    lr: f64,
+}
+
+struct Param {
+    name: String,
+    tensor: Tensor,
+    /// Lazily created like PyTorch's, so a fresh optimizer and a restored one behave the same.
+    state: HashMap<&'static str, Tensor>,
+}
+
+impl Optimizer {
+    pub fn new(cfg: &OptimizerConfig, params: Vec<(String, Tensor)>) -> Optimizer {
+        let weight_decay = cfg.weight_decay.unwrap_or(if cfg.name == OptimizerKind::Adamw { 0.01 } else { 0.0 });
+        let params = params.into_iter().map(|(name, tensor)| Param { name, tensor, state: HashMap::new() }).collect();
+        Optimizer { cfg: cfg.clone(), weight_decay, params, steps: 0, lr: cfg.lr }
+    }
+
+    pub fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    pub fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    pub fn zero_grad(&mut self) {
+        for p in &mut self.params {
+            p.tensor.zero_grad();
+        }
+    }
+
+    /// Scales gradients so that their global L2 norm is at most `max_norm` (PyTorch's `clip_grad_norm_`).
+    /// Returns the norm before clipping.
+    pub fn clip_grad_norm(&mut self, max_norm: f64) -> Result<f64> {
+        let _guard = tch::no_grad_guard();
+        let norms: Vec<Tensor> = self.grads().map(|g| g.f_norm()).collect::<Result<_, _>>()?;
+        if norms.is_empty() {
+            return Ok(0.0);
+        }
+        let total = Tensor::f_stack(&norms, 0)?.f_norm()?;
+        let total_v = total.f_double_value(&[])?;
+        let coef = max_norm / (total_v + 1e-6);
+        if coef < 1.0 {
+            for mut g in self.grads() {
+                let _ = g.f_mul_scalar_(coef)?;
+            }
+        }
+        Ok(total_v)
+    }
+
+    /// Clamps every gradient element to [-v, v] (PyTorch's `clip_grad_value_`).
+    pub fn clip_grad_value(&mut self, v: f64) -> Result<()> {
+        let _guard = tch::no_grad_guard();
+        for mut g in self.grads() {
+            let _ = g.f_clamp_(-v, v)?;
+        }
+        Ok(())
+    }
+
+    fn grads(&self) -> impl Iterator<Item = Tensor> + '_ {
+        self.params.iter().map(|p| p.tensor.grad()).filter(|g| g.defined())
+    }
+
+    pub fn step(&mut self) -> Result<()> {
+        let _guard = tch::no_grad_guard();
+        self.steps += 1;
+        let (cfg, lr, wd, steps) = (&self.cfg, self.lr, self.weight_decay, self.steps);
+        for p in &mut self.params {
+            let grad = p.tensor.grad();
+            if !grad.defined() {
+                continue;
+            }
+            match cfg.name {
+                OptimizerKind::Sgd => sgd(p, grad, cfg, lr, wd),
+                OptimizerKind::Adam | OptimizerKind::Adamw => adam(p, grad, cfg, lr, wd, steps),
+                OptimizerKind::Rmsprop => rmsprop(p, grad, cfg, lr, wd),
+            }
+            .with_context(|| format!("optimizer step failed for parameter {}", p.name))?;
+        }
+        Ok(())
+    }
+
+    /// Every state buffer as `<param>/<buffer>`, for the checkpoint.
+    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for p in &self.params {
+            let mut names: Vec<_> = p.state.keys().collect();
+            names.sort();
+            for n in names {
+                out.push((format!("{}/{}", p.name, n), p.state[n].shallow_clone()));
+            }
+        }
+        out
+    }
+
+    /// Restores buffers saved by [`Optimizer::state_tensors`]; unknown names are an error (a different model).
+    pub fn load_state_tensors(&mut self, tensors: Vec<(String, Tensor)>, steps: i64) -> Result<()> {
+        let device = self.params.first().map(|p| p.tensor.device());
+        for (key, t) in tensors {
+            let Some((pname, buf)) = key.rsplit_once('/') else { bail!("optimizer state: bad entry {key:?}") };
+            let Some(p) = self.params.iter_mut().find(|p| p.name == pname) else {
+                bail!("optimizer state has a buffer for parameter {pname:?}, which the model does not have")
+            };
+            let Some(name) = BUFFERS.iter().find(|b| **b == buf) else { bail!("optimizer state: unknown buffer {buf:?}") };
+            let t = match device {
+                Some(d) => t.f_to_device(d)?,
+                None => t,
+            };
+            if t.size() != p.tensor.size() {
+                bail!("optimizer state {key:?} has shape {:?}, the parameter {:?}", t.size(), p.tensor.size());
+            }
+            p.state.insert(name, t);
+        }
+        self.steps = steps;
+        Ok(())
+    }
+}
+
+const BUFFERS: [&str; 5] = ["momentum_buffer", "exp_avg", "exp_avg_sq", "square_avg", "grad_avg"];
+
+/// A state buffer, created from `init` on first use.
+fn buffer<'a>(p: &'a mut Param, name: &'static str, init: impl FnOnce(&Tensor) -> Result<Tensor, tch::TchError>) -> Result<&'a mut Tensor> {
+    if !p.state.contains_key(name) {
+        let t = init(&p.tensor)?;
+        p.state.insert(name, t);
+    }
+    p.state.get_mut(name).context("optimizer buffer missing")
+}
+
+fn zeros(t: &Tensor) -> Result<Tensor, tch::TchError> {
+    t.f_zeros_like()
+}
+
+fn sgd(p: &mut Param, grad: Tensor, cfg: &OptimizerConfig, lr: f64, wd: f64) -> Result<()> {
+    let mut d_p = if wd != 0.0 { grad.f_add(&p.tensor.f_mul_scalar(wd)?)? } else { grad };
+    if cfg.momentum != 0.0 {
+        let fresh = !p.state.contains_key("momentum_buffer");
+        // PyTorch starts the buffer as a copy of the first update; a view would alias the gradient.
+        let buf = buffer(p, "momentum_buffer", |_| d_p.f_detach_copy())?;
+        if !fresh {
+            let _ = buf.f_mul_scalar_(cfg.momentum)?;
+            if cfg.dampening == 0.0 {
+                let _ = buf.f_add_(&d_p)?;
+            } else {
+                let _ = buf.f_add_(&d_p.f_mul_scalar(1.0 - cfg.dampening)?)?;
+            }
+        }
+        d_p = if cfg.nesterov { d_p.f_add(&buf.f_mul_scalar(cfg.momentum)?)? } else { buf.shallow_clone() };
+    }
+    let _ = p.tensor.f_sub_(&d_p.f_mul_scalar(lr)?)?;
+    Ok(())
+}
+
+fn adam(p: &mut Param, grad: Tensor, cfg: &OptimizerConfig, lr: f64, wd: f64, step: i64) -> Result<()> {
+    let [b1, b2] = cfg.betas;
+    let grad = if cfg.name == OptimizerKind::Adamw {
+        if wd != 0.0 {
+            let _ = p.tensor.f_mul_scalar_(1.0 - lr * wd)?;
+        }
+        grad
+    } else if wd != 0.0 {
+        grad.f_add(&p.tensor.f_mul_scalar(wd)?)?
+    } else {
+        grad
+    };
+    let exp_avg = buffer(p, "exp_avg", zeros)?;
+    let _ = exp_avg.f_lerp_(&grad, 1.0 - b1)?;
+    let exp_avg = exp_avg.shallow_clone();
+    let exp_avg_sq = buffer(p, "exp_avg_sq", zeros)?;
+    let _ = exp_avg_sq.f_mul_scalar_(b2)?;
+    let _ = exp_avg_sq.f_addcmul_(&grad.f_mul_scalar(1.0 - b2)?, &grad)?;
+    let bc1 = 1.0 - b1.powi(step as i32);
+    let bc2 = 1.0 - b2.powi(step as i32);
+    let step_size = lr / bc1;
+    // denom = sqrt(v) / sqrt(bc2) + eps, folded with -step_size so the update is one addcdiv.
+    let mut denom = exp_avg_sq.f_sqrt()?;
+    let _ = denom.f_mul_scalar_(1.0 / bc2.sqrt())?;
+    let _ = denom.f_add_scalar_(cfg.eps)?;
+    let _ = denom.f_mul_scalar_(-1.0 / step_size)?;
+    let _ = p.tensor.f_addcdiv_(&exp_avg, &denom)?;
+    Ok(())
+}
+
+fn rmsprop(p: &mut Param, grad: Tensor, cfg: &OptimizerConfig, lr: f64, wd: f64) -> Result<()> {
+    let grad = if wd != 0.0 { grad.f_add(&p.tensor.f_mul_scalar(wd)?)? } else { grad };
+    let square_avg = buffer(p, "square_avg", zeros)?;
+    let _ = square_avg.f_mul_scalar_(cfg.alpha)?;
+    let _ = square_avg.f_addcmul_(&grad.f_mul_scalar(1.0 - cfg.alpha)?, &grad)?;
+    let square_avg = square_avg.shallow_clone();
+    let mut avg = if cfg.centered {
+        let grad_avg = buffer(p, "grad_avg", zeros)?;
+        let _ = grad_avg.f_lerp_(&grad, 1.0 - cfg.alpha)?;
+        square_avg.f_sub(&grad_avg.f_mul(grad_avg)?)?.f_sqrt()?
+    } else {
+        square_avg.f_sqrt()?
+    };
+    let _ = avg.f_add_scalar_(cfg.eps)?;
+    if cfg.momentum > 0.0 {
+        let buf = buffer(p, "momentum_buffer", zeros)?;
+        let _ = buf.f_mul_scalar_(cfg.momentum)?;
+        let _ = buf.f_addcdiv_(&grad, &avg)?;
+        let step = buf.f_mul_scalar(lr)?;
+        let _ = p.tensor.f_sub_(&step)?;
+    } else {
+        let _ = avg.f_mul_scalar_(-1.0 / lr)?;
+        let _ = p.tensor.f_addcdiv_(&grad, &avg)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    /// Minimises f(x) = sum((x - 3)^2) from x = 0; each optimizer must get close to 3.
+    fn converges(cfg: OptimizerConfig, steps: usize) -> f64 {
+        let x = Tensor::zeros([4], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let mut opt = Optimizer::new(&cfg, vec![("x".into(), x.shallow_clone())]);
+        for _ in 0..steps {
+            opt.zero_grad();
+            let loss = (&x - 3.0).square().sum(Kind::Float);
+            loss.backward();
+            opt.step().unwrap();
+        }
+        (&x - 3.0).abs().max().double_value(&[])
+    }
+
+    #[test]
+    fn every_optimizer_converges() {
+        let base = OptimizerConfig::default();
+        let cases = [
+            OptimizerConfig { name: OptimizerKind::Sgd, lr: 0.1, ..base.clone() },
+            OptimizerConfig { name: OptimizerKind::Sgd, lr: 0.05, momentum: 0.9, nesterov: true, ..base.clone() },
+            OptimizerConfig { name: OptimizerKind::Sgd, lr: 0.05, momentum: 0.9, dampening: 0.1, ..base.clone() },
+            OptimizerConfig { name: OptimizerKind::Adam, lr: 0.1, ..base.clone() },
+            OptimizerConfig { name: OptimizerKind::Adamw, lr: 0.1, weight_decay: Some(0.0), ..base.clone() },
+            OptimizerConfig { name: OptimizerKind::Rmsprop, lr: 0.01, ..base.clone() },
+            OptimizerConfig { name: OptimizerKind::Rmsprop, lr: 0.01, momentum: 0.5, centered: true, ..base.clone() },
+        ];
+        for c in cases {
+            let err = converges(c.clone(), 500);
+            assert!(err < 1e-2, "{:?} ended {err} away from the optimum", c.name);
+        }
+    }
+
+    #[test]
+    fn sgd_matches_pytorch_first_steps() {
+        // torch.optim.SGD([x], lr=0.1, momentum=0.9) on f = x^2 from x = 1:
+        // step 1: g = 2, buf = 2, x = 1 - 0.2 = 0.8; step 2: g = 1.6, buf = 0.9*2 + 1.6 = 3.4, x = 0.8 - 0.34 = 0.46
+        let x = Tensor::from_slice(&[1.0f64]).set_requires_grad(true);
+        let cfg = OptimizerConfig { name: OptimizerKind::Sgd, lr: 0.1, momentum: 0.9, ..OptimizerConfig::default() };
+        let mut opt = Optimizer::new(&cfg, vec![("x".into(), x.shallow_clone())]);
+        let mut seen = vec![];
+        for _ in 0..2 {
+            opt.zero_grad();
+            x.square().sum(Kind::Double).backward();
+            opt.step().unwrap();
+            seen.push(x.double_value(&[0]));
+        }
+        assert!((seen[0] - 0.8).abs() < 1e-12 && (seen[1] - 0.46).abs() < 1e-12, "{seen:?}");
+    }
+
+    #[test]
+    fn adam_first_step_moves_by_lr() {
+        // With bias correction Adam's first update is lr * g / (|g| + eps) = lr * sign(g).
+        let x = Tensor::from_slice(&[1.0f64, -2.0]).set_requires_grad(true);
+        let cfg = OptimizerConfig { name: OptimizerKind::Adam, lr: 0.01, ..OptimizerConfig::default() };
+        let mut opt = Optimizer::new(&cfg, vec![("x".into(), x.shallow_clone())]);
+        opt.zero_grad();
+        x.square().sum(Kind::Double).backward();
+        opt.step().unwrap();
+        assert!((x.double_value(&[0]) - 0.99).abs() < 1e-9);
+        assert!((x.double_value(&[1]) + 1.99).abs() < 1e-9);
+    }
+
+    #[test]
+    fn state_round_trips() {
+        let x = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
+        let cfg = OptimizerConfig { name: OptimizerKind::Adam, ..OptimizerConfig::default() };
+        let mut opt = Optimizer::new(&cfg, vec![("x".into(), x.shallow_clone())]);
+        opt.zero_grad();
+        x.square().sum(Kind::Float).backward();
+        opt.step().unwrap();
+        let saved: Vec<(String, Tensor)> = opt.state_tensors().into_iter().map(|(n, t)| (n, t.copy())).collect();
+        assert_eq!(saved.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(), vec!["x/exp_avg", "x/exp_avg_sq"]);
+        let y = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
+        let mut other = Optimizer::new(&cfg, vec![("y".into(), y)]);
+        assert!(other.load_state_tensors(saved, 1).is_err(), "a buffer for an unknown parameter must be refused");
+    }
+}
