@@ -57,15 +57,23 @@ pub fn prepare(cfg: &Config, config_path: &Path) -> Result<(Dataset, nn::VarStor
     let base = config_path.parent().unwrap_or(Path::new("."));
     let data = data::load(&cfg.data, cfg.run.seed, base, device)?;
     let vs = nn::VarStore::new(device);
+    // Problems that the config can fix are config errors (exit 2), even when found only now that shapes are known.
+    let config_error = |key: &str, message: String| -> anyhow::Error {
+        config::ConfigError { file: config_path.to_path_buf(), location: None, key: Some(key.to_string()), message }.into()
+    };
     let model = match &cfg.model.torchscript {
         Some(p) => Model::from_torchscript(&vs, &base.join(p), &data.input_shape)?,
-        None => Model::from_layers(&vs, &cfg.model.layers, &data.input_shape)?,
+        None => {
+            crate::model::infer_shapes(&cfg.model.layers, &data.input_shape).map_err(|m| config_error("model", m))?;
+            Model::from_layers(&vs, &cfg.model.layers, &data.input_shape)?
+        }
     };
-    let objective = Objective::new(cfg.train.loss, data.task, data.outputs, &model.output_shape, cfg.train.label_smoothing, cfg.metrics.top_k)?;
+    let objective = Objective::new(cfg.train.loss, data.task, data.outputs, &model.output_shape, cfg.train.label_smoothing, cfg.metrics.top_k)
+        .map_err(|e| config_error("model", format!("{e:#}")))?;
     let names = objective.metric_names();
     let check_metric = |key: &str, name: &str| -> Result<()> {
         if !names.iter().any(|n| n == name) {
-            bail!("{key} = {name:?} is not a metric of this run; choose one of: {}", names.join(", "));
+            return Err(config_error(key, format!("{name:?} is not a metric of this run; choose one of: {}", names.join(", "))));
         }
         Ok(())
     };

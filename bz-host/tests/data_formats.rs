@@ -465,7 +465,12 @@ fn csv_regression_target() {
     );
     assert_mentions(
         &message,
-        &["line 2", "\"price\"", "\"cheap\" is not a number"],
+        &[
+            "line 2",
+            "\"price\"",
+            "\"cheap\" is not a number",
+            "regression targets must be numeric",
+        ],
     );
 }
 
@@ -1260,6 +1265,14 @@ fn synthetic_rejects_impossible_settings() {
             "3 samples cannot cover 5 classes",
         ),
         (Task::Regression, 10, 2, 0, -1.0, "noise -1"),
+        (
+            Task::Classification,
+            20_000,
+            2,
+            10_001,
+            1.0,
+            "more than the 10000 supported",
+        ),
         (Task::Regression, 10, 2, 0, f32::NAN, "noise NaN"),
     ];
     for (task, samples, features, classes_n, noise, expected) in cases {

@@ -16,7 +16,6 @@ import json
 import os
 import time
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -27,7 +26,7 @@ def read_idx(path):
         raw = f.read()
     ndim = raw[3]
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return torch.from_numpy(np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims).copy())
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def load(data, prefix):

@@ -91,12 +91,13 @@ impl RawSet {
         if let Some(names) = &self.class_names {
             return Some(names.len());
         }
-        let max = ids.iter().copied().max().unwrap_or(-1);
-        Some(
-            max.checked_add(1)
-                .and_then(|n| usize::try_from(n).ok())
-                .unwrap_or(0),
-        )
+        // Ids are never negative by construction; a negative one would count as no class.
+        let max = ids
+            .iter()
+            .copied()
+            .max()
+            .and_then(|id| usize::try_from(id).ok());
+        Some(max.map_or(0, |id| id.saturating_add(1)))
     }
 }
 
@@ -1334,6 +1335,8 @@ const BLOB_SEPARATION: f64 = 4.5;
 /// Rejected candidates in a row before the box that centres are drawn from grows.
 const CENTRE_TRIES: usize = 32;
 const CENTRE_GROWTH: f64 = 1.05;
+/// Placing centres costs O(classes² · features); this keeps it to a few seconds at most.
+const MAX_SYNTHETIC_CLASSES: usize = 10_000;
 
 fn settings_error(problem: String, fix: &str) -> DataError {
     DataError::Settings {
@@ -1375,6 +1378,12 @@ fn check_synthetic(
         return Err(settings_error(
             format!("{classes} classes cannot make a classification task"),
             "ask for at least 2 classes",
+        ));
+    }
+    if task == Task::Classification && classes > MAX_SYNTHETIC_CLASSES {
+        return Err(settings_error(
+            format!("{classes} classes is more than the {MAX_SYNTHETIC_CLASSES} supported"),
+            "ask for fewer classes",
         ));
     }
     if task == Task::Classification && classes > samples {
@@ -1519,5 +1528,55 @@ fn invalid(path: &Path, at: Location, problem: String, fix: impl Into<String>) -
         at,
         problem,
         fix: fix.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_special_values() {
+        assert_eq!(f16_to_f32(0x0000), 0.0);
+        assert!(f16_to_f32(0x8000).is_sign_negative());
+        assert_eq!(f16_to_f32(0x3555), 0.333_251_95);
+        assert_eq!(f16_to_f32(0x0400), 2f32.powi(-14));
+        assert_eq!(f16_to_f32(0x7c00), f32::INFINITY);
+        assert_eq!(f16_to_f32(0xfc00), f32::NEG_INFINITY);
+        assert!(f16_to_f32(0x7e00).is_nan());
+    }
+
+    #[test]
+    fn integer_class_labels() {
+        assert_eq!(integer_class("0"), Some(0));
+        assert_eq!(integer_class("12"), Some(12));
+        assert_eq!(integer_class("3.0"), Some(3));
+        assert_eq!(integer_class("-1"), None);
+        assert_eq!(integer_class("2.5"), None);
+        assert_eq!(integer_class("1e12"), None);
+        assert_eq!(integer_class("NaN"), None);
+        assert_eq!(integer_class("cat"), None);
+    }
+
+    #[test]
+    fn locations_read_naturally() {
+        let cell = Location::Cell {
+            line: 4,
+            column: "\"x\" (index 0)".to_owned(),
+        };
+        assert_eq!(cell.to_string(), ", line 4, column \"x\" (index 0)");
+        assert_eq!(Location::Byte(16).to_string(), ", byte 16");
+        assert_eq!(Location::File.to_string(), "");
+    }
+
+    #[test]
+    fn num_classes_survives_extreme_ids() {
+        let set = RawSet {
+            features: vec![0.0],
+            shape: vec![1],
+            targets: Targets::Classes(vec![i64::MAX]),
+            class_names: None,
+        };
+        assert_eq!(set.num_classes(), Some(i64::MAX as usize + 1));
     }
 }

@@ -1,0 +1,134 @@
+//! The command line: exit codes, one-line errors that name file, line, column and key, and the helper commands.
+
+use bz_e2e::*;
+
+const GOOD: &str = r#"
+[data]
+source = "digits"
+[model]
+layers = [{ type = "flatten" }, { type = "linear", out = 10 }]
+[train]
+epochs = 1
+"#;
+
+#[test]
+fn no_arguments_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bz(dir.path(), &[]);
+    assert_eq!(out.code, 2, "{}", out.all());
+}
+
+#[test]
+fn missing_config_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bz(dir.path(), &["train", "nope.toml"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.starts_with("error: nope.toml: cannot read the config file"), "{}", out.stderr);
+    assert_eq!(out.stderr.trim().lines().count(), 1, "one line: {}", out.stderr);
+}
+
+#[test]
+fn unknown_key_gives_location_and_suggestion() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "c.toml", &format!("{GOOD}[optimizer]\nnmae = \"sgd\"\n"));
+    let out = bz(dir.path(), &["validate", "c.toml"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("c.toml:9:1: `optimizer.nmae`: unknown field `nmae`"), "{}", out.stderr);
+    assert!(out.stderr.contains("did you mean `name`?"), "{}", out.stderr);
+    assert!(!dir.path().join("runs").exists(), "a bad config must not create a run directory");
+}
+
+#[test]
+fn bad_values_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &str); 5] = [
+        ("[optimizer]\nlr = -1.0\n", "`optimizer.lr`: -1 must be a positive number"),
+        ("[optimizer]\nmomentum = \"high\"\n", "`optimizer.momentum`: invalid type"),
+        ("[run]\ndevice = \"gpu\"\n", "unknown device \"gpu\""),
+        ("[checkpoint]\nmonitor = \"val/acc\"\n", "\"val/acc\" is not a metric of this run; choose one of: train/loss"),
+        ("[scheduler]\nname = \"cosin\"\n", "did you mean `cosine`?"),
+    ];
+    for (extra, want) in cases {
+        write_config(dir.path(), "c.toml", &format!("{GOOD}{extra}"));
+        let out = bz(dir.path(), &["validate", "c.toml"]);
+        assert_eq!(out.code, 2, "{extra}: {}", out.all());
+        assert!(out.stderr.contains(want), "{extra}: expected {want:?} in {}", out.stderr);
+        assert_eq!(out.stderr.trim().lines().count(), 1, "one line: {}", out.stderr);
+    }
+}
+
+#[test]
+fn model_shape_errors_say_what_to_add() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "c.toml", &GOOD.replace("{ type = \"flatten\" }, ", ""));
+    let out = bz(dir.path(), &["validate", "c.toml"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("model.layers[0] (linear) needs a flat input but gets [1, 8, 8]: add { type = \"flatten\" }"), "{}", out.stderr);
+    write_config(dir.path(), "c.toml", &GOOD.replace("out = 10", "out = 7"));
+    let out = bz(dir.path(), &["validate", "c.toml"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("outputs 7 values per sample but the data has 10 classes: set the last layer's `out = 10`"), "{}", out.stderr);
+}
+
+#[test]
+fn set_overrides_and_reports_bad_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "c.toml", GOOD);
+    let out = bz(dir.path(), &["validate", "c.toml", "--set", "model.layers[1].out=12"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("outputs 12 values"), "{}", out.stderr);
+    let out = bz(dir.path(), &["validate", "c.toml", "--set", "train.epochs=many"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("--set train.epochs"), "{}", out.stderr);
+    let out = bz(dir.path(), &["validate", "c.toml", "--set", "optimizer.lr=0.5"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+}
+
+#[test]
+fn validate_prints_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "c.toml", GOOD);
+    let out = bz(dir.path(), &["validate", "c.toml"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("c.toml: ok"), "{}", out.stdout);
+    assert!(out.stdout.contains("1438 train / 359 val samples"), "{}", out.stdout);
+    assert!(out.stdout.contains("total parameters: 650"), "{}", out.stdout);
+}
+
+#[test]
+fn init_writes_a_config_that_trains_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bz(dir.path(), &["init"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let text = std::fs::read_to_string(dir.path().join("bz.toml")).unwrap();
+    assert!(text.contains("# "), "the starter config is commented");
+    let out = bz(dir.path(), &["init"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("already exists; pass --force"), "{}", out.stderr);
+    let out = bz(dir.path(), &["train", "bz.toml", "--epochs", "1", "-q"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+}
+
+#[test]
+fn doctor_reports_libtorch() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bz(dir.path(), &["doctor"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("libtorch        2.13.0"), "{}", out.stdout);
+    assert!(out.stdout.contains("threads"), "{}", out.stdout);
+    assert!(out.stdout.contains("plugins"), "{}", out.stdout);
+}
+
+#[test]
+fn existing_named_run_is_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "c.toml", GOOD);
+    assert_eq!(bz(dir.path(), &["train", "c.toml", "--run-name", "a", "-q"]).code, 0);
+    let out = bz(dir.path(), &["train", "c.toml", "--run-name", "a", "-q"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("already exists: add --resume"), "{}", out.stderr);
+    // Unnamed runs get a fresh directory instead.
+    assert_eq!(bz(dir.path(), &["train", "c.toml", "-q"]).code, 0);
+    assert_eq!(bz(dir.path(), &["train", "c.toml", "-q"]).code, 0);
+    assert!(dir.path().join("runs/c").is_dir() && dir.path().join("runs/c-2").is_dir());
+}

@@ -1,0 +1,197 @@
+//! Every dataset source trains end to end through the CLI: IDX (gzipped, with a separate test set), CSV
+//! (string labels, separate validation file, regression), safetensors and synthetic.
+
+use bz_e2e::*;
+use std::io::Write;
+use std::path::Path;
+
+fn gz(path: &Path, bytes: &[u8]) {
+    let mut enc = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap();
+}
+
+/// Images whose class is the row (0..4) of a bright bar: learnable by a small model.
+fn idx_files(dir: &Path, prefix: &str, n: usize, seed: u32) {
+    let mut images = vec![0u8, 0, 8, 3];
+    images.extend((n as u32).to_be_bytes());
+    images.extend(8u32.to_be_bytes());
+    images.extend(8u32.to_be_bytes());
+    let mut labels = vec![0u8, 0, 8, 1];
+    labels.extend((n as u32).to_be_bytes());
+    let mut s = seed;
+    for i in 0..n {
+        let class = (i % 4) as u8;
+        for r in 0..8u8 {
+            for _ in 0..8 {
+                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+                let noise = (s >> 24) as u8 / 4;
+                images.push(if r / 2 == class { 200 } else { noise });
+            }
+        }
+        labels.push(class);
+    }
+    gz(&dir.join(format!("{prefix}-images-idx3-ubyte.gz")), &images);
+    std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
+}
+
+fn best(run: &Path, key: &str) -> f64 {
+    epoch_lines(run).iter().map(|e| e[key].as_f64().unwrap()).fold(f64::MIN, f64::max)
+}
+
+#[test]
+fn idx_gz_with_test_set() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    idx_files(&dir.path().join("data"), "train", 400, 1);
+    idx_files(&dir.path().join("data"), "t10k", 100, 2);
+    let cfg = r#"
+[data]
+source = "idx"
+path = "data"
+val = "test"
+[model]
+layers = [{ type = "conv2d", out = 4, kernel = 3, padding = 1 }, { type = "relu" }, { type = "maxpool2d", kernel = 2 },
+          { type = "flatten" }, { type = "linear", out = 4 }]
+[train]
+epochs = 5
+[optimizer]
+lr = 0.01
+"#;
+    write_config(dir.path(), "c.toml", cfg);
+    let out = bz(dir.path(), &["train", "c.toml", "--run-name", "i"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("400 train / 100 val samples"), "{}", out.stdout);
+    assert!(best(&dir.path().join("runs/i"), "val/accuracy") > 0.95);
+}
+
+#[test]
+fn csv_with_string_labels_and_a_validation_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut train = String::from("a,b,species\n");
+    let mut val = String::from("a,b,species\n");
+    for i in 0..300 {
+        let (name, cx) = [("setosa", -2.0), ("versicolor", 0.0), ("virginica", 2.0)][i % 3];
+        let line = format!("{},{},{name}\n", cx + (i % 7) as f64 * 0.1, -cx + (i % 5) as f64 * 0.1);
+        if i < 240 { train.push_str(&line) } else { val.push_str(&line) }
+    }
+    std::fs::write(dir.path().join("train.csv"), train).unwrap();
+    std::fs::write(dir.path().join("val.csv"), val).unwrap();
+    let cfg = r#"
+[data]
+source = "csv"
+path = "train.csv"
+val = "val.csv"
+target = "species"
+normalize = true
+[model]
+layers = [{ type = "linear", out = 8 }, { type = "relu" }, { type = "linear", out = 3 }]
+[train]
+epochs = 30
+batch_size = 16
+[optimizer]
+lr = 0.01
+"#;
+    write_config(dir.path(), "c.toml", cfg);
+    let out = bz(dir.path(), &["train", "c.toml", "--run-name", "c"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(best(&dir.path().join("runs/c"), "val/accuracy") > 0.95);
+    // A label the training file never had is an error naming the file.
+    std::fs::write(dir.path().join("val.csv"), "a,b,species\n1,2,rose\n").unwrap();
+    let out = bz(dir.path(), &["train", "c.toml", "--run-name", "c2"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("val.csv") && out.stderr.contains("rose"), "{}", out.stderr);
+}
+
+#[test]
+fn csv_regression_by_column_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    for i in 0..400 {
+        let x = (i as f64) / 100.0 - 2.0;
+        let z = ((i * 37) % 11) as f64 / 5.0 - 1.0;
+        text.push_str(&format!("{x},{},{z}\n", 3.0 * x - 2.0 * z + 1.0));
+    }
+    std::fs::write(dir.path().join("r.csv"), text).unwrap();
+    let cfg = r#"
+[data]
+source = "csv"
+path = "r.csv"
+header = false
+target = 1
+task = "regression"
+[model]
+layers = [{ type = "linear", out = 1 }]
+[train]
+epochs = 30
+loss = "mse"
+[optimizer]
+lr = 0.05
+[checkpoint]
+monitor = "val/mse"
+"#;
+    write_config(dir.path(), "c.toml", cfg);
+    let out = bz(dir.path(), &["train", "c.toml", "--run-name", "r"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(best(&dir.path().join("runs/r"), "val/r2") > 0.99);
+}
+
+#[test]
+fn safetensors_and_synthetic() {
+    let dir = tempfile::tempdir().unwrap();
+    // Binary classification from a safetensors file, written with the safetensors crate.
+    let n = 200usize;
+    let mut x = Vec::new();
+    let mut y = Vec::new();
+    for i in 0..n {
+        let c = (i % 2) as i64;
+        let v = [if c == 1 { 1.0f32 } else { -1.0 } + (i % 9) as f32 * 0.05, (i % 5) as f32 * 0.1];
+        x.extend(v.iter().flat_map(|f| f.to_le_bytes()));
+        y.extend(c.to_le_bytes());
+    }
+    let xv = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![n, 2], &x).unwrap();
+    let yv = safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![n], &y).unwrap();
+    safetensors::serialize_to_file([("x", xv), ("y", yv)], None, &dir.path().join("d.safetensors")).unwrap();
+    let cfg = r#"
+[data]
+source = "safetensors"
+path = "d.safetensors"
+[model]
+layers = [{ type = "linear", out = 1 }]
+[train]
+epochs = 10
+loss = "bce_with_logits"
+[optimizer]
+lr = 0.05
+"#;
+    write_config(dir.path(), "c.toml", cfg);
+    let out = bz(dir.path(), &["train", "c.toml", "--run-name", "s"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(best(&dir.path().join("runs/s"), "val/accuracy") > 0.95);
+
+    let cfg = r#"
+[data]
+source = "synthetic"
+samples = 1500
+num_features = 12
+classes = 4
+[model]
+layers = [{ type = "linear", out = 32 }, { type = "relu" }, { type = "linear", out = 4 }]
+[train]
+epochs = 5
+label_smoothing = 0.1
+[optimizer]
+name = "sgd"
+lr = 0.05
+momentum = 0.9
+nesterov = true
+[metrics]
+top_k = 2
+"#;
+    write_config(dir.path(), "c.toml", cfg);
+    let out = bz(dir.path(), &["train", "c.toml", "--run-name", "y"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let run = dir.path().join("runs/y");
+    assert!(best(&run, "val/accuracy") > 0.85);
+    assert!(best(&run, "val/top2_accuracy") >= best(&run, "val/accuracy"));
+}
