@@ -523,10 +523,9 @@ fn check_resume_compatible(dir: &Path, cfg: &Config) -> Result<()> {
     let path = dir.join("config.toml");
     let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let old: Config = toml::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?;
-    let same = |a: String, b: String| a == b;
     let sections: [(&str, bool); 5] = [
-        ("data", same(format!("{:?}", old.data), format!("{:?}", cfg.data))),
-        ("model", same(format!("{:?}", old.model), format!("{:?}", cfg.model))),
+        ("data", old.data == cfg.data),
+        ("model", old.model == cfg.model),
         ("run.seed", old.run.seed == cfg.run.seed),
         ("train.batch_size", old.train.batch_size == cfg.train.batch_size),
         ("optimizer.name", old.optimizer.name == cfg.optimizer.name),

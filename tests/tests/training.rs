@@ -247,3 +247,22 @@ monitor = "val/r2"
     assert!(lrs[0] < peak && *lrs.last().unwrap() < 1e-5, "{lrs:?}");
     assert!(out.stdout.contains("val/r2"), "{}", out.stdout);
 }
+
+#[test]
+fn resume_finds_the_latest_run_and_refuses_a_changed_model() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "c.toml", &MLP.replace("epochs = 4", "epochs = 1"));
+    assert_eq!(bz(dir.path(), &["train", "c.toml", "-q"]).code, 0);
+    assert_eq!(bz(dir.path(), &["train", "c.toml", "-q"]).code, 0);
+    // Without a name, --resume continues the most recent run of this config (runs/c-2).
+    let out = bz(dir.path(), &["train", "c.toml", "--resume", "--epochs", "2"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(epoch_lines(&dir.path().join("runs/c-2")).len(), 2);
+    assert_eq!(epoch_lines(&dir.path().join("runs/c")).len(), 1);
+    let out = bz(dir.path(), &["train", "c.toml", "--resume", "--run-name", "c", "--epochs", "2", "--set", "model.layers[1].out=65"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("`model` differs from the run's config.toml"), "{}", out.stderr);
+    let out = bz(dir.path(), &["train", "c.toml", "--resume", "--run-name", "nothing"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("nothing to resume"), "{}", out.stderr);
+}
