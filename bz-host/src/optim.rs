@@ -13,6 +13,8 @@ pub struct Optimizer {
     cfg: OptimizerConfig,
     weight_decay: f64,
     params: Vec<Param>,
+    /// The same tensors as `params`, in order: the inputs of `run_backward`.
+    tensors: Vec<Tensor>,
     /// Optimizer steps taken (Adam's bias correction uses it).
     pub steps: i64,
     lr: f64,
@@ -28,8 +30,9 @@ struct Param {
 impl Optimizer {
     pub fn new(cfg: &OptimizerConfig, params: Vec<(String, Tensor)>) -> Optimizer {
         let weight_decay = cfg.weight_decay.unwrap_or(if cfg.name == OptimizerKind::Adamw { 0.01 } else { 0.0 });
+        let tensors = params.iter().map(|(_, t)| t.shallow_clone()).collect();
         let params = params.into_iter().map(|(name, tensor)| Param { name, tensor, state: HashMap::new() }).collect();
-        Optimizer { cfg: cfg.clone(), weight_decay, params, steps: 0, lr: cfg.lr }
+        Optimizer { cfg: cfg.clone(), weight_decay, params, tensors, steps: 0, lr: cfg.lr }
     }
 
     pub fn set_lr(&mut self, lr: f64) {
@@ -40,57 +43,73 @@ impl Optimizer {
         self.lr
     }
 
-    pub fn zero_grad(&mut self) {
-        for p in &mut self.params {
-            p.tensor.zero_grad();
+    /// Backpropagates `loss` and adds the gradients to `acc` (one slot per parameter; undefined = no gradient yet).
+    ///
+    /// Gradients are returned by the autograd engine instead of accumulated into `.grad`, so no step pays for
+    /// zeroing them (two ops per parameter through tch), as PyTorch's `zero_grad(set_to_none=True)` avoids too.
+    pub fn backward(&self, loss: &Tensor, acc: &mut Vec<Tensor>) -> Result<()> {
+        let grads = Tensor::f_run_backward(&[loss], &self.tensors, false, false)?;
+        if acc.is_empty() {
+            *acc = grads;
+            return Ok(());
         }
+        let _guard = tch::no_grad_guard();
+        for (a, g) in acc.iter_mut().zip(grads) {
+            if !g.defined() {
+                continue;
+            }
+            if a.defined() {
+                let _ = a.f_add_(&g)?;
+            } else {
+                *a = g;
+            }
+        }
+        Ok(())
     }
 
     /// Scales gradients so that their global L2 norm is at most `max_norm` (PyTorch's `clip_grad_norm_`).
     /// Returns the norm before clipping.
-    pub fn clip_grad_norm(&mut self, max_norm: f64) -> Result<f64> {
+    pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
         let _guard = tch::no_grad_guard();
-        let norms: Vec<Tensor> = self.grads().map(|g| g.f_norm()).collect::<Result<_, _>>()?;
+        let norms: Vec<Tensor> = grads.iter().filter(|g| g.defined()).map(|g| g.f_norm()).collect::<Result<_, _>>()?;
         if norms.is_empty() {
             return Ok(0.0);
         }
-        let total = Tensor::f_stack(&norms, 0)?.f_norm()?;
-        let total_v = total.f_double_value(&[])?;
-        let coef = max_norm / (total_v + 1e-6);
+        let total = Tensor::f_stack(&norms, 0)?.f_norm()?.f_double_value(&[])?;
+        let coef = max_norm / (total + 1e-6);
         if coef < 1.0 {
-            for mut g in self.grads() {
+            for g in grads.iter_mut().filter(|g| g.defined()) {
                 let _ = g.f_mul_scalar_(coef)?;
             }
         }
-        Ok(total_v)
+        Ok(total)
     }
 
     /// Clamps every gradient element to [-v, v] (PyTorch's `clip_grad_value_`).
-    pub fn clip_grad_value(&mut self, v: f64) -> Result<()> {
+    pub fn clip_grad_value(grads: &mut [Tensor], v: f64) -> Result<()> {
         let _guard = tch::no_grad_guard();
-        for mut g in self.grads() {
+        for g in grads.iter_mut().filter(|g| g.defined()) {
             let _ = g.f_clamp_(-v, v)?;
         }
         Ok(())
     }
 
-    fn grads(&self) -> impl Iterator<Item = Tensor> + '_ {
-        self.params.iter().map(|p| p.tensor.grad()).filter(|g| g.defined())
-    }
-
-    pub fn step(&mut self) -> Result<()> {
+    /// Applies one update with `grads` (from [`Optimizer::backward`]).
+    pub fn step(&mut self, grads: &[Tensor]) -> Result<()> {
         let _guard = tch::no_grad_guard();
         self.steps += 1;
         let (cfg, lr, wd, steps) = (&self.cfg, self.lr, self.weight_decay, self.steps);
-        for p in &mut self.params {
-            let grad = p.tensor.grad();
+        // -lr as a 0-dim tensor folds the scaling into one fused in-place op per parameter (tch's add_ has no alpha).
+        let neg_lr = Tensor::from(-lr);
+        for (p, grad) in self.params.iter_mut().zip(grads) {
             if !grad.defined() {
                 continue;
             }
+            let grad = grad.shallow_clone();
             match cfg.name {
-                OptimizerKind::Sgd => sgd(p, grad, cfg, lr, wd),
+                OptimizerKind::Sgd => sgd(p, grad, cfg, &neg_lr, wd),
                 OptimizerKind::Adam | OptimizerKind::Adamw => adam(p, grad, cfg, lr, wd, steps),
-                OptimizerKind::Rmsprop => rmsprop(p, grad, cfg, lr, wd),
+                OptimizerKind::Rmsprop => rmsprop(p, grad, cfg, lr, &neg_lr, wd),
             }
             .with_context(|| format!("optimizer step failed for parameter {}", p.name))?;
         }
@@ -148,7 +167,7 @@ fn zeros(t: &Tensor) -> Result<Tensor, tch::TchError> {
     t.f_zeros_like()
 }
 
-fn sgd(p: &mut Param, grad: Tensor, cfg: &OptimizerConfig, lr: f64, wd: f64) -> Result<()> {
+fn sgd(p: &mut Param, grad: Tensor, cfg: &OptimizerConfig, neg_lr: &Tensor, wd: f64) -> Result<()> {
     let mut d_p = if wd != 0.0 { grad.f_add(&p.tensor.f_mul_scalar(wd)?)? } else { grad };
     if cfg.momentum != 0.0 {
         let fresh = !p.state.contains_key("momentum_buffer");
@@ -164,7 +183,7 @@ fn sgd(p: &mut Param, grad: Tensor, cfg: &OptimizerConfig, lr: f64, wd: f64) -> 
         }
         d_p = if cfg.nesterov { d_p.f_add(&buf.f_mul_scalar(cfg.momentum)?)? } else { buf.shallow_clone() };
     }
-    let _ = p.tensor.f_sub_(&d_p.f_mul_scalar(lr)?)?;
+    let _ = p.tensor.f_addcmul_(&d_p, neg_lr)?;
     Ok(())
 }
 
@@ -184,21 +203,20 @@ fn adam(p: &mut Param, grad: Tensor, cfg: &OptimizerConfig, lr: f64, wd: f64, st
     let _ = exp_avg.f_lerp_(&grad, 1.0 - b1)?;
     let exp_avg = exp_avg.shallow_clone();
     let exp_avg_sq = buffer(p, "exp_avg_sq", zeros)?;
-    let _ = exp_avg_sq.f_mul_scalar_(b2)?;
-    let _ = exp_avg_sq.f_addcmul_(&grad.f_mul_scalar(1.0 - b2)?, &grad)?;
+    let _ = exp_avg_sq.f_lerp_(&grad.f_mul(&grad)?, 1.0 - b2)?;
     let bc1 = 1.0 - b1.powi(step as i32);
     let bc2 = 1.0 - b2.powi(step as i32);
     let step_size = lr / bc1;
-    // denom = sqrt(v) / sqrt(bc2) + eps, folded with -step_size so the update is one addcdiv.
+    // p -= step_size * m / (sqrt(v) / sqrt(bc2) + eps), with the constants folded into the denominator so the
+    // update is sqrt, two scalar ops and one addcdiv.
     let mut denom = exp_avg_sq.f_sqrt()?;
-    let _ = denom.f_mul_scalar_(1.0 / bc2.sqrt())?;
-    let _ = denom.f_add_scalar_(cfg.eps)?;
-    let _ = denom.f_mul_scalar_(-1.0 / step_size)?;
+    let _ = denom.f_mul_scalar_(-1.0 / (bc2.sqrt() * step_size))?;
+    let _ = denom.f_add_scalar_(-cfg.eps / step_size)?;
     let _ = p.tensor.f_addcdiv_(&exp_avg, &denom)?;
     Ok(())
 }
 
-fn rmsprop(p: &mut Param, grad: Tensor, cfg: &OptimizerConfig, lr: f64, wd: f64) -> Result<()> {
+fn rmsprop(p: &mut Param, grad: Tensor, cfg: &OptimizerConfig, lr: f64, neg_lr: &Tensor, wd: f64) -> Result<()> {
     let grad = if wd != 0.0 { grad.f_add(&p.tensor.f_mul_scalar(wd)?)? } else { grad };
     let square_avg = buffer(p, "square_avg", zeros)?;
     let _ = square_avg.f_mul_scalar_(cfg.alpha)?;
@@ -216,8 +234,8 @@ fn rmsprop(p: &mut Param, grad: Tensor, cfg: &OptimizerConfig, lr: f64, wd: f64)
         let buf = buffer(p, "momentum_buffer", zeros)?;
         let _ = buf.f_mul_scalar_(cfg.momentum)?;
         let _ = buf.f_addcdiv_(&grad, &avg)?;
-        let step = buf.f_mul_scalar(lr)?;
-        let _ = p.tensor.f_sub_(&step)?;
+        let buf = buf.shallow_clone();
+        let _ = p.tensor.f_addcmul_(&buf, neg_lr)?;
     } else {
         let _ = avg.f_mul_scalar_(-1.0 / lr)?;
         let _ = p.tensor.f_addcdiv_(&grad, &avg)?;
@@ -235,10 +253,10 @@ mod tests {
         let x = Tensor::zeros([4], (Kind::Float, Device::Cpu)).set_requires_grad(true);
         let mut opt = Optimizer::new(&cfg, vec![("x".into(), x.shallow_clone())]);
         for _ in 0..steps {
-            opt.zero_grad();
             let loss = (&x - 3.0).square().sum(Kind::Float);
-            loss.backward();
-            opt.step().unwrap();
+            let mut grads = vec![];
+            opt.backward(&loss, &mut grads).unwrap();
+            opt.step(&grads).unwrap();
         }
         (&x - 3.0).abs().max().double_value(&[])
     }
@@ -270,9 +288,9 @@ mod tests {
         let mut opt = Optimizer::new(&cfg, vec![("x".into(), x.shallow_clone())]);
         let mut seen = vec![];
         for _ in 0..2 {
-            opt.zero_grad();
-            x.square().sum(Kind::Double).backward();
-            opt.step().unwrap();
+            let mut grads = vec![];
+            opt.backward(&x.square().sum(Kind::Double), &mut grads).unwrap();
+            opt.step(&grads).unwrap();
             seen.push(x.double_value(&[0]));
         }
         assert!((seen[0] - 0.8).abs() < 1e-12 && (seen[1] - 0.46).abs() < 1e-12, "{seen:?}");
@@ -284,9 +302,9 @@ mod tests {
         let x = Tensor::from_slice(&[1.0f64, -2.0]).set_requires_grad(true);
         let cfg = OptimizerConfig { name: OptimizerKind::Adam, lr: 0.01, ..OptimizerConfig::default() };
         let mut opt = Optimizer::new(&cfg, vec![("x".into(), x.shallow_clone())]);
-        opt.zero_grad();
-        x.square().sum(Kind::Double).backward();
-        opt.step().unwrap();
+        let mut grads = vec![];
+        opt.backward(&x.square().sum(Kind::Double), &mut grads).unwrap();
+        opt.step(&grads).unwrap();
         assert!((x.double_value(&[0]) - 0.99).abs() < 1e-9);
         assert!((x.double_value(&[1]) + 1.99).abs() < 1e-9);
     }
@@ -296,9 +314,9 @@ mod tests {
         let x = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
         let cfg = OptimizerConfig { name: OptimizerKind::Adam, ..OptimizerConfig::default() };
         let mut opt = Optimizer::new(&cfg, vec![("x".into(), x.shallow_clone())]);
-        opt.zero_grad();
-        x.square().sum(Kind::Float).backward();
-        opt.step().unwrap();
+        let mut grads = vec![];
+        opt.backward(&x.square().sum(Kind::Float), &mut grads).unwrap();
+        opt.step(&grads).unwrap();
         let saved: Vec<(String, Tensor)> = opt.state_tensors().into_iter().map(|(n, t)| (n, t.copy())).collect();
         assert_eq!(saved.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(), vec!["x/exp_avg", "x/exp_avg_sq"]);
         let y = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);

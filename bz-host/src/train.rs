@@ -323,10 +323,13 @@ fn train_inner(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher) -> Resu
         stop |= emit(d, EventKind::TrainLoopStart, e1, state.global_step, state.batch_in_epoch, &[], &json!({ "batches": batches }))?
             .contains(Directive::STOP_TRAINING);
         let mut correct = Tensor::f_zeros([], (Kind::Int64, device))?;
+        // Gradients of the optimizer step being accumulated (grad_accumulation micro-batches).
+        let mut grads: Vec<Tensor> = Vec::new();
         let loop_start = Instant::now();
         let seconds_before = state.partial.seconds;
         while state.batch_in_epoch < batches {
-            if INTERRUPTED.load(Ordering::SeqCst) {
+            // Only between optimizer steps: gradients of a half-accumulated step are not part of a checkpoint.
+            if grads.is_empty() && INTERRUPTED.load(Ordering::SeqCst) {
                 state.partial.correct += correct.f_int64_value(&[])?;
                 state.partial.seconds = seconds_before + loop_start.elapsed().as_secs_f64();
                 return interrupted(d, &dir, &ckpt_root, &vs, &opt, &model, &mut state, &mut log, last_saved.as_deref());
@@ -339,7 +342,7 @@ fn train_inner(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher) -> Resu
             emit(d, EventKind::TrainBatchStart, e1, state.global_step, b, &[], &empty)?;
             let start = b * bs;
             let len = bs.min(n_train - start);
-            let step = || -> Result<(f64, Tensor)> {
+            let mut step = || -> Result<(f64, Tensor)> {
                 let x = x_epoch.f_narrow(0, start as i64, len as i64)?;
                 let y = y_epoch.f_narrow(0, start as i64, len as i64)?;
                 let out = model.forward_t(&x, true)?;
@@ -349,9 +352,9 @@ fn train_inner(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher) -> Resu
                     return Ok((value, Tensor::new()));
                 }
                 if accum > 1 {
-                    loss.f_div_scalar(accum as f64)?.f_backward()?;
+                    opt.backward(&loss.f_div_scalar(accum as f64)?, &mut grads)?;
                 } else {
-                    loss.f_backward()?;
+                    opt.backward(&loss, &mut grads)?;
                 }
                 let hits = if objective.task == TaskKind::Classification {
                     objective.predict(&out.f_detach()?)?.f_eq_tensor(&y)?.f_sum(Kind::Int64)?
@@ -369,14 +372,14 @@ fn train_inner(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher) -> Resu
             }
             if (b + 1) % accum == 0 || b + 1 == batches {
                 if let Some(v) = tc.clip_grad_value {
-                    opt.clip_grad_value(v)?;
+                    Optimizer::clip_grad_value(&mut grads, v)?;
                 }
                 if let Some(n) = tc.clip_grad_norm {
-                    opt.clip_grad_norm(n)?;
+                    Optimizer::clip_grad_norm(&mut grads, n)?;
                 }
                 opt.set_lr(schedule.lr(opt.steps as usize));
-                opt.step()?;
-                opt.zero_grad();
+                opt.step(&grads)?;
+                grads.clear();
             }
             state.partial.loss_sum += loss * len as f64;
             state.partial.samples += len as i64;
