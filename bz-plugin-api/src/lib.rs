@@ -1,5 +1,108 @@
-//! The interface between `bz` and its plugins.
+//! The interface between `bz` and its plugins, and the kit to write them.
 //!
-//! Placeholder until the plugin interface lands (the plugins issue): the host already drives its built-in
-//! console output through an internal event stream with the same 14 lifecycle events this crate will export
-//! across the FFI boundary.
+//! A plugin is a `cdylib` that bz loads from `~/.bz/plugins/` (or `BZ_PLUGIN_DIR`, or `--plugin-dir`) when a
+//! config names it in a `[plugins.NAME]` section. It receives the trainer's lifecycle events and may ask the
+//! trainer to stop. Everything crossing the boundary is plain data (numbers, strings, JSON): plugins never link
+//! libtorch or tch.
+//!
+//! # A complete plugin
+//!
+//! `Cargo.toml`:
+//! ```toml
+//! [package]
+//! name = "bz-plugin-hello"
+//! version = "0.1.0"
+//! edition = "2021"
+//!
+//! [lib]
+//! crate-type = ["cdylib", "rlib"]
+//!
+//! [dependencies]
+//! bz-plugin-api = "1"
+//! serde_json = "1"
+//! ```
+//!
+//! `src/lib.rs`:
+//! ```
+//! use bz_plugin_api::{export_plugin, log, Callback, Directive, Event, EventKind, Host, Level, Plugin, PluginError};
+//! use serde_json::{json, Value};
+//!
+//! /// Logs the validation loss after every epoch; stops when it falls below `target`.
+//! struct Hello {
+//!     target: f64,
+//! }
+//!
+//! impl Callback for Hello {
+//!     fn subscriptions(&self) -> Vec<EventKind> {
+//!         vec![EventKind::EPOCH_END]
+//!     }
+//!
+//!     fn on_event(&mut self, event: &Event<'_>) -> Result<Directive, PluginError> {
+//!         let loss = event.metric("val", "loss").unwrap_or(f64::NAN);
+//!         log!(Level::Info, "epoch {}: val/loss {loss:.4}", event.epoch);
+//!         Ok(if loss < self.target { Directive::STOP_TRAINING } else { Directive::NONE })
+//!     }
+//! }
+//!
+//! struct HelloPlugin;
+//!
+//! impl Plugin for HelloPlugin {
+//!     const NAME: &'static str = "hello";
+//!     const VERSION: &'static str = "0.1.0";
+//!     const DESCRIPTION: &'static str = "logs val/loss and stops below a target";
+//!
+//!     fn default_config() -> Value {
+//!         json!({ "target": 0.0 })
+//!     }
+//!
+//!     fn validate_config(config: &Value) -> Result<Value, PluginError> {
+//!         let mut out = Self::default_config();
+//!         for (key, value) in config.as_object().into_iter().flatten() {
+//!             match (key.as_str(), value.as_f64()) {
+//!                 ("target", Some(_)) => out[key] = value.clone(),
+//!                 ("target", None) => return Err(PluginError::config("`target` must be a number")),
+//!                 _ => return Err(PluginError::config(format!("unknown key `{key}` (known: target)"))),
+//!             }
+//!         }
+//!         Ok(out)
+//!     }
+//!
+//!     fn create_callback(_host: Host, config: Value) -> Result<Option<Box<dyn Callback>>, PluginError> {
+//!         Ok(Some(Box::new(Hello { target: config["target"].as_f64().unwrap_or(0.0) })))
+//!     }
+//! }
+//!
+//! export_plugin!(HelloPlugin);
+//!
+//! // Unit test without bz: the harness drives the callback through the same FFI functions bz calls.
+//! let mut h = bz_plugin_api::harness::Harness::new::<HelloPlugin>(json!({ "target": 0.3 })).unwrap();
+//! let run = h.run(10, 2, |epoch| vec![("val", "loss", 1.0 / epoch as f64)]).unwrap();
+//! assert_eq!(run.epochs_run, 4); // 1/4 < 0.3
+//! assert!(HelloPlugin::validate_config(&json!({ "targt": 1 })).is_err());
+//! ```
+//!
+//! Rules for plugin authors:
+//! - Every callback runs inside `catch_unwind` (done by [`export_plugin!`]); a panic becomes a
+//!   [`PluginError`] with code [`PluginError::PANIC`] and bz applies the plugin's `on_error` policy.
+//! - Log through [`log!`], not `println!`: the plugin has its own `std`, and bz owns the terminal.
+//! - No `#[global_allocator]`, no libtorch, no OpenMP: they share the bz process.
+//! - Ignore event kinds and JSON keys you do not know; 1.x only ever adds them.
+
+pub mod ffi;
+pub mod harness;
+pub mod kit;
+
+/// The pinned abi_stable, re-exported so plugins never pick another version.
+pub use abi_stable;
+pub use ffi::*;
+pub use kit::{Callback, Host, Level, Plugin, Tuner, ABI_VERSION, API_VERSION};
+pub use serde_json;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn exported_header_uses_abi_stables_symbol_name() {
+        // export_plugin! spells the symbol out; it must be the one abi_stable's loader looks up.
+        assert_eq!(abi_stable::library::ROOT_MODULE_LOADER_NAME, "_1as_0lib_1header_0root_bmodule_bloader");
+    }
+}
