@@ -153,17 +153,41 @@ pub trait Callback {
     fn finish(&mut self, _status: RunStatus) {}
 }
 
-/// Sends events to callbacks in order and merges their directives.
+/// What happens when a callback returns an error (a plugin's `on_error`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Log once and stop calling this callback for the rest of the run.
+    #[default]
+    Disable,
+    /// Fail the run.
+    Abort,
+    /// Log and keep calling it.
+    Continue,
+}
+
+struct Entry {
+    cb: Box<dyn Callback>,
+    mask: u32,
+    on_error: OnError,
+    disabled: bool,
+    errors: usize,
+    time: std::time::Duration,
+}
+
+/// Sends events to callbacks in order, merges their directives, applies each one's error policy and measures
+/// the time spent in each (the profiler reports it).
 #[derive(Default)]
 pub struct Dispatcher {
-    callbacks: Vec<Box<dyn Callback>>,
+    entries: Vec<Entry>,
     mask: u32,
 }
 
 impl Dispatcher {
-    pub fn add(&mut self, cb: Box<dyn Callback>) {
-        self.mask |= cb.subscriptions();
-        self.callbacks.push(cb);
+    pub fn add(&mut self, cb: Box<dyn Callback>, on_error: OnError) {
+        let mask = cb.subscriptions();
+        self.mask |= mask;
+        self.entries.push(Entry { cb, mask, on_error, disabled: false, errors: 0, time: Default::default() });
     }
 
     /// Whether any callback wants `kind`: the trainer skips building the event otherwise.
@@ -174,17 +198,54 @@ impl Dispatcher {
 
     pub fn emit(&mut self, event: &Event) -> Result<Directive> {
         let mut directive = Directive::NONE;
-        for cb in &mut self.callbacks {
-            if cb.subscriptions() & event.kind.bit() != 0 {
-                directive = directive | cb.on_event(event)?;
+        let mut mask_changed = false;
+        for e in &mut self.entries {
+            if e.disabled || e.mask & event.kind.bit() == 0 {
+                continue;
             }
+            let start = std::time::Instant::now();
+            let result = e.cb.on_event(event);
+            e.time += start.elapsed();
+            match result {
+                Ok(d) => directive = directive | d,
+                Err(err) => {
+                    e.errors += 1;
+                    let name = e.cb.name().to_string();
+                    match e.on_error {
+                        OnError::Abort => {
+                            return Err(err.context(format!("plugin '{name}' failed on {} (on_error = \"abort\")", event.kind.name())))
+                        }
+                        OnError::Disable => {
+                            eprintln!("warning: plugin '{name}' failed on {}: {err:#}; disabled for the rest of the run (on_error = \"disable\")", event.kind.name());
+                            e.disabled = true;
+                            mask_changed = true;
+                        }
+                        OnError::Continue => {
+                            // Every failure would flood the terminal on a per-batch hook; the first few say enough.
+                            if e.errors <= 3 {
+                                eprintln!("warning: plugin '{name}' failed on {}: {err:#} (on_error = \"continue\")", event.kind.name());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if mask_changed {
+            self.mask = self.entries.iter().filter(|e| !e.disabled).fold(0, |m, e| m | e.mask);
         }
         Ok(directive)
     }
 
+    /// Seconds spent in each callback so far.
+    pub fn timings(&self) -> Vec<(String, f64)> {
+        self.entries.iter().map(|e| (e.cb.name().to_string(), e.time.as_secs_f64())).collect()
+    }
+
     pub fn finish(&mut self, status: RunStatus) {
-        for cb in &mut self.callbacks {
-            cb.finish(status);
+        for e in &mut self.entries {
+            if !e.disabled {
+                e.cb.finish(status);
+            }
         }
     }
 }
@@ -216,7 +277,7 @@ mod tests {
     fn subscriptions_filter_and_directives_merge() {
         let seen = std::rc::Rc::new(std::cell::RefCell::new(vec![]));
         let mut d = Dispatcher::default();
-        d.add(Box::new(Rec { mask: EventKind::EpochEnd.bit(), seen: seen.clone(), stop_on: Some(EventKind::EpochEnd) }));
+        d.add(Box::new(Rec { mask: EventKind::EpochEnd.bit(), seen: seen.clone(), stop_on: Some(EventKind::EpochEnd) }), OnError::Abort);
         assert!(d.wants(EventKind::EpochEnd) && !d.wants(EventKind::TrainBatchEnd));
         let payload = Value::Null;
         let ev = |kind| Event { kind, epoch: 1, global_step: 0, batch_in_epoch: 0, metrics: &[], payload: &payload };

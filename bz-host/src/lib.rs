@@ -11,5 +11,6 @@ pub mod events;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod plugins;
 pub mod schedule;
 pub mod train;

@@ -5,14 +5,15 @@
 
 use anyhow::{Context, Result};
 use bz_host::config::{self, ConfigError};
-use bz_host::console::{Console, Verbosity};
-use bz_host::events::Dispatcher;
+use bz_host::console::Verbosity;
 use bz_host::train::{self, NonFiniteLoss, Outcome, TrainOptions, INTERRUPTED};
 use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
+
+mod plugins_cmd;
 
 #[derive(Parser)]
 #[command(name = "bz", version, about = "Train PyTorch models on libtorch from a TOML file")]
@@ -28,6 +29,9 @@ struct ConfigArgs {
     /// Override any config key, e.g. `--set optimizer.lr=0.01 --set model.layers[1].out=128`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// Where plugin libraries are (default: BZ_PLUGIN_DIR, else ~/.bz/plugins).
+    #[arg(long, value_name = "DIR")]
+    plugin_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -83,6 +87,36 @@ enum Command {
     },
     /// Show libtorch, CUDA, threads, plugin directory and Python tools: what to check first when something is off.
     Doctor,
+    /// Built-in and installed plugins.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// Built-in plugins and the libraries in the plugin directory, each checked in a child process.
+    List {
+        #[arg(long, value_name = "DIR")]
+        plugin_dir: Option<PathBuf>,
+    },
+    /// One plugin's metadata and default configuration.
+    Info {
+        name: String,
+        #[arg(long, value_name = "DIR")]
+        plugin_dir: Option<PathBuf>,
+    },
+    /// Scaffold a plugin crate that builds as is.
+    New {
+        name: String,
+        /// Where to create it (default: ./bz-plugin-NAME).
+        #[arg(long)]
+        path: Option<PathBuf>,
+    },
+    /// Load one library and print its metadata as JSON (used by `list` in a child process).
+    #[command(hide = true)]
+    Probe { path: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -93,6 +127,7 @@ fn main() -> ExitCode {
         Command::Eval { cfg, checkpoint, run_name, split, json } => cmd_eval(cfg, checkpoint, run_name, &split, json),
         Command::Init { path, force } => cmd_init(&path, force),
         Command::Doctor => cmd_doctor(),
+        Command::Plugins { command } => plugins_cmd::run(command),
     };
     match result {
         Ok(code) => code,
@@ -133,8 +168,9 @@ fn cmd_train(cfg: ConfigArgs, epochs: Option<usize>, resume: bool, run_name: Opt
     } else {
         Verbosity::Normal
     };
-    let mut dispatcher = Dispatcher::default();
-    dispatcher.add(Box::new(Console::new(verbosity, std::io::stdout().is_terminal())));
+    let dir = bz_host::plugins::loader::plugin_dir(cfg.plugin_dir.as_deref());
+    let prepared = bz_host::plugins::prepare(&loaded.config, &loaded.path, &dir, verbose)?;
+    let mut dispatcher = bz_host::plugins::dispatcher(prepared, &loaded.config, verbosity, std::io::stdout().is_terminal())?;
     let outcome = train::train(&loaded, &TrainOptions { resume, run_name }, &mut dispatcher)?;
     Ok(match outcome {
         Outcome::Completed | Outcome::Stopped => ExitCode::SUCCESS,
@@ -144,11 +180,21 @@ fn cmd_train(cfg: ConfigArgs, epochs: Option<usize>, resume: bool, run_name: Opt
 
 fn cmd_validate(cfg: ConfigArgs) -> Result<ExitCode> {
     let loaded = load(&cfg, &[])?;
+    let dir = bz_host::plugins::loader::plugin_dir(cfg.plugin_dir.as_deref());
+    let plugins = bz_host::plugins::prepare(&loaded.config, &loaded.path, &dir, false)?;
     let (data, _vs, model, objective, _device) = train::prepare(&loaded.config, &loaded.path)?;
     println!("{}: ok", loaded.path.display());
     println!("data    {} · {} train / {} val samples · input {}", data.description, data.train.len(), data.val.len(), bz_host::model::fmt_shape(&data.input_shape));
     println!("{}", model.summary());
     println!("metrics {}", objective.metric_names().join(", "));
+    for p in &plugins {
+        match p {
+            bz_host::plugins::Prepared::Builtin(s) => println!("plugin  {} (built in)", s.name),
+            bz_host::plugins::Prepared::Library { spec, lib, .. } => {
+                println!("plugin  {} {} ({})", spec.name, lib.metadata.version, lib.path.display())
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -187,6 +187,37 @@ impl MetricsLog {
     }
 }
 
+#[derive(Clone, Copy)]
+enum Phase {
+    Data,
+    Forward,
+    Backward,
+    Metrics,
+    Optimizer,
+    Validation,
+    Checkpoint,
+}
+
+/// Seconds per phase of one epoch, for the profiler. On CUDA, kernels run asynchronously, so the time of a
+/// phase shows up in the next one that waits for the device (the loss read in `forward`).
+#[derive(Default)]
+struct Phases([f64; 7]);
+
+impl Phases {
+    const NAMES: [&'static str; 7] = ["data", "forward", "backward", "train_metrics", "optimizer", "validation", "checkpoint"];
+
+    /// Adds the time since `since` to `phase` and returns now, for the next lap.
+    fn lap(&mut self, since: Instant, phase: Phase) -> Instant {
+        let now = Instant::now();
+        self.0[phase as usize] += (now - since).as_secs_f64();
+        now
+    }
+
+    fn to_json(&self) -> Value {
+        Value::Object(Self::NAMES.iter().zip(self.0).map(|(n, v)| (n.to_string(), json!(v))).collect())
+    }
+}
+
 /// Mixes seed and step into libtorch's seed for one batch.
 fn step_seed(seed: u64, step: usize) -> i64 {
     let mut z = seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -280,6 +311,7 @@ fn train_inner(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher) -> Resu
     write_atomic(&dir.join("config.toml"), config::to_toml(cfg).as_bytes())?;
     let mut log = MetricsLog::open(&dir.join("metrics.jsonl"), opts.resume.then_some(state.global_step))?;
 
+    crate::plugins::set_run_dir(&dir);
     let threads = tch::get_num_threads();
     let run_payload = json!({
         "run_dir": dir.display().to_string(),
@@ -313,9 +345,12 @@ fn train_inner(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher) -> Resu
         let epoch = state.epoch; // 0-based here; events and logs say epoch + 1
         let e1 = epoch + 1;
         let epoch_start = Instant::now();
+        let mut phases = Phases::default();
+        let t = Instant::now();
         let order = Tensor::f_from_slice(&data::epoch_order(n_train, seed, epoch))?.f_to_device(device)?;
         let x_epoch = data.train.x.f_index_select(0, &order)?;
         let y_epoch = data.train.y.f_index_select(0, &order)?;
+        phases.lap(t, Phase::Data);
         if state.batch_in_epoch == 0 {
             state.partial = PartialEpoch::default();
             stop |= emit(d, EventKind::EpochStart, e1, state.global_step, 0, &[], &empty)?.contains(Directive::STOP_TRAINING);
@@ -343,11 +378,14 @@ fn train_inner(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher) -> Resu
             let start = b * bs;
             let len = bs.min(n_train - start);
             let mut step = || -> Result<(f64, Tensor)> {
+                let t = Instant::now();
                 let x = x_epoch.f_narrow(0, start as i64, len as i64)?;
                 let y = y_epoch.f_narrow(0, start as i64, len as i64)?;
+                let t = phases.lap(t, Phase::Data);
                 let out = model.forward_t(&x, true)?;
                 let loss = objective.loss(&out, &y)?;
                 let value = loss.f_double_value(&[])?;
+                let t = phases.lap(t, Phase::Forward);
                 if !value.is_finite() {
                     return Ok((value, Tensor::new()));
                 }
@@ -356,11 +394,13 @@ fn train_inner(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher) -> Resu
                 } else {
                     opt.backward(&loss, &mut grads)?;
                 }
+                let t = phases.lap(t, Phase::Backward);
                 let hits = if objective.task == TaskKind::Classification {
                     objective.predict(&out.f_detach()?)?.f_eq_tensor(&y)?.f_sum(Kind::Int64)?
                 } else {
                     Tensor::new()
                 };
+                phases.lap(t, Phase::Metrics);
                 Ok((value, hits))
             };
             let (loss, hits) = step().with_context(|| format!("training failed at epoch {e1}, batch {b} (step {})", state.global_step))?;
@@ -371,6 +411,7 @@ fn train_inner(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher) -> Resu
                 correct = correct.f_add(&hits)?;
             }
             if (b + 1) % accum == 0 || b + 1 == batches {
+                let t = Instant::now();
                 if let Some(v) = tc.clip_grad_value {
                     Optimizer::clip_grad_value(&mut grads, v)?;
                 }
@@ -380,6 +421,7 @@ fn train_inner(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher) -> Resu
                 opt.set_lr(schedule.lr(opt.steps as usize));
                 opt.step(&grads)?;
                 grads.clear();
+                phases.lap(t, Phase::Optimizer);
             }
             state.partial.loss_sum += loss * len as f64;
             state.partial.samples += len as i64;
@@ -410,6 +452,7 @@ fn train_inner(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher) -> Resu
         }
 
         // Validation.
+        let t_val = Instant::now();
         let mut confusion = None;
         if !data.val.is_empty() {
             emit(d, EventKind::ValLoopStart, e1, state.global_step, 0, &[], &empty)?;
@@ -426,6 +469,7 @@ fn train_inner(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher) -> Resu
             metrics.extend(ev.metrics);
             confusion = ev.confusion;
         }
+        phases.lap(t_val, Phase::Validation);
         let by_name = metrics_map(&metrics);
         if let Some(monitor) = schedule.monitor() {
             if let Some(v) = by_name.get(monitor).and_then(|v| v.as_f64()) {
@@ -464,15 +508,20 @@ fn train_inner(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher) -> Resu
         }
         log.write(&line)?;
         log.flush()?;
+        let t_ckpt = Instant::now();
         if cfg.checkpoint.enabled {
             let script = |p: &Path| model.save_script(p);
             let saved = checkpoint::save(&ckpt_root, &vs, &opt.state_tensors(), &state, Some(&script), is_best)?;
             last_saved = Some(saved.clone());
             emit(d, EventKind::CheckpointSaved, e1, state.global_step, 0, &[], &json!({ "path": saved.display().to_string(), "is_best": is_best }))?;
         }
+        phases.lap(t_ckpt, Phase::Checkpoint);
         let mut payload = line;
         if let Some(obj) = payload.as_object_mut() {
             obj.insert("is_best".into(), json!(is_best));
+            obj.insert("phases_s".into(), phases.to_json());
+            let plugins: Map<String, Value> = d.timings().into_iter().map(|(n, t)| (n, json!(t))).collect();
+            obj.insert("plugins_s".into(), Value::Object(plugins));
         }
         stop |= emit(d, EventKind::EpochEnd, e1, state.global_step, batches, &metrics, &payload)?.contains(Directive::STOP_TRAINING);
     }

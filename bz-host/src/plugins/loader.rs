@@ -1,0 +1,165 @@
+//! Finding and loading plugin libraries, with one line (and a remedy) for every way that can fail.
+//!
+//! Libraries are loaded with `lib_header_from_path` + `init_root_module`, never `RootModule::load_from_file`,
+//! which caches one module per interface type and would hand every later plugin the first one's functions.
+//! Libraries are never unloaded (abi_stable's design); upgrades install a new file and rename it into place.
+
+use bz_plugin_api::abi_stable::library::{lib_header_from_path, LibraryError};
+use bz_plugin_api::{BzPluginMod_Ref, PluginMetadata};
+use std::path::{Path, PathBuf};
+
+/// Where plugins live: `--plugin-dir`, else `BZ_PLUGIN_DIR`, else `~/.bz/plugins`.
+pub fn plugin_dir(cli: Option<&Path>) -> PathBuf {
+    if let Some(d) = cli {
+        return d.to_path_buf();
+    }
+    if let Some(d) = std::env::var_os("BZ_PLUGIN_DIR") {
+        return PathBuf::from(d);
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".bz/plugins")).unwrap_or_else(|| PathBuf::from(".bz/plugins"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("plugin '{name}' is not installed: none of {looked} in {dir} (install it with `bz plugins install {name}`, or set --plugin-dir / BZ_PLUGIN_DIR)")]
+    NotFound { name: String, dir: PathBuf, looked: String },
+    #[error("plugin '{name}' is claimed by two files, {} and {}: remove one", a.display(), b.display())]
+    Ambiguous { name: String, a: PathBuf, b: PathBuf },
+    #[error("plugin '{name}': {} is not a loadable shared library ({reason}); reinstall it with `bz plugins install {name} --force`", path.display())]
+    NotLibrary { name: String, path: PathBuf, reason: String },
+    #[error("plugin '{name}': {} needs a symbol this system does not provide ({reason}); rebuild the plugin for this platform", path.display())]
+    MissingSymbol { name: String, path: PathBuf, reason: String },
+    #[error("plugin '{name}': {} is not a bz plugin (no plugin header); remove it or move it out of the plugin directory", path.display())]
+    NotPlugin { name: String, path: PathBuf },
+    #[error("plugin '{name}': {} was built with another abi_stable ({found}); rebuild it against bz-plugin-api {}", path.display(), bz_plugin_api::API_VERSION)]
+    OtherAbiStable { name: String, path: PathBuf, found: String },
+    #[error("plugin '{name}': {} was built for bz-plugin-api {found}; this bz speaks {}.x: install a compatible build (`bz plugins install {name}`)", path.display(), api_major())]
+    ApiMajor { name: String, path: PathBuf, found: String },
+    #[error("plugin '{name}': {} does not match this bz's plugin interface (bz-plugin-api {}); rebuild or update the plugin (run with -v for the layout report)", path.display(), bz_plugin_api::API_VERSION)]
+    Layout { name: String, path: PathBuf, detail: String },
+    #[error("plugin '{name}': {} failed to start: {reason}", path.display())]
+    Constructor { name: String, path: PathBuf, reason: String },
+    #[error("plugin '{name}': {} is the plugin '{found}'; rename the file or fix the config", path.display())]
+    WrongName { name: String, path: PathBuf, found: String },
+}
+
+impl LoadError {
+    /// The long report behind `-v` (abi_stable's layout dump), if there is one.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            LoadError::Layout { detail, .. } => Some(detail),
+            _ => None,
+        }
+    }
+}
+
+fn api_major() -> &'static str {
+    bz_plugin_api::API_VERSION.split('.').next().unwrap_or("1")
+}
+
+/// The file names that may hold plugin `name`: what the installer writes (`name.so`) and what cargo builds.
+fn candidates(name: &str) -> [String; 4] {
+    let snake = name.replace('-', "_");
+    [format!("{name}.so"), format!("lib{snake}.so"), format!("libbz_{snake}.so"), format!("libbz_plugin_{snake}.so")]
+}
+
+/// Finds plugin `name` in `dir`; two different files claiming it is an error.
+pub fn find(dir: &Path, name: &str) -> Result<PathBuf, LoadError> {
+    let mut found: Vec<PathBuf> = Vec::new();
+    for c in candidates(name) {
+        let p = dir.join(&c);
+        if p.exists() {
+            let real = std::fs::canonicalize(&p).unwrap_or_else(|_| p.clone());
+            if !found.iter().any(|f| std::fs::canonicalize(f).map(|r| r == real).unwrap_or(false)) {
+                found.push(p);
+            }
+        }
+    }
+    match found.len() {
+        0 => Err(LoadError::NotFound { name: name.into(), dir: dir.into(), looked: candidates(name).join(", ") }),
+        1 => Ok(found.remove(0)),
+        _ => Err(LoadError::Ambiguous { name: name.into(), a: found[0].clone(), b: found[1].clone() }),
+    }
+}
+
+/// A loaded plugin library.
+pub struct Library {
+    pub name: String,
+    pub path: PathBuf,
+    pub module: BzPluginMod_Ref,
+    pub metadata: Metadata,
+}
+
+/// Plugin metadata as plain Rust values.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct Metadata {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub kinds: Vec<String>,
+    pub api_version: String,
+}
+
+impl From<PluginMetadata> for Metadata {
+    fn from(m: PluginMetadata) -> Metadata {
+        let mut kinds = Vec::new();
+        if m.kinds & PluginMetadata::CALLBACK != 0 {
+            kinds.push("callback".to_string());
+        }
+        if m.kinds & PluginMetadata::TUNER != 0 {
+            kinds.push("tuner".to_string());
+        }
+        Metadata { name: m.name.into(), version: m.version.into(), description: m.description.into(), kinds, api_version: m.api_version.into() }
+    }
+}
+
+/// Loads and checks the library at `path` that should be plugin `name`.
+pub fn load(path: &Path, name: &str) -> Result<Library, LoadError> {
+    let header = lib_header_from_path(path).map_err(|e| classify(name, path, e))?;
+    let module = header.init_root_module::<BzPluginMod_Ref>().map_err(|e| classify(name, path, e))?;
+    let metadata: Metadata = (module.metadata())().into();
+    if metadata.name != name {
+        return Err(LoadError::WrongName { name: name.into(), path: path.into(), found: metadata.name });
+    }
+    Ok(Library { name: name.into(), path: path.into(), module, metadata })
+}
+
+fn classify(name: &str, path: &Path, e: LibraryError) -> LoadError {
+    let (name, path) = (name.to_string(), path.to_path_buf());
+    match e {
+        LibraryError::OpenError { err, .. } => {
+            let reason = first_line(&err.to_string());
+            let short = reason.rsplit(": ").next().unwrap_or(&reason).to_string();
+            if reason.contains("undefined symbol") {
+                LoadError::MissingSymbol { name, path, reason: short }
+            } else {
+                LoadError::NotLibrary { name, path, reason: short }
+            }
+        }
+        LibraryError::GetSymbolError { .. } => LoadError::NotPlugin { name, path },
+        LibraryError::InvalidAbiHeader(h) => LoadError::OtherAbiStable { name, path, found: format!("abi_stable ABI {}.{}", h.abi_major, h.abi_minor) },
+        LibraryError::InvalidCAbi { .. } => LoadError::OtherAbiStable { name, path, found: "a different C ABI".into() },
+        LibraryError::IncompatibleVersionNumber { actual_version, .. } => LoadError::ApiMajor { name, path, found: actual_version.to_string() },
+        LibraryError::ParseVersionError(e) => LoadError::ApiMajor { name, path, found: format!("an unreadable version ({e})") },
+        LibraryError::AbiInstability(e) => {
+            let detail = e.to_string();
+            // abi_stable reports a different interface *version* as a layout error; say so plainly.
+            match detail.split("incompatible package versions").nth(1) {
+                Some(rest) => {
+                    let found = rest.split("Found:").nth(1).map(|f| first_line(f).trim().to_string()).unwrap_or_else(|| "another version".into());
+                    LoadError::ApiMajor { name, path, found }
+                }
+                None => LoadError::Layout { name, path, detail },
+            }
+        }
+        LibraryError::RootModule { err, .. } => LoadError::Constructor { name, path, reason: first_line(&err.to_string()) },
+        LibraryError::Many(errs) => match errs.into_iter().next() {
+            Some(e) => classify(&name, &path, e),
+            None => LoadError::Layout { name, path, detail: "unknown error".into() },
+        },
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.trim().lines().next().unwrap_or("").trim().to_string()
+}

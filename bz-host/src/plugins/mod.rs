@@ -1,0 +1,257 @@
+//! Plugins: `[plugins.NAME]` config sections, the built-in plugins, and external libraries behind the same
+//! `Callback` trait, so the trainer has one code path.
+
+pub mod builtin;
+pub mod loader;
+
+use crate::config::{Config, ConfigError};
+use crate::console::{Console, Verbosity};
+use crate::events::{self, Callback, Directive, Dispatcher, Event, EventKind, OnError, RunStatus};
+use bz_plugin_api::abi_stable::prefix_type::PrefixTypeTrait;
+use bz_plugin_api::abi_stable::std_types::{RSlice, RStr, RString};
+use anyhow::Result;
+use bz_plugin_api as api;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Plugins compiled into bz; their names cannot be taken by libraries.
+pub const BUILTINS: [(&str, &str); 3] = [
+    ("console_out", "progress bars and epoch summaries (on unless `enabled = false`)"),
+    ("early_stopping", "stop when a monitored metric stops improving"),
+    ("profiler", "time per phase and per plugin, CPU and memory; writes profile.json"),
+];
+
+/// One `[plugins.NAME]` section.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub name: String,
+    pub enabled: bool,
+    /// As configured; the default is `disable` for libraries and `abort` for built-ins (part of bz itself, so
+    /// an error there is a config mistake, such as an unknown monitored metric, that must not pass silently).
+    pub on_error: Option<OnError>,
+    /// The section without `enabled` and `on_error`, as JSON: the plugin's own configuration.
+    pub config: Value,
+}
+
+/// The plugin sections of a config, in config order.
+pub fn specs(cfg: &Config) -> Result<Vec<Spec>, (String, String)> {
+    let mut out = Vec::new();
+    for (name, section) in &cfg.plugins {
+        let key = format!("plugins.{name}");
+        let table = section.as_table().ok_or_else(|| (key.clone(), "must be a table: [plugins.NAME] with the plugin's keys".to_string()))?;
+        let mut enabled = true;
+        let mut on_error = None;
+        let mut rest = serde_json::Map::new();
+        for (k, v) in table {
+            match k.as_str() {
+                "enabled" => enabled = v.as_bool().ok_or_else(|| (format!("{key}.enabled"), "must be true or false".to_string()))?,
+                "on_error" => {
+                    on_error = match v.as_str() {
+                        Some("disable") => Some(OnError::Disable),
+                        Some("abort") => Some(OnError::Abort),
+                        Some("continue") => Some(OnError::Continue),
+                        _ => return Err((format!("{key}.on_error"), format!("{v} is not one of \"disable\", \"abort\", \"continue\""))),
+                    }
+                }
+                _ => {
+                    let json = serde_json::to_value(v).map_err(|e| (format!("{key}.{k}"), e.to_string()))?;
+                    rest.insert(k.clone(), json);
+                }
+            }
+        }
+        out.push(Spec { name: name.clone(), enabled, on_error, config: Value::Object(rest) });
+    }
+    Ok(out)
+}
+
+/// A plugin that passed loading and config validation, ready to create its callback.
+pub enum Prepared {
+    Builtin(Spec),
+    Library { spec: Spec, lib: loader::Library, config: String },
+}
+
+/// Loads every enabled plugin the config names and validates its configuration. Fails before any training.
+pub fn prepare(cfg: &Config, config_path: &Path, plugin_dir: &Path, verbose: bool) -> Result<Vec<Prepared>> {
+    let specs = specs(cfg).map_err(|(key, message)| ConfigError { file: config_path.into(), location: None, key: Some(key), message })?;
+    let mut out = Vec::new();
+    for spec in specs.into_iter().filter(|s| s.enabled) {
+        if BUILTINS.iter().any(|(n, _)| *n == spec.name) {
+            builtin::validate(&spec).map_err(|m| ConfigError { file: config_path.into(), location: None, key: Some(format!("plugins.{}", spec.name)), message: m })?;
+            out.push(Prepared::Builtin(spec));
+            continue;
+        }
+        let path = loader::find(plugin_dir, &spec.name)?;
+        let lib = loader::load(&path, &spec.name).map_err(|e| {
+            if verbose {
+                if let Some(d) = e.detail() {
+                    eprintln!("{d}");
+                }
+            }
+            e
+        })?;
+        let json = RString::from(spec.config.to_string());
+        let config = match (lib.module.validate_config())(json.as_rstr()).into_result() {
+            Ok(c) => c.to_string(),
+            Err(e) => {
+                return Err(ConfigError { file: config_path.into(), location: None, key: Some(format!("plugins.{}", spec.name)), message: e.message.to_string() }.into())
+            }
+        };
+        out.push(Prepared::Library { spec, lib, config });
+    }
+    Ok(out)
+}
+
+/// Builds the event stream: console output first, then the plugins in config order.
+pub fn dispatcher(prepared: Vec<Prepared>, cfg: &Config, verbosity: Verbosity, interactive: bool) -> Result<Dispatcher> {
+    let mut d = Dispatcher::default();
+    let console = specs(cfg).ok().and_then(|s| s.into_iter().find(|s| s.name == "console_out"));
+    let console_on = console.as_ref().is_none_or(|s| s.enabled);
+    if console_on {
+        let verbosity = match console.as_ref().and_then(|s| s.config.get("verbosity")).and_then(|v| v.as_str()) {
+            _ if verbosity != Verbosity::Normal => verbosity,
+            Some("quiet") => Verbosity::Quiet,
+            Some("verbose") => Verbosity::Verbose,
+            _ => Verbosity::Normal,
+        };
+        d.add(Box::new(Console::new(verbosity, interactive)), OnError::Abort);
+    }
+    for p in prepared {
+        match p {
+            Prepared::Builtin(spec) => {
+                if let Some(cb) = builtin::create(&spec)? {
+                    d.add(cb, spec.on_error.unwrap_or(OnError::Abort));
+                }
+            }
+            Prepared::Library { spec, lib, config } => {
+                let created = (lib.module.create_callback())(host_api(), RStr::from(config.as_str())).into_result();
+                match created {
+                    Ok(cb) => {
+                        if let Some(cb) = cb.into_option() {
+                            d.add(Box::new(FfiCallback::new(spec.name.clone(), cb)), spec.on_error.unwrap_or_default());
+                        }
+                    }
+                    Err(e) => anyhow::bail!("plugin '{}' ({}) could not start: {}", spec.name, lib.path.display(), e.message),
+                }
+            }
+        }
+    }
+    Ok(d)
+}
+
+/// A library's callback behind the host's `Callback` trait.
+struct FfiCallback {
+    name: String,
+    inner: api::CallbackBox,
+    mask: u32,
+}
+
+impl FfiCallback {
+    fn new(name: String, inner: api::CallbackBox) -> FfiCallback {
+        // Kinds this bz does not know (a newer plugin) are ignored.
+        let mask = inner.subscriptions().iter().filter_map(|k| events::EventKind::ALL.get(k.0 as usize)).fold(0, |m, k| m | k.bit());
+        FfiCallback { name, inner, mask }
+    }
+}
+
+impl Callback for FfiCallback {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn subscriptions(&self) -> u32 {
+        self.mask
+    }
+
+    fn on_event(&mut self, e: &Event) -> Result<Directive> {
+        let metrics: Vec<api::Metric<'_>> =
+            e.metrics.iter().map(|m| api::Metric { name: RStr::from(m.name.as_str()), split: RStr::from(m.split), value: m.value }).collect();
+        let payload = if e.payload.is_null() { String::from("null") } else { e.payload.to_string() };
+        let event = api::Event {
+            kind: api::EventKind(e.kind as u16),
+            epoch: e.epoch as u64,
+            global_step: e.global_step as u64,
+            batch_in_epoch: e.batch_in_epoch as u64,
+            metrics: RSlice::from_slice(&metrics),
+            payload_json: RStr::from(payload.as_str()),
+        };
+        match self.inner.on_event(&event).into_result() {
+            Ok(d) => Ok(Directive(d.0 & Directive::STOP_TRAINING.0)),
+            Err(err) => Err(anyhow::anyhow!("{}", err.message)),
+        }
+    }
+
+    fn finish(&mut self, status: RunStatus) {
+        let s = match status {
+            RunStatus::Completed => api::RunStatus::COMPLETED,
+            RunStatus::Stopped => api::RunStatus::STOPPED,
+            RunStatus::Interrupted => api::RunStatus::INTERRUPTED,
+            RunStatus::Failed => api::RunStatus::FAILED,
+        };
+        if let Err(e) = self.inner.finish(s).into_result() {
+            eprintln!("warning: plugin '{}' failed to finish: {}", self.name, e.message);
+        }
+    }
+}
+
+static RUN_DIR: Mutex<String> = Mutex::new(String::new());
+
+/// Tells plugins (through `HostApi::run_dir`) where the run writes.
+pub fn set_run_dir(dir: &Path) {
+    if let Ok(mut d) = RUN_DIR.lock() {
+        *d = dir.display().to_string();
+    }
+}
+
+extern "C" fn host_log(level: u8, target: RStr<'_>, message: RStr<'_>) {
+    let tag = match level {
+        0 => "error",
+        1 => "warning",
+        2 => "info",
+        _ => "debug",
+    };
+    if level <= 2 || std::env::var_os("BZ_DEBUG").is_some() {
+        eprintln!("{tag}: {target}: {message}");
+    }
+}
+
+extern "C" fn host_bz_version() -> RString {
+    RString::from(env!("CARGO_PKG_VERSION"))
+}
+
+extern "C" fn host_run_dir() -> RString {
+    RString::from(RUN_DIR.lock().map(|d| d.clone()).unwrap_or_default())
+}
+
+/// The host API handed to every plugin (leaked once: plugins may keep it for the process lifetime).
+pub fn host_api() -> api::HostApi_Ref {
+    static HOST: std::sync::OnceLock<api::HostApi_Ref> = std::sync::OnceLock::new();
+    *HOST.get_or_init(|| api::HostApi { log: host_log, bz_version: host_bz_version, run_dir: host_run_dir }.leak_into_prefix())
+}
+
+/// Plugin libraries in a directory, for `bz plugins list`.
+pub fn library_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "so")).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// The name a library file suggests (`libbz_tensorboard.so` -> `tensorboard`).
+pub fn name_from_file(path: &Path) -> String {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    for prefix in ["libbz_plugin_", "libbz_", "lib"] {
+        if let Some(rest) = stem.strip_prefix(prefix) {
+            return rest.to_string();
+        }
+    }
+    stem
+}
+
+#[allow(dead_code)]
+fn _kinds_are_in_sync() {
+    // bz's internal kinds and the API's must be the same numbers: the adapter casts one to the other.
+    const _: () = assert!(EventKind::RunEnd as u16 == api::EventKind::RUN_END.0);
+    const _: () = assert!(EventKind::TrainBatchEnd as u16 == api::EventKind::TRAIN_BATCH_END.0);
+}
