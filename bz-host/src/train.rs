@@ -307,6 +307,9 @@ fn train_inner(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher) -> Resu
     } else {
         fs::create_dir_all(&dir).with_context(|| format!("cannot create the run directory {}", dir.display()))?;
     }
+    // Absolute from here on: plugins get it in payloads and may change their working directory.
+    let dir = fs::canonicalize(&dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
+    let ckpt_root = dir.join("checkpoints");
     // Rewritten on resume too: `--epochs` may have grown.
     write_atomic(&dir.join("config.toml"), config::to_toml(cfg).as_bytes())?;
     let mut log = MetricsLog::open(&dir.join("metrics.jsonl"), opts.resume.then_some(state.global_step))?;

@@ -113,8 +113,26 @@ impl From<PluginMetadata> for Metadata {
     }
 }
 
+/// Refuses files that `dlopen` would map but that are not whole ELF libraries: a truncated library maps its
+/// segments past the end of the file, and the first touch of them kills the process with SIGBUS instead of
+/// returning an error.
+fn check_elf(path: &Path, name: &str) -> Result<(), LoadError> {
+    use object::{Object, ObjectSegment};
+    let not_library = |reason: String| LoadError::NotLibrary { name: name.into(), path: path.into(), reason };
+    let data = std::fs::read(path).map_err(|e| not_library(e.to_string()))?;
+    let file = object::File::parse(&*data).map_err(|e| not_library(format!("not an ELF shared library: {e}")))?;
+    for segment in file.segments() {
+        let (offset, size) = segment.file_range();
+        if offset.saturating_add(size) > data.len() as u64 {
+            return Err(not_library(format!("truncated: {} bytes, but its segments need {}", data.len(), offset + size)));
+        }
+    }
+    Ok(())
+}
+
 /// Loads and checks the library at `path` that should be plugin `name`.
 pub fn load(path: &Path, name: &str) -> Result<Library, LoadError> {
+    check_elf(path, name)?;
     let header = lib_header_from_path(path).map_err(|e| classify(name, path, e))?;
     let module = header.init_root_module::<BzPluginMod_Ref>().map_err(|e| classify(name, path, e))?;
     let metadata: Metadata = (module.metadata())().into();
