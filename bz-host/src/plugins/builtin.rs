@@ -57,7 +57,7 @@ pub struct EarlyStopping {
 
 impl EarlyStopping {
     pub fn from_config(c: &Value) -> Result<EarlyStopping, String> {
-        let spec = Spec { name: "early_stopping".into(), enabled: true, on_error: None, config: c.clone() };
+        let spec = Spec { name: "early_stopping".into(), library: "early_stopping".into(), enabled: true, on_error: None, config: c.clone() };
         check_keys(&spec, &["monitor", "mode", "patience", "min_delta", "baseline"])?;
         let monitor = match c.get("monitor") {
             None => "val/loss".to_string(),

@@ -25,12 +25,15 @@ pub const BUILTINS: [(&str, &str); 3] = [
 /// One `[plugins.NAME]` section.
 #[derive(Debug, Clone)]
 pub struct Spec {
+    /// The section's name; events and messages use it.
     pub name: String,
+    /// The plugin to load: `library = "..."` runs a second instance of a plugin under another name.
+    pub library: String,
     pub enabled: bool,
     /// As configured; the default is `disable` for libraries and `abort` for built-ins (part of bz itself, so
     /// an error there is a config mistake, such as an unknown monitored metric, that must not pass silently).
     pub on_error: Option<OnError>,
-    /// The section without `enabled` and `on_error`, as JSON: the plugin's own configuration.
+    /// The section without `enabled`, `on_error` and `library`, as JSON: the plugin's own configuration.
     pub config: Value,
 }
 
@@ -42,10 +45,14 @@ pub fn specs(cfg: &Config) -> Result<Vec<Spec>, (String, String)> {
         let table = section.as_table().ok_or_else(|| (key.clone(), "must be a table: [plugins.NAME] with the plugin's keys".to_string()))?;
         let mut enabled = true;
         let mut on_error = None;
+        let mut library = None;
         let mut rest = serde_json::Map::new();
         for (k, v) in table {
             match k.as_str() {
                 "enabled" => enabled = v.as_bool().ok_or_else(|| (format!("{key}.enabled"), "must be true or false".to_string()))?,
+                "library" => {
+                    library = Some(v.as_str().ok_or_else(|| (format!("{key}.library"), "must be the name of an installed plugin".to_string()))?.to_string())
+                }
                 "on_error" => {
                     on_error = match v.as_str() {
                         Some("disable") => Some(OnError::Disable),
@@ -60,7 +67,8 @@ pub fn specs(cfg: &Config) -> Result<Vec<Spec>, (String, String)> {
                 }
             }
         }
-        out.push(Spec { name: name.clone(), enabled, on_error, config: Value::Object(rest) });
+        let library = library.unwrap_or_else(|| name.clone());
+        out.push(Spec { name: name.clone(), library, enabled, on_error, config: Value::Object(rest) });
     }
     Ok(out)
 }
@@ -81,8 +89,8 @@ pub fn prepare(cfg: &Config, config_path: &Path, plugin_dir: &Path, verbose: boo
             out.push(Prepared::Builtin(spec));
             continue;
         }
-        let path = loader::find(plugin_dir, &spec.name)?;
-        let lib = loader::load(&path, &spec.name).map_err(|e| {
+        let path = loader::find(plugin_dir, &spec.library)?;
+        let lib = loader::load(&path, &spec.library).map_err(|e| {
             if verbose {
                 if let Some(d) = e.detail() {
                     eprintln!("{d}");
@@ -124,19 +132,21 @@ pub fn dispatcher(prepared: Vec<Prepared>, cfg: &Config, verbosity: Verbosity, i
                 }
             }
             Prepared::Library { spec, lib, config } => {
-                let created = (lib.module.create_callback())(host_api(), RStr::from(config.as_str())).into_result();
-                match created {
-                    Ok(cb) => {
-                        if let Some(cb) = cb.into_option() {
-                            d.add(Box::new(FfiCallback::new(spec.name.clone(), cb)), spec.on_error.unwrap_or_default());
-                        }
-                    }
-                    Err(e) => anyhow::bail!("plugin '{}' ({}) could not start: {}", spec.name, lib.path.display(), e.message),
+                if let Some(cb) = create_callback(&spec.name, &lib, &config)? {
+                    d.add(cb, spec.on_error.unwrap_or_default());
                 }
             }
         }
     }
     Ok(d)
+}
+
+/// Creates a library's callback (named `name` in events and messages) behind the host's `Callback` trait.
+pub fn create_callback(name: &str, lib: &loader::Library, config: &str) -> Result<Option<Box<dyn Callback>>> {
+    match (lib.module.create_callback())(host_api(), RStr::from(config)).into_result() {
+        Ok(cb) => Ok(cb.into_option().map(|cb| Box::new(FfiCallback::new(name.to_string(), cb)) as Box<dyn Callback>)),
+        Err(e) => anyhow::bail!("plugin '{name}' ({}) could not start: {}", lib.path.display(), e.message),
+    }
 }
 
 /// A library's callback behind the host's `Callback` trait.
@@ -166,14 +176,15 @@ impl Callback for FfiCallback {
     fn on_event(&mut self, e: &Event) -> Result<Directive> {
         let metrics: Vec<api::Metric<'_>> =
             e.metrics.iter().map(|m| api::Metric { name: RStr::from(m.name.as_str()), split: RStr::from(m.split), value: m.value }).collect();
-        let payload = if e.payload.is_null() { String::from("null") } else { e.payload.to_string() };
+        // Batch events carry no payload; skip serialising (and allocating) for them.
+        let payload = if e.payload.is_null() { std::borrow::Cow::Borrowed("null") } else { std::borrow::Cow::Owned(e.payload.to_string()) };
         let event = api::Event {
             kind: api::EventKind(e.kind as u16),
             epoch: e.epoch as u64,
             global_step: e.global_step as u64,
             batch_in_epoch: e.batch_in_epoch as u64,
             metrics: RSlice::from_slice(&metrics),
-            payload_json: RStr::from(payload.as_str()),
+            payload_json: RStr::from(payload.as_ref()),
         };
         match self.inner.on_event(&event).into_result() {
             Ok(d) => Ok(Directive(d.0 & Directive::STOP_TRAINING.0)),
