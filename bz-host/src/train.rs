@@ -218,6 +218,36 @@ impl Phases {
     }
 }
 
+/// The config's scalar settings as flat `section.key` pairs (TensorBoard's HParams, W&B's config, tuner trials).
+/// Layers are summarised by count; plugin sections are left out.
+pub fn hyperparameters(cfg: &Config) -> Value {
+    fn walk(prefix: &str, v: &toml::Value, out: &mut Map<String, Value>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    if key != "plugins" && key != "model.layers" {
+                        walk(&key, v, out);
+                    }
+                }
+            }
+            toml::Value::Array(a) if a.iter().all(|x| !x.is_table() && !x.is_array()) => {
+                out.insert(prefix.to_string(), serde_json::to_value(a).unwrap_or(Value::Null));
+            }
+            toml::Value::Array(_) => {}
+            other => {
+                out.insert(prefix.to_string(), serde_json::to_value(other).unwrap_or(Value::Null));
+            }
+        }
+    }
+    let mut out = Map::new();
+    if let Ok(v) = toml::Value::try_from(cfg) {
+        walk("", &v, &mut out);
+    }
+    out.insert("model.layers".into(), json!(cfg.model.layers.len()));
+    Value::Object(out)
+}
+
 /// Mixes seed and step into libtorch's seed for one batch.
 fn step_seed(seed: u64, step: usize) -> i64 {
     let mut z = seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -331,7 +361,10 @@ fn train_inner(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher) -> Resu
         "model_summary": model.summary(),
         "resumed": opts.resume,
         "metric_names": objective.metric_names(),
+        "hyperparameters": hyperparameters(cfg),
     });
+    let mut run_payload = run_payload;
+    run_payload["hyperparameters"]["model.params"] = json!(model.param_count());
     let mut stop = emit(d, EventKind::RunStart, state.epoch, state.global_step, 0, &[], &run_payload)?.contains(Directive::STOP_TRAINING);
     if let Some(path) = &loaded_from {
         emit(d, EventKind::CheckpointLoaded, state.epoch, state.global_step, state.batch_in_epoch, &[], &json!({ "path": path.display().to_string() }))?;

@@ -81,6 +81,10 @@ fn recorder_sees_every_event_in_order_with_the_logged_metrics() {
     assert!(batch_ends.iter().all(|e| e["metrics"]["train/loss"].as_f64().is_some_and(f64::is_finite)));
     let start = &ev[0]["payload"];
     assert!(start["run_dir"].as_str().unwrap().ends_with("runs/r") && start["config"].as_str().unwrap().contains("[plugins.fixture]"), "{start}");
+    let hp = &start["hyperparameters"];
+    assert_eq!(hp["optimizer.lr"].as_f64(), Some(0.01), "{hp}");
+    assert_eq!(hp["train.batch_size"], 256);
+    assert_eq!(hp["model.params"], 650);
     let saved = ev.iter().rev().find(|e| e["kind"] == "CHECKPOINT_SAVED").unwrap();
     assert!(Path::new(saved["payload"]["path"].as_str().unwrap()).join("model.safetensors").exists());
     assert_eq!(ev.last().unwrap()["status"], "completed");
