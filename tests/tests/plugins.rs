@@ -179,8 +179,16 @@ fn broken_and_foreign_libraries_get_one_line_each() {
     let bytes = std::fs::read(fixture_so()).unwrap();
     std::fs::write(plugins.join("truncated.so"), &bytes[..4096]).unwrap();
 
+    // A plugin that needs a symbol no library defines (tests/fixtures/missing-symbol).
+    std::fs::copy(bz_path().parent().unwrap().join("libbz_missing.so"), plugins.join("missing.so")).unwrap();
+
     let one_line = |out: &Output| out.stderr.trim().lines().count() == 1;
-    for (name, want) in [("notbz", "is not a bz plugin (no plugin header); remove it"), ("truncated", "is not a loadable shared library"), ("missing", "plugin 'missing' is not installed")] {
+    for (name, want) in [
+        ("notbz", "is not a bz plugin (no plugin header); remove it"),
+        ("truncated", "is not a loadable shared library (truncated"),
+        ("missing", "needs a symbol this system does not provide (undefined symbol bz_test_symbol_that_no_library_defines)"),
+        ("absent", "plugin 'absent' is not installed"),
+    ] {
         write_config(dir.path(), "c.toml", &format!("{BASE}[plugins.{name}]\n"));
         let out = train(dir.path(), &[]);
         assert_eq!(out.code, 1, "{name}: {}", out.all());
@@ -197,6 +205,7 @@ fn broken_and_foreign_libraries_get_one_line_each() {
     assert!(line("fixture").contains(" ok "), "{}", out.stdout);
     assert!(line("notbz").contains("broken") && line("notbz").contains("not a bz plugin"), "{}", out.stdout);
     assert!(line("truncated").contains("broken"), "{}", out.stdout);
+    assert!(line("missing").contains("broken") && line("missing").contains("undefined symbol"), "{}", out.stdout);
     assert!(line("early_stopping").contains("built in"), "{}", out.stdout);
 
     // Two files claiming one name.

@@ -120,7 +120,13 @@ fn check_elf(path: &Path, name: &str) -> Result<(), LoadError> {
     use object::{Object, ObjectSegment};
     let not_library = |reason: String| LoadError::NotLibrary { name: name.into(), path: path.into(), reason };
     let data = std::fs::read(path).map_err(|e| not_library(e.to_string()))?;
-    let file = object::File::parse(&*data).map_err(|e| not_library(format!("not an ELF shared library: {e}")))?;
+    let file = object::File::parse(&*data).map_err(|e| {
+        if data.starts_with(b"\x7fELF") {
+            not_library(format!("truncated or damaged: {e}"))
+        } else {
+            not_library("not an ELF file".into())
+        }
+    })?;
     for segment in file.segments() {
         let (offset, size) = segment.file_range();
         if offset.saturating_add(size) > data.len() as u64 {
@@ -130,9 +136,35 @@ fn check_elf(path: &Path, name: &str) -> Result<(), LoadError> {
     Ok(())
 }
 
+/// abi_stable opens libraries with lazy binding, so a function no library provides would fail only when first
+/// called — fatally, in the middle of a run. Opening it first with every symbol bound turns that into a load
+/// error. The handle is kept (libraries are never unloaded), so abi_stable's own open gets the same mapping.
+fn bind_now(path: &Path, name: &str) -> Result<(), LoadError> {
+    use libloading::os::unix::{Library as RawLib, RTLD_LOCAL, RTLD_NOW};
+    // SAFETY: loading runs the library's initialisers; plugins are trusted code the user installed.
+    match unsafe { RawLib::open(Some(path), RTLD_NOW | RTLD_LOCAL) } {
+        Ok(lib) => {
+            std::mem::forget(lib);
+            Ok(())
+        }
+        Err(e) => Err(open_error(name, path, &e.to_string())),
+    }
+}
+
+fn open_error(name: &str, path: &Path, message: &str) -> LoadError {
+    let reason = first_line(message);
+    let short = reason.rsplit(": ").next().unwrap_or(&reason).to_string();
+    if reason.contains("undefined symbol") {
+        LoadError::MissingSymbol { name: name.into(), path: path.into(), reason: format!("undefined symbol {short}") }
+    } else {
+        LoadError::NotLibrary { name: name.into(), path: path.into(), reason: short }
+    }
+}
+
 /// Loads and checks the library at `path` that should be plugin `name`.
 pub fn load(path: &Path, name: &str) -> Result<Library, LoadError> {
     check_elf(path, name)?;
+    bind_now(path, name)?;
     let header = lib_header_from_path(path).map_err(|e| classify(name, path, e))?;
     let module = header.init_root_module::<BzPluginMod_Ref>().map_err(|e| classify(name, path, e))?;
     let metadata: Metadata = (module.metadata())().into();
@@ -145,15 +177,7 @@ pub fn load(path: &Path, name: &str) -> Result<Library, LoadError> {
 fn classify(name: &str, path: &Path, e: LibraryError) -> LoadError {
     let (name, path) = (name.to_string(), path.to_path_buf());
     match e {
-        LibraryError::OpenError { err, .. } => {
-            let reason = first_line(&err.to_string());
-            let short = reason.rsplit(": ").next().unwrap_or(&reason).to_string();
-            if reason.contains("undefined symbol") {
-                LoadError::MissingSymbol { name, path, reason: short }
-            } else {
-                LoadError::NotLibrary { name, path, reason: short }
-            }
-        }
+        LibraryError::OpenError { err, .. } => open_error(&name, &path, &err.to_string()),
         LibraryError::GetSymbolError { .. } => LoadError::NotPlugin { name, path },
         LibraryError::InvalidAbiHeader(h) => LoadError::OtherAbiStable { name, path, found: format!("abi_stable ABI {}.{}", h.abi_major, h.abi_minor) },
         LibraryError::InvalidCAbi { .. } => LoadError::OtherAbiStable { name, path, found: "a different C ABI".into() },
