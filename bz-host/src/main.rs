@@ -119,7 +119,24 @@ enum PluginsCommand {
     Probe { path: PathBuf },
 }
 
+/// glibc returns every large freed block to the OS (above a dynamic mmap threshold, or by trimming the heap top),
+/// so the activations a training step frees are page-faulted back in on the next step: measured here as 1.5M
+/// minor faults per CNN run and a 20-40% slower step at batch 256. A fixed 32 MiB mmap threshold (glibc's
+/// maximum) and no trimming keep those blocks in the heap for reuse, for a little more resident memory.
+/// A user's own MALLOC_* settings win.
+fn tune_allocator() {
+    if std::env::vars_os().any(|(k, _)| k.to_string_lossy().starts_with("MALLOC_")) {
+        return;
+    }
+    // SAFETY: mallopt only adjusts allocator parameters; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train { cfg, epochs, resume, run_name, quiet, verbose } => cmd_train(cfg, epochs, resume, run_name, quiet, verbose),
