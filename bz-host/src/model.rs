@@ -197,6 +197,21 @@ impl Model {
         }
     }
 
+    /// Whether a training forward pass draws random numbers (dropout, or an opaque TorchScript module).
+    pub fn uses_randomness(&self) -> bool {
+        fn any_dropout(layers: &[Layer]) -> bool {
+            layers.iter().any(|l| match l {
+                Layer::Dropout(_) => true,
+                Layer::Residual(body) => any_dropout(body),
+                _ => false,
+            })
+        }
+        match &self.body {
+            Body::Layers(layers) => any_dropout(layers),
+            Body::Script { .. } => true,
+        }
+    }
+
     pub fn param_count(&self) -> i64 {
         self.rows.iter().map(|r| r.params).sum()
     }

@@ -100,16 +100,18 @@ impl Optimizer {
         self.steps += 1;
         let (cfg, lr, wd, steps) = (&self.cfg, self.lr, self.weight_decay, self.steps);
         // -lr as a 0-dim tensor folds the scaling into one fused in-place op per parameter (tch's add_ has no alpha).
-        let neg_lr = Tensor::from(-lr);
+        // In the parameters' dtype: a mixed-dtype operand would send every update through a slower casting loop.
+        let (neg_lr_f32, neg_lr_f64) = (Tensor::from(-lr as f32), Tensor::from(-lr));
         for (p, grad) in self.params.iter_mut().zip(grads) {
             if !grad.defined() {
                 continue;
             }
             let grad = grad.shallow_clone();
+            let neg_lr = if p.tensor.kind() == tch::Kind::Double { &neg_lr_f64 } else { &neg_lr_f32 };
             match cfg.name {
-                OptimizerKind::Sgd => sgd(p, grad, cfg, &neg_lr, wd),
+                OptimizerKind::Sgd => sgd(p, grad, cfg, neg_lr, wd),
                 OptimizerKind::Adam | OptimizerKind::Adamw => adam(p, grad, cfg, lr, wd, steps),
-                OptimizerKind::Rmsprop => rmsprop(p, grad, cfg, lr, &neg_lr, wd),
+                OptimizerKind::Rmsprop => rmsprop(p, grad, cfg, lr, neg_lr, wd),
             }
             .with_context(|| format!("optimizer step failed for parameter {}", p.name))?;
         }

@@ -371,6 +371,9 @@ fn train_inner(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher) -> Resu
     }
 
     let val_bs = tc.val_batch_size.unwrap_or(bs);
+    // Only dropout (or a TorchScript module, which may do anything) draws random numbers during training; a
+    // deterministic model need not pay for re-seeding every batch.
+    let reseed = model.uses_randomness();
     let seed = cfg.run.seed;
     let bench_warmup = tc.bench_warmup_steps;
     let mut bench: Option<(Instant, usize)> = None;
@@ -409,7 +412,9 @@ fn train_inner(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher) -> Resu
             if bench_warmup == Some(state.global_step) {
                 bench = Some((Instant::now(), state.global_step));
             }
-            tch::manual_seed(step_seed(seed, state.global_step));
+            if reseed {
+                tch::manual_seed(step_seed(seed, state.global_step));
+            }
             emit(d, EventKind::TrainBatchStart, e1, state.global_step, b, &[], &empty)?;
             let start = b * bs;
             let len = bs.min(n_train - start);

@@ -305,9 +305,11 @@ mod tests {
         assert_eq!(es.mode, Mode::Max);
         assert!(!es.observe(1, 0.5));
         assert!(es.observe(2, 0.505), "an improvement smaller than min_delta does not count");
-        let mut es = EarlyStopping::from_config(&json!({ "patience": 1, "baseline": 0.5 })).unwrap();
+        let mut es = EarlyStopping::from_config(&json!({ "patience": 2, "baseline": 0.5 })).unwrap();
         assert!(!es.observe(1, 0.6));
         assert!(es.observe(2, 0.55), "never beat the baseline within patience");
+        let mut es = EarlyStopping::from_config(&json!({ "patience": 2, "baseline": 0.5 })).unwrap();
+        assert!(!es.observe(1, 0.4) && !es.observe(2, 0.45) && es.observe(3, 0.41), "beating the baseline resets patience");
     }
 
     #[test]
