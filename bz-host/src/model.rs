@@ -155,7 +155,8 @@ impl Model {
     /// Builds a config model; parameters are created in `vs` under PyTorch-compatible names.
     pub fn from_layers(vs: &nn::VarStore, specs: &[LayerSpec], input: &[i64]) -> Result<Model> {
         let rows = infer_shapes(specs, input).map_err(anyhow::Error::msg)?;
-        let output_shape = infer_into(specs, input, "", "model.layers", &mut Vec::new()).map_err(anyhow::Error::msg)?;
+        // A residual's body rows come before its own, so the last row is always the last top-level layer.
+        let output_shape = rows.last().map_or_else(|| input.to_vec(), |r| r.out_shape.clone());
         let layers = build(&vs.root(), specs, input)?;
         Ok(Model { body: Body::Layers(layers), rows, input_shape: input.to_vec(), output_shape })
     }
