@@ -19,6 +19,11 @@ pub struct LayerRow {
     pub params: i64,
 }
 
+/// A layer stack that does not fit its input: a config problem, with the layer's key and the fix in the message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ShapeError(pub String);
+
 /// Infers every layer's output shape (per sample, without the batch dimension) and parameter count.
 pub fn infer_shapes(layers: &[LayerSpec], input: &[i64]) -> Result<Vec<LayerRow>, String> {
     let mut rows = Vec::new();
@@ -154,7 +159,7 @@ pub struct Model {
 impl Model {
     /// Builds a config model; parameters are created in `vs` under PyTorch-compatible names.
     pub fn from_layers(vs: &nn::VarStore, specs: &[LayerSpec], input: &[i64]) -> Result<Model> {
-        let rows = infer_shapes(specs, input).map_err(anyhow::Error::msg)?;
+        let rows = infer_shapes(specs, input).map_err(ShapeError)?;
         // A residual's body rows come before its own, so the last row is always the last top-level layer.
         let output_shape = rows.last().map_or_else(|| input.to_vec(), |r| r.out_shape.clone());
         let layers = build(&vs.root(), specs, input)?;

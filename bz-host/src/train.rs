@@ -63,10 +63,10 @@ pub fn prepare(cfg: &Config, config_path: &Path) -> Result<(Dataset, nn::VarStor
     };
     let model = match &cfg.model.torchscript {
         Some(p) => Model::from_torchscript(&vs, &base.join(p), &data.input_shape)?,
-        None => {
-            crate::model::infer_shapes(&cfg.model.layers, &data.input_shape).map_err(|m| config_error("model", m))?;
-            Model::from_layers(&vs, &cfg.model.layers, &data.input_shape)?
-        }
+        None => Model::from_layers(&vs, &cfg.model.layers, &data.input_shape).map_err(|e| match e.downcast::<crate::model::ShapeError>() {
+            Ok(shape) => config_error("model", shape.0),
+            Err(e) => e,
+        })?,
     };
     let objective = Objective::new(cfg.train.loss, data.task, data.outputs, &model.output_shape, cfg.train.label_smoothing, cfg.metrics.top_k)
         .map_err(|e| config_error("model", format!("{e:#}")))?;
@@ -346,6 +346,8 @@ fn train_inner(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher) -> Resu
 
     crate::plugins::set_run_dir(&dir);
     let threads = tch::get_num_threads();
+    let mut hyperparameters = hyperparameters(cfg);
+    hyperparameters["model.params"] = json!(model.param_count());
     let run_payload = json!({
         "run_dir": dir.display().to_string(),
         "run_name": dir.file_name().map(|n| n.to_string_lossy().into_owned()),
@@ -361,10 +363,8 @@ fn train_inner(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher) -> Resu
         "model_summary": model.summary(),
         "resumed": opts.resume,
         "metric_names": objective.metric_names(),
-        "hyperparameters": hyperparameters(cfg),
+        "hyperparameters": hyperparameters,
     });
-    let mut run_payload = run_payload;
-    run_payload["hyperparameters"]["model.params"] = json!(model.param_count());
     let mut stop = emit(d, EventKind::RunStart, state.epoch, state.global_step, 0, &[], &run_payload)?.contains(Directive::STOP_TRAINING);
     if let Some(path) = &loaded_from {
         emit(d, EventKind::CheckpointLoaded, state.epoch, state.global_step, state.batch_in_epoch, &[], &json!({ "path": path.display().to_string() }))?;
