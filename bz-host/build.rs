@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=BZ_CUDA");
+    // The installer picks plugin builds for the triple bz itself was built for.
+    println!("cargo:rustc-env=BZ_TARGET={}", std::env::var("TARGET").unwrap_or_default());
     let Some(libtorch) = std::env::var_os("LIBTORCH").map(PathBuf::from) else {
         println!("cargo:warning=LIBTORCH is not set; run scripts/setup first");
         return;

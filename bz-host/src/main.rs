@@ -94,18 +94,108 @@ enum Command {
     },
 }
 
+/// `--plugin-dir`, shared by the plugin commands.
+#[derive(Args, Clone)]
+struct DirArg {
+    /// The plugin directory (default: BZ_PLUGIN_DIR, else ~/.bz/plugins).
+    #[arg(long, value_name = "DIR")]
+    plugin_dir: Option<PathBuf>,
+}
+
+/// Where plugins come from, shared by install, update and search.
+#[derive(Args, Clone)]
+struct IndexArgs {
+    /// A configured index's name, or an index URL or path (default: BZ_PLUGIN_INDEX, else ~/.bz/config.toml).
+    #[arg(long, value_name = "NAME|URL")]
+    index: Option<String>,
+    /// The minisign public key that signs the index's archives (default: the configured one, or BZ_PLUGIN_PUBKEY).
+    #[arg(long, value_name = "KEY")]
+    pubkey: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum PluginsCommand {
-    /// Built-in plugins and the libraries in the plugin directory, each checked in a child process.
+    /// Built-in, installed and unmanaged plugins, each library checked in a child process.
     List {
-        #[arg(long, value_name = "DIR")]
-        plugin_dir: Option<PathBuf>,
+        #[command(flatten)]
+        dir: DirArg,
     },
-    /// One plugin's metadata and default configuration.
+    /// One plugin's metadata, default configuration and install receipt.
     Info {
         name: String,
-        #[arg(long, value_name = "DIR")]
-        plugin_dir: Option<PathBuf>,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Install plugins: NAME, NAME@VERSION, INDEX/NAME, a local .tar.gz, or an archive's URL.
+    Install {
+        #[arg(required = true, value_name = "NAME[@VERSION]|ARCHIVE|URL")]
+        what: Vec<String>,
+        /// The archive's expected sha256 (for an archive or URL).
+        #[arg(long, value_name = "HEX")]
+        sha256: Option<String>,
+        #[command(flatten)]
+        index: IndexArgs,
+        /// Reinstall the same version, replace an unmanaged file, or take a yanked version asked for by number.
+        #[arg(long)]
+        force: bool,
+        /// Install an archive that no signature vouches for.
+        #[arg(long)]
+        allow_unsigned: bool,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Update installed plugins to their newest installable version (all unpinned ones when none is named).
+    Update {
+        names: Vec<String>,
+        #[command(flatten)]
+        index: IndexArgs,
+        #[arg(long)]
+        allow_unsigned: bool,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Remove installed plugins (link, receipt and stored versions).
+    Remove {
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Go back to the version the last install or update replaced.
+    Rollback {
+        name: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Keep a plugin at its installed version: `update` skips it.
+    Pin {
+        name: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Let `update` move a pinned plugin again.
+    Unpin {
+        name: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Re-hash installed libraries against their receipts.
+    Verify {
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Plugins in the configured indexes, with the newest version this bz can install.
+    Search {
+        term: Option<String>,
+        #[command(flatten)]
+        index: IndexArgs,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Configure plugin indexes (in ~/.bz/config.toml).
+    Index {
+        #[command(subcommand)]
+        command: IndexCommand,
     },
     /// Scaffold a plugin crate that builds as is.
     New {
@@ -114,9 +204,24 @@ enum PluginsCommand {
         #[arg(long)]
         path: Option<PathBuf>,
     },
-    /// Load one library and print its metadata as JSON (used by `list` in a child process).
+    /// Load one library and print its metadata as JSON (used by `list` and `install` in a child process).
     #[command(hide = true)]
     Probe { path: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum IndexCommand {
+    /// Add an index: a name, its URL or path, and the minisign public key that signs its archives.
+    Add {
+        name: String,
+        url: String,
+        #[arg(long, value_name = "KEY")]
+        pubkey: Option<String>,
+    },
+    /// Remove an index.
+    Remove { name: String },
+    /// The configured indexes.
+    List,
 }
 
 /// glibc returns every large freed block to the OS (above a dynamic mmap threshold, or by trimming the heap top),

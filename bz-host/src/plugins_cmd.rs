@@ -1,21 +1,237 @@
-//! `bz plugins list | info | new`: inspecting plugins without loading a library into this process (a library's
-//! initializers run at load time and it can never be unloaded), and scaffolding new ones.
+//! `bz plugins …`: inspecting plugins without loading a library into this process (a library's initialisers run
+//! at load time and it can never be unloaded), installing and managing them, and scaffolding new ones.
 
-use crate::PluginsCommand;
+use crate::{IndexArgs, IndexCommand, PluginsCommand};
 use anyhow::{bail, Context, Result};
+use bz_host::plugins::install::{self, index, store, Outcome, Request};
+use bz_host::plugins::probe::{probe_child, Probed};
 use bz_host::plugins::{self, loader, BUILTINS};
-use serde_json::{json, Value};
+use serde_json::Value;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::process::ExitCode;
 
 pub fn run(cmd: PluginsCommand) -> Result<ExitCode> {
+    let dir = |d: &crate::DirArg| loader::plugin_dir(d.plugin_dir.as_deref());
     match cmd {
-        PluginsCommand::List { plugin_dir } => list(&loader::plugin_dir(plugin_dir.as_deref())),
-        PluginsCommand::Info { name, plugin_dir } => info(&name, &loader::plugin_dir(plugin_dir.as_deref())),
+        PluginsCommand::List { dir: d } => list(&dir(&d)),
+        PluginsCommand::Info { name, dir: d } => info(&name, &dir(&d)),
+        PluginsCommand::Install { what, sha256, index, force, allow_unsigned, dir: d } => {
+            if sha256.is_some() && what.len() > 1 {
+                bail!("--sha256 checks one archive; install one at a time");
+            }
+            let opts = options(&dir(&d), &index, sha256, force, allow_unsigned);
+            for w in &what {
+                report(install::install(&Request::parse(w)?, &opts)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginsCommand::Update { names, index, allow_unsigned, dir: d } => update(&names, &options(&dir(&d), &index, None, false, allow_unsigned)),
+        PluginsCommand::Remove { names, dir: d } => {
+            for n in &names {
+                let v = install::remove(&dir(&d), n)?;
+                println!("removed {n} {v}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginsCommand::Rollback { name, dir: d } => {
+            let (from, to) = install::rollback(&dir(&d), &name)?;
+            println!("{name}: back to {to} (from {from}; `bz plugins rollback {name}` again returns to {from})");
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginsCommand::Pin { name, dir: d } => {
+            let v = install::set_pinned(&dir(&d), &name, true)?;
+            println!("pinned {name} at {v}: `bz plugins update` leaves it alone");
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginsCommand::Unpin { name, dir: d } => {
+            let v = install::set_pinned(&dir(&d), &name, false)?;
+            println!("unpinned {name} ({v})");
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginsCommand::Verify { dir: d } => verify(&dir(&d)),
+        PluginsCommand::Search { term, index, dir: d } => search(term.as_deref(), &index, &dir(&d)),
+        PluginsCommand::Index { command } => index_cmd(command),
         PluginsCommand::New { name, path } => new(&name, path),
         PluginsCommand::Probe { path } => probe(&path),
     }
+}
+
+fn options(dir: &Path, index: &IndexArgs, sha256: Option<String>, force: bool, allow_unsigned: bool) -> install::Options {
+    install::Options {
+        plugin_dir: dir.to_path_buf(),
+        index: index.index.clone(),
+        pubkey: index.pubkey.clone(),
+        sha256,
+        force,
+        allow_unsigned,
+        upgrade_only: false,
+        progress: std::io::stderr().is_terminal(),
+    }
+}
+
+fn report(o: Outcome) {
+    match o {
+        Outcome::Installed { name, version, previous, signed } => {
+            let how = if signed { "signature verified" } else { "unsigned" };
+            match previous {
+                Some(p) => println!("installed {name} {version} (replaces {p}; `bz plugins rollback {name}` goes back) · {how}"),
+                None => println!("installed {name} {version} · {how}"),
+            }
+        }
+        Outcome::AlreadyInstalled { name, version } => println!("{name} {version} is already installed (--force reinstalls it)"),
+    }
+}
+
+fn update(names: &[String], opts: &install::Options) -> Result<ExitCode> {
+    let layout = store::Layout::new(&opts.plugin_dir);
+    let receipts = store::read_receipts(&layout)?;
+    let chosen: Vec<&store::Receipt> = if names.is_empty() {
+        receipts.plugins.values().filter(|r| !r.pinned).collect()
+    } else {
+        let mut v = Vec::new();
+        for n in names {
+            let r = receipts.plugins.get(n).with_context(|| format!("plugin '{n}' is not installed by `bz plugins install`; install it first"))?;
+            if r.pinned {
+                bail!("'{n}' is pinned at {}; `bz plugins unpin {n}` first, or install a version with `bz plugins install {n}@VERSION`", r.version);
+            }
+            v.push(r);
+        }
+        v
+    };
+    if chosen.is_empty() {
+        println!("nothing to update");
+    }
+    let mut opts = opts.clone();
+    opts.upgrade_only = true;
+    for r in chosen {
+        let store::Source::Index { index, index_url, .. } = &r.source else {
+            println!("{} {}: installed from an archive, not an index; install a newer archive to update it", r.name, r.version);
+            continue;
+        };
+        // The index it came from: by name while that is configured, else by the URL the receipt recorded.
+        let from = opts.index.clone().unwrap_or_else(|| match index::configured() {
+            Ok(c) if c.iter().any(|s| &s.name == index) => index.clone(),
+            _ => index_url.clone(),
+        });
+        let req = Request::Index { index: Some(from), name: r.name.clone(), version: None };
+        match install::install(&req, &opts)? {
+            Outcome::AlreadyInstalled { name, version } => println!("{name} {version} is up to date"),
+            o => report(o),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(dir: &Path) -> Result<ExitCode> {
+    let findings = install::verify(dir)?;
+    let mut bad = 0;
+    for f in &findings {
+        match &f.problem {
+            None => println!("ok       {} {}", f.name, f.version),
+            Some(p) => {
+                bad += 1;
+                println!("FAILED   {} {}: {p}", f.name, f.version);
+            }
+        }
+    }
+    for (path, _) in unmanaged(dir) {
+        println!("unmanaged {} (not installed by `bz plugins install`; nothing to check it against)", path.display());
+    }
+    if findings.is_empty() {
+        println!("(no plugins installed by `bz plugins install` in {})", dir.display());
+    }
+    if bad > 0 {
+        eprintln!("error: {bad} of {} installed plugins failed verification", findings.len());
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn search(term: Option<&str>, args: &IndexArgs, dir: &Path) -> Result<ExitCode> {
+    let sources = index::sources(args.index.as_deref(), args.pubkey.as_deref())?;
+    let found = install::search(&sources, term)?;
+    let receipts = store::read_receipts(&store::Layout::new(dir))?;
+    println!("{:<16} {:<10} {:<10} description", "name", "latest", "installed");
+    for (name, best, description) in &found {
+        let installed = receipts.plugins.get(name).map(|r| r.version.clone()).unwrap_or_else(|| "-".into());
+        match best {
+            Ok(v) => println!("{name:<16} {v:<10} {installed:<10} {description}"),
+            Err(why) => println!("{name:<16} {:<10} {installed:<10} {description} (none installable: {why})", "-"),
+        }
+    }
+    if found.is_empty() {
+        println!("(no plugin matches{})", term.map(|t| format!(" {t:?}")).unwrap_or_default());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn index_cmd(cmd: IndexCommand) -> Result<ExitCode> {
+    let path = index::user_config_path();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let mut doc: toml_edit::DocumentMut = text.parse().with_context(|| format!("{}: not valid TOML", path.display()))?;
+    // Checks the rest of the file too, with the same messages the install commands give.
+    let current = index::configured()?;
+    match cmd {
+        IndexCommand::List => {
+            if current.is_empty() {
+                println!("(no plugin index configured in {})", path.display());
+            }
+            for s in &current {
+                println!("{:<12} {} ({})", s.name, s.url, if s.pubkey.is_some() { "signed: archives must carry its key's signature" } else { "no key: installs need --allow-unsigned" });
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        IndexCommand::Add { name, url, pubkey } => {
+            if current.iter().any(|s| s.name == name) {
+                bail!("index '{name}' is already configured in {}; remove it first", path.display());
+            }
+            let parsed = index::parse_location(&url).map_err(|e| anyhow::anyhow!("{url:?}: {e}"))?;
+            if let Some(k) = &pubkey {
+                index::check_pubkey(k).map_err(|e| anyhow::anyhow!("--pubkey: {e}"))?;
+            }
+            let source = index::IndexSource { name: name.clone(), url: parsed.clone(), pubkey: pubkey.clone() };
+            let idx = index::fetch_index(&source)?;
+            let mut t = toml_edit::Table::new();
+            t["name"] = toml_edit::value(name.clone());
+            t["url"] = toml_edit::value(parsed.to_string());
+            if let Some(k) = pubkey {
+                t["pubkey"] = toml_edit::value(k.trim().to_string());
+            }
+            doc.entry("plugin_index").or_insert(toml_edit::Item::ArrayOfTables(Default::default()));
+            match doc["plugin_index"].as_array_of_tables_mut() {
+                Some(a) => a.push(t),
+                None => bail!("{}: `plugin_index` must be an array of tables ([[plugin_index]])", path.display()),
+            }
+            write_config(&path, &doc)?;
+            println!("added index '{name}' ({parsed}, {} plugins)", idx.plugins.len());
+        }
+        IndexCommand::Remove { name } => {
+            let Some(a) = doc.get_mut("plugin_index").and_then(|i| i.as_array_of_tables_mut()) else {
+                bail!("no index '{name}' in {}", path.display());
+            };
+            let before = a.len();
+            a.retain(|t| t.get("name").and_then(|n| n.as_str()) != Some(name.as_str()));
+            if a.len() == before {
+                bail!("no index '{name}' in {}", path.display());
+            }
+            write_config(&path, &doc)?;
+            println!("removed index '{name}'");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_config(path: &Path, doc: &toml_edit::DocumentMut) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    store::write_atomic(path, doc.to_string().as_bytes())?;
+    Ok(())
 }
 
 /// Runs in the child: loads one library and prints its metadata and configuration as one JSON line.
@@ -27,80 +243,61 @@ fn probe(path: &Path) -> Result<ExitCode> {
         Err(loader::LoadError::WrongName { found, .. }) => loader::load(path, &found)?,
         Err(e) => return Err(e.into()),
     };
-    let default_config: Value = serde_json::from_str(&(lib.module.default_config())()).unwrap_or(Value::Null);
-    let schema: Value = serde_json::from_str(&(lib.module.config_schema())()).unwrap_or(Value::Null);
-    println!("{}", json!({ "metadata": lib.metadata, "default_config": default_config, "config_schema": schema }));
+    let probed = Probed {
+        default_config: serde_json::from_str(&(lib.module.default_config())()).unwrap_or(Value::Null),
+        config_schema: serde_json::from_str(&(lib.module.config_schema())()).unwrap_or(Value::Null),
+        metadata: lib.metadata,
+        target: plugins::HOST_TARGET.to_string(),
+    };
+    println!("{}", serde_json::to_string(&probed)?);
     Ok(ExitCode::SUCCESS)
 }
 
-/// Probes a library in a child `bz` with every symbol bound at load (`LD_BIND_NOW=1`), bounded in time.
-fn probe_child(path: &Path) -> Result<Value, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut child = Command::new(exe)
-        .args(["plugins", "probe"])
-        .arg(path)
-        .env("LD_BIND_NOW", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait().map_err(|e| e.to_string())? {
-            Some(s) => break s,
-            None if start.elapsed() > Duration::from_secs(20) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err("the probe did not finish in 20 s".into());
-            }
-            None => std::thread::sleep(Duration::from_millis(10)),
-        }
-    };
-    let read = |r: Option<&mut dyn std::io::Read>| {
-        let mut s = String::new();
-        if let Some(r) = r {
-            let _ = r.read_to_string(&mut s);
-        }
-        s
-    };
-    let out = read(child.stdout.as_mut().map(|r| r as &mut dyn std::io::Read));
-    let err = read(child.stderr.as_mut().map(|r| r as &mut dyn std::io::Read));
-    if status.success() {
-        serde_json::from_str(out.trim()).map_err(|e| format!("unreadable probe output: {e}"))
-    } else if let Some(line) = err.lines().find(|l| l.starts_with("error: ")) {
-        Err(line.trim_start_matches("error: ").to_string())
-    } else {
-        Err(format!("the probe crashed ({status}); the library may abort or segfault when loaded"))
-    }
+/// `.so` files in the plugin directory that no receipt accounts for.
+fn unmanaged(dir: &Path) -> Vec<(PathBuf, String)> {
+    let receipts = store::read_receipts(&store::Layout::new(dir)).map(|r| r.plugins).unwrap_or_default();
+    plugins::library_files(dir)
+        .into_iter()
+        .filter_map(|p| {
+            let name = plugins::name_from_file(&p);
+            let managed = receipts.get(&name).is_some_and(|_| p.file_name().is_some_and(|f| f.to_string_lossy() == format!("{name}.so")));
+            (!managed).then_some((p, name))
+        })
+        .collect()
 }
 
 fn list(dir: &Path) -> Result<ExitCode> {
-    println!("{:<16} {:<9} {:<5} {:<9} {:<8} source", "name", "version", "api", "kinds", "status");
+    println!("{:<16} {:<9} {:<5} {:<15} {:<8} source", "name", "version", "api", "kinds", "status");
     for (name, _) in BUILTINS {
-        println!("{:<16} {:<9} {:<5} {:<9} {:<8} built in", name, env!("CARGO_PKG_VERSION"), api_major(bz_plugin_api::API_VERSION), "callback", "ok");
+        println!("{:<16} {:<9} {:<5} {:<15} {:<8} built in", name, env!("CARGO_PKG_VERSION"), api_major(bz_plugin_api::API_VERSION), "callback", "ok");
     }
-    let files = plugins::library_files(dir);
-    for path in &files {
-        match probe_child(path) {
-            Ok(v) => {
-                let m = &v["metadata"];
-                let kinds: Vec<&str> = m["kinds"].as_array().map(|a| a.iter().filter_map(|k| k.as_str()).collect()).unwrap_or_default();
-                println!(
-                    "{:<16} {:<9} {:<5} {:<9} {:<8} {}",
-                    m["name"].as_str().unwrap_or("?"),
-                    m["version"].as_str().unwrap_or("?"),
-                    api_major(m["api_version"].as_str().unwrap_or("?")),
-                    kinds.join(","),
-                    "ok",
-                    path.display()
-                );
-            }
-            Err(e) => println!("{:<16} {:<9} {:<5} {:<9} {:<8} {}: {e}", plugins::name_from_file(path), "-", "-", "-", "broken", path.display()),
-        }
+    let receipts = store::read_receipts(&store::Layout::new(dir)).map_err(|e| anyhow::anyhow!(e))?;
+    let row = |path: &Path, fallback: &str, source: String| match probe_child(path) {
+        Ok(p) => println!(
+            "{:<16} {:<9} {:<5} {:<15} {:<8} {source}",
+            p.metadata.name,
+            p.metadata.version,
+            api_major(&p.metadata.api_version),
+            p.metadata.kinds.join(","),
+            "ok"
+        ),
+        Err(e) => println!("{:<16} {:<9} {:<5} {:<15} {:<8} {source}: {e}", fallback, "-", "-", "-", "broken"),
+    };
+    for r in receipts.plugins.values() {
+        let from = match &r.source {
+            store::Source::Index { index, .. } => format!("index '{index}'"),
+            store::Source::Archive { path } => format!("archive {path}"),
+            store::Source::Url { url } => url.clone(),
+        };
+        let pinned = if r.pinned { " · pinned" } else { "" };
+        row(&store::Layout::new(dir).link(&r.name), &r.name, format!("installed {} from {from}{pinned}", r.version));
     }
-    if files.is_empty() {
-        println!("(no plugin libraries in {})", dir.display());
+    let loose = unmanaged(dir);
+    for (path, name) in &loose {
+        row(path, name, format!("unmanaged {}", path.display()));
+    }
+    if receipts.plugins.is_empty() && loose.is_empty() {
+        println!("(no plugin libraries in {}; `bz plugins search` lists what can be installed)", dir.display());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -115,16 +312,35 @@ fn info(name: &str, dir: &Path) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let path = loader::find(dir, name)?;
-    let v = probe_child(&path).map_err(|e| anyhow::anyhow!("plugin '{name}' ({}): {e}", path.display()))?;
-    let m = &v["metadata"];
-    println!("name            {}", m["name"].as_str().unwrap_or("?"));
-    println!("version         {}", m["version"].as_str().unwrap_or("?"));
-    println!("description     {}", m["description"].as_str().unwrap_or(""));
-    println!("plugin api      {}", m["api_version"].as_str().unwrap_or("?"));
-    println!("kinds           {}", m["kinds"]);
+    let p = probe_child(&path).map_err(|e| anyhow::anyhow!("plugin '{name}' ({}): {e}", path.display()))?;
+    let m = &p.metadata;
+    println!("name            {}", m.name);
+    println!("version         {}", m.version);
+    println!("description     {}", m.description);
+    println!("plugin api      {}", m.api_version);
+    println!("kinds           {}", m.kinds.join(", "));
     println!("file            {}", path.display());
-    println!("default config  {}", v["default_config"]);
-    println!("config schema   {}", v["config_schema"]);
+    println!("default config  {}", p.default_config);
+    println!("config schema   {}", p.config_schema);
+    let receipts = store::read_receipts(&store::Layout::new(dir))?;
+    match receipts.plugins.get(name) {
+        Some(r) => {
+            let from = match &r.source {
+                store::Source::Index { index, index_url, url } => format!("index '{index}' ({index_url}): {url}"),
+                store::Source::Archive { path } => format!("archive {path}"),
+                store::Source::Url { url } => url.clone(),
+            };
+            println!("installed       {} from {from}", r.installed_at);
+            println!("archive sha256  {}", r.archive_sha256);
+            println!("library sha256  {}", r.library_sha256);
+            println!("signature       {}", r.signed_by.as_deref().map(|k| format!("verified with key {k}")).unwrap_or_else(|| "none (installed with --allow-unsigned)".into()));
+            println!("pinned          {}", if r.pinned { "yes" } else { "no" });
+            if let Some(prev) = &r.previous {
+                println!("previous        {} (`bz plugins rollback {name}`)", prev.version);
+            }
+        }
+        None => println!("installed       by hand (no receipt; `bz plugins verify` cannot check it)"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -163,11 +163,17 @@ fn open_error(name: &str, path: &Path, message: &str) -> LoadError {
 
 /// Loads and checks the library at `path` that should be plugin `name`.
 pub fn load(path: &Path, name: &str) -> Result<Library, LoadError> {
-    check_elf(path, name)?;
-    bind_now(path, name)?;
-    let header = lib_header_from_path(path).map_err(|e| classify(name, path, e))?;
+    // Every step opens the link's target, never the link: `bz plugins install` may swap the link meanwhile, and
+    // the check, the bound open and abi_stable's open must all see the same (immutable) store file.
+    let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    check_elf(&real, name)?;
+    bind_now(&real, name)?;
+    let header = lib_header_from_path(&real).map_err(|e| classify(name, path, e))?;
     let module = header.init_root_module::<BzPluginMod_Ref>().map_err(|e| classify(name, path, e))?;
     let metadata: Metadata = (module.metadata())().into();
+    if super::api_compatible(&metadata.api_version).is_err() {
+        return Err(LoadError::ApiMajor { name: name.into(), path: path.into(), found: metadata.api_version });
+    }
     if metadata.name != name {
         return Err(LoadError::WrongName { name: name.into(), path: path.into(), found: metadata.name });
     }

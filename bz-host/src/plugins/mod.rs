@@ -2,7 +2,9 @@
 //! `Callback` trait, so the trainer has one code path.
 
 pub mod builtin;
+pub mod install;
 pub mod loader;
+pub mod probe;
 
 use crate::config::{Config, ConfigError};
 use crate::console::{Console, Verbosity};
@@ -21,6 +23,31 @@ pub const BUILTINS: [(&str, &str); 3] = [
     ("early_stopping", "stop when a monitored metric stops improving"),
     ("profiler", "time per phase and per plugin, CPU and memory; writes profile.json"),
 ];
+
+/// The target triple this bz was built for; plugin builds must match it.
+pub const HOST_TARGET: &str = env!("BZ_TARGET");
+
+/// Whether a library built against `bz-plugin-api` `plugin_api` can load into this bz: the same major version
+/// (the same minor for 0.x), as cargo's semver rules and abi_stable's own check. The loader, the index
+/// resolution and the installer's probe check all use this one function.
+pub fn api_compatible(plugin_api: &str) -> Result<(), String> {
+    let host = semver::Version::parse(api::API_VERSION).map_err(|e| e.to_string())?;
+    let lib = semver::Version::parse(plugin_api).map_err(|_| format!("plugin_api {plugin_api:?} is not a version like 1.0.0"))?;
+    let same = if host.major == 0 { lib.major == 0 && lib.minor == host.minor } else { lib.major == host.major };
+    if same {
+        Ok(())
+    } else {
+        Err(format!("needs bz-plugin-api {}; this bz speaks {}", api_series(&lib), api_series(&host)))
+    }
+}
+
+fn api_series(v: &semver::Version) -> String {
+    if v.major == 0 {
+        format!("0.{}.x", v.minor)
+    } else {
+        format!("{}.x", v.major)
+    }
+}
 
 /// One `[plugins.NAME]` section.
 #[derive(Debug, Clone)]
