@@ -12,6 +12,9 @@ fn main() {
         println!("cargo:warning=LIBTORCH is not set; run scripts/setup first");
         return;
     };
+    // Through the link, so `scripts/setup --cuda` pointing .libtorch at another set reruns this script (lib/ holds
+    // a few dozen files; the whole tree would be 15k files to scan on every build).
+    println!("cargo:rerun-if-changed={}", libtorch.join("lib").display());
     // Resolve the .libtorch link so the binary keeps working wherever the repo is cloned.
     let libtorch = std::fs::canonicalize(&libtorch).unwrap_or(libtorch);
     let lib = libtorch.join("lib");
@@ -34,7 +37,11 @@ fn want_cuda(libtorch: &Path) -> bool {
         Ok("0") => return false,
         _ => {}
     }
+    // Watched only when present: cargo reruns a build script on every build while a watched file is missing.
     let cublas = libtorch.join("../nvidia/cu13/lib/libcublas.so.13");
-    println!("cargo:rerun-if-changed={}", cublas.display());
-    cublas.exists()
+    let present = cublas.exists();
+    if present {
+        println!("cargo:rerun-if-changed={}", cublas.display());
+    }
+    present
 }

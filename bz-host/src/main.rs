@@ -377,7 +377,7 @@ fn cmd_init(path: &Path, force: bool) -> Result<ExitCode> {
 }
 
 fn cmd_doctor() -> Result<ExitCode> {
-    println!("bz              {}", env!("CARGO_PKG_VERSION"));
+    println!("bz              {} ({}, plugin API {})", env!("CARGO_PKG_VERSION"), bz_host::plugins::HOST_TARGET, bz_plugin_api::API_VERSION);
     let libtorch = option_env!("BZ_LIBTORCH_DIR").unwrap_or("(unknown: built without LIBTORCH)");
     let version = std::fs::read_to_string(Path::new(libtorch).join("version.py"))
         .ok()
@@ -402,10 +402,7 @@ fn cmd_doctor() -> Result<ExitCode> {
     let mut sys = sysinfo::System::new();
     sys.refresh_memory();
     println!("memory          {:.1} GiB total, {:.1} GiB available", sys.total_memory() as f64 / 1073741824.0, sys.available_memory() as f64 / 1073741824.0);
-    let plugin_dir = std::env::var_os("BZ_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".bz/plugins")))
-        .unwrap_or_else(|| PathBuf::from(".bz/plugins"));
+    let plugin_dir = bz_host::plugins::loader::plugin_dir(None);
     let plugins = std::fs::read_dir(&plugin_dir)
         .map(|d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "so")).count())
         .ok();

@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: run the real `bz` binary in a scratch directory, read what it wrote,
 //! and ask the real tools (PyTorch, scikit-learn in the test venv) about it.
 
+pub mod http;
+
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -49,6 +51,25 @@ pub fn bz_in(cwd: &Path, args: &[&str], limit: Duration) -> Output {
         .spawn()
         .expect("spawn bz");
     wait_limited(child, limit)
+}
+
+/// Runs `bz args…` in `cwd` with extra environment variables (the plugin commands' HOME, BZ_PLUGIN_DIR, …);
+/// the index variables of the calling environment never leak in.
+pub fn bz_env(cwd: &Path, args: &[&str], env: &[(&str, &Path)], limit: Duration) -> Output {
+    wait_limited(bz_command(cwd, args, env).spawn().expect("spawn bz"), limit)
+}
+
+/// The `bz` command `bz_env` runs, to spawn and watch it.
+pub fn bz_command(cwd: &Path, args: &[&str], env: &[(&str, &Path)]) -> Command {
+    let mut c = Command::new(bz_path());
+    c.args(args).current_dir(cwd).env("OMP_NUM_THREADS", "1").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for k in ["BZ_PLUGIN_INDEX", "BZ_PLUGIN_PUBKEY", "BZ_CONFIG", "BZ_PLUGIN_DIR"] {
+        c.env_remove(k);
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
 }
 
 /// Runs bz with a 5-minute limit.

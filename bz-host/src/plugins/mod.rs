@@ -291,3 +291,18 @@ pub fn name_from_file(path: &Path) -> String {
 const _: () = assert!(EventKind::RunEnd as u16 == api::EventKind::RUN_END.0);
 const _: () = assert!(EventKind::TrainBatchEnd as u16 == api::EventKind::TRAIN_BATCH_END.0);
 const _: () = assert!(EventKind::ALL.len() == api::EventKind::ALL.len());
+
+#[cfg(test)]
+mod tests {
+    use super::api_compatible;
+
+    #[test]
+    fn api_compatibility_is_by_major_version() {
+        // This bz speaks bz-plugin-api 1.x.
+        assert!(api_compatible("1.0.0").is_ok());
+        assert!(api_compatible("1.7.2").is_ok());
+        assert_eq!(api_compatible("2.0.0").unwrap_err(), "needs bz-plugin-api 2.x; this bz speaks 1.x");
+        assert_eq!(api_compatible("0.9.0").unwrap_err(), "needs bz-plugin-api 0.9.x; this bz speaks 1.x");
+        assert!(api_compatible("one").unwrap_err().contains("not a version"));
+    }
+}

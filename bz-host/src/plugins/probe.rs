@@ -25,7 +25,12 @@ const LIMIT: Duration = Duration::from_secs(20);
 /// (`LD_BIND_NOW=1`, so a missing symbol fails now rather than mid-training), bounded in time.
 /// The error is one line: the child's own error, or how it died.
 pub fn probe_child(path: &Path) -> Result<Probed, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the bz executable: {e}"))?;
+    // /proc/self/exe runs this very binary even when its file was replaced since it started (an upgrade of bz
+    // itself, a rebuild); current_exe() would name the new file, or one that no longer exists.
+    let exe = match std::path::PathBuf::from("/proc/self/exe") {
+        p if p.exists() => p,
+        _ => std::env::current_exe().map_err(|e| format!("cannot find the bz executable: {e}"))?,
+    };
     let mut child = Command::new(exe)
         .args(["plugins", "probe"])
         .arg(path)

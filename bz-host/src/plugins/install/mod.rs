@@ -510,3 +510,22 @@ pub fn search(sources: &[IndexSource], term: Option<&str>) -> Result<Vec<(String
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse() {
+        let v = |s: &str| Some(semver::Version::parse(s).unwrap());
+        assert_eq!(Request::parse("optuna").unwrap(), Request::Index { index: None, name: "optuna".into(), version: None });
+        assert_eq!(Request::parse("optuna@0.3.1").unwrap(), Request::Index { index: None, name: "optuna".into(), version: v("0.3.1") });
+        assert_eq!(Request::parse("optuna@v0.3.1").unwrap(), Request::Index { index: None, name: "optuna".into(), version: v("0.3.1") });
+        assert_eq!(Request::parse("mirror/optuna").unwrap(), Request::Index { index: Some("mirror".into()), name: "optuna".into(), version: None });
+        assert!(matches!(Request::parse("https://example.invalid/x.tar.gz").unwrap(), Request::Url(_)));
+        assert!(Request::parse("optuna@latest").unwrap_err().to_string().contains("version \"latest\""));
+        assert!(Request::parse("Optuna").unwrap_err().to_string().contains("not a plugin name"));
+        assert!(Request::parse("early_stopping").unwrap_err().to_string().contains("built into bz"));
+        assert!(Request::parse("./missing.tar.gz").unwrap_err().to_string().contains("no such archive"));
+    }
+}

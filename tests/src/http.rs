@@ -1,0 +1,160 @@
+//! A small HTTP/1.1 file server on 127.0.0.1 for the installer tests, able to misbehave on purpose: close the
+//! connection mid-body, send slowly, or answer with an error status. Every loop in it is bounded.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How the server answers a path.
+#[derive(Debug, Clone)]
+pub enum Behaviour {
+    /// Announce the full length, send this many bytes, then close.
+    CloseAfter(usize),
+    /// Send the body in chunks of this size with a pause after each.
+    Throttle { chunk: usize, pause: Duration },
+    /// Answer with this status and no body.
+    Status(u16),
+}
+
+#[derive(Default)]
+struct State {
+    rules: HashMap<String, Behaviour>,
+    log: Vec<String>,
+}
+
+/// Serves the files under a directory until dropped.
+pub struct Server {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    state: Arc<Mutex<State>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// No test server lives longer than this, whatever happens to the test.
+const MAX_LIFETIME: Duration = Duration::from_secs(600);
+
+impl Server {
+    pub fn serve_dir(root: &Path) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(Mutex::new(State::default()));
+        let (stop2, state2, root) = (stop.clone(), state.clone(), root.to_path_buf());
+        let thread = std::thread::spawn(move || {
+            let start = Instant::now();
+            while !stop2.load(Ordering::SeqCst) && start.elapsed() < MAX_LIFETIME {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let (state, root) = (state2.clone(), root.clone());
+                        std::thread::spawn(move || {
+                            let _ = handle(conn, &root, &state);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Server { port, stop, state, thread: Some(thread) }
+    }
+
+    /// `http://127.0.0.1:PORT/` + path.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{}", self.port, path.trim_start_matches('/'))
+    }
+
+    /// Makes requests whose path ends with `suffix` behave so.
+    pub fn set(&self, suffix: &str, b: Behaviour) {
+        self.state.lock().expect("state").rules.insert(suffix.to_string(), b);
+    }
+
+    pub fn clear(&self) {
+        self.state.lock().expect("state").rules.clear();
+    }
+
+    /// Every request so far, as "GET /path".
+    pub fn requests(&self) -> Vec<String> {
+        self.state.lock().expect("state").log.clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn handle(conn: TcpStream, root: &Path, state: &Mutex<State>) -> std::io::Result<()> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    conn.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(conn.try_clone()?).take(64 * 1024);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    for _ in 0..200 {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
+            break;
+        }
+    }
+    let mut parts = request_line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("/").to_string();
+    let rule = {
+        let mut s = state.lock().expect("state");
+        s.log.push(format!("{method} {path}"));
+        s.rules.iter().find(|(k, _)| path.ends_with(k.as_str())).map(|(_, b)| b.clone())
+    };
+    let mut out = conn;
+    let file = local_path(root, &path).and_then(|p| std::fs::read(p).ok());
+    let Some(body) = file else {
+        return write!(out, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    };
+    if let Some(Behaviour::Status(code)) = rule {
+        return write!(out, "HTTP/1.1 {code} Test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    }
+    write!(out, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n", body.len())?;
+    if method == "HEAD" {
+        return Ok(());
+    }
+    match rule {
+        Some(Behaviour::CloseAfter(n)) => {
+            out.write_all(&body[..n.min(body.len())])?;
+            out.flush()?;
+            out.shutdown(std::net::Shutdown::Both)
+        }
+        Some(Behaviour::Throttle { chunk, pause }) => {
+            for c in body.chunks(chunk.max(1)) {
+                out.write_all(c)?;
+                out.flush()?;
+                std::thread::sleep(pause);
+            }
+            Ok(())
+        }
+        _ => out.write_all(&body),
+    }
+}
+
+/// The file a URL path names under `root`; nothing outside it.
+fn local_path(root: &Path, url_path: &str) -> Option<PathBuf> {
+    let rel = url_path.split('?').next()?.trim_start_matches('/');
+    let mut p = root.to_path_buf();
+    for seg in rel.split('/') {
+        if seg.is_empty() || seg == "." || seg == ".." {
+            if seg == ".." {
+                return None;
+            }
+            continue;
+        }
+        p.push(seg);
+    }
+    p.is_file().then_some(p)
+}

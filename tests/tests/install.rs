@@ -1,0 +1,597 @@
+//! `bz plugins install` and friends end to end: real archives made by bz-package from the fixture plugin (built
+//! as 0.3.0 and 0.4.0), signed with a throwaway minisign key, served by a `file://` index and by an HTTP server
+//! on 127.0.0.1 that can misbehave; hostile archives made with Python's tarfile.
+
+use bz_e2e::http::{Behaviour, Server};
+use bz_e2e::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+
+fn debug_dir() -> PathBuf {
+    bz_path().parent().unwrap().to_path_buf()
+}
+
+/// Runs bz-package (built beside bz) and asserts it succeeds.
+fn package(args: &[&str]) -> String {
+    let child = std::process::Command::new(debug_dir().join("bz-package"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn bz-package");
+    let out = wait_limited(child, Duration::from_secs(120));
+    assert_eq!(out.code, 0, "bz-package {args:?}:\n{}", out.all());
+    out.stdout
+}
+
+/// A HOME, a plugin dir and a dist folder holding fixture 0.3.0 and 0.4.0, signed with `key`.
+struct Env {
+    tmp: tempfile::TempDir,
+    pubkey: String,
+}
+
+impl Env {
+    fn new() -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("home")).unwrap();
+        let p = |s: &str| tmp.path().join(s).display().to_string();
+        package(&["keygen", "--out", &p("key")]);
+        let dist = p("dist");
+        for (so, dir) in [("libbz_fixture.so", "plugin"), ("libbz_fixture_next.so", "plugin-next")] {
+            let so = debug_dir().join(so).display().to_string();
+            let crate_dir = repo_root().join("tests/fixtures").join(dir).display().to_string();
+            package(&["pack", "--so", &so, "--crate-dir", &crate_dir, "--dist", &dist, "--key", &p("key.key")]);
+        }
+        let pubkey = std::fs::read_to_string(tmp.path().join("key.pub")).unwrap().lines().last().unwrap().to_string();
+        write_config(tmp.path(), "c.toml", CONFIG);
+        Env { tmp, pubkey }
+    }
+    fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+    fn dist(&self) -> PathBuf {
+        self.path("dist")
+    }
+    fn plugins(&self) -> PathBuf {
+        self.path("plugins")
+    }
+    fn env(&self) -> Vec<(&'static str, PathBuf)> {
+        vec![("HOME", self.path("home")), ("BZ_PLUGIN_DIR", self.plugins())]
+    }
+    fn bz(&self, args: &[&str]) -> Output {
+        self.bz_with(args, &[])
+    }
+    fn bz_with(&self, args: &[&str], extra: &[(&str, &Path)]) -> Output {
+        let env = self.env();
+        let mut all: Vec<(&str, &Path)> = env.iter().map(|(k, v)| (*k, v.as_path())).collect();
+        all.extend_from_slice(extra);
+        bz_env(self.tmp.path(), args, &all, Duration::from_secs(120))
+    }
+    /// Runs bz and asserts the exit code, returning the output.
+    fn ok(&self, args: &[&str]) -> Output {
+        let out = self.bz(args);
+        assert_eq!(out.code, 0, "bz {args:?}:\n{}", out.all());
+        out
+    }
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.bz(args);
+        assert_ne!(out.code, 0, "bz {args:?} should fail:\n{}", out.all());
+        let lines: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+        assert_eq!(lines.len(), 1, "one error line expected:\n{}", out.stderr);
+        lines[0].to_string()
+    }
+    fn add_index(&self, url: &str) {
+        self.ok(&["plugins", "index", "add", "local", url, "--pubkey", &self.pubkey]);
+    }
+    /// Where `fixture.so` points, relative to the plugin dir.
+    fn link(&self) -> Option<PathBuf> {
+        std::fs::read_link(self.plugins().join("fixture.so")).ok()
+    }
+    fn installed_version(&self) -> Option<String> {
+        let r = self.receipts();
+        r["plugins"]["fixture"]["version"].as_str().map(str::to_string)
+    }
+    fn receipts(&self) -> Value {
+        std::fs::read_to_string(self.plugins().join("installed.json")).map(|t| serde_json::from_str(&t).unwrap()).unwrap_or(Value::Null)
+    }
+    fn store_versions(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.plugins().join("store/fixture")).map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+        v.sort();
+        v
+    }
+    fn staging_is_empty(&self) -> bool {
+        std::fs::read_dir(self.plugins().join(".staging")).map(|mut d| d.next().is_none()).unwrap_or(true)
+    }
+    fn index(&self) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(self.dist().join("index.json")).unwrap()).unwrap()
+    }
+    fn set_index(&self, v: &Value) {
+        std::fs::write(self.dist().join("index.json"), serde_json::to_string_pretty(v).unwrap()).unwrap();
+    }
+    fn archive(&self, version: &str) -> PathBuf {
+        self.dist().join(format!("fixture/{version}/bz-fixture-{version}-{TARGET}.tar.gz"))
+    }
+    /// Trains `c.toml` with the installed fixture plugin; the run's recorded events.
+    fn train(&self, name: &str) -> Vec<Value> {
+        self.ok(&["train", "c.toml", "--run-name", name]);
+        read_jsonl(&self.path(&format!("runs/{name}/fixture-events.jsonl")))
+    }
+}
+
+const CONFIG: &str = r#"
+[run]
+threads = 1
+[data]
+source = "digits"
+[model]
+layers = [{ type = "flatten" }, { type = "linear", out = 10 }]
+[train]
+epochs = 2
+batch_size = 256
+[plugins.fixture]
+mode = "record"
+"#;
+
+fn version_of(e: &Env) -> String {
+    let out = e.ok(&["plugins", "info", "fixture"]);
+    out.stdout.lines().find(|l| l.starts_with("version")).unwrap().split_whitespace().nth(1).unwrap().to_string()
+}
+
+#[test]
+fn install_upgrade_rollback_and_remove_over_http() {
+    let e = Env::new();
+    let server = Server::serve_dir(&e.dist());
+    e.add_index(&server.url("/"));
+    let out = e.ok(&["plugins", "install", "fixture@0.3.0"]);
+    assert!(out.stdout.contains("installed fixture 0.3.0 · signature verified"), "{}", out.stdout);
+    assert_eq!(e.link(), Some(PathBuf::from("store/fixture/0.3.0/libbz_fixture.so")));
+    assert_eq!(version_of(&e), "0.3.0");
+    let r = e.receipts();
+    assert_eq!(r["plugins"]["fixture"]["source"]["kind"], "index");
+    assert_eq!(r["plugins"]["fixture"]["signed_by"], e.pubkey.as_str());
+    assert_eq!(r["plugins"]["fixture"]["archive_sha256"], e.index()["plugins"]["fixture"]["versions"][0]["artifacts"][0]["sha256"]);
+    // The plugin works: a run records its events through it.
+    let ev = e.train("one");
+    assert_eq!(ev.last().unwrap()["status"], "completed");
+    let reqs = server.requests();
+    for want in ["GET /index.json", "GET /fixture/0.3.0/bz-fixture-0.3.0-x86_64-unknown-linux-gnu.tar.gz.minisig", "GET /fixture/0.3.0/bz-fixture-0.3.0-x86_64-unknown-linux-gnu.tar.gz"] {
+        assert!(reqs.iter().any(|r| r == want), "{want} not in {reqs:?}");
+    }
+
+    // Upgrade to the newest; the old version stays in the store for rollback.
+    let out = e.ok(&["plugins", "install", "fixture"]);
+    assert!(out.stdout.contains("installed fixture 0.4.0 (replaces 0.3.0"), "{}", out.stdout);
+    assert_eq!(e.link(), Some(PathBuf::from("store/fixture/0.4.0/libbz_fixture_next.so")));
+    assert_eq!(version_of(&e), "0.4.0");
+    assert_eq!(e.store_versions(), ["0.3.0", "0.4.0"]);
+    let out = e.ok(&["plugins", "install", "fixture"]);
+    assert!(out.stdout.contains("fixture 0.4.0 is already installed"), "{}", out.stdout);
+    let list = e.ok(&["plugins", "list"]).stdout;
+    assert!(list.lines().any(|l| l.starts_with("fixture") && l.contains("0.4.0") && l.contains("ok") && l.contains("index 'local'")), "{list}");
+    assert!(e.ok(&["plugins", "verify"]).stdout.contains("ok       fixture 0.4.0"));
+
+    let out = e.ok(&["plugins", "rollback", "fixture"]);
+    assert!(out.stdout.contains("back to 0.3.0"), "{}", out.stdout);
+    assert_eq!(version_of(&e), "0.3.0");
+    assert_eq!(e.installed_version().as_deref(), Some("0.3.0"));
+    e.ok(&["plugins", "verify"]);
+    let ev = e.train("two");
+    assert_eq!(ev.last().unwrap()["status"], "completed");
+
+    let out = e.ok(&["plugins", "remove", "fixture"]);
+    assert!(out.stdout.contains("removed fixture 0.3.0"), "{}", out.stdout);
+    assert_eq!(e.link(), None);
+    assert!(!e.plugins().join("store/fixture").exists());
+    assert_eq!(e.receipts()["plugins"], serde_json::json!({}));
+    let out = e.bz(&["train", "c.toml", "--run-name", "three"]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("plugin 'fixture' is not installed") && out.stderr.contains("bz plugins install fixture"), "{}", out.stderr);
+    assert!(e.staging_is_empty());
+}
+
+#[test]
+fn a_file_index_and_a_copied_mirror_work_without_a_server() {
+    let e = Env::new();
+    // BZ_PLUGIN_INDEX and BZ_PLUGIN_PUBKEY instead of a config file, as CI would set them.
+    let key = e.path("key.pub");
+    let out = e.bz_with(&["plugins", "install", "fixture@0.3.0"], &[("BZ_PLUGIN_INDEX", &e.dist()), ("BZ_PLUGIN_PUBKEY", Path::new(&e.pubkey))]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(version_of(&e), "0.3.0");
+    // A copy of the folder is a mirror: every URL in the index is relative.
+    let mirror = e.path("mirror");
+    copy_tree(&e.dist(), &mirror);
+    std::fs::remove_dir_all(e.dist()).unwrap();
+    let url = format!("file://{}/", mirror.display());
+    let out = e.ok(&["plugins", "install", "fixture", "--index", &url, "--pubkey", &std::fs::read_to_string(&key).unwrap()]);
+    assert!(out.stdout.contains("installed fixture 0.4.0"), "{}", out.stdout);
+    assert_eq!(version_of(&e), "0.4.0");
+    let r = e.receipts();
+    assert!(r["plugins"]["fixture"]["source"]["url"].as_str().unwrap().starts_with(&format!("file://{}", mirror.display())), "{r}");
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            copy_tree(&p, &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_corrupt_archive_or_a_forged_one_is_refused_and_the_old_install_kept() {
+    let e = Env::new();
+    e.add_index(e.dist().to_str().unwrap());
+    e.ok(&["plugins", "install", "fixture@0.3.0"]);
+    let before = e.receipts();
+
+    // A flipped byte: same size, other hash.
+    let archive = e.archive("0.4.0");
+    let good = std::fs::read(&archive).unwrap();
+    let mut bad = good.clone();
+    bad[good.len() / 2] ^= 0xff;
+    std::fs::write(&archive, &bad).unwrap();
+    let err = e.fails(&["plugins", "install", "fixture"]);
+    assert!(err.contains("sha256 is") && err.contains(&format!("expected {}", e.index()["plugins"]["fixture"]["versions"][1]["artifacts"][0]["sha256"].as_str().unwrap())), "{err}");
+    assert!(err.contains("nothing installed"), "{err}");
+    assert_eq!(e.receipts(), before);
+    assert_eq!(e.link(), Some(PathBuf::from("store/fixture/0.3.0/libbz_fixture.so")));
+    assert_eq!(e.store_versions(), ["0.3.0"]);
+    assert!(e.staging_is_empty());
+
+    // Someone who can change the index but not the key: the hash and size match the forged archive,
+    // the signature does not.
+    let mut idx = e.index();
+    idx["plugins"]["fixture"]["versions"][1]["artifacts"][0]["sha256"] = Value::from(sha256_hex(&bad));
+    e.set_index(&idx);
+    let err = e.fails(&["plugins", "install", "fixture"]);
+    assert!(err.contains("bad signature"), "{err}");
+    assert_eq!(e.receipts(), before);
+
+    // The right bytes signed by another key.
+    std::fs::write(&archive, &good).unwrap();
+    let other = e.path("other");
+    package(&["keygen", "--out", other.to_str().unwrap()]);
+    let dist2 = e.path("dist2");
+    let so = debug_dir().join("libbz_fixture_next.so");
+    package(&["pack", "--so", so.to_str().unwrap(), "--crate-dir", repo_root().join("tests/fixtures/plugin-next").to_str().unwrap(), "--dist", dist2.to_str().unwrap(), "--key", e.path("other.key").to_str().unwrap()]);
+    let sig = format!("fixture/0.4.0/bz-fixture-0.4.0-{TARGET}.tar.gz.minisig");
+    std::fs::copy(dist2.join(&sig), e.dist().join(&sig)).unwrap();
+    idx["plugins"]["fixture"]["versions"][1]["artifacts"][0]["sha256"] = Value::from(sha256_hex(&good));
+    e.set_index(&idx);
+    let err = e.fails(&["plugins", "install", "fixture"]);
+    assert!(err.contains("bad signature") || err.contains("signature"), "{err}");
+    assert_eq!(e.receipts(), before);
+    assert!(e.staging_is_empty());
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("x");
+    std::fs::write(&f, bytes).unwrap();
+    // The test venv's Python is the independent hasher.
+    py(dir.path(), &format!("import hashlib; print(hashlib.sha256(open({:?}, 'rb').read()).hexdigest())", f.display().to_string())).trim().to_string()
+}
+
+#[test]
+fn unsigned_indexes_need_allow_unsigned() {
+    let e = Env::new();
+    e.ok(&["plugins", "index", "add", "plain", e.dist().to_str().unwrap()]);
+    let err = e.fails(&["plugins", "install", "fixture"]);
+    assert!(err.contains("has no public key") && err.contains("--allow-unsigned"), "{err}");
+    assert_eq!(e.link(), None);
+    let out = e.ok(&["plugins", "install", "fixture", "--allow-unsigned"]);
+    assert!(out.stdout.contains("installed fixture 0.4.0 · unsigned"), "{}", out.stdout);
+    assert_eq!(e.receipts()["plugins"]["fixture"]["signed_by"], Value::Null);
+    // A signed index whose artifact lost its signature.
+    e.ok(&["plugins", "index", "remove", "plain"]);
+    e.add_index(e.dist().to_str().unwrap());
+    let mut idx = e.index();
+    idx["plugins"]["fixture"]["versions"][0]["artifacts"][0].as_object_mut().unwrap().remove("minisig");
+    e.set_index(&idx);
+    let err = e.fails(&["plugins", "install", "fixture@0.3.0"]);
+    assert!(err.contains("has no signature"), "{err}");
+}
+
+#[test]
+fn resolution_explains_targets_api_versions_yanks_and_names() {
+    let e = Env::new();
+    e.add_index(e.dist().to_str().unwrap());
+    let pristine = e.index();
+
+    // 0.4.0 only for another platform: the newest installable is 0.3.0; asking for 0.4.0 says why not.
+    let mut idx = pristine.clone();
+    idx["plugins"]["fixture"]["versions"][1]["artifacts"][0]["target"] = Value::from("aarch64-unknown-linux-gnu");
+    e.set_index(&idx);
+    let err = e.fails(&["plugins", "install", "fixture@0.4.0"]);
+    assert!(err.contains(&format!("0.4.0: no build for {TARGET} (builds: aarch64-unknown-linux-gnu)")), "{err}");
+    let search = e.ok(&["plugins", "search"]).stdout;
+    assert!(search.lines().any(|l| l.starts_with("fixture") && l.contains("0.3.0")), "{search}");
+
+    // 0.4.0 built against another plugin API major.
+    let mut idx = pristine.clone();
+    idx["plugins"]["fixture"]["versions"][1]["plugin_api"] = Value::from("2.0.0");
+    e.set_index(&idx);
+    let err = e.fails(&["plugins", "install", "fixture@0.4.0"]);
+    assert!(err.contains("0.4.0: needs bz-plugin-api 2.x; this bz speaks 1.x"), "{err}");
+    e.ok(&["plugins", "install", "fixture"]);
+    assert_eq!(e.installed_version().as_deref(), Some("0.3.0"));
+    e.ok(&["plugins", "remove", "fixture"]);
+
+    // Yanked: skipped unless asked for by number with --force.
+    e.set_index(&pristine);
+    package(&["yank", "--dist", e.dist().to_str().unwrap(), "fixture", "0.4.0"]);
+    e.ok(&["plugins", "install", "fixture"]);
+    assert_eq!(e.installed_version().as_deref(), Some("0.3.0"));
+    let err = e.fails(&["plugins", "install", "fixture@0.4.0"]);
+    assert!(err.contains("0.4.0: yanked (--force installs it anyway)"), "{err}");
+    e.ok(&["plugins", "install", "fixture@0.4.0", "--force"]);
+    assert_eq!(e.installed_version().as_deref(), Some("0.4.0"));
+
+    // Names and versions that do not exist.
+    let err = e.fails(&["plugins", "install", "fixtur"]);
+    assert!(err.contains("plugin 'fixtur' is not in index 'local'; did you mean 'fixture'?"), "{err}");
+    let err = e.fails(&["plugins", "install", "fixture@9.9.9"]);
+    assert!(err.contains("no version 9.9.9 (versions: 0.4.0, 0.3.0)"), "{err}");
+    let err = e.fails(&["plugins", "install", "early_stopping"]);
+    assert!(err.contains("built into bz"), "{err}");
+}
+
+#[test]
+fn pinned_plugins_stay_put_until_unpinned() {
+    let e = Env::new();
+    e.add_index(e.dist().to_str().unwrap());
+    e.ok(&["plugins", "install", "fixture@0.3.0"]);
+    e.ok(&["plugins", "pin", "fixture"]);
+    let out = e.ok(&["plugins", "update"]);
+    assert!(out.stdout.contains("nothing to update"), "{}", out.stdout);
+    let err = e.fails(&["plugins", "update", "fixture"]);
+    assert!(err.contains("pinned at 0.3.0") && err.contains("bz plugins unpin fixture"), "{err}");
+    // install without a version keeps the pinned one.
+    let out = e.ok(&["plugins", "install", "fixture"]);
+    assert!(out.stdout.contains("fixture 0.3.0 is already installed"), "{}", out.stdout);
+    assert_eq!(e.installed_version().as_deref(), Some("0.3.0"));
+    e.ok(&["plugins", "unpin", "fixture"]);
+    let out = e.ok(&["plugins", "update"]);
+    assert!(out.stdout.contains("installed fixture 0.4.0 (replaces 0.3.0"), "{}", out.stdout);
+    let out = e.ok(&["plugins", "update"]);
+    assert!(out.stdout.contains("fixture 0.4.0 is up to date"), "{}", out.stdout);
+    assert_eq!(version_of(&e), "0.4.0");
+}
+
+#[test]
+fn an_interrupted_download_installs_nothing_and_cleans_staging() {
+    let e = Env::new();
+    let server = Server::serve_dir(&e.dist());
+    e.add_index(&server.url("/"));
+    e.ok(&["plugins", "install", "fixture@0.3.0"]);
+    let before = e.receipts();
+    let size = std::fs::metadata(e.archive("0.4.0")).unwrap().len() as usize;
+    server.set("0.4.0-x86_64-unknown-linux-gnu.tar.gz", Behaviour::CloseAfter(size / 2));
+    let err = e.fails(&["plugins", "install", "fixture"]);
+    assert!(err.contains("bz-fixture-0.4.0") && (err.contains("ended early") || err.contains("download failed after")), "{err}");
+    assert_eq!(e.receipts(), before);
+    assert_eq!(e.link(), Some(PathBuf::from("store/fixture/0.3.0/libbz_fixture.so")));
+    assert_eq!(e.store_versions(), ["0.3.0"]);
+    assert!(e.staging_is_empty());
+    // An error status is one line too, and the server recovering makes the same command work.
+    server.set("0.4.0-x86_64-unknown-linux-gnu.tar.gz", Behaviour::Status(503));
+    let err = e.fails(&["plugins", "install", "fixture"]);
+    assert!(err.contains("HTTP 503"), "{err}");
+    server.clear();
+    e.ok(&["plugins", "install", "fixture"]);
+    assert_eq!(version_of(&e), "0.4.0");
+}
+
+#[test]
+fn two_concurrent_installs_take_turns_on_the_lock() {
+    let e = Env::new();
+    let server = Server::serve_dir(&e.dist());
+    e.add_index(&server.url("/"));
+    // ~4 MB in 64 KiB chunks, 15 ms apart: the first install holds the lock for about a second.
+    server.set("0.3.0-x86_64-unknown-linux-gnu.tar.gz", Behaviour::Throttle { chunk: 64 << 10, pause: Duration::from_millis(15) });
+    let env = e.env();
+    let env: Vec<(&str, &Path)> = env.iter().map(|(k, v)| (*k, v.as_path())).collect();
+    let first = bz_command(e.tmp.path(), &["plugins", "install", "fixture@0.3.0"], &env).spawn().unwrap();
+    let archive = "GET /fixture/0.3.0/bz-fixture-0.3.0-x86_64-unknown-linux-gnu.tar.gz";
+    let start = Instant::now();
+    while !server.requests().iter().any(|r| r == archive) {
+        assert!(start.elapsed() < Duration::from_secs(60), "the first install never downloaded");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let second = bz_command(e.tmp.path(), &["plugins", "install", "fixture@0.3.0"], &env).spawn().unwrap();
+    let a = wait_limited(first, Duration::from_secs(120));
+    let b = wait_limited(second, Duration::from_secs(120));
+    assert_eq!(a.code, 0, "{}", a.all());
+    assert_eq!(b.code, 0, "{}", b.all());
+    assert!(a.stdout.contains("installed fixture 0.3.0"), "{}", a.all());
+    assert!(b.stderr.contains("waiting for another bz"), "{}", b.all());
+    assert!(b.stdout.contains("fixture 0.3.0 is already installed"), "{}", b.all());
+    assert_eq!(server.requests().iter().filter(|r| *r == archive).count(), 1);
+    assert_eq!(e.store_versions(), ["0.3.0"]);
+    assert!(e.staging_is_empty());
+    e.ok(&["plugins", "verify"]);
+}
+
+#[test]
+fn upgrading_while_a_run_uses_the_old_library_leaves_the_run_intact() {
+    let e = Env::new();
+    e.add_index(e.dist().to_str().unwrap());
+    e.ok(&["plugins", "install", "fixture@0.3.0"]);
+    // 8 epochs with a 250 ms pause in each: the run is still going when the upgrade is done.
+    write_config(e.tmp.path(), "slow.toml", &CONFIG.replace("epochs = 2", "epochs = 8").replace("mode = \"record\"", "mode = \"record\"\ndelay_ms = 250"));
+    let env = e.env();
+    let env: Vec<(&str, &Path)> = env.iter().map(|(k, v)| (*k, v.as_path())).collect();
+    let run = bz_command(e.tmp.path(), &["train", "slow.toml", "--run-name", "slow"], &env).spawn().unwrap();
+    let pid = run.id();
+    let events = e.path("runs/slow/fixture-events.jsonl");
+    let start = Instant::now();
+    while !events.exists() {
+        assert!(start.elapsed() < Duration::from_secs(60), "the run never started its plugin");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let maps = || std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    assert!(maps().contains("store/fixture/0.3.0/libbz_fixture.so"), "the run maps {}", maps());
+    let out = e.ok(&["plugins", "install", "fixture"]);
+    assert!(out.stdout.contains("installed fixture 0.4.0"), "{}", out.stdout);
+    // Still mapped, same file, not replaced underneath.
+    let m = maps();
+    let lib: Vec<&str> = m.lines().filter(|l| l.contains("libbz_fixture")).collect();
+    assert!(!lib.is_empty() && lib.iter().all(|l| l.ends_with("store/fixture/0.3.0/libbz_fixture.so")), "{m}");
+    assert!(!read_jsonl(&events).iter().any(|ev| ev["kind"] == "FINISH"), "the run finished before the upgrade: make it slower");
+    let done = wait_limited(run, Duration::from_secs(120));
+    assert_eq!(done.code, 0, "{}", done.all());
+    let ev = read_jsonl(&events);
+    assert_eq!(ev.iter().filter(|v| v["kind"] == "EPOCH_END").count(), 8);
+    assert_eq!(ev.last().unwrap()["status"], "completed");
+    // The next run gets the new library.
+    assert_eq!(version_of(&e), "0.4.0");
+    let ev = e.train("after");
+    assert_eq!(ev.last().unwrap()["status"], "completed");
+}
+
+/// Makes a .tar.gz with Python's tarfile (not our own writer), from (name, kind, data) entries.
+fn python_tarball(dir: &Path, name: &str, entries: &[(&str, &str, &[u8])]) -> PathBuf {
+    let out = dir.join(name);
+    let mut script = format!("import tarfile, io\nt = tarfile.open({:?}, 'w:gz')\n", out.display().to_string());
+    for (i, (path, kind, data)) in entries.iter().enumerate() {
+        let f = dir.join(format!("entry{i}"));
+        std::fs::write(&f, data).unwrap();
+        match *kind {
+            "file" => script += &format!("d = open({:?}, 'rb').read()\ni = tarfile.TarInfo({path:?}); i.size = len(d); t.addfile(i, io.BytesIO(d))\n", f.display().to_string()),
+            "symlink" => script += &format!("i = tarfile.TarInfo({path:?}); i.type = tarfile.SYMTYPE; i.linkname = {:?}; t.addfile(i)\n", String::from_utf8_lossy(data)),
+            _ => unreachable!(),
+        }
+    }
+    script += "t.close()\n";
+    py(dir, &script);
+    out
+}
+
+#[test]
+fn hostile_or_broken_archives_are_refused() {
+    let e = Env::new();
+    let lib = std::fs::read(debug_dir().join("libbz_fixture.so")).unwrap();
+    let manifest = format!("name = \"fixture\"\nversion = \"0.3.0\"\nplugin_api = \"1.0.0\"\ntarget = \"{TARGET}\"\nlibrary = \"libbz_fixture.so\"\n");
+    let work = e.path("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let cases: Vec<(&str, Vec<(&str, &str, &[u8])>, &str)> = vec![
+        ("dotdot.tar.gz", vec![("plugin.toml", "file", manifest.as_bytes()), ("libbz_fixture.so", "file", &lib), ("../evil.so", "file", b"x")], "points outside the archive"),
+        ("abs.tar.gz", vec![("/tmp/evil.so", "file", b"x")], "points outside the archive"),
+        ("link.tar.gz", vec![("plugin.toml", "file", manifest.as_bytes()), ("libbz_fixture.so", "symlink", b"/etc/passwd")], "is a symbolic link, not a plain file"),
+        ("nomanifest.tar.gz", vec![("libbz_fixture.so", "file", &lib)], "has no plugin.toml"),
+        ("notalib.tar.gz", vec![("plugin.toml", "file", manifest.as_bytes()), ("libbz_fixture.so", "file", b"not an ELF file at all")], "the library does not load"),
+    ];
+    for (name, entries, want) in &cases {
+        let archive = python_tarball(&work, name, entries);
+        let err = e.fails(&["plugins", "install", archive.to_str().unwrap(), "--allow-unsigned"]);
+        assert!(err.contains(want), "{name}: {err}");
+        assert!(err.contains("nothing installed"), "{name}: {err}");
+        assert_eq!(e.link(), None, "{name}");
+        assert!(e.staging_is_empty(), "{name}");
+    }
+    assert!(!e.plugins().join("evil.so").exists() && !e.path("evil.so").exists());
+
+    // plugin.toml says 0.9.0, the library is 0.3.0: the probe tells.
+    let lying = python_tarball(&work, "lying.tar.gz", &[("plugin.toml", "file", manifest.replace("0.3.0", "0.9.0").as_bytes()), ("libbz_fixture.so", "file", &lib)]);
+    let err = e.fails(&["plugins", "install", lying.to_str().unwrap(), "--allow-unsigned"]);
+    assert!(err.contains("the library is fixture 0.3.0 (plugin_api 1.0.0), plugin.toml says fixture 0.9.0"), "{err}");
+
+    // A local archive needs something to vouch for it.
+    let good = e.archive("0.3.0");
+    let err = e.fails(&["plugins", "install", good.to_str().unwrap()]);
+    assert!(err.contains("--sha256") && err.contains("--allow-unsigned"), "{err}");
+    let err = e.fails(&["plugins", "install", good.to_str().unwrap(), "--sha256", &"0".repeat(64)]);
+    assert!(err.contains("sha256 is"), "{err}");
+    let sha = e.index()["plugins"]["fixture"]["versions"][0]["artifacts"][0]["sha256"].as_str().unwrap().to_string();
+    e.ok(&["plugins", "install", good.to_str().unwrap(), "--sha256", &sha]);
+    assert_eq!(version_of(&e), "0.3.0");
+    // And its signature beside it, with --pubkey.
+    let next = e.archive("0.4.0");
+    e.ok(&["plugins", "install", next.to_str().unwrap(), "--pubkey", &e.pubkey]);
+    assert_eq!(e.receipts()["plugins"]["fixture"]["signed_by"], e.pubkey.as_str());
+    assert_eq!(e.receipts()["plugins"]["fixture"]["source"]["kind"], "archive");
+}
+
+#[test]
+fn verify_finds_a_modified_library_and_a_reinstall_repairs_it() {
+    let e = Env::new();
+    e.add_index(e.dist().to_str().unwrap());
+    e.ok(&["plugins", "install", "fixture@0.3.0"]);
+    let lib = e.plugins().join("store/fixture/0.3.0/libbz_fixture.so");
+    let mut bytes = std::fs::read(&lib).unwrap();
+    bytes.extend_from_slice(b"tampered");
+    std::fs::write(&lib, &bytes).unwrap();
+    let out = e.bz(&["plugins", "verify"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stdout.contains("FAILED   fixture 0.3.0: MODIFIED"), "{}", out.stdout);
+    // An unmanaged file is listed as such.
+    std::fs::copy(debug_dir().join("libbz_fixture_next.so"), e.plugins().join("other.so")).unwrap();
+    assert!(e.bz(&["plugins", "verify"]).stdout.contains("unmanaged"));
+    std::fs::remove_file(e.plugins().join("other.so")).unwrap();
+    // Installing the same version again notices the damage and replaces it.
+    let out = e.ok(&["plugins", "install", "fixture@0.3.0"]);
+    assert!(out.stdout.contains("installed fixture 0.3.0"), "{}", out.stdout);
+    e.ok(&["plugins", "verify"]);
+}
+
+#[test]
+fn configuration_and_network_errors_are_one_line() {
+    let e = Env::new();
+    let err = e.fails(&["plugins", "install", "fixture"]);
+    assert!(err.contains("no plugin index is configured") && err.contains("bz plugins index add"), "{err}");
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let err = e.fails(&["plugins", "install", "fixture", "--index", &format!("http://127.0.0.1:{port}/")]);
+    assert!(err.contains(&format!("http://127.0.0.1:{port}/index.json")), "{err}");
+    let server = Server::serve_dir(&e.dist());
+    let err = e.fails(&["plugins", "install", "fixture", "--index", &server.url("/nothing/")]);
+    assert!(err.contains("HTTP 404"), "{err}");
+    std::fs::create_dir_all(e.path("home/.bz")).unwrap();
+    std::fs::write(e.path("home/.bz/config.toml"), "[[plugin_index]]\nname = \"x\"\nurll = \"http://127.0.0.1/\"\n").unwrap();
+    let err = e.fails(&["plugins", "search"]);
+    assert!(err.contains(".bz/config.toml:3:1") && err.contains("urll"), "{err}");
+    std::fs::write(e.path("home/.bz/config.toml"), "[[plugin_index]]\nname = \"x\"\nurl = \"ftp://127.0.0.1/\"\n").unwrap();
+    let err = e.fails(&["plugins", "search"]);
+    assert!(err.contains("plugin_index[0] (x): url: unsupported scheme \"ftp\""), "{err}");
+    std::fs::write(e.path("home/.bz/config.toml"), "").unwrap();
+    let err = e.fails(&["plugins", "index", "add", "k", e.dist().to_str().unwrap(), "--pubkey", "not-a-key"]);
+    assert!(err.contains("not a minisign public key"), "{err}");
+    std::fs::create_dir_all(e.plugins()).unwrap();
+    std::fs::write(e.plugins().join("installed.json"), "{not json").unwrap();
+    let err = e.fails(&["plugins", "install", "fixture", "--index", e.dist().to_str().unwrap()]);
+    assert!(err.contains("installed.json") && err.contains("move it away"), "{err}");
+}
+
+#[test]
+fn package_plugins_script_makes_an_index_that_installs() {
+    let e = Env::new();
+    let out_dir = e.path("pkg-dist");
+    let child = std::process::Command::new(repo_root().join("scripts/package-plugins"))
+        .args(["--debug", "--key", e.path("key.key").to_str().unwrap(), "--out", out_dir.to_str().unwrap(), "tests/fixtures/plugin"])
+        .current_dir(repo_root())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_limited(child, Duration::from_secs(600));
+    assert_eq!(out.code, 0, "{}", out.all());
+    let idx: Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("index.json")).unwrap()).unwrap();
+    let art = &idx["plugins"]["fixture"]["versions"][0]["artifacts"][0];
+    assert_eq!(art["target"], TARGET);
+    assert!(art["minisig"].is_string());
+    let server = Server::serve_dir(&out_dir);
+    e.add_index(&server.url("/"));
+    e.ok(&["plugins", "install", "fixture"]);
+    assert_eq!(version_of(&e), "0.3.0");
+    let ev = e.train("packaged");
+    assert_eq!(ev.last().unwrap()["status"], "completed");
+}
