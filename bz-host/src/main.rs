@@ -243,6 +243,15 @@ fn tune_allocator() {
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Train { .. }) {
+        // `bz plugins list | head` ends quietly, as other Unix tools do, instead of panicking on a closed pipe.
+        // Training keeps Rust's default (SIGPIPE ignored), so a plugin's socket to a closed peer is an error it
+        // handles, not the death of the run.
+        // SAFETY: restores the default disposition of one signal before any other thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let result = match cli.command {
         Command::Train { cfg, epochs, resume, run_name, quiet, verbose } => cmd_train(cfg, epochs, resume, run_name, quiet, verbose),
         Command::Validate { cfg } => cmd_validate(cfg),
