@@ -146,7 +146,8 @@ fn install_upgrade_rollback_and_remove_over_http() {
     let e = Env::new();
     let server = Server::serve_dir(&e.dist());
     e.add_index(&server.url("/"));
-    let out = e.ok(&["plugins", "install", "fixture@0.3.0"]);
+    // INDEX/NAME@VERSION names the index explicitly.
+    let out = e.ok(&["plugins", "install", "local/fixture@0.3.0"]);
     assert!(out.stdout.contains("installed fixture 0.3.0 · signature verified"), "{}", out.stdout);
     assert_eq!(e.link(), Some(PathBuf::from("store/fixture/0.3.0/libbz_fixture.so")));
     assert_eq!(version_of(&e), "0.3.0");
@@ -536,7 +537,19 @@ fn verify_finds_a_modified_library_and_a_reinstall_repairs_it() {
     std::fs::copy(debug_dir().join("libbz_fixture_next.so"), e.plugins().join("other.so")).unwrap();
     assert!(e.bz(&["plugins", "verify"]).stdout.contains("unmanaged"));
     std::fs::remove_file(e.plugins().join("other.so")).unwrap();
-    // Installing the same version again notices the damage and replaces it.
+    // A file of the same name put there by hand is not taken over without --force.
+    e.ok(&["plugins", "remove", "fixture"]);
+    std::fs::copy(debug_dir().join("libbz_fixture.so"), e.plugins().join("fixture.so")).unwrap();
+    let err = e.fails(&["plugins", "install", "fixture@0.3.0"]);
+    assert!(err.contains("fixture.so exists and was not installed by `bz plugins install`"), "{err}");
+    std::fs::rename(e.plugins().join("fixture.so"), e.plugins().join("libbz_fixture.so")).unwrap();
+    let err = e.fails(&["plugins", "install", "fixture@0.3.0"]);
+    assert!(err.contains("libbz_fixture.so also provides 'fixture'"), "{err}");
+    std::fs::rename(e.plugins().join("libbz_fixture.so"), e.plugins().join("fixture.so")).unwrap();
+    e.ok(&["plugins", "install", "fixture@0.3.0", "--force"]);
+    assert_eq!(e.link(), Some(PathBuf::from("store/fixture/0.3.0/libbz_fixture.so")));
+    // Damage it again: installing the same version notices and replaces it.
+    std::fs::write(&lib, &bytes).unwrap();
     let out = e.ok(&["plugins", "install", "fixture@0.3.0"]);
     assert!(out.stdout.contains("installed fixture 0.3.0"), "{}", out.stdout);
     e.ok(&["plugins", "verify"]);
