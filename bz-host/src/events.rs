@@ -112,6 +112,10 @@ impl Directive {
     pub const NONE: Directive = Directive(0);
     /// Finish the current epoch (validation, checkpoint, EPOCH_END), then end the run.
     pub const STOP_TRAINING: Directive = Directive(1);
+    /// Put parameter and gradient histograms into this epoch's EPOCH_END payload.
+    pub const WANT_HISTOGRAMS: Directive = Directive(2);
+    /// Every directive this bz acts on; other bits from newer plugins are dropped.
+    pub const KNOWN: Directive = Directive(1 | 2);
 
     pub fn contains(self, other: Directive) -> bool {
         self.0 & other.0 == other.0 && other.0 != 0
@@ -181,6 +185,8 @@ struct Entry {
 pub struct Dispatcher {
     entries: Vec<Entry>,
     mask: u32,
+    /// Requests (directives other than STOP) made since they were last taken.
+    requested: Directive,
 }
 
 impl Dispatcher {
@@ -233,7 +239,20 @@ impl Dispatcher {
         if mask_changed {
             self.mask = self.entries.iter().filter(|e| !e.disabled).fold(0, |m, e| m | e.mask);
         }
+        self.requested = self.requested | directive;
         Ok(directive)
+    }
+
+    /// Whether a callback has asked for `what` since it was last taken.
+    pub fn requested(&self, what: Directive) -> bool {
+        self.requested.contains(what)
+    }
+
+    /// Like [`Dispatcher::requested`], and clears the request.
+    pub fn take(&mut self, what: Directive) -> bool {
+        let asked = self.requested.contains(what);
+        self.requested = Directive(self.requested.0 & !what.0);
+        asked
     }
 
     /// Seconds spent in each callback so far.

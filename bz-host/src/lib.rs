@@ -8,6 +8,7 @@ pub mod console;
 pub mod data;
 pub mod evaluate;
 pub mod events;
+pub mod histogram;
 pub mod metrics;
 pub mod model;
 pub mod optim;

@@ -35,6 +35,11 @@ impl Optimizer {
         Optimizer { cfg: cfg.clone(), weight_decay, params, tensors, steps: 0, lr: cfg.lr }
     }
 
+    /// The parameters with their names, in the order of `backward`'s gradients.
+    pub fn named_params(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.params.iter().map(|p| (p.name.as_str(), &p.tensor))
+    }
+
     pub fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
     }

@@ -399,6 +399,7 @@ fn train_inner(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher) -> Resu
         let mut correct = Tensor::f_zeros([], (Kind::Int64, device))?;
         // Gradients of the optimizer step being accumulated (grad_accumulation micro-batches).
         let mut grads: Vec<Tensor> = Vec::new();
+        let mut grad_histograms: Option<Value> = None;
         let loop_start = Instant::now();
         let seconds_before = state.partial.seconds;
         while state.batch_in_epoch < batches {
@@ -460,6 +461,11 @@ fn train_inner(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher) -> Resu
                     Optimizer::clip_grad_norm(&mut grads, n)?;
                 }
                 opt.set_lr(schedule.lr(opt.steps as usize));
+                // The epoch's last step's gradients, for a plugin that asked for histograms this epoch.
+                if b + 1 == batches && d.requested(Directive::WANT_HISTOGRAMS) {
+                    let names = opt.named_params().map(|(n, _)| n);
+                    grad_histograms = Some(crate::histogram::named(names.zip(grads.iter()))?);
+                }
                 opt.step(&grads)?;
                 grads.clear();
                 phases.lap(t, Phase::Optimizer);
@@ -563,6 +569,10 @@ fn train_inner(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher) -> Resu
             obj.insert("phases_s".into(), phases.to_json());
             let plugins: Map<String, Value> = d.timings().into_iter().map(|(n, t)| (n, json!(t))).collect();
             obj.insert("plugins_s".into(), Value::Object(plugins));
+            if d.take(Directive::WANT_HISTOGRAMS) {
+                let weights = crate::histogram::named(opt.named_params())?;
+                obj.insert("histograms".into(), json!({ "weights": weights, "gradients": grad_histograms.take().unwrap_or(json!({})) }));
+            }
         }
         stop |= emit(d, EventKind::EpochEnd, e1, state.global_step, batches, &metrics, &payload)?.contains(Directive::STOP_TRAINING);
     }

@@ -141,6 +141,19 @@ impl Directive {
     pub const NONE: Directive = Directive(0);
     /// Finish the current epoch (validation, checkpoint, EPOCH_END), then end the run.
     pub const STOP_TRAINING: Directive = Directive(1);
+    /// Since 1.0.1. Returned before an epoch's EPOCH_END (e.g. from EPOCH_START): that EPOCH_END's payload gets
+    /// `histograms`, `{"weights": {param: h}, "gradients": {param: h}}`, where each `h` is
+    /// `{"min", "max", "num", "sum", "sum_squares", "bucket_limit": [right edges], "bucket": [counts]}` (the
+    /// gradients of the epoch's last optimizer step). Computing them costs a pass over every parameter, so the
+    /// host does it only when asked; older hosts ignore the bit.
+    ///
+    /// ```
+    /// use bz_plugin_api::{Directive, Event, EventKind};
+    /// fn on_epoch_start(event: &Event<'_>) -> Directive {
+    ///     if event.kind == EventKind::EPOCH_START && event.epoch % 5 == 0 { Directive::WANT_HISTOGRAMS } else { Directive::NONE }
+    /// }
+    /// ```
+    pub const WANT_HISTOGRAMS: Directive = Directive(2);
 
     pub fn contains(self, other: Directive) -> bool {
         other.0 != 0 && self.0 & other.0 == other.0

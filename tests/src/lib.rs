@@ -135,6 +135,22 @@ pub fn py(cwd: &Path, script: &str) -> String {
     out.stdout
 }
 
+/// Runs one of the checkers in `tests/py/` with arguments in the test venv; fails the test on a non-zero exit.
+pub fn py_script(cwd: &Path, script: &str, args: &[&str], limit: Duration) -> String {
+    let child = Command::new(python())
+        .arg(repo_root().join("tests/py").join(script))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn python");
+    let out = wait_limited(child, limit);
+    assert_eq!(out.code, 0, "{script} {args:?} failed:\n{}", out.all());
+    out.stdout
+}
+
 pub fn read_jsonl(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"))).collect()
@@ -164,6 +180,13 @@ pub fn without_timings(line: &Value) -> Value {
         }
     }
     v
+}
+
+/// The version of bz-plugin-api in this checkout (what plugins built here record as their `plugin_api`).
+pub fn plugin_api_version() -> String {
+    let text = std::fs::read_to_string(repo_root().join("bz-plugin-api/Cargo.toml")).expect("bz-plugin-api/Cargo.toml");
+    let line = text.lines().find(|l| l.starts_with("version = ")).expect("a version line");
+    line.trim_start_matches("version = ").trim_matches('"').to_string()
 }
 
 /// Writes a config file into `dir` and returns its path.

@@ -480,7 +480,8 @@ fn python_tarball(dir: &Path, name: &str, entries: &[(&str, &str, &[u8])]) -> Pa
 fn hostile_or_broken_archives_are_refused() {
     let e = Env::new();
     let lib = std::fs::read(debug_dir().join("libbz_fixture.so")).unwrap();
-    let manifest = format!("name = \"fixture\"\nversion = \"0.3.0\"\nplugin_api = \"1.0.0\"\ntarget = \"{TARGET}\"\nlibrary = \"libbz_fixture.so\"\n");
+    let api = plugin_api_version();
+    let manifest = format!("name = \"fixture\"\nversion = \"0.3.0\"\nplugin_api = \"{api}\"\ntarget = \"{TARGET}\"\nlibrary = \"libbz_fixture.so\"\n");
     let work = e.path("work");
     std::fs::create_dir_all(&work).unwrap();
     let cases: Vec<(&str, Vec<(&str, &str, &[u8])>, &str)> = vec![
@@ -503,7 +504,7 @@ fn hostile_or_broken_archives_are_refused() {
     // plugin.toml says 0.9.0, the library is 0.3.0: the probe tells.
     let lying = python_tarball(&work, "lying.tar.gz", &[("plugin.toml", "file", manifest.replace("0.3.0", "0.9.0").as_bytes()), ("libbz_fixture.so", "file", &lib)]);
     let err = e.fails(&["plugins", "install", lying.to_str().unwrap(), "--allow-unsigned"]);
-    assert!(err.contains("the library is fixture 0.3.0 (plugin_api 1.0.0), plugin.toml says fixture 0.9.0"), "{err}");
+    assert!(err.contains(&format!("the library is fixture 0.3.0 (plugin_api {api}), plugin.toml says fixture 0.9.0")), "{err}");
 
     // A local archive needs something to vouch for it.
     let good = e.archive("0.3.0");

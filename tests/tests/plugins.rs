@@ -283,7 +283,7 @@ fn scaffold_builds_and_runs_and_another_api_major_is_refused() {
     copy_dir(&repo_root().join("bz-plugin-api"), &api2);
     let manifest = std::fs::read_to_string(api2.join("Cargo.toml")).unwrap();
     let manifest = manifest
-        .replace("version = \"1.0.0\"", "version = \"2.0.0\"")
+        .replace(&format!("version = \"{}\"", plugin_api_version()), "version = \"2.0.0\"")
         .replace("edition.workspace = true", "edition = \"2021\"")
         .replace("license.workspace = true", "")
         .replace("serde_json.workspace = true", "serde_json = \"1\"");

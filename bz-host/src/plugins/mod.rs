@@ -214,7 +214,7 @@ impl Callback for FfiCallback {
             payload_json: RStr::from(payload.as_ref()),
         };
         match self.inner.on_event(&event).into_result() {
-            Ok(d) => Ok(Directive(d.0 & Directive::STOP_TRAINING.0)),
+            Ok(d) => Ok(Directive(d.0 & Directive::KNOWN.0)),
             Err(err) => Err(anyhow::anyhow!("{}", err.message)),
         }
     }
@@ -291,6 +291,8 @@ pub fn name_from_file(path: &Path) -> String {
 const _: () = assert!(EventKind::RunEnd as u16 == api::EventKind::RUN_END.0);
 const _: () = assert!(EventKind::TrainBatchEnd as u16 == api::EventKind::TRAIN_BATCH_END.0);
 const _: () = assert!(EventKind::ALL.len() == api::EventKind::ALL.len());
+const _: () = assert!(Directive::STOP_TRAINING.0 == api::Directive::STOP_TRAINING.0);
+const _: () = assert!(Directive::WANT_HISTOGRAMS.0 == api::Directive::WANT_HISTOGRAMS.0);
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,257 @@
+//! The `tensorboard` plugin for bz: TensorBoard event files that the real TensorBoard shows in full.
+//!
+//! ```toml
+//! [plugins.tensorboard]
+//! log_dir = "tb"                  # default: the run directory; else <log_dir>/<run name>
+//! log_every_n_steps = 10          # train/batch_loss every N steps (0: off)
+//! histogram_every_n_epochs = 0    # weights and gradients per parameter every N epochs (0: off)
+//! ```
+//!
+//! Per epoch: every train and validation metric (`train/loss`, `val/accuracy`, …), `optim/lr`,
+//! `time/epoch_s`, `time/samples_per_s` and `epoch`, all at the global step. At run start: the resolved config
+//! and the model summary as text, and an HParams session with the run's hyperparameters, ended as success or
+//! failure when the run ends, so runs (and the trials of a `bz tune` study) line up in the HPARAMS tab. The file
+//! is flushed at every epoch end; a resumed run appends a new file in the same directory, starting with a
+//! SessionLog START just after the resume step.
+
+pub mod proto;
+pub mod record;
+pub mod writer;
+
+use bz_plugin_api::{export_plugin, log, Callback, Directive, Event, EventKind, Host, Level, Plugin, PluginError, RunStatus};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use writer::Writer;
+
+#[derive(Debug, Clone, PartialEq)]
+struct Config {
+    log_dir: Option<PathBuf>,
+    log_every_n_steps: u64,
+    histogram_every_n_epochs: u64,
+}
+
+impl Config {
+    fn from_json(v: &Value) -> Config {
+        Config {
+            log_dir: v["log_dir"].as_str().map(PathBuf::from),
+            log_every_n_steps: v["log_every_n_steps"].as_u64().unwrap_or(10),
+            histogram_every_n_epochs: v["histogram_every_n_epochs"].as_u64().unwrap_or(0),
+        }
+    }
+}
+
+struct TensorBoard {
+    cfg: Config,
+    host: Host,
+    writer: Option<Writer>,
+    /// Whether the HParams session got its end record (written once: readers keep only the first).
+    ended: bool,
+}
+
+fn io(what: &str, e: std::io::Error) -> PluginError {
+    PluginError::new(PluginError::IO, format!("{what}: {e}"))
+}
+
+impl TensorBoard {
+    fn writer(&mut self) -> Result<&mut Writer, PluginError> {
+        self.writer.as_mut().ok_or_else(|| PluginError::other("no event file: RUN_START was not seen"))
+    }
+
+    fn run_start(&mut self, e: &Event<'_>) -> Result<(), PluginError> {
+        let p = e.payload();
+        let run_dir = p["run_dir"].as_str().map(PathBuf::from).unwrap_or_else(|| self.host.run_dir());
+        let dir = match &self.cfg.log_dir {
+            Some(d) => d.join(p["run_name"].as_str().unwrap_or("run")),
+            None => run_dir,
+        };
+        let mut w = Writer::create(&dir).map_err(|err| io(&format!("cannot create an event file in {}", dir.display()), err))?;
+        log!(Level::Info, "writing {}", w.path().display());
+        let path = w.path().display().to_string();
+        let resumed = p["resumed"].as_bool().unwrap_or(false);
+        let result = (|| {
+            if resumed {
+                // The session's start, config and summary are in the first file already. Readers drop stored
+                // points at or after a START's step: the checkpoint's own step (the last epoch's scalars) stays,
+                // anything an interrupted run wrote after it goes.
+                w.session_log_start(e.global_step + 1)?;
+            } else {
+                let empty = serde_json::Map::new();
+                w.session_start(p["hyperparameters"].as_object().unwrap_or(&empty), "")?;
+                if let Some(c) = p["config"].as_str() {
+                    w.text(0, "run/config", &format!("```toml\n{c}\n```"))?;
+                }
+                if let Some(s) = p["model_summary"].as_str() {
+                    w.text(0, "run/model", &format!("```\n{s}\n```"))?;
+                }
+            }
+            w.flush()
+        })();
+        result.map_err(|err| io(&path, err))?;
+        self.writer = Some(w);
+        Ok(())
+    }
+
+    fn epoch_end(&mut self, e: &Event<'_>) -> Result<(), PluginError> {
+        let p = e.payload();
+        let mut values: Vec<(String, f64)> = e.metrics.iter().filter(|m| !m.split.is_empty()).map(|m| (format!("{}/{}", m.split, m.name), m.value)).collect();
+        for (key, tag) in [("lr", "optim/lr"), ("epoch_time_s", "time/epoch_s"), ("samples_per_s", "time/samples_per_s")] {
+            if let Some(v) = p[key].as_f64() {
+                values.push((tag.into(), v));
+            }
+        }
+        values.push(("epoch".into(), e.epoch as f64));
+        let step = e.global_step;
+        let w = self.writer()?;
+        let path = w.path().display().to_string();
+        let result = (|| {
+            w.scalars(step, &values)?;
+            for (group, prefix) in [("weights", "weights"), ("gradients", "gradients")] {
+                if let Some(hs) = p["histograms"][group].as_object() {
+                    for (name, h) in hs {
+                        w.histogram(step, &format!("{prefix}/{name}"), h)?;
+                    }
+                }
+            }
+            w.flush()
+        })();
+        result.map_err(|err| io(&path, err))
+    }
+
+    /// Ends the HParams session once; an interrupted run stays open (it can be resumed).
+    fn end(&mut self, status: RunStatus) -> Result<(), PluginError> {
+        let Some(w) = self.writer.as_mut() else { return Ok(()) };
+        let path = w.path().display().to_string();
+        let result = (|| {
+            if !self.ended && status != RunStatus::INTERRUPTED {
+                w.session_end(status != RunStatus::FAILED)?;
+                self.ended = true;
+            }
+            w.flush()
+        })();
+        result.map_err(|err| io(&path, err))
+    }
+}
+
+impl Callback for TensorBoard {
+    fn subscriptions(&self) -> Vec<EventKind> {
+        let mut kinds = vec![EventKind::RUN_START, EventKind::EPOCH_END, EventKind::RUN_END];
+        if self.cfg.log_every_n_steps > 0 {
+            kinds.push(EventKind::TRAIN_BATCH_END);
+        }
+        if self.cfg.histogram_every_n_epochs > 0 {
+            kinds.push(EventKind::EPOCH_START);
+        }
+        kinds
+    }
+
+    fn on_event(&mut self, e: &Event<'_>) -> Result<Directive, PluginError> {
+        match e.kind {
+            EventKind::RUN_START => self.run_start(e)?,
+            EventKind::EPOCH_START if e.epoch % self.cfg.histogram_every_n_epochs.max(1) == 0 => return Ok(Directive::WANT_HISTOGRAMS),
+            EventKind::TRAIN_BATCH_END if e.global_step % self.cfg.log_every_n_steps.max(1) == 0 => {
+                if let Some(loss) = e.metric("train", "loss") {
+                    let step = e.global_step;
+                    let w = self.writer()?;
+                    let path = w.path().display().to_string();
+                    w.scalars(step, &[("train/batch_loss".into(), loss)]).map_err(|err| io(&path, err))?;
+                }
+            }
+            EventKind::EPOCH_END => self.epoch_end(e)?,
+            EventKind::RUN_END => {
+                let status = match e.payload()["status"].as_str() {
+                    Some("interrupted") => RunStatus::INTERRUPTED,
+                    Some("stopped") => RunStatus::STOPPED,
+                    _ => RunStatus::COMPLETED,
+                };
+                self.end(status)?;
+            }
+            _ => {}
+        }
+        Ok(Directive::NONE)
+    }
+
+    fn finish(&mut self, status: RunStatus) -> Result<(), PluginError> {
+        let r = self.end(status);
+        // Closes the file.
+        self.writer = None;
+        r
+    }
+}
+
+pub struct TensorBoardPlugin;
+
+impl Plugin for TensorBoardPlugin {
+    const NAME: &'static str = "tensorboard";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str = "TensorBoard event files: scalars, histograms, text and hparams";
+
+    fn default_config() -> Value {
+        json!({ "log_every_n_steps": 10, "histogram_every_n_epochs": 0 })
+    }
+
+    fn config_schema() -> Value {
+        json!({
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "log_dir": { "type": "string", "description": "default: the run directory; else <log_dir>/<run name>" },
+                "log_every_n_steps": { "type": "integer", "minimum": 0, "description": "train/batch_loss every N steps; 0 turns it off" },
+                "histogram_every_n_epochs": { "type": "integer", "minimum": 0, "description": "weight and gradient histograms every N epochs; 0 turns them off" }
+            }
+        })
+    }
+
+    fn validate_config(config: &Value) -> Result<Value, PluginError> {
+        let mut out = Self::default_config();
+        for (k, v) in config.as_object().into_iter().flatten() {
+            match k.as_str() {
+                "log_dir" => match v.as_str() {
+                    Some(s) if !s.is_empty() => out[k] = v.clone(),
+                    _ => return Err(PluginError::config(format!("`log_dir` = {v} must be a non-empty path string"))),
+                },
+                "log_every_n_steps" | "histogram_every_n_epochs" => match v.as_u64() {
+                    Some(_) => out[k] = v.clone(),
+                    None => return Err(PluginError::config(format!("`{k}` = {v} must be a whole number ≥ 0 (0 turns it off)"))),
+                },
+                _ => return Err(PluginError::config(format!("unknown key `{k}` (known: log_dir, log_every_n_steps, histogram_every_n_epochs)"))),
+            }
+        }
+        Ok(out)
+    }
+
+    fn create_callback(host: Host, config: Value) -> Result<Option<Box<dyn Callback>>, PluginError> {
+        Ok(Some(Box::new(TensorBoard { cfg: Config::from_json(&config), host, writer: None, ended: false })))
+    }
+}
+
+export_plugin!(TensorBoardPlugin);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bz_plugin_api::harness::Harness;
+
+    #[test]
+    fn config_errors_name_the_key() {
+        assert!(TensorBoardPlugin::validate_config(&json!({ "log_every_n_steps": -1 })).unwrap_err().message.contains("`log_every_n_steps`"));
+        assert!(TensorBoardPlugin::validate_config(&json!({ "histogram_every": 1 })).unwrap_err().message.contains("unknown key `histogram_every`"));
+        assert_eq!(TensorBoardPlugin::validate_config(&json!({ "log_dir": "tb" })).unwrap()["log_dir"], "tb");
+    }
+
+    #[test]
+    fn a_run_writes_one_event_file_that_asks_for_histograms_when_due() {
+        let dir = std::env::temp_dir().join(format!("bz-tb-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut h = Harness::new::<TensorBoardPlugin>(json!({ "histogram_every_n_epochs": 2 })).unwrap();
+        Harness::set_run_dir(&dir);
+        let run = h.run(3, 2, |epoch| vec![("val", "loss", 1.0 / epoch as f64)]).unwrap();
+        assert_eq!(run.epochs_run, 3);
+        let null = Value::Null;
+        assert_eq!(h.send(EventKind::EPOCH_START, 4, 6, 0, &[], &null).unwrap(), Directive::WANT_HISTOGRAMS);
+        assert_eq!(h.send(EventKind::EPOCH_START, 5, 8, 0, &[], &null).unwrap(), Directive::NONE);
+        let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains("tfevents")).collect();
+        assert_eq!(files.len(), 1);
+        assert!(std::fs::metadata(files[0].path()).unwrap().len() > 100);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

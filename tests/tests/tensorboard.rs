@@ -1,0 +1,260 @@
+//! The tensorboard plugin against the real TensorBoard (tensorboard 2.21.0 in the test venv): every record
+//! CRC-checked, every tag and value read back through both loaders and through the HTTP API of a
+//! `tensorboard` server, compared with what bz wrote to metrics.jsonl.
+
+use bz_e2e::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const CONFIG: &str = r#"
+[run]
+threads = 1
+[data]
+source = "digits"
+[model]
+layers = [{ type = "flatten" }, { type = "linear", out = 16 }, { type = "relu" }, { type = "linear", out = 10 }]
+[train]
+epochs = 3
+batch_size = 256
+log_every_n_steps = 2
+[optimizer]
+lr = 0.01
+[plugins.tensorboard]
+log_every_n_steps = 2
+histogram_every_n_epochs = 1
+"#;
+
+/// A scratch dir whose `plugins/` holds the tensorboard plugin built by this workspace.
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let so = bz_path().parent().unwrap().join("libbz_tensorboard.so");
+    assert!(so.exists(), "{} missing: cargo build --workspace builds it", so.display());
+    std::fs::create_dir(dir.path().join("plugins")).unwrap();
+    std::os::unix::fs::symlink(&so, dir.path().join("plugins/tensorboard.so")).unwrap();
+    dir
+}
+
+fn train(dir: &Path, config: &str, args: &[&str]) -> Output {
+    let mut all = vec!["train", config, "--plugin-dir", "plugins"];
+    all.extend_from_slice(args);
+    bz(dir, &all)
+}
+
+fn read(run: &Path) -> Value {
+    serde_json::from_str(&py_script(run, "tb_read.py", &[run.to_str().unwrap()], Duration::from_secs(120))).unwrap()
+}
+
+/// f32 as TensorBoard stores scalars.
+fn close(a: f64, b: f64) -> bool {
+    ((a as f32) as f64 - b).abs() <= 1e-6 * b.abs().max(1e-30)
+}
+
+fn scalar_at(tb: &Value, tag: &str, step: u64) -> f64 {
+    let series = tb["scalars"][tag].as_array().unwrap_or_else(|| panic!("no scalar tag {tag}: {}", tb["scalars"]));
+    series.iter().find(|p| p[0] == step).unwrap_or_else(|| panic!("{tag} has no step {step}: {series:?}"))[1].as_f64().unwrap()
+}
+
+#[test]
+fn every_metric_histogram_text_and_hparam_reads_back_through_tensorboards_loaders() {
+    let dir = setup();
+    write_config(dir.path(), "c.toml", CONFIG);
+    let out = train(dir.path(), "c.toml", &["--run-name", "a"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let run = dir.path().join("runs/a");
+    let tb = read(&run);
+
+    // One file, every record intact: the strict reader and TensorBoard's own loader see the same number.
+    let files = tb["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0]["file_version"], "brain.Event:2");
+    assert_eq!(files[0]["strict_records"], files[0]["loader_records"]);
+
+    // Epoch scalars equal metrics.jsonl's, at the epoch's global step.
+    let epochs = epoch_lines(&run);
+    assert_eq!(epochs.len(), 3);
+    for line in &epochs {
+        let step = line["step"].as_u64().unwrap();
+        for (key, tag) in [("train/loss", "train/loss"), ("train/accuracy", "train/accuracy"), ("val/loss", "val/loss"), ("val/accuracy", "val/accuracy"), ("lr", "optim/lr"), ("samples_per_s", "time/samples_per_s"), ("epoch_time_s", "time/epoch_s")] {
+            let want = line[key].as_f64().unwrap_or_else(|| panic!("{key} missing in {line}"));
+            let got = scalar_at(&tb, tag, step);
+            assert!(close(want, got), "{tag} at step {step}: TensorBoard {got}, metrics.jsonl {want}");
+        }
+        assert_eq!(scalar_at(&tb, "epoch", step), line["epoch"].as_f64().unwrap());
+    }
+    // Batch losses every 2 steps, equal to metrics.jsonl's step lines.
+    let steps: Vec<Value> = read_jsonl(&run.join("metrics.jsonl")).into_iter().filter(|v| v["event"] == "step").collect();
+    assert_eq!(steps.len(), 9, "18 steps, every 2nd logged");
+    let batch = tb["scalars"]["train/batch_loss"].as_array().unwrap();
+    assert_eq!(batch.len(), 9);
+    for s in &steps {
+        assert!(close(s["train/loss"].as_f64().unwrap(), scalar_at(&tb, "train/batch_loss", s["step"].as_u64().unwrap())));
+    }
+
+    // Histograms of every parameter's weights and gradients, every epoch; counts add up to the element count.
+    let params = [("0.weight", 16 * 64), ("0.bias", 16), ("2.weight", 10 * 16), ("2.bias", 10)];
+    let params: Vec<(String, u64)> = params.iter().map(|(n, c)| (n.replace("0.", "1.").replace("2.", "3."), *c as u64)).collect();
+    let hist = tb["histograms"].as_object().unwrap();
+    assert_eq!(hist.len(), 8, "{:?}", hist.keys().collect::<Vec<_>>());
+    for (name, count) in &params {
+        for group in ["weights", "gradients"] {
+            let series = hist.get(&format!("{group}/{name}")).unwrap_or_else(|| panic!("no {group}/{name} in {:?}", hist.keys().collect::<Vec<_>>())).as_array().unwrap();
+            assert_eq!(series.len(), 3);
+            for h in series {
+                assert_eq!(h["num"].as_f64().unwrap() as u64, *count);
+                assert_eq!(h["buckets"].as_f64().unwrap() as u64, *count);
+                assert!(h["min"].as_f64().unwrap() <= h["max"].as_f64().unwrap());
+            }
+        }
+    }
+
+    // Text: the resolved config and the model summary.
+    let config_text = tb["text"]["run/config"][0].as_str().unwrap();
+    assert!(config_text.contains("[plugins.tensorboard]") && config_text.contains("histogram_every_n_epochs = 1"), "{config_text}");
+    assert!(tb["text"]["run/model"][0].as_str().unwrap().contains("linear"), "{}", tb["text"]);
+
+    // HParams: the run's hyperparameters and a successful end.
+    let hp = &tb["hparams"];
+    assert_eq!(hp["start"]["optimizer.lr"], 0.01);
+    assert_eq!(hp["start"]["train.batch_size"], 256.0);
+    assert_eq!(hp["start"]["data.source"], "digits");
+    assert_eq!(hp["end_status"], 1, "STATUS_SUCCESS");
+}
+
+#[test]
+fn the_strict_check_catches_a_flipped_byte() {
+    // The check above must be able to fail: a damaged copy makes the strict reader raise while TensorBoard's
+    // loader silently stops early.
+    let dir = setup();
+    write_config(dir.path(), "c.toml", &CONFIG.replace("epochs = 3", "epochs = 1"));
+    assert_eq!(train(dir.path(), "c.toml", &["--run-name", "a"]).code, 0);
+    let run = dir.path().join("runs/a");
+    let file = event_files(&run).remove(0);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    let damaged = dir.path().join("damaged");
+    std::fs::create_dir(&damaged).unwrap();
+    std::fs::write(damaged.join(file.file_name().unwrap()), &bytes).unwrap();
+    let child = std::process::Command::new(python())
+        .arg(repo_root().join("tests/py/tb_read.py"))
+        .arg(&damaged)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_limited(child, Duration::from_secs(120));
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("DataLossError") || out.stderr.contains("crc"), "{}", out.stderr);
+}
+
+fn event_files(run: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(run).unwrap().flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().contains("tfevents")).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_resumed_run_appends_a_file_with_steps_continuing() {
+    let dir = setup();
+    write_config(dir.path(), "c.toml", CONFIG);
+    assert_eq!(train(dir.path(), "c.toml", &["--run-name", "r", "--epochs", "2"]).code, 0);
+    let out = train(dir.path(), "c.toml", &["--run-name", "r", "--resume", "--epochs", "4"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let run = dir.path().join("runs/r");
+    let tb = read(&run);
+    let files = tb["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2);
+    for f in files {
+        assert_eq!(f["strict_records"], f["loader_records"]);
+    }
+    // The second file has a SessionLog START just after the resume step (6 batches × 2 epochs), so readers keep
+    // the checkpointed epoch's points and drop whatever a crashed run wrote later.
+    assert_eq!(files[1]["session_log_start"], serde_json::json!([13]));
+    let epochs: Vec<(u64, f64)> = tb["scalars"]["epoch"].as_array().unwrap().iter().map(|p| (p[0].as_u64().unwrap(), p[1].as_f64().unwrap())).collect();
+    assert_eq!(epochs, vec![(6, 1.0), (12, 2.0), (18, 3.0), (24, 4.0)]);
+    for line in epoch_lines(&run) {
+        assert!(close(line["val/loss"].as_f64().unwrap(), scalar_at(&tb, "val/loss", line["step"].as_u64().unwrap())));
+    }
+    // One HParams session for the run.
+    assert_eq!(tb["hparams"]["start"]["optimizer.lr"], 0.01);
+}
+
+#[test]
+fn a_failed_run_is_readable_up_to_its_last_epoch_and_marked_failed() {
+    let dir = setup();
+    // The rate is multiplied by 1e12 after epoch 2, so epoch 3 diverges (exit 3).
+    let cfg = r#"
+[data]
+source = "synthetic"
+task = "regression"
+samples = 500
+num_features = 8
+[model]
+layers = [{ type = "linear", out = 16 }, { type = "relu" }, { type = "linear", out = 1 }]
+[train]
+epochs = 6
+[optimizer]
+name = "sgd"
+lr = 0.01
+[scheduler]
+name = "step"
+step_size = 2
+gamma = 1e12
+[plugins.tensorboard]
+"#;
+    write_config(dir.path(), "c.toml", cfg);
+    let out = train(dir.path(), "c.toml", &["--run-name", "n"]);
+    assert_eq!(out.code, 3, "{}", out.all());
+    let run = dir.path().join("runs/n");
+    let tb = read(&run);
+    assert_eq!(tb["files"][0]["strict_records"], tb["files"][0]["loader_records"]);
+    assert_eq!(tb["scalars"]["epoch"].as_array().unwrap().len(), 2);
+    assert_eq!(tb["scalars"]["val/loss"].as_array().unwrap().len(), 2);
+    assert_eq!(tb["hparams"]["end_status"], 2, "STATUS_FAILURE");
+}
+
+#[test]
+fn a_tensorboard_server_shows_both_runs_with_both_loaders() {
+    let dir = setup();
+    write_config(dir.path(), "c.toml", &CONFIG.replace("[plugins.tensorboard]", "[plugins.tensorboard]\nlog_dir = \"tb\""));
+    assert_eq!(train(dir.path(), "c.toml", &["--run-name", "lr-a", "-q"]).code, 0);
+    assert_eq!(train(dir.path(), "c.toml", &["--run-name", "lr-b", "-q", "--set", "optimizer.lr=0.05", "--epochs", "2"]).code, 0);
+    let logdir = dir.path().join("tb");
+    let local = read(&logdir.join("lr-a"));
+    for load_fast in ["false", "true"] {
+        let api: Value = serde_json::from_str(&py_script(dir.path(), "tb_serve.py", &[logdir.to_str().unwrap(), load_fast, "lr-a", "lr-b"], Duration::from_secs(240))).unwrap();
+        let provider = api["provider"].as_str().unwrap_or("");
+        assert!(if load_fast == "true" { provider.contains("Grpc") } else { provider.contains("Multiplexer") }, "{load_fast}: {provider}");
+        let mut runs: Vec<&str> = api["runs"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+        runs.sort();
+        assert_eq!(runs, ["lr-a", "lr-b"]);
+        // Scalars: the same points the loaders read, [wall_time, step, value].
+        let served = api["scalars"]["lr-a"]["val/accuracy"].as_array().unwrap();
+        let points: Vec<(u64, f64)> = served.iter().map(|p| (p[1].as_u64().unwrap(), p[2].as_f64().unwrap())).collect();
+        let want: Vec<(u64, f64)> = local["scalars"]["val/accuracy"].as_array().unwrap().iter().map(|p| (p[0].as_u64().unwrap(), p[1].as_f64().unwrap())).collect();
+        assert_eq!(points, want, "{load_fast}");
+        assert_eq!(api["scalars"]["lr-b"]["epoch"].as_array().unwrap().len(), 2);
+        // Histograms: three epochs of buckets per parameter.
+        let h = api["histograms"]["lr-a"]["weights/1.weight"].as_array().unwrap_or_else(|| panic!("{load_fast}: {}", api["histogram_tags"]));
+        assert_eq!(h.len(), 3);
+        let total: f64 = h[0][2].as_array().unwrap().iter().map(|b| b[2].as_f64().unwrap()).sum();
+        assert_eq!(total as u64, 16 * 64);
+        // Text, rendered from markdown.
+        let text = api["text"]["lr-a"]["run/config"][0]["text"].as_str().unwrap();
+        assert!(text.contains("plugins.tensorboard"), "{text}");
+        // HParams: both runs as sessions with their learning rates and final metrics.
+        let lr_info = api["experiment"]["hparamInfos"].as_array().unwrap().iter().find(|h| h["name"] == "optimizer.lr").cloned();
+        assert!(lr_info.is_some_and(|h| h["type"] == "DATA_TYPE_FLOAT64" && h["differs"] == true), "{}", api["experiment"]);
+        let groups = api["session_groups"]["sessionGroups"].as_array().unwrap();
+        assert_eq!(groups.len(), 2, "{}", api["session_groups"]);
+        let mut lrs: Vec<f64> = groups.iter().map(|g| g["hparams"]["optimizer.lr"].as_f64().unwrap()).collect();
+        lrs.sort_by(f64::total_cmp);
+        assert_eq!(lrs, [0.01, 0.05]);
+        for g in groups {
+            assert_eq!(g["sessions"][0]["status"], "STATUS_SUCCESS", "{g}");
+            let acc = g["metricValues"].as_array().unwrap().iter().find(|m| m["name"]["tag"] == "val/accuracy").unwrap_or_else(|| panic!("{g}"));
+            assert!(acc["value"].as_f64().unwrap() > 0.5, "{g}");
+        }
+    }
+}
