@@ -139,6 +139,14 @@ pub fn prepare(cfg: &Config, config_path: &Path, plugin_dir: &Path, verbose: boo
 
 /// Builds the event stream: console output first, then the plugins in config order.
 pub fn dispatcher(prepared: Vec<Prepared>, cfg: &Config, verbosity: Verbosity, interactive: bool) -> Result<Dispatcher> {
+    LOG_LEVEL.store(
+        match verbosity {
+            Verbosity::Quiet => 1,
+            Verbosity::Normal => 2,
+            Verbosity::Verbose => 3,
+        },
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let mut d = Dispatcher::default();
     let console = specs(cfg).ok().and_then(|s| s.into_iter().find(|s| s.name == "console_out"));
     let console_on = console.as_ref().is_none_or(|s| s.enabled);
@@ -241,6 +249,9 @@ pub fn set_run_dir(dir: &Path) {
     }
 }
 
+/// The most detailed plugin log level shown: 1 warnings (`-q`), 2 info, 3 debug (`-v`); BZ_DEBUG shows all.
+static LOG_LEVEL: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(2);
+
 extern "C" fn host_log(level: u8, target: RStr<'_>, message: RStr<'_>) {
     let tag = match level {
         0 => "error",
@@ -248,7 +259,7 @@ extern "C" fn host_log(level: u8, target: RStr<'_>, message: RStr<'_>) {
         2 => "info",
         _ => "debug",
     };
-    if level <= 2 || std::env::var_os("BZ_DEBUG").is_some() {
+    if level <= LOG_LEVEL.load(std::sync::atomic::Ordering::Relaxed) || std::env::var_os("BZ_DEBUG").is_some() {
         eprintln!("{tag}: {target}: {message}");
     }
 }
