@@ -187,6 +187,8 @@ pub struct Dispatcher {
     mask: u32,
     /// Requests (directives other than STOP) made since they were last taken.
     requested: Directive,
+    /// Whether RUN_START went out.
+    started: bool,
 }
 
 impl Dispatcher {
@@ -203,6 +205,7 @@ impl Dispatcher {
     }
 
     pub fn emit(&mut self, event: &Event) -> Result<Directive> {
+        self.started |= event.kind == EventKind::RunStart;
         let mut directive = Directive::NONE;
         let mut mask_changed = false;
         for e in &mut self.entries {
@@ -241,6 +244,11 @@ impl Dispatcher {
         }
         self.requested = self.requested | directive;
         Ok(directive)
+    }
+
+    /// Whether RUN_START was emitted (a failure after it still owes the callbacks a RUN_END).
+    pub fn started(&self) -> bool {
+        self.started
     }
 
     /// Whether a callback has asked for `what` since it was last taken.

@@ -276,6 +276,15 @@ pub fn train(loaded: &Loaded, opts: &TrainOptions, dispatcher: &mut Dispatcher) 
         Ok(Outcome::Interrupted) => RunStatus::Interrupted,
         Err(_) => RunStatus::Failed,
     };
+    if let Err(e) = &result {
+        // A run that started ends with a RUN_END too, so plugins can record why and with which exit code; the
+        // error itself is what bz reports, whatever a plugin does here.
+        if dispatcher.started() {
+            let code = if e.downcast_ref::<NonFiniteLoss>().is_some() { 3 } else { 1 };
+            let payload = json!({ "status": "failed", "message": format!("{e:#}"), "exit_code": code });
+            let _ = dispatcher.emit(&Event { kind: EventKind::RunEnd, epoch: 0, global_step: 0, batch_in_epoch: 0, metrics: &[], payload: &payload });
+        }
+    }
     dispatcher.finish(status);
     result
 }
@@ -583,7 +592,7 @@ fn train_inner(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher) -> Resu
     };
     let what = if outcome == Outcome::Stopped { "stopped early" } else { "done" };
     let message = format!("{what}: {} epochs in {:.1}s{best} · {}", state.epoch, state.elapsed_s, dir.display());
-    emit(d, EventKind::RunEnd, state.epoch, state.global_step, 0, &[], &json!({ "status": if outcome == Outcome::Stopped { "stopped" } else { "completed" }, "message": message, "best": state.best }))?;
+    emit(d, EventKind::RunEnd, state.epoch, state.global_step, 0, &[], &json!({ "status": if outcome == Outcome::Stopped { "stopped" } else { "completed" }, "message": message, "best": state.best, "exit_code": 0 }))?;
     Ok(outcome)
 }
 
@@ -616,7 +625,7 @@ fn interrupted(
         path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()),
         dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     );
-    emit(d, EventKind::RunEnd, state.epoch + 1, state.global_step, state.batch_in_epoch, &[], &json!({ "status": "interrupted", "message": message }))?;
+    emit(d, EventKind::RunEnd, state.epoch + 1, state.global_step, state.batch_in_epoch, &[], &json!({ "status": "interrupted", "message": message, "exit_code": 130 }))?;
     Ok(Outcome::Interrupted)
 }
 

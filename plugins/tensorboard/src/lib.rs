@@ -161,6 +161,7 @@ impl Callback for TensorBoard {
                 let status = match e.payload()["status"].as_str() {
                     Some("interrupted") => RunStatus::INTERRUPTED,
                     Some("stopped") => RunStatus::STOPPED,
+                    Some("failed") => RunStatus::FAILED,
                     _ => RunStatus::COMPLETED,
                 };
                 self.end(status)?;
