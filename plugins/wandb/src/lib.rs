@@ -1,0 +1,359 @@
+//! The `wandb` plugin for bz: Weights & Biases runs, offline first, synced by the real wandb.
+//!
+//! ```toml
+//! [plugins.wandb]
+//! project = "digits"          # default: WANDB_PROJECT, else "bz"
+//! entity = "my-team"          # default: WANDB_ENTITY, else the key's default entity
+//! name = "baseline"           # default: the bz run name
+//! tags = ["mlp"]              # default: WANDB_TAGS (comma-separated)
+//! notes = "first try"
+//! group = "sweep-1"           # default: WANDB_RUN_GROUP (a `bz tune` study groups its trials)
+//! job_type = "train"
+//! mode = "offline"            # offline | online | disabled; default: online when an API key is found, else offline
+//! base_url = "https://api.wandb.ai"   # default: WANDB_BASE_URL; self-hosted servers
+//! dir = "."                   # where `wandb/` goes; default: WANDB_DIR, else the run directory
+//! log_every_n_steps = 10      # train/batch_loss every N steps (0: off)
+//! retries = 7                 # online: retries per request (back-off 0.5 s, doubling, at most 30 s)
+//! ```
+//!
+//! Offline, the run is `wandb/offline-run-<time>-<id>/` exactly as the wandb client writes it (`run-<id>.wandb` with
+//! Run, Config, History, Summary and Exit records, and `files/`); `wandb sync` uploads it. Online, the same
+//! directory is written and the records are streamed as they come from a background thread; a network failure
+//! never stops training, and the directory is left for `wandb sync`. A failed or interrupted run gets its exit
+//! code (W&B shows it as failed), never "finished".
+
+pub mod leveldb;
+pub mod online;
+pub mod proto;
+pub mod run;
+pub mod values;
+
+use bz_plugin_api::{export_plugin, log, Callback, Directive, Event, EventKind, Host, Level, Plugin, PluginError, RunStatus};
+use online::{Endpoint, Msg, Online};
+use run::{Run, RunInfo};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const KEYS: &str = "project, entity, name, tags, notes, group, job_type, mode, base_url, dir, log_every_n_steps, retries";
+
+fn env(k: &str) -> Option<String> {
+    std::env::var(k).ok().filter(|v| !v.is_empty())
+}
+
+/// The API key as wandb finds it: WANDB_API_KEY, else `~/.netrc`'s entry for the server's host.
+fn api_key(base_url: &str) -> Option<String> {
+    if let Some(k) = env("WANDB_API_KEY") {
+        return Some(k);
+    }
+    let host = base_url.split("://").nth(1)?.split(['/', ':']).next()?.to_string();
+    let netrc = env("NETRC").map(PathBuf::from).or_else(|| env("HOME").map(|h| Path::new(&h).join(".netrc")))?;
+    let text = std::fs::read_to_string(netrc).ok()?;
+    let tokens: Vec<&str> = text.split_whitespace().collect();
+    let mut i = 0;
+    while i + 1 < tokens.len() {
+        if tokens[i] == "machine" && tokens[i + 1] == host {
+            let mut j = i + 2;
+            while j + 1 < tokens.len() && tokens[j] != "machine" {
+                if tokens[j] == "password" {
+                    return Some(tokens[j + 1].to_string());
+                }
+                j += 1;
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+fn base_url(cfg: &Value) -> String {
+    cfg["base_url"].as_str().map(str::to_string).or_else(|| env("WANDB_BASE_URL")).unwrap_or_else(|| "https://api.wandb.ai".into())
+}
+
+/// `mode` as configured, else WANDB_MODE, else online when a key is found.
+fn mode(cfg: &Value) -> String {
+    cfg["mode"].as_str().map(str::to_string).or_else(|| env("WANDB_MODE")).unwrap_or_else(|| if api_key(&base_url(cfg)).is_some() { "online".into() } else { "offline".into() })
+}
+
+/// 8 characters of [a-z0-9], like wandb's run ids.
+fn run_id() -> String {
+    let mut bytes = [0u8; 8];
+    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes)).is_ok();
+    if !ok {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0) ^ std::process::id() as u128;
+        bytes = (t as u64).to_le_bytes();
+    }
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+}
+
+/// The resolved bz config (TOML) as nested JSON, the W&B config.
+fn config_from_toml(text: &str) -> serde_json::Map<String, Value> {
+    match toml::from_str::<toml::Table>(text) {
+        Ok(t) => match serde_json::to_value(t) {
+            Ok(Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        },
+        Err(_) => serde_json::Map::new(),
+    }
+}
+
+struct WandbRun {
+    cfg: Value,
+    run: Option<Run>,
+    online: Option<Online>,
+    ended: bool,
+    log_every: u64,
+}
+
+fn io(dir: &Path, e: std::io::Error) -> PluginError {
+    PluginError::new(PluginError::IO, format!("{}: {e}", dir.display()))
+}
+
+impl WandbRun {
+    fn start(&mut self, e: &Event<'_>) -> Result<(), PluginError> {
+        let p = e.payload();
+        let cfg = &self.cfg;
+        let s = |k: &str, env_key: &str| cfg[k].as_str().map(str::to_string).or_else(|| env(env_key)).unwrap_or_default();
+        let tags: Vec<String> = match cfg["tags"].as_array() {
+            Some(a) => a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect(),
+            None => env("WANDB_TAGS").map(|t| t.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect()).unwrap_or_default(),
+        };
+        let run_dir = p["run_dir"].as_str().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        let root = cfg["dir"].as_str().map(PathBuf::from).or_else(|| env("WANDB_DIR").map(PathBuf::from)).unwrap_or(run_dir).join("wandb");
+        let mut config = config_from_toml(p["config"].as_str().unwrap_or(""));
+        config.insert("bz".into(), json!({ "run_name": p["run_name"], "params": p["params"], "device": p["device"], "seed": p["seed"], "resumed": p["resumed"] }));
+        let info = RunInfo {
+            id: run_id(),
+            entity: s("entity", "WANDB_ENTITY"),
+            project: cfg["project"].as_str().map(str::to_string).or_else(|| env("WANDB_PROJECT")).unwrap_or_else(|| "bz".into()),
+            name: cfg["name"].as_str().map(str::to_string).or_else(|| p["run_name"].as_str().map(str::to_string)).unwrap_or_else(|| "bz".into()),
+            group: s("group", "WANDB_RUN_GROUP"),
+            job_type: s("job_type", "WANDB_JOB_TYPE"),
+            notes: s("notes", "WANDB_NOTES"),
+            tags,
+            host: hostname(),
+            config,
+            starting_step: e.global_step,
+        };
+        let mode = mode(cfg);
+        let online = mode == "online";
+        let run = Run::create(&root, info.clone(), online).map_err(|err| io(&root, err))?;
+        if online {
+            let base = base_url(cfg);
+            let key = api_key(&base).ok_or_else(|| PluginError::config("mode = \"online\" needs an API key: set WANDB_API_KEY or run `wandb login`"))?;
+            let attempts = cfg["retries"].as_u64().unwrap_or(7) as u32 + 1;
+            let ep = Endpoint { base_url: base, api_key: key, interval: Duration::from_secs(2), attempts, backoff: Duration::from_millis(500) };
+            self.online = Some(Online::start(ep, info));
+        }
+        log!(Level::Info, "{} run {} in {}", mode, run.info.id, run.dir.display());
+        self.run = Some(run);
+        Ok(())
+    }
+
+    fn log(&mut self, step: u64, items: Vec<(String, String)>, commit: bool) -> Result<(), PluginError> {
+        let Some(run) = self.run.as_mut() else { return Ok(()) };
+        let dir = run.dir.clone();
+        let mut rows = Vec::new();
+        rows.extend(run.log(step, items).map_err(|e| io(&dir, e))?);
+        if commit {
+            rows.extend(run.commit().map_err(|e| io(&dir, e))?);
+            run.flush().map_err(|e| io(&dir, e))?;
+        }
+        if let Some(o) = &self.online {
+            for r in rows {
+                o.send(Msg::Row(r));
+            }
+        }
+        Ok(())
+    }
+
+    fn epoch_end(&mut self, e: &Event<'_>) -> Result<(), PluginError> {
+        let p = e.payload();
+        let mut items: Vec<(String, String)> = e.metrics.iter().filter(|m| !m.split.is_empty()).map(|m| (format!("{}/{}", m.split, m.name), values::number(m.value))).collect();
+        items.push(("epoch".into(), e.epoch.to_string()));
+        for (key, name) in [("lr", "lr"), ("epoch_time_s", "time/epoch_s"), ("samples_per_s", "time/samples_per_s")] {
+            if let Some(v) = p[key].as_f64() {
+                items.push((name.into(), values::number(v)));
+            }
+        }
+        let line = format!(
+            "epoch {} · {}",
+            e.epoch,
+            e.metrics.iter().filter(|m| !m.split.is_empty()).map(|m| format!("{}/{} {:.4}", m.split, m.name, m.value)).collect::<Vec<_>>().join(" · ")
+        );
+        self.log(e.global_step, items, true)?;
+        if let Some(run) = self.run.as_mut() {
+            let dir = run.dir.clone();
+            run.output(&line).map_err(|err| io(&dir, err))?;
+            run.flush().map_err(|err| io(&dir, err))?;
+        }
+        if let Some(o) = &self.online {
+            o.send(Msg::Output(format!("{} {line}", run::iso_micros(std::time::SystemTime::now()))));
+        }
+        Ok(())
+    }
+
+    /// Exit record, files, and the end of the upload; once.
+    fn end(&mut self, exit_code: i32, best: Option<f64>) -> Result<(), PluginError> {
+        if self.ended {
+            return Ok(());
+        }
+        self.ended = true;
+        let Some(mut run) = self.run.take() else { return Ok(()) };
+        let dir = run.dir.clone();
+        if let Some(b) = best {
+            run.commit().map_err(|e| io(&dir, e))?;
+            run.summarize(vec![("best".into(), values::number(b))]).map_err(|e| io(&dir, e))?;
+        }
+        let last = run.commit().map_err(|e| io(&dir, e))?;
+        run.finish(exit_code).map_err(|e| io(&dir, e))?;
+        let Some(mut online) = self.online.take() else {
+            log!(Level::Info, "offline run saved in {}: upload it with `wandb sync {}`", dir.display(), dir.display());
+            return Ok(());
+        };
+        if let Some(r) = last {
+            online.send(Msg::Row(r));
+        }
+        online.send(Msg::Summary(run.summary_json()));
+        let files = ["config.yaml", "wandb-summary.json", "wandb-metadata.json", "output.log"].iter().map(|n| (n.to_string(), dir.join("files").join(n))).collect();
+        match online.finish(exit_code, files, Duration::from_secs(180)) {
+            Ok(url) => log!(Level::Info, "synced {url}"),
+            Err(why) => {
+                // Named offline-run-… so that `wandb sync` picks it up.
+                let offline = dir.with_file_name(format!("offline-{}", dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()));
+                let kept = if std::fs::rename(&dir, &offline).is_ok() { offline } else { dir };
+                log!(Level::Warn, "upload to W&B failed ({why}); the run is saved in {}: upload it with `wandb sync {}`", kept.display(), kept.display());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Callback for WandbRun {
+    fn subscriptions(&self) -> Vec<EventKind> {
+        let mut k = vec![EventKind::RUN_START, EventKind::EPOCH_END, EventKind::RUN_END];
+        if self.log_every > 0 {
+            k.push(EventKind::TRAIN_BATCH_END);
+        }
+        k
+    }
+
+    fn on_event(&mut self, e: &Event<'_>) -> Result<Directive, PluginError> {
+        match e.kind {
+            EventKind::RUN_START => self.start(e)?,
+            EventKind::TRAIN_BATCH_END if e.global_step % self.log_every.max(1) == 0 => {
+                if let Some(loss) = e.metric("train", "loss") {
+                    self.log(e.global_step, vec![("train/batch_loss".into(), values::number(loss))], false)?;
+                }
+            }
+            EventKind::EPOCH_END => self.epoch_end(e)?,
+            EventKind::RUN_END => {
+                let p = e.payload();
+                let code = p["exit_code"].as_i64().unwrap_or(match p["status"].as_str() {
+                    Some("failed") => 1,
+                    Some("interrupted") => 130,
+                    _ => 0,
+                });
+                self.end(code as i32, p["best"].as_f64())?;
+            }
+            _ => {}
+        }
+        Ok(Directive::NONE)
+    }
+
+    fn finish(&mut self, status: RunStatus) -> Result<(), PluginError> {
+        let code = match status {
+            RunStatus::FAILED => 1,
+            RunStatus::INTERRUPTED => 130,
+            _ => 0,
+        };
+        self.end(code, None)
+    }
+}
+
+pub struct WandbPlugin;
+
+impl Plugin for WandbPlugin {
+    const NAME: &'static str = "wandb";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str = "Weights & Biases runs: offline files `wandb sync` uploads, or online streaming";
+
+    fn default_config() -> Value {
+        json!({ "log_every_n_steps": 10 })
+    }
+
+    fn config_schema() -> Value {
+        json!({ "type": "object", "additionalProperties": false, "properties": {
+            "project": { "type": "string" }, "entity": { "type": "string" }, "name": { "type": "string" },
+            "tags": { "type": "array", "items": { "type": "string" } }, "notes": { "type": "string" },
+            "group": { "type": "string" }, "job_type": { "type": "string" },
+            "mode": { "enum": ["offline", "online", "disabled"] }, "base_url": { "type": "string" },
+            "dir": { "type": "string" }, "log_every_n_steps": { "type": "integer", "minimum": 0 },
+            "retries": { "type": "integer", "minimum": 0 } } })
+    }
+
+    fn validate_config(config: &Value) -> Result<Value, PluginError> {
+        let mut out = Self::default_config();
+        for (k, v) in config.as_object().into_iter().flatten() {
+            let ok = match k.as_str() {
+                "project" | "entity" | "name" | "notes" | "group" | "job_type" | "dir" => v.as_str().is_some_and(|s| !s.is_empty()),
+                "base_url" => v.as_str().is_some_and(|s| s.starts_with("http://") || s.starts_with("https://")),
+                "tags" => v.as_array().is_some_and(|a| a.iter().all(|t| t.is_string())),
+                "mode" => matches!(v.as_str(), Some("offline" | "online" | "disabled")),
+                "log_every_n_steps" | "retries" => v.as_u64().is_some(),
+                _ => return Err(PluginError::config(format!("unknown key `{k}` (known: {KEYS})"))),
+            };
+            if !ok {
+                let want = match k.as_str() {
+                    "base_url" => "an http:// or https:// URL",
+                    "tags" => "a list of strings",
+                    "mode" => "one of \"offline\", \"online\", \"disabled\"",
+                    "log_every_n_steps" => "a whole number ≥ 0 (0 turns it off)",
+                    "retries" => "a whole number ≥ 0",
+                    _ => "a non-empty string",
+                };
+                return Err(PluginError::config(format!("`{k}` = {v} must be {want}")));
+            }
+            out[k] = v.clone();
+        }
+        if mode(&out) == "online" && api_key(&base_url(&out)).is_none() {
+            return Err(PluginError::config(format!("mode = \"online\" needs an API key for {}: set WANDB_API_KEY or run `wandb login`", base_url(&out))));
+        }
+        Ok(out)
+    }
+
+    fn create_callback(_host: Host, config: Value) -> Result<Option<Box<dyn Callback>>, PluginError> {
+        if mode(&config) == "disabled" {
+            return Ok(None);
+        }
+        let log_every = config["log_every_n_steps"].as_u64().unwrap_or(10);
+        Ok(Some(Box::new(WandbRun { cfg: config, run: None, online: None, ended: false, log_every })))
+    }
+}
+
+export_plugin!(WandbPlugin);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_errors_name_the_key() {
+        assert!(WandbPlugin::validate_config(&json!({ "mode": "sometimes" })).unwrap_err().message.contains("`mode`"));
+        assert!(WandbPlugin::validate_config(&json!({ "projct": "x" })).unwrap_err().message.contains("unknown key `projct`"));
+        assert!(WandbPlugin::validate_config(&json!({ "tags": "a" })).unwrap_err().message.contains("a list of strings"));
+        assert_eq!(WandbPlugin::validate_config(&json!({ "mode": "offline", "project": "p" })).unwrap()["project"], "p");
+    }
+
+    #[test]
+    fn run_ids_look_like_wandbs() {
+        let id = run_id();
+        assert_eq!(id.len(), 8);
+        assert!(id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+    }
+}

@@ -1,0 +1,238 @@
+//! A stand-in W&B backend on 127.0.0.1 for the wandb plugin's tests: it answers the requests the wandb client
+//! (and `wandb sync`) makes — GraphQL `UpsertBucket` and `CreateRunFiles`, `file_stream`, file uploads — records
+//! every request, and can fail `file_stream` a given number of times. Every loop in it is bounded.
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// One request as received (body decoded from chunked and gzip encodings).
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub body: String,
+    pub authorization: String,
+    /// The status the server answered.
+    pub status: u16,
+}
+
+impl Request {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+    /// The GraphQL operation name (from `operationName`, else the query's first word after `mutation`/`query`).
+    pub fn operation(&self) -> Option<String> {
+        let j = self.json();
+        if let Some(op) = j["operationName"].as_str().filter(|s| !s.is_empty()) {
+            return Some(op.to_string());
+        }
+        let q = j["query"].as_str()?;
+        let mut words = q.split(|c: char| !c.is_alphanumeric() && c != '_').filter(|w| !w.is_empty());
+        while let Some(w) = words.next() {
+            if w == "mutation" || w == "query" {
+                return words.next().map(str::to_string);
+            }
+        }
+        None
+    }
+}
+
+#[derive(Default)]
+struct State {
+    requests: Vec<Request>,
+    fail_file_stream: usize,
+}
+
+pub struct WandbServer {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    state: Arc<Mutex<State>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WandbServer {
+    pub fn start() -> WandbServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(Mutex::new(State::default()));
+        let (stop2, state2) = (stop.clone(), state.clone());
+        let thread = std::thread::spawn(move || {
+            let start = Instant::now();
+            while !stop2.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(600) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let state = state2.clone();
+                        std::thread::spawn(move || {
+                            let _ = serve(conn, port, &state);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        WandbServer { port, stop, state, thread: Some(thread) }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Answers the next `n` file_stream requests with HTTP 500.
+    pub fn fail_file_stream(&self, n: usize) {
+        self.state.lock().expect("state").fail_file_stream = n;
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.state.lock().expect("state").requests.clone()
+    }
+
+    /// The file_stream requests that were accepted (HTTP 200), as JSON.
+    pub fn file_streams(&self) -> Vec<Value> {
+        self.requests().iter().filter(|r| r.path.ends_with("/file_stream") && r.status == 200).map(Request::json).collect()
+    }
+
+    /// Every history line the server accepted, in offset order (a line sent twice is taken once).
+    pub fn history(&self) -> Vec<Value> {
+        let mut lines: Vec<Option<String>> = Vec::new();
+        for fs in self.file_streams() {
+            let h = &fs["files"]["wandb-history.jsonl"];
+            let (Some(offset), Some(content)) = (h["offset"].as_u64(), h["content"].as_array()) else { continue };
+            for (i, line) in content.iter().enumerate() {
+                let at = offset as usize + i;
+                if lines.len() <= at {
+                    lines.resize(at + 1, None);
+                }
+                lines[at] = line.as_str().map(str::to_string);
+            }
+        }
+        lines.into_iter().map(|l| l.map(|s| parse_wandb_json(&s)).unwrap_or(Value::Null)).collect()
+    }
+}
+
+/// JSON with wandb's bare NaN/Infinity tokens, which serde_json refuses: they become strings.
+pub fn parse_wandb_json(s: &str) -> Value {
+    let fixed = s.replace(":NaN", ":\"NaN\"").replace(":-Infinity", ":\"-Infinity\"").replace(":Infinity", ":\"Infinity\"");
+    serde_json::from_str(&fixed).unwrap_or(Value::Null)
+}
+
+impl Drop for WandbServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn read_body(reader: &mut impl BufRead, length: Option<usize>, chunked: bool) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    if chunked {
+        for _ in 0..100_000 {
+            let mut size = String::new();
+            reader.read_line(&mut size)?;
+            let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+            if n == 0 {
+                let mut end = String::new();
+                reader.read_line(&mut end)?;
+                break;
+            }
+            let mut chunk = vec![0u8; n];
+            reader.read_exact(&mut chunk)?;
+            body.extend_from_slice(&chunk);
+            let mut crlf = [0u8; 2];
+            reader.read_exact(&mut crlf)?;
+        }
+    } else if let Some(n) = length {
+        body.resize(n.min(64 << 20), 0);
+        reader.read_exact(&mut body)?;
+    }
+    Ok(body)
+}
+
+fn serve(conn: TcpStream, port: u16, state: &Mutex<State>) -> std::io::Result<()> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut out = conn;
+    // Keep-alive: the Go client reuses connections; bounded number of requests per connection.
+    for _ in 0..1000 {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_string();
+        let path = parts.next().unwrap_or("/").to_string();
+        let (mut length, mut chunked, mut gzip, mut authorization) = (None, false, false, String::new());
+        for _ in 0..200 {
+            let mut h = String::new();
+            if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
+                break;
+            }
+            let (k, v) = h.split_once(':').unwrap_or((&h, ""));
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+            match k.as_str() {
+                "content-length" => length = v.parse().ok(),
+                "transfer-encoding" => chunked = v.to_ascii_lowercase().contains("chunked"),
+                "content-encoding" => gzip = v.to_ascii_lowercase().contains("gzip"),
+                "authorization" => authorization = v,
+                _ => {}
+            }
+        }
+        let raw = read_body(&mut reader, length, chunked)?;
+        let body = if gzip {
+            let mut s = String::new();
+            flate2::read::GzDecoder::new(&raw[..]).read_to_string(&mut s)?;
+            s
+        } else {
+            String::from_utf8_lossy(&raw).into_owned()
+        };
+        let mut req = Request { method: method.clone(), path: path.clone(), body, authorization, status: 200 };
+        let (status, reply) = answer(&req, port, state);
+        req.status = status;
+        state.lock().expect("state").requests.push(req);
+        let text = reply.to_string();
+        write!(out, "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}", text.len())?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+fn answer(req: &Request, port: u16, state: &Mutex<State>) -> (u16, Value) {
+    if req.path.starts_with("/graphql") {
+        let vars = req.json()["variables"].clone();
+        return match req.operation().as_deref() {
+            Some("UpsertBucket") => {
+                let entity = vars["entity"].as_str().unwrap_or("bz-team").to_string();
+                let project = vars["project"].as_str().unwrap_or("uncategorized").to_string();
+                (200, json!({ "data": { "upsertBucket": { "bucket": {
+                    "id": "YnVja2V0", "name": vars["name"], "displayName": vars["displayName"], "description": null,
+                    "config": vars["config"], "sweepName": null, "historyLineCount": 0,
+                    "project": { "id": "cHJvamVjdA", "name": project, "entity": { "id": "ZW50aXR5", "name": entity } } }, "inserted": true } } }))
+            }
+            Some("CreateRunFiles") => {
+                let files: Vec<Value> = vars["files"].as_array().cloned().unwrap_or_default().iter()
+                    .map(|f| json!({ "name": f, "uploadUrl": format!("http://127.0.0.1:{port}/upload/{}", f.as_str().unwrap_or("")) }))
+                    .collect();
+                (200, json!({ "data": { "createRunFiles": { "runID": "cnVu", "uploadHeaders": [], "files": files } } }))
+            }
+            _ => (200, json!({ "data": {} })),
+        };
+    }
+    if req.path.ends_with("/file_stream") {
+        let mut s = state.lock().expect("state");
+        if s.fail_file_stream > 0 {
+            s.fail_file_stream -= 1;
+            return (500, json!({ "error": "test: failing on purpose" }));
+        }
+        return (200, json!({ "exitcode": null, "limits": {} }));
+    }
+    (200, json!({}))
+}
