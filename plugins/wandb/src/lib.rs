@@ -351,6 +351,22 @@ mod tests {
     }
 
     #[test]
+    fn the_key_comes_from_netrc_for_the_servers_host() {
+        let dir = std::env::temp_dir().join(format!("bz-wandb-netrc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let netrc = dir.join("netrc");
+        std::fs::write(&netrc, "machine example.org\n  login user\n  password other\nmachine api.wandb.ai\n  login user\n  password k123\n").unwrap();
+        // Env is process-wide: this is the only test that sets these.
+        std::env::remove_var("WANDB_API_KEY");
+        std::env::set_var("NETRC", &netrc);
+        assert_eq!(api_key("https://api.wandb.ai").as_deref(), Some("k123"));
+        assert_eq!(api_key("http://example.org:8080/").as_deref(), Some("other"));
+        assert_eq!(api_key("https://nowhere.invalid"), None);
+        std::env::remove_var("NETRC");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn run_ids_look_like_wandbs() {
         let id = run_id();
         assert_eq!(id.len(), 8);
