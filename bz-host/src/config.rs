@@ -29,6 +29,75 @@ pub struct Config {
     /// Plugin sections; the plugin interface validates their contents.
     #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
     pub plugins: toml::Table,
+    /// Hyperparameter search (`bz tune`); `bz train` ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tune: Option<TuneConfig>,
+}
+
+/// `[tune]`: what `bz tune` searches, and how.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TuneConfig {
+    /// The objective: a metric of the epoch lines, e.g. `val/loss`.
+    #[serde(default = "default_tune_metric")]
+    pub metric: String,
+    #[serde(default)]
+    pub direction: TuneDirection,
+    /// The study's total number of trials (every worker counts towards it).
+    #[serde(default = "default_n_trials")]
+    pub n_trials: u64,
+    /// Seconds after which no new trial starts.
+    pub timeout: Option<f64>,
+    /// Trials run at once by this worker.
+    #[serde(default = "one_job")]
+    pub n_jobs: usize,
+    /// Default: the config file's name.
+    pub study: Option<String>,
+    /// Default: `sqlite:///<run.dir>/<study>/study.db`.
+    pub storage: Option<String>,
+    #[serde(default = "default_sampler")]
+    pub sampler: String,
+    /// Default: run.seed.
+    pub seed: Option<u64>,
+    pub n_startup_trials: Option<u64>,
+    /// Seconds between a running trial's heartbeats; a trial silent for twice as long is failed.
+    pub heartbeat_interval: Option<f64>,
+    /// The tuner plugin.
+    #[serde(default = "default_tuner")]
+    pub plugin: String,
+    /// `type = "median" | "percentile" | "successive_halving" | "hyperband" | "none"` and its options.
+    #[serde(default)]
+    pub pruner: toml::Table,
+    /// Config key → `{ type = "float" | "int" | "categorical", low, high, log, step, choices }`.
+    #[serde(default)]
+    pub params: toml::Table,
+    /// Trials to run first, as `{ "config.key" = value, … }`.
+    #[serde(default)]
+    pub enqueue: Vec<toml::Table>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TuneDirection {
+    #[default]
+    Minimize,
+    Maximize,
+}
+
+fn default_tune_metric() -> String {
+    "val/loss".into()
+}
+fn default_n_trials() -> u64 {
+    20
+}
+fn one_job() -> usize {
+    1
+}
+fn default_sampler() -> String {
+    "tpe".into()
+}
+fn default_tuner() -> String {
+    "optuna".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

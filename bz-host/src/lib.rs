@@ -15,3 +15,4 @@ pub mod optim;
 pub mod plugins;
 pub mod schedule;
 pub mod train;
+pub mod tune;

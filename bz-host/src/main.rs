@@ -56,6 +56,32 @@ enum Command {
         #[arg(short, long)]
         verbose: bool,
     },
+    /// Search hyperparameters: runs `[tune]`'s trials as child `bz train` processes, with pruning.
+    Tune {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// Continue the study (it must exist).
+        #[arg(long)]
+        resume: bool,
+        /// Study name (default: tune.study, else the config file's name).
+        #[arg(long)]
+        study: Option<String>,
+        /// Storage URL (default: sqlite:///<run.dir>/<study>/study.db).
+        #[arg(long)]
+        storage: Option<String>,
+        /// The study's total number of trials.
+        #[arg(long)]
+        n_trials: Option<u64>,
+        /// Trials run at once by this worker.
+        #[arg(long)]
+        n_jobs: Option<usize>,
+        /// Seconds after which no new trial starts.
+        #[arg(long)]
+        timeout: Option<f64>,
+        /// Only errors and the final lines.
+        #[arg(short, long)]
+        quiet: bool,
+    },
     /// Check a config (keys, values, data, model shapes) without training.
     Validate {
         #[command(flatten)]
@@ -255,6 +281,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train { cfg, epochs, resume, run_name, quiet, verbose } => cmd_train(cfg, epochs, resume, run_name, quiet, verbose),
         Command::Validate { cfg } => cmd_validate(cfg),
+        Command::Tune { cfg, resume, study, storage, n_trials, n_jobs, timeout, quiet } => cmd_tune(cfg, resume, study, storage, n_trials, n_jobs, timeout, quiet),
         Command::Eval { cfg, checkpoint, run_name, split, json } => cmd_eval(cfg, checkpoint, run_name, &split, json),
         Command::Init { path, force } => cmd_init(&path, force),
         Command::Doctor => cmd_doctor(),
@@ -306,6 +333,34 @@ fn cmd_train(cfg: ConfigArgs, epochs: Option<usize>, resume: bool, run_name: Opt
     Ok(match outcome {
         Outcome::Completed | Outcome::Stopped => ExitCode::SUCCESS,
         Outcome::Interrupted => ExitCode::from(130),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cmd_tune(cfg: ConfigArgs, resume: bool, study: Option<String>, storage: Option<String>, n_trials: Option<u64>, n_jobs: Option<usize>, timeout: Option<f64>, quiet: bool) -> Result<ExitCode> {
+    let loaded = load(&cfg, &[])?;
+    let text = std::fs::read_to_string(&cfg.config).with_context(|| format!("cannot read {}", cfg.config.display()))?;
+    ctrlc::set_handler(|| {
+        if bz_host::tune::TUNE_INTERRUPTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: stopping the running trials and marking them failed (Ctrl-C again to quit at once)");
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    let opts = bz_host::tune::TuneOptions {
+        resume,
+        study,
+        storage,
+        n_trials,
+        n_jobs,
+        timeout,
+        plugin_dir: std::fs::canonicalize(bz_host::plugins::loader::plugin_dir(cfg.plugin_dir.as_deref())).unwrap_or_else(|_| bz_host::plugins::loader::plugin_dir(cfg.plugin_dir.as_deref())),
+        sets: cfg.set.clone(),
+        quiet,
+    };
+    Ok(match bz_host::tune::tune(&loaded, &text, &opts)? {
+        bz_host::tune::TuneOutcome::Finished => ExitCode::SUCCESS,
+        bz_host::tune::TuneOutcome::Interrupted => ExitCode::from(130),
     })
 }
 

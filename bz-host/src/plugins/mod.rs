@@ -184,6 +184,16 @@ pub fn create_callback(name: &str, lib: &loader::Library, config: &str) -> Resul
     }
 }
 
+/// A tuner from a library, for `bz tune`; a plugin error (a bad search space, a storage it cannot open) is
+/// a config error.
+pub fn create_tuner(name: &str, lib: &loader::Library, config: &str, space: &str) -> Result<api::TunerBox> {
+    match (lib.module.create_tuner())(host_api(), RStr::from(config), RStr::from(space)).into_result() {
+        Ok(t) => t.into_option().ok_or_else(|| anyhow::anyhow!("plugin '{name}' ({}) has no tuner; tune.plugin must name a tuner plugin such as optuna", lib.path.display())),
+        Err(e) if e.code == api::PluginError::CONFIG => Err(ConfigError { file: PathBuf::from("[tune]"), location: None, key: None, message: e.message.to_string() }.into()),
+        Err(e) => anyhow::bail!("plugin '{name}' ({}): {}", lib.path.display(), e.message),
+    }
+}
+
 /// A library's callback behind the host's `Callback` trait.
 struct FfiCallback {
     name: String,

@@ -1,0 +1,284 @@
+//! The tuner bz drives: ask (a trial with sampled parameters), report (an intermediate objective value;
+//! answers whether to prune), tell (the final state and value). Everything goes through the storage, so
+//! several `bz tune` workers — and Python Optuna workers — share one study.
+
+use crate::pruners::Pruner;
+use crate::space::{Direction, Distribution, FrozenTrial, Space, State};
+use crate::storage::Storage;
+use crate::tpe::{sample_random, TpeSampler};
+use rand::SeedableRng;
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub enum Sampler {
+    Tpe(TpeSampler),
+    Random { seed: u64 },
+    Grid,
+}
+
+pub struct StudyTuner {
+    storage: Storage,
+    space: Space,
+    sampler: Sampler,
+    pruner: Pruner,
+    budget: Option<u64>,
+    /// Optuna trial number → trial_id, for this worker's running trials (the heartbeat keeps them alive).
+    running: Arc<Mutex<HashMap<u64, i64>>>,
+    grace: Duration,
+    stop: Arc<AtomicBool>,
+    heartbeat: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for StudyTuner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.heartbeat.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The grid's points in a fixed order: every combination of every parameter's values.
+fn grid_values(d: &Distribution) -> Option<Vec<f64>> {
+    match d {
+        Distribution::Categorical { choices } => Some((0..choices.len()).map(|i| i as f64).collect()),
+        Distribution::Int { low, high, step, .. } => Some((*low..=*high).step_by((*step).max(1) as usize).map(|v| v as f64).collect()),
+        Distribution::Float { low, high, step: Some(s), .. } => {
+            let n = ((high - low) / s + 1e-9).floor() as usize;
+            Some((0..=n).map(|i| low + s * i as f64).collect())
+        }
+        Distribution::Float { step: None, .. } => None,
+    }
+}
+
+impl StudyTuner {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(storage: Storage, db: PathBuf, space: Space, sampler: Sampler, pruner: Pruner, budget: Option<u64>, heartbeat: Duration) -> Result<StudyTuner, String> {
+        if matches!(sampler, Sampler::Grid) {
+            for (name, d) in &space {
+                if grid_values(d).is_none() {
+                    return Err(format!("the grid sampler needs a finite grid: give tune.params.\"{name}\" a `step`"));
+                }
+            }
+        }
+        let running: Arc<Mutex<HashMap<u64, i64>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        // Heartbeats from a thread with its own connection: a trial's training can take minutes between reports.
+        let (r2, s2) = (running.clone(), stop.clone());
+        let study = storage.study.clone();
+        let direction = storage.direction;
+        let handle = std::thread::Builder::new()
+            .name("bz-optuna-heartbeat".into())
+            .spawn(move || {
+                let Ok(hb) = Storage::open_sqlite(&db, &study, direction, true) else { return };
+                let tick = Duration::from_millis(100);
+                let mut since = Duration::ZERO;
+                while !s2.load(Ordering::SeqCst) {
+                    std::thread::sleep(tick);
+                    since += tick;
+                    if since >= heartbeat {
+                        since = Duration::ZERO;
+                        let ids: Vec<i64> = r2.lock().map(|m| m.values().copied().collect()).unwrap_or_default();
+                        for id in ids {
+                            let _ = hb.heartbeat(id);
+                        }
+                    }
+                }
+            })
+            .ok();
+        Ok(StudyTuner { storage, space, sampler, pruner, budget, running, grace: heartbeat * 2 + Duration::from_secs(1), stop, heartbeat: handle })
+    }
+
+    pub fn ask(&mut self) -> Result<Option<(u64, Map<String, Value>)>, String> {
+        self.storage.fail_stale(self.grace)?;
+        let (id, number, fixed) = match self.storage.pop_waiting(self.budget)? {
+            Some(w) => w,
+            None => {
+                if let Sampler::Grid = self.sampler {
+                    if self.next_grid_point(&self.storage.trials()?).is_none() {
+                        return Ok(None);
+                    }
+                }
+                match self.storage.create_trial(self.budget)? {
+                    Some((id, number)) => (id, number, Map::new()),
+                    None => return Ok(None),
+                }
+            }
+        };
+        self.running.lock().map_err(|e| e.to_string())?.insert(number, id);
+        let trials: Vec<FrozenTrial> = self.storage.trials()?.into_iter().filter(|t| t.number != number).collect();
+        let mut internal: BTreeMap<String, f64> = BTreeMap::new();
+        for (name, d) in &self.space {
+            if let Some(v) = fixed.get(name).and_then(|v| d.internal(v)) {
+                internal.insert(name.clone(), v);
+            }
+        }
+        let missing: Space = self.space.iter().filter(|(n, _)| !internal.contains_key(n)).cloned().collect();
+        if !missing.is_empty() {
+            let sampled = match &self.sampler {
+                Sampler::Tpe(tpe) => tpe.sample(&missing, &trials, self.storage.direction, number),
+                Sampler::Random { seed } => {
+                    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ number);
+                    missing.iter().map(|(n, d)| (n.clone(), sample_random(d, &mut rng))).collect()
+                }
+                Sampler::Grid => self.next_grid_point(&trials).unwrap_or_default(),
+            };
+            internal.extend(sampled);
+        }
+        let mut params = Map::new();
+        for (name, d) in &self.space {
+            let Some(v) = internal.get(name).copied() else { continue };
+            self.storage.set_param(id, name, v, d)?;
+            params.insert(name.clone(), d.external(v));
+        }
+        Ok(Some((number, params)))
+    }
+
+    /// The first grid point no trial (running or finished) has taken yet.
+    fn next_grid_point(&self, trials: &[FrozenTrial]) -> Option<BTreeMap<String, f64>> {
+        let axes: Vec<(String, Vec<f64>)> = self.space.iter().filter_map(|(n, d)| grid_values(d).map(|v| (n.clone(), v))).collect();
+        let total: usize = axes.iter().map(|(_, v)| v.len().max(1)).product();
+        let taken = |point: &BTreeMap<String, f64>| trials.iter().any(|t| point.iter().all(|(n, v)| t.params.get(n).is_some_and(|(x, _)| (x - v).abs() < 1e-9)));
+        for mut i in 0..total.min(1_000_000) {
+            let mut point = BTreeMap::new();
+            for (name, values) in &axes {
+                point.insert(name.clone(), values[i % values.len()]);
+                i /= values.len();
+            }
+            if !taken(&point) {
+                return Some(point);
+            }
+        }
+        None
+    }
+
+    fn id(&self, number: u64) -> Result<i64, String> {
+        if let Some(id) = self.running.lock().map_err(|e| e.to_string())?.get(&number) {
+            return Ok(*id);
+        }
+        self.storage.trial_id(number)?.ok_or_else(|| format!("trial {number} is not in the study"))
+    }
+
+    pub fn report(&mut self, number: u64, step: u64, value: f64) -> Result<bool, String> {
+        let id = self.id(number)?;
+        self.storage.report(id, step, value)?;
+        if self.pruner == Pruner::None {
+            return Ok(false);
+        }
+        let trials = self.storage.trials()?;
+        let Some(me) = trials.iter().find(|t| t.number == number).cloned() else { return Ok(false) };
+        let rungs = self.storage.rungs()?;
+        let d = self.pruner.decide(&self.storage.study, &me, &trials, &rungs, self.storage.direction);
+        for (k, v) in &d.attrs {
+            self.storage.set_trial_system_attr(id, k, &json!(v))?;
+        }
+        Ok(d.prune)
+    }
+
+    pub fn tell(&mut self, number: u64, state: State, value: Option<f64>) -> Result<(), String> {
+        let id = self.id(number)?;
+        let (state, value) = match state {
+            // Optuna fails a trial whose objective is NaN.
+            State::Complete if value.is_none_or(f64::is_nan) => (State::Fail, None),
+            // A pruned trial's value is its last intermediate value, as Optuna records it.
+            State::Pruned => {
+                let last = self.storage.trials()?.into_iter().find(|t| t.number == number).and_then(|t| t.intermediate.values().next_back().copied());
+                (State::Pruned, last.or(value))
+            }
+            s => (s, value),
+        };
+        self.storage.finish(id, state, value)?;
+        self.running.lock().map_err(|e| e.to_string())?.remove(&number);
+        Ok(())
+    }
+
+    pub fn summary(&self) -> Value {
+        let trials = self.storage.trials().unwrap_or_default();
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for t in &trials {
+            *counts.entry(t.state.name()).or_default() += 1;
+        }
+        let better = |a: f64, b: f64| match self.storage.direction {
+            Direction::Minimize => a < b,
+            Direction::Maximize => a > b,
+        };
+        let best = trials
+            .iter()
+            .filter(|t| t.state == State::Complete)
+            .filter_map(|t| t.value.filter(|v| !v.is_nan()).map(|v| (t, v)))
+            .fold(None::<(&FrozenTrial, f64)>, |acc, (t, v)| match acc {
+                Some((_, bv)) if !better(v, bv) => acc,
+                _ => Some((t, v)),
+            });
+        let best = best.map(|(t, v)| {
+            let params: Map<String, Value> = t.params.iter().map(|(n, (x, d))| (n.clone(), d.external(*x))).collect();
+            json!({ "number": t.number, "value": v, "params": params })
+        });
+        json!({ "study": self.storage.study, "counts": counts, "best": best, "trials": trials.len() })
+    }
+
+    pub fn enqueue(&mut self, fixed: &Map<String, Value>) -> Result<bool, String> {
+        self.storage.enqueue(fixed)
+    }
+}
+
+/// `{"type": "float", "low": …}` entries as the host sends them (`[tune.params]`), in config order.
+pub fn parse_space(v: &Value) -> Result<Space, String> {
+    let mut out = Vec::new();
+    for p in v.as_array().ok_or("the search space must be a list")? {
+        let name = p["name"].as_str().ok_or("a parameter without a name")?.to_string();
+        let bad = |why: &str| format!("tune.params.\"{name}\": {why}");
+        let num = |k: &str| p[k].as_f64();
+        let log = p["log"].as_bool().unwrap_or(false);
+        let d = match p["type"].as_str() {
+            Some("float") => {
+                let (low, high) = (num("low").ok_or_else(|| bad("`low` is required"))?, num("high").ok_or_else(|| bad("`high` is required"))?);
+                let step = num("step");
+                if low > high {
+                    return Err(bad("`low` must not exceed `high`"));
+                }
+                if log && step.is_some() {
+                    return Err(bad("`log` and `step` cannot be used together"));
+                }
+                if log && low <= 0.0 {
+                    return Err(bad("`log = true` needs `low` > 0"));
+                }
+                if step.is_some_and(|s| s <= 0.0) {
+                    return Err(bad("`step` must be > 0"));
+                }
+                // Optuna lowers `high` to the last step that fits.
+                let high = match step {
+                    Some(s) => low + ((high - low) / s + 1e-9).floor() * s,
+                    None => high,
+                };
+                Distribution::Float { low, high, log, step }
+            }
+            Some("int") => {
+                let (low, high) = (p["low"].as_i64().ok_or_else(|| bad("`low` must be an integer"))?, p["high"].as_i64().ok_or_else(|| bad("`high` must be an integer"))?);
+                let step = p["step"].as_i64().unwrap_or(1);
+                if low > high {
+                    return Err(bad("`low` must not exceed `high`"));
+                }
+                if step < 1 {
+                    return Err(bad("`step` must be ≥ 1"));
+                }
+                if log && (step != 1 || low < 1) {
+                    return Err(bad("`log = true` needs `step = 1` and `low` ≥ 1"));
+                }
+                Distribution::Int { low, high: low + (high - low) / step * step, log, step }
+            }
+            Some("categorical") => {
+                let choices = p["choices"].as_array().filter(|c| !c.is_empty()).ok_or_else(|| bad("`choices` must be a non-empty list"))?;
+                Distribution::Categorical { choices: choices.clone() }
+            }
+            other => return Err(bad(&format!("type {other:?} is not float, int or categorical"))),
+        };
+        out.push((name, d));
+    }
+    Ok(out)
+}

@@ -1,0 +1,290 @@
+//! `bz tune` with the optuna plugin, checked by the real Optuna (5.0.0 in the test venv) and optuna-dashboard:
+//! studies bz writes open in Optuna with every value, studies continue across bz and Python, several workers
+//! share one SQLite study with exact trial accounting, a killed worker's trial is failed, pruning stops trials
+//! early.
+
+use bz_e2e::*;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BASE: &str = r#"
+[run]
+threads = 1
+[data]
+source = "digits"
+[model]
+layers = [{ type = "flatten" }, { type = "linear", out = 32 }, { type = "relu" }, { type = "linear", out = 10 }]
+[train]
+epochs = 4
+batch_size = 128
+[optimizer]
+lr = 0.01
+[tune]
+metric = "val/loss"
+n_trials = 6
+n_jobs = 2
+[tune.pruner]
+type = "median"
+n_startup_trials = 2
+[tune.params]
+"optimizer.lr" = { type = "float", low = 1e-4, high = 0.3, log = true }
+"model.layers[1].out" = { type = "int", low = 8, high = 64, log = true }
+"optimizer.name" = { type = "categorical", choices = ["sgd", "adam"] }
+"#;
+
+fn setup(config: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let so = bz_path().parent().unwrap().join("libbz_optuna.so");
+    assert!(so.exists(), "{} missing: cargo build --workspace builds it", so.display());
+    std::fs::create_dir(dir.path().join("plugins")).unwrap();
+    std::os::unix::fs::symlink(&so, dir.path().join("plugins/optuna.so")).unwrap();
+    write_config(dir.path(), "s.toml", config);
+    dir
+}
+
+fn tune(dir: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["tune", "s.toml", "--plugin-dir", "plugins"];
+    all.extend_from_slice(args);
+    bz(dir, &all)
+}
+
+fn storage(dir: &Path) -> String {
+    format!("sqlite:///{}", dir.join("runs/s/study.db").display())
+}
+
+fn optuna(dir: &Path, args: &[&str]) -> Value {
+    serde_json::from_str(&py_script(dir, "optuna_study.py", args, Duration::from_secs(120))).unwrap()
+}
+
+fn epoch_values(dir: &Path, number: u64) -> Vec<f64> {
+    epoch_lines(&dir.join(format!("runs/s/trial-{number}"))).iter().map(|l| l["val/loss"].as_f64().unwrap()).collect()
+}
+
+#[test]
+fn a_study_written_by_bz_opens_in_optuna_and_optuna_dashboard_with_every_value() {
+    let dir = setup(BASE);
+    let out = tune(dir.path(), &[]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
+    assert_eq!(study["direction"], "MINIMIZE");
+    let trials = study["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 6);
+    for t in trials {
+        let n = t["number"].as_u64().unwrap();
+        let state = t["state"].as_str().unwrap();
+        assert!(state == "COMPLETE" || state == "PRUNED", "{t}");
+        assert!(t["started"] == true && t["completed"] == true);
+        assert_eq!(t["distributions"]["optimizer.lr"], "FloatDistribution");
+        assert_eq!(t["distributions"]["model.layers[1].out"], "IntDistribution");
+        assert_eq!(t["distributions"]["optimizer.name"], "CategoricalDistribution");
+        // The trial ran with the params Optuna holds: its resolved config says so.
+        let cfg = std::fs::read_to_string(dir.path().join(format!("runs/s/trial-{n}/config.toml"))).unwrap();
+        assert!(cfg.contains(&format!("name = {}", t["params"]["optimizer.name"])), "{cfg}");
+        assert!(cfg.contains(&format!("out = {}", t["params"]["model.layers[1].out"])), "{cfg}");
+        // Intermediate values are the epochs' val/loss, epoch by epoch (a pruned trial: up to the prune).
+        let epochs = epoch_values(dir.path(), n);
+        let inter = t["intermediate"].as_object().unwrap();
+        assert!(!inter.is_empty() && inter.len() <= epochs.len(), "{t}");
+        for (step, v) in inter {
+            let step: usize = step.parse().unwrap();
+            assert_eq!(v.as_f64().unwrap(), epochs[step - 1], "trial {n} step {step}");
+        }
+        let last = inter.iter().max_by_key(|(s, _)| s.parse::<usize>().unwrap()).unwrap().1;
+        assert_eq!(t["value"], *last, "the value is the last intermediate value: {t}");
+        if state == "COMPLETE" {
+            assert_eq!(inter.len(), 4);
+        }
+    }
+    // bz's own summary agrees with Optuna's best trial, and best.toml holds its params.
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("runs/s/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["best"]["number"], study["best"]["number"]);
+    assert_eq!(summary["best"]["value"], study["best"]["value"]);
+    let best = std::fs::read_to_string(dir.path().join("runs/s/best.toml")).unwrap();
+    assert!(best.contains(&format!("name = {}", study["best"]["params"]["optimizer.name"])), "{best}");
+    assert!(!best.contains("[tune"), "best.toml is a training config: {best}");
+    assert_eq!(bz(dir.path(), &["validate", "runs/s/best.toml"]).code, 0);
+
+    let dash: Value = serde_json::from_str(&py_script(dir.path(), "optuna_dashboard_probe.py", &[&storage(dir.path())], Duration::from_secs(120))).unwrap();
+    let summaries = dash["studies"]["study_summaries"].as_array().unwrap();
+    assert_eq!(summaries.len(), 1);
+    assert_eq!(summaries[0]["study_name"], "s");
+    assert_eq!(dash["detail"][0]["trials"].as_array().unwrap().len(), 6);
+}
+
+#[test]
+fn studies_continue_across_python_and_bz() {
+    let dir = setup(BASE);
+    std::fs::create_dir_all(dir.path().join("runs/s")).unwrap();
+    // Python starts the study: 3 trials, one pruned.
+    let py = optuna(dir.path(), &[&storage(dir.path()), "s", "create", "3"]);
+    assert_eq!(py["trials"].as_array().unwrap().len(), 3);
+    // bz continues it to 6 trials...
+    let out = tune(dir.path(), &["--resume"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
+    let trials = study["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 6);
+    let numbers: Vec<u64> = trials.iter().map(|t| t["number"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, vec![0, 1, 2, 3, 4, 5]);
+    assert_eq!(trials[1]["state"], "PRUNED");
+    for t in &trials[3..] {
+        assert!(dir.path().join(format!("runs/s/trial-{}/metrics.jsonl", t["number"])).exists(), "bz ran trial {}", t["number"]);
+    }
+    // ...and Python goes on after bz.
+    let study = optuna(dir.path(), &[&storage(dir.path()), "s", "extend", "2"]);
+    assert_eq!(study["trials"].as_array().unwrap().len(), 8);
+    // Without --resume an existing study is an error that says what to do.
+    let out = tune(dir.path(), &[]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("already exists") && out.stderr.contains("--resume"), "{}", out.stderr);
+}
+
+#[test]
+fn pruning_stops_bad_trials_early() {
+    // Two good trials first, then two hopeless learning rates: the median pruner stops those after an epoch or
+    // two instead of training all 8.
+    let cfg = BASE.replace("epochs = 4", "epochs = 8").replace("n_trials = 6", "n_trials = 4").replace("n_jobs = 2", "n_jobs = 1")
+        + r#"
+[[tune.enqueue]]
+"optimizer.lr" = 0.05
+"model.layers[1].out" = 32
+"optimizer.name" = "adam"
+[[tune.enqueue]]
+"optimizer.lr" = 0.04
+"model.layers[1].out" = 32
+"optimizer.name" = "adam"
+[[tune.enqueue]]
+"optimizer.lr" = 0.0001
+"model.layers[1].out" = 8
+"optimizer.name" = "sgd"
+[[tune.enqueue]]
+"optimizer.lr" = 0.0002
+"model.layers[1].out" = 8
+"optimizer.name" = "sgd"
+"#;
+    let dir = setup(&cfg);
+    let out = tune(dir.path(), &[]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
+    let trials = study["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 4);
+    for t in &trials[..2] {
+        assert_eq!(t["state"], "COMPLETE", "{t}");
+        assert_eq!(epoch_values(dir.path(), t["number"].as_u64().unwrap()).len(), 8);
+    }
+    for t in &trials[2..] {
+        assert_eq!(t["state"], "PRUNED", "{t}");
+        let ran = epoch_values(dir.path(), t["number"].as_u64().unwrap()).len();
+        assert!(ran < 8, "a pruned trial ran {ran} of 8 epochs");
+        // The enqueued params were used as given (Optuna's fixed_params).
+        assert_eq!(t["params"]["optimizer.name"], "sgd");
+        assert!(t["system_attrs"]["fixed_params"].is_object(), "{t}");
+    }
+}
+
+#[test]
+fn four_workers_share_one_study_without_losing_or_repeating_a_trial() {
+    let cfg = BASE.replace("epochs = 4", "epochs = 2").replace("n_trials = 6", "n_trials = 12").replace("n_jobs = 2", "n_jobs = 1").replace("type = \"median\"", "type = \"none\"");
+    let dir = setup(&cfg);
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(bz_path())
+                .args(["tune", "s.toml", "--plugin-dir", "plugins", "--resume"])
+                .current_dir(dir.path())
+                .env("OMP_NUM_THREADS", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<Output> = children.into_iter().map(|c| wait_limited(c, Duration::from_secs(300))).collect();
+    let mut ran = 0;
+    for o in &outs {
+        assert_eq!(o.code, 0, "{}", o.all());
+        ran += o.stdout.lines().filter(|l| l.starts_with("trial ")).count();
+    }
+    assert_eq!(ran, 12, "every trial run by exactly one worker");
+    let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
+    let trials = study["trials"].as_array().unwrap();
+    let mut numbers: Vec<u64> = trials.iter().map(|t| t["number"].as_u64().unwrap()).collect();
+    numbers.sort();
+    assert_eq!(numbers, (0..12).collect::<Vec<_>>());
+    assert!(trials.iter().all(|t| t["state"] == "COMPLETE"), "{trials:?}");
+    for n in 0..12 {
+        assert_eq!(epoch_values(dir.path(), n).len(), 2, "trial {n} trained once, fully");
+    }
+}
+
+#[test]
+fn a_killed_worker_leaves_no_trial_running() {
+    let cfg = BASE.replace("epochs = 4", "epochs = 200").replace("n_trials = 6", "n_trials = 2").replace("n_jobs = 2", "n_jobs = 1").replace("[tune.pruner]", "heartbeat_interval = 0.5\n[tune.pruner]");
+    let dir = setup(&cfg);
+    let mut worker = Command::new(bz_path())
+        .args(["tune", "s.toml", "--plugin-dir", "plugins"])
+        .current_dir(dir.path())
+        .env("OMP_NUM_THREADS", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let metrics = dir.path().join("runs/s/trial-0/metrics.jsonl");
+    let start = Instant::now();
+    while !metrics.exists() {
+        assert!(start.elapsed() < Duration::from_secs(60), "trial 0 never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SIGKILL: no handler runs; the trial's child is orphaned and killed by hand (by this test's own run dir,
+    // which is on its command line: other tests' trials must live).
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    let pattern = dir.path().join("runs/s").display().to_string();
+    let _ = Command::new("pkill").args(["-KILL", "-f", &pattern]).status();
+    let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
+    assert_eq!(study["trials"][0]["state"], "RUNNING");
+    // A new worker finds the heartbeat stale, fails the trial, and runs the rest of the study.
+    let cfg2 = cfg.replace("epochs = 200", "epochs = 1");
+    write_config(dir.path(), "s.toml", &cfg2);
+    std::thread::sleep(Duration::from_millis(2500));
+    let out = tune(dir.path(), &["--resume"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
+    let states: Vec<&str> = study["trials"].as_array().unwrap().iter().map(|t| t["state"].as_str().unwrap()).collect();
+    assert_eq!(states, vec!["FAIL", "COMPLETE"], "{study}");
+}
+
+#[test]
+fn ctrl_c_fails_the_running_trials_and_exits_130() {
+    let cfg = BASE.replace("epochs = 4", "epochs = 200").replace("n_trials = 6", "n_trials = 4");
+    let dir = setup(&cfg);
+    let worker = Command::new(bz_path())
+        .args(["tune", "s.toml", "--plugin-dir", "plugins"])
+        .current_dir(dir.path())
+        .env("OMP_NUM_THREADS", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !(dir.path().join("runs/s/trial-0/metrics.jsonl").exists() && dir.path().join("runs/s/trial-1/metrics.jsonl").exists()) {
+        assert!(start.elapsed() < Duration::from_secs(60), "the trials never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc_kill(worker.id() as i32, 2) };
+    let out = wait_limited(worker, Duration::from_secs(120));
+    assert_eq!(out.code, 130, "{}", out.all());
+    let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
+    let states: Vec<&str> = study["trials"].as_array().unwrap().iter().map(|t| t["state"].as_str().unwrap()).collect();
+    assert_eq!(states, vec!["FAIL", "FAIL"], "{}", out.all());
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
