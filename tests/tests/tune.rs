@@ -288,3 +288,37 @@ extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+#[test]
+fn tracking_plugins_see_each_trial_as_a_run_grouped_by_study() {
+    let cfg = BASE.replace("n_trials = 6", "n_trials = 2").replace("epochs = 4", "epochs = 1") + "[plugins.tensorboard]\n[plugins.wandb]\nmode = \"offline\"\n";
+    let dir = setup(&cfg);
+    for lib in ["tensorboard", "wandb"] {
+        std::os::unix::fs::symlink(bz_path().parent().unwrap().join(format!("libbz_{lib}.so")), dir.path().join(format!("plugins/{lib}.so"))).unwrap();
+    }
+    let out = tune(dir.path(), &[]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    for n in 0..2 {
+        let run = dir.path().join(format!("runs/s/trial-{n}"));
+        let tb = std::fs::read_dir(&run).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains("tfevents")).count();
+        assert_eq!(tb, 1, "trial {n} has its own TensorBoard run");
+        let wandb_dir = std::fs::read_dir(run.join("wandb")).unwrap().flatten().next().unwrap().path();
+        let exe = python().with_file_name("wandb");
+        let child = Command::new(exe)
+            .args(["leet", "inspect", "--summary", "--json"])
+            .arg(&wandb_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let o = wait_limited(child, Duration::from_secs(60));
+        assert_eq!(o.code, 0, "{}", o.all());
+        let s: Value = serde_json::from_str(&o.stdout).unwrap();
+        assert_eq!(s["name"], format!("trial-{n}"));
+        let records = Command::new(python().with_file_name("wandb")).args(["leet", "inspect", "--json"]).arg(&wandb_dir).output().unwrap();
+        let run_line = String::from_utf8_lossy(&records.stdout).lines().find(|l| l.contains("\"type\":\"run\"")).map(str::to_string).unwrap();
+        let run_rec: Value = serde_json::from_str(&run_line).unwrap();
+        assert_eq!(run_rec["run"]["run_group"], "s", "{run_line}");
+    }
+}
