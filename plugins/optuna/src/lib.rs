@@ -5,6 +5,7 @@
 //! percentile, successive-halving, hyperband or no pruning; the study in Optuna's own SQLite schema
 //! (`runs/<study>/study.db` by default), shared by any number of workers, bz or Python.
 
+pub mod db;
 pub mod pruners;
 pub mod space;
 pub mod storage;
@@ -45,18 +46,22 @@ impl Tuner for OptunaTuner {
     }
 }
 
-/// `sqlite:///relative.db`, `sqlite:////absolute.db` (SQLAlchemy's URLs, as Optuna takes them) or a path.
-fn sqlite_path(url: &str) -> Result<PathBuf, PluginError> {
+/// The SQLite file of `sqlite:///relative.db`, `sqlite:////absolute.db` (SQLAlchemy's URLs, as Optuna takes
+/// them) or a plain path; `None` for PostgreSQL; an error for anything else.
+fn sqlite_path(url: &str) -> Result<Option<PathBuf>, PluginError> {
     if let Some(rest) = url.strip_prefix("sqlite:///") {
-        return Ok(PathBuf::from(rest));
+        return Ok(Some(PathBuf::from(rest)));
     }
-    if url.starts_with("postgresql") || url.starts_with("mysql") {
-        return Err(PluginError::config(format!("storage {url:?}: this version of the optuna plugin stores studies in SQLite only; use sqlite:///PATH")));
+    if url.starts_with("postgresql://") || url.starts_with("postgres://") {
+        return Ok(None);
+    }
+    if url.starts_with("postgresql+") {
+        return Err(PluginError::config(format!("storage {url:?}: drop the `+driver` part (postgresql://user@host:port/db): bz connects by itself")));
     }
     if url.contains("://") {
-        return Err(PluginError::config(format!("storage {url:?} is not a sqlite:/// URL or a path")));
+        return Err(PluginError::config(format!("storage {url:?} is not a sqlite:/// or postgresql:// URL, or a path")));
     }
-    Ok(PathBuf::from(url))
+    Ok(Some(PathBuf::from(url)))
 }
 
 fn pruner(v: &Value, epochs: Option<u64>) -> Result<Pruner, PluginError> {
@@ -100,12 +105,14 @@ impl Plugin for OptunaPlugin {
             other => return Err(PluginError::config(format!("tune.direction = {other:?} must be \"minimize\" or \"maximize\""))),
         };
         let study = config["study"].as_str().ok_or_else(|| PluginError::config("no study name"))?;
-        let db = sqlite_path(config["storage"].as_str().ok_or_else(|| PluginError::config("no storage"))?)?;
-        if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| PluginError::new(PluginError::IO, format!("{}: {e}", parent.display())))?;
+        let url = config["storage"].as_str().ok_or_else(|| PluginError::config("no storage"))?;
+        if let Some(db) = sqlite_path(url)? {
+            if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| PluginError::new(PluginError::IO, format!("{}: {e}", parent.display())))?;
+            }
         }
         let resume = config["resume"].as_bool().unwrap_or(false);
-        let storage = storage::Storage::open_sqlite(&db, study, direction, resume).map_err(PluginError::config)?;
+        let storage = storage::Storage::open(url, study, direction, resume).map_err(PluginError::config)?;
         let seed = config["seed"].as_u64().unwrap_or(0);
         let sampler = match config["sampler"].as_str().unwrap_or("tpe") {
             "tpe" => Sampler::Tpe(tpe::TpeSampler { seed, n_startup_trials: config["n_startup_trials"].as_u64().unwrap_or(10) as usize, ..Default::default() }),
@@ -115,7 +122,7 @@ impl Plugin for OptunaPlugin {
         };
         let pruner = pruner(&config["pruner"], config["epochs"].as_u64())?;
         let heartbeat = Duration::from_secs_f64(config["heartbeat_interval"].as_f64().unwrap_or(10.0).max(0.2));
-        let mut t = StudyTuner::new(storage, db, space, sampler, pruner, config["n_trials"].as_u64(), heartbeat).map_err(PluginError::config)?;
+        let mut t = StudyTuner::new(storage, space, sampler, pruner, config["n_trials"].as_u64(), heartbeat).map_err(PluginError::config)?;
         for e in config["enqueue"].as_array().into_iter().flatten() {
             if let Some(fixed) = e.as_object() {
                 t.enqueue(fixed).map_err(PluginError::other)?;
@@ -133,9 +140,11 @@ mod tests {
 
     #[test]
     fn storage_urls() {
-        assert_eq!(sqlite_path("sqlite:///runs/s/study.db").unwrap(), PathBuf::from("runs/s/study.db"));
-        assert_eq!(sqlite_path("sqlite:////tmp/x.db").unwrap(), PathBuf::from("/tmp/x.db"));
-        assert_eq!(sqlite_path("study.db").unwrap(), PathBuf::from("study.db"));
+        assert_eq!(sqlite_path("sqlite:///runs/s/study.db").unwrap(), Some(PathBuf::from("runs/s/study.db")));
+        assert_eq!(sqlite_path("sqlite:////tmp/x.db").unwrap(), Some(PathBuf::from("/tmp/x.db")));
+        assert_eq!(sqlite_path("study.db").unwrap(), Some(PathBuf::from("study.db")));
+        assert_eq!(sqlite_path("postgresql://bz@127.0.0.1:5432/bz").unwrap(), None);
+        assert!(sqlite_path("postgresql+psycopg2://x").is_err());
         assert!(sqlite_path("redis://x").is_err());
     }
 }

@@ -523,7 +523,14 @@ fn erfc(t: f64) -> f64 {
 
 /// Φ(x).
 fn norm_cdf(x: f64) -> f64 {
-    0.5 * erfc(-x * std::f64::consts::FRAC_1_SQRT_2)
+    // Beyond these, the result is 0 or 1 in f64 anyway (and this is the hot path of kernel building).
+    if x < -38.5 {
+        0.0
+    } else if x > 8.5 {
+        1.0
+    } else {
+        0.5 * erfc(-x * std::f64::consts::FRAC_1_SQRT_2)
+    }
 }
 
 /// ln Φ(x), without underflow in the left tail.
@@ -550,7 +557,9 @@ fn log_gauss_mass(a: f64, b: f64) -> f64 {
     } else if a > 0.0 {
         log_diff(log_norm_cdf(-a), log_norm_cdf(-b))
     } else {
-        (-norm_cdf(a) - norm_cdf(-b)).ln_1p()
+        // A tail beyond 9σ holds < 1e-19 and cannot move the result.
+        let tail = |x: f64| if x < -9.0 { 0.0 } else { norm_cdf(x) };
+        (-tail(a) - tail(-b)).ln_1p()
     }
 }
 

@@ -9,9 +9,8 @@ use crate::tpe::{sample_random, TpeSampler};
 use rand::SeedableRng;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -22,7 +21,10 @@ pub enum Sampler {
 }
 
 pub struct StudyTuner {
-    storage: Storage,
+    /// Behind a lock because `summary` takes `&self` and a database connection needs `&mut`.
+    storage: Mutex<Storage>,
+    study: String,
+    direction: Direction,
     space: Space,
     sampler: Sampler,
     pruner: Pruner,
@@ -58,7 +60,7 @@ fn grid_values(d: &Distribution) -> Option<Vec<f64>> {
 
 impl StudyTuner {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(storage: Storage, db: PathBuf, space: Space, sampler: Sampler, pruner: Pruner, budget: Option<u64>, heartbeat: Duration) -> Result<StudyTuner, String> {
+    pub fn new(storage: Storage, space: Space, sampler: Sampler, pruner: Pruner, budget: Option<u64>, heartbeat: Duration) -> Result<StudyTuner, String> {
         if matches!(sampler, Sampler::Grid) {
             for (name, d) in &space {
                 if grid_values(d).is_none() {
@@ -72,10 +74,11 @@ impl StudyTuner {
         let (r2, s2) = (running.clone(), stop.clone());
         let study = storage.study.clone();
         let direction = storage.direction;
+        let url = storage.url().to_string();
         let handle = std::thread::Builder::new()
             .name("bz-optuna-heartbeat".into())
             .spawn(move || {
-                let Ok(hb) = Storage::open_sqlite(&db, &study, direction, true) else { return };
+                let Ok(mut hb) = Storage::open(&url, &study, direction, true) else { return };
                 let tick = Duration::from_millis(100);
                 let mut since = Duration::ZERO;
                 while !s2.load(Ordering::SeqCst) {
@@ -91,27 +94,33 @@ impl StudyTuner {
                 }
             })
             .ok();
-        Ok(StudyTuner { storage, space, sampler, pruner, budget, running, grace: heartbeat * 2 + Duration::from_secs(1), stop, heartbeat: handle })
+        let (study, direction) = (storage.study.clone(), storage.direction);
+        Ok(StudyTuner { storage: Mutex::new(storage), study, direction, space, sampler, pruner, budget, running, grace: heartbeat * 2 + Duration::from_secs(1), stop, heartbeat: handle })
+    }
+
+    fn st(&self) -> Result<MutexGuard<'_, Storage>, String> {
+        self.storage.lock().map_err(|e| e.to_string())
     }
 
     pub fn ask(&mut self) -> Result<Option<(u64, Map<String, Value>)>, String> {
-        self.storage.fail_stale(self.grace)?;
-        let (id, number, fixed) = match self.storage.pop_waiting(self.budget)? {
+        self.st()?.fail_stale(self.grace)?;
+        let popped = self.st()?.pop_waiting(self.budget)?;
+        let (id, number, fixed) = match popped {
             Some(w) => w,
             None => {
                 if let Sampler::Grid = self.sampler {
-                    if self.next_grid_point(&self.storage.trials()?).is_none() {
+                    if self.next_grid_point(&self.st()?.trials()?).is_none() {
                         return Ok(None);
                     }
                 }
-                match self.storage.create_trial(self.budget)? {
+                match self.st()?.create_trial(self.budget)? {
                     Some((id, number)) => (id, number, Map::new()),
                     None => return Ok(None),
                 }
             }
         };
         self.running.lock().map_err(|e| e.to_string())?.insert(number, id);
-        let trials: Vec<FrozenTrial> = self.storage.trials()?.into_iter().filter(|t| t.number != number).collect();
+        let trials: Vec<FrozenTrial> = self.st()?.trials()?.into_iter().filter(|t| t.number != number).collect();
         let mut internal: BTreeMap<String, f64> = BTreeMap::new();
         for (name, d) in &self.space {
             if let Some(v) = fixed.get(name).and_then(|v| d.internal(v)) {
@@ -121,7 +130,7 @@ impl StudyTuner {
         let missing: Space = self.space.iter().filter(|(n, _)| !internal.contains_key(n)).cloned().collect();
         if !missing.is_empty() {
             let sampled = match &self.sampler {
-                Sampler::Tpe(tpe) => tpe.sample(&missing, &trials, self.storage.direction, number),
+                Sampler::Tpe(tpe) => tpe.sample(&missing, &trials, self.direction, number),
                 Sampler::Random { seed } => {
                     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ number);
                     missing.iter().map(|(n, d)| (n.clone(), sample_random(d, &mut rng))).collect()
@@ -133,7 +142,7 @@ impl StudyTuner {
         let mut params = Map::new();
         for (name, d) in &self.space {
             let Some(v) = internal.get(name).copied() else { continue };
-            self.storage.set_param(id, name, v, d)?;
+            self.st()?.set_param(id, name, v, d)?;
             params.insert(name.clone(), d.external(v));
         }
         Ok(Some((number, params)))
@@ -161,21 +170,21 @@ impl StudyTuner {
         if let Some(id) = self.running.lock().map_err(|e| e.to_string())?.get(&number) {
             return Ok(*id);
         }
-        self.storage.trial_id(number)?.ok_or_else(|| format!("trial {number} is not in the study"))
+        self.st()?.trial_id(number)?.ok_or_else(|| format!("trial {number} is not in the study"))
     }
 
     pub fn report(&mut self, number: u64, step: u64, value: f64) -> Result<bool, String> {
         let id = self.id(number)?;
-        self.storage.report(id, step, value)?;
+        self.st()?.report(id, step, value)?;
         if self.pruner == Pruner::None {
             return Ok(false);
         }
-        let trials = self.storage.trials()?;
+        let trials = self.st()?.trials()?;
         let Some(me) = trials.iter().find(|t| t.number == number).cloned() else { return Ok(false) };
-        let rungs = self.storage.rungs()?;
-        let d = self.pruner.decide(&self.storage.study, &me, &trials, &rungs, self.storage.direction);
+        let rungs = self.st()?.rungs()?;
+        let d = self.pruner.decide(&self.study, &me, &trials, &rungs, self.direction);
         for (k, v) in &d.attrs {
-            self.storage.set_trial_system_attr(id, k, &json!(v))?;
+            self.st()?.set_trial_system_attr(id, k, &json!(v))?;
         }
         Ok(d.prune)
     }
@@ -187,23 +196,23 @@ impl StudyTuner {
             State::Complete if value.is_none_or(f64::is_nan) => (State::Fail, None),
             // A pruned trial's value is its last intermediate value, as Optuna records it.
             State::Pruned => {
-                let last = self.storage.trials()?.into_iter().find(|t| t.number == number).and_then(|t| t.intermediate.values().next_back().copied());
+                let last = self.st()?.trials()?.into_iter().find(|t| t.number == number).and_then(|t| t.intermediate.values().next_back().copied());
                 (State::Pruned, last.or(value))
             }
             s => (s, value),
         };
-        self.storage.finish(id, state, value)?;
+        self.st()?.finish(id, state, value)?;
         self.running.lock().map_err(|e| e.to_string())?.remove(&number);
         Ok(())
     }
 
     pub fn summary(&self) -> Value {
-        let trials = self.storage.trials().unwrap_or_default();
+        let trials = self.st().ok().and_then(|mut s| s.trials().ok()).unwrap_or_default();
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for t in &trials {
             *counts.entry(t.state.name()).or_default() += 1;
         }
-        let better = |a: f64, b: f64| match self.storage.direction {
+        let better = |a: f64, b: f64| match self.direction {
             Direction::Minimize => a < b,
             Direction::Maximize => a > b,
         };
@@ -219,11 +228,11 @@ impl StudyTuner {
             let params: Map<String, Value> = t.params.iter().map(|(n, (x, d))| (n.clone(), d.external(*x))).collect();
             json!({ "number": t.number, "value": v, "params": params })
         });
-        json!({ "study": self.storage.study, "counts": counts, "best": best, "trials": trials.len() })
+        json!({ "study": self.study, "counts": counts, "best": best, "trials": trials.len() })
     }
 
     pub fn enqueue(&mut self, fixed: &Map<String, Value>) -> Result<bool, String> {
-        self.storage.enqueue(fixed)
+        self.st()?.enqueue(fixed)
     }
 }
 
