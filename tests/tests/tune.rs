@@ -322,3 +322,44 @@ fn tracking_plugins_see_each_trial_as_a_run_grouped_by_study() {
         assert_eq!(run_rec["run"]["run_group"], "s", "{run_line}");
     }
 }
+
+#[test]
+fn four_workers_share_one_postgresql_study() {
+    let pg = bz_e2e::postgres::PgServer::start();
+    let cfg = BASE.replace("epochs = 4", "epochs = 2").replace("n_trials = 6", "n_trials = 12").replace("n_jobs = 2", "n_jobs = 1").replace("type = \"median\"", "type = \"none\"");
+    let dir = setup(&cfg);
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(bz_path())
+                .args(["tune", "s.toml", "--plugin-dir", "plugins", "--resume", "--storage", &pg.url])
+                .current_dir(dir.path())
+                .env("OMP_NUM_THREADS", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<Output> = children.into_iter().map(|c| wait_limited(c, Duration::from_secs(300))).collect();
+    let mut ran = 0;
+    for o in &outs {
+        assert_eq!(o.code, 0, "{}", o.all());
+        ran += o.stdout.lines().filter(|l| l.starts_with("trial ")).count();
+    }
+    assert_eq!(ran, 12, "every trial run by exactly one worker");
+    // Python Optuna reads the study through SQLAlchemy and psycopg2, and continues it.
+    let py_url = pg.url.replace("postgresql://", "postgresql+psycopg2://");
+    let study = optuna(dir.path(), &[&py_url, "s", "read"]);
+    let trials = study["trials"].as_array().unwrap();
+    let mut numbers: Vec<u64> = trials.iter().map(|t| t["number"].as_u64().unwrap()).collect();
+    numbers.sort();
+    assert_eq!(numbers, (0..12).collect::<Vec<_>>());
+    assert!(trials.iter().all(|t| t["state"] == "COMPLETE"), "{trials:?}");
+    for t in trials {
+        let n = t["number"].as_u64().unwrap();
+        assert_eq!(t["intermediate"]["2"].as_f64().unwrap(), epoch_values(dir.path(), n)[1], "trial {n}");
+    }
+    let more = optuna(dir.path(), &[&py_url, "s", "extend", "2"]);
+    assert_eq!(more["trials"].as_array().unwrap().len(), 14);
+}
