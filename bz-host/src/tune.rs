@@ -78,14 +78,25 @@ fn search_space(loaded: &Loaded, text: &str) -> Result<Value> {
         })?;
         let mut j = serde_json::to_value(table)?;
         j["name"] = json!(name);
-        let probe = j["choices"].get(0).cloned().or_else(|| j.get("low").cloned()).unwrap_or(Value::Null);
-        if !probe.is_null() {
-            config::parse(text, &loaded.path, &[format!("{name}={}", toml_literal(&probe))]).map_err(|e| config::ConfigError {
-                file: loaded.path.clone(),
-                location: None,
-                key: Some(format!("tune.params.\"{name}\"")),
-                message: format!("not a key this config can take: {}", e.message),
-            })?;
+        // The key is right if some value of the range makes a valid config (one bad choice only fails its trials).
+        let probes: Vec<Value> = match j["choices"].as_array() {
+            Some(c) => c.clone(),
+            None => ["low", "high"].iter().filter_map(|k| j.get(*k).cloned()).collect(),
+        };
+        let mut first_error = None;
+        for probe in &probes {
+            match config::parse(text, &loaded.path, &[format!("{name}={}", toml_literal(probe))]) {
+                Ok(_) => {
+                    first_error = None;
+                    break;
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e.message);
+                }
+            }
+        }
+        if let Some(message) = first_error {
+            bail!(config::ConfigError { file: loaded.path.clone(), location: None, key: Some(format!("tune.params.\"{name}\"")), message: format!("no value of this range makes a valid config: {message}") });
         }
         out.push(j);
     }

@@ -124,23 +124,12 @@ pub fn py(cwd: &Path, script: &str) -> String {
     // A file, not `-c`: torch.jit.script reads the source of the classes it compiles.
     let file = tempfile::Builder::new().suffix(".py").tempfile_in(cwd).expect("temp script");
     std::fs::write(file.path(), script).expect("write script");
-    let child = Command::new(python())
-        .arg(file.path())
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn python");
-    let out = wait_limited(child, Duration::from_secs(300));
-    assert_eq!(out.code, 0, "python failed:\n{}", out.all());
-    out.stdout
+    run_python(cwd, file.path(), &[], Duration::from_secs(300))
 }
 
-/// Runs one of the checkers in `tests/py/` with arguments in the test venv; fails the test on a non-zero exit.
-pub fn py_script(cwd: &Path, script: &str, args: &[&str], limit: Duration) -> String {
+fn run_python(cwd: &Path, script: &Path, args: &[&str], limit: Duration) -> String {
     let child = Command::new(python())
-        .arg(repo_root().join("tests/py").join(script))
+        .arg(script)
         .args(args)
         .current_dir(cwd)
         .stdin(Stdio::null())
@@ -149,9 +138,35 @@ pub fn py_script(cwd: &Path, script: &str, args: &[&str], limit: Duration) -> St
         .spawn()
         .expect("spawn python");
     let out = wait_limited(child, limit);
-    assert_eq!(out.code, 0, "{script} {args:?} failed:\n{}", out.all());
+    assert_eq!(out.code, 0, "{} {args:?} failed:\n{}", script.display(), out.all());
     out.stdout
 }
+
+/// Runs one of the checkers in `tests/py/` with arguments in the test venv; fails the test on a non-zero exit.
+pub fn py_script(cwd: &Path, script: &str, args: &[&str], limit: Duration) -> String {
+    run_python(cwd, &repo_root().join("tests/py").join(script), args, limit)
+}
+
+/// A regression run whose learning rate is multiplied by 1e12 after epoch 2, so that epoch 3's loss is not
+/// finite (exit 3): the failure the trainer and the tracking plugins must record. Plugin sections go after it.
+pub const DIVERGING: &str = r#"
+[data]
+source = "synthetic"
+task = "regression"
+samples = 500
+num_features = 8
+[model]
+layers = [{ type = "linear", out = 16 }, { type = "relu" }, { type = "linear", out = 1 }]
+[train]
+epochs = 6
+[optimizer]
+name = "sgd"
+lr = 0.01
+[scheduler]
+name = "step"
+step_size = 2
+gamma = 1e12
+"#;
 
 pub fn read_jsonl(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));

@@ -151,25 +151,7 @@ fn ctrl_c_saves_and_resume_is_exact() {
 #[test]
 fn nan_loss_stops_with_exit_3_and_keeps_the_last_good_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    // The rate is multiplied by 1e12 after epoch 2, so epoch 3 diverges.
-    let cfg = r#"
-[data]
-source = "synthetic"
-task = "regression"
-samples = 500
-num_features = 8
-[model]
-layers = [{ type = "linear", out = 16 }, { type = "relu" }, { type = "linear", out = 1 }]
-[train]
-epochs = 6
-[optimizer]
-name = "sgd"
-lr = 0.01
-[scheduler]
-name = "step"
-step_size = 2
-gamma = 1e12
-"#;
+    let cfg = DIVERGING;
     write_config(dir.path(), "c.toml", cfg);
     let out = bz(dir.path(), &["train", "c.toml", "--run-name", "n"]);
     assert_eq!(out.code, 3, "{}", out.all());

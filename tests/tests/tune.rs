@@ -186,13 +186,25 @@ fn pruning_stops_bad_trials_early() {
 
 #[test]
 fn four_workers_share_one_study_without_losing_or_repeating_a_trial() {
-    let cfg = BASE.replace("epochs = 4", "epochs = 2").replace("n_trials = 6", "n_trials = 12").replace("n_jobs = 2", "n_jobs = 1").replace("type = \"median\"", "type = \"none\"");
-    let dir = setup(&cfg);
+    let dir = setup(&workers_config());
+    four_workers(dir.path(), &[]);
+    let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
+    twelve_complete_trials(dir.path(), &study);
+}
+
+/// The config for the worker tests: 12 trials of 2 epochs, no pruning, one at a time per worker.
+fn workers_config() -> String {
+    BASE.replace("epochs = 4", "epochs = 2").replace("n_trials = 6", "n_trials = 12").replace("n_jobs = 2", "n_jobs = 1").replace("type = \"median\"", "type = \"none\"")
+}
+
+/// Four `bz tune --resume` workers at once on one study; each must succeed, and together they run 12 trials.
+fn four_workers(dir: &Path, extra: &[&str]) {
     let children: Vec<_> = (0..4)
         .map(|_| {
             Command::new(bz_path())
                 .args(["tune", "s.toml", "--plugin-dir", "plugins", "--resume"])
-                .current_dir(dir.path())
+                .args(extra)
+                .current_dir(dir)
                 .env("OMP_NUM_THREADS", "1")
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
@@ -208,14 +220,21 @@ fn four_workers_share_one_study_without_losing_or_repeating_a_trial() {
         ran += o.stdout.lines().filter(|l| l.starts_with("trial ")).count();
     }
     assert_eq!(ran, 12, "every trial run by exactly one worker");
-    let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
+}
+
+/// Numbers 0–11, each COMPLETE, each trained once and fully, with Optuna's intermediate values equal to the
+/// trial's own epoch lines.
+fn twelve_complete_trials(dir: &Path, study: &Value) {
     let trials = study["trials"].as_array().unwrap();
     let mut numbers: Vec<u64> = trials.iter().map(|t| t["number"].as_u64().unwrap()).collect();
     numbers.sort();
     assert_eq!(numbers, (0..12).collect::<Vec<_>>());
     assert!(trials.iter().all(|t| t["state"] == "COMPLETE"), "{trials:?}");
-    for n in 0..12 {
-        assert_eq!(epoch_values(dir.path(), n).len(), 2, "trial {n} trained once, fully");
+    for t in trials {
+        let n = t["number"].as_u64().unwrap();
+        let epochs = epoch_values(dir, n);
+        assert_eq!(epochs.len(), 2, "trial {n} trained once, fully");
+        assert_eq!(t["intermediate"]["2"].as_f64().unwrap(), epochs[1], "trial {n}");
     }
 }
 
@@ -326,40 +345,48 @@ fn tracking_plugins_see_each_trial_as_a_run_grouped_by_study() {
 #[test]
 fn four_workers_share_one_postgresql_study() {
     let pg = bz_e2e::postgres::PgServer::start();
-    let cfg = BASE.replace("epochs = 4", "epochs = 2").replace("n_trials = 6", "n_trials = 12").replace("n_jobs = 2", "n_jobs = 1").replace("type = \"median\"", "type = \"none\"");
-    let dir = setup(&cfg);
-    let children: Vec<_> = (0..4)
-        .map(|_| {
-            Command::new(bz_path())
-                .args(["tune", "s.toml", "--plugin-dir", "plugins", "--resume", "--storage", &pg.url])
-                .current_dir(dir.path())
-                .env("OMP_NUM_THREADS", "1")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let outs: Vec<Output> = children.into_iter().map(|c| wait_limited(c, Duration::from_secs(300))).collect();
-    let mut ran = 0;
-    for o in &outs {
-        assert_eq!(o.code, 0, "{}", o.all());
-        ran += o.stdout.lines().filter(|l| l.starts_with("trial ")).count();
-    }
-    assert_eq!(ran, 12, "every trial run by exactly one worker");
+    let dir = setup(&workers_config());
+    four_workers(dir.path(), &["--storage", &pg.url]);
     // Python Optuna reads the study through SQLAlchemy and psycopg2, and continues it.
     let py_url = pg.url.replace("postgresql://", "postgresql+psycopg2://");
     let study = optuna(dir.path(), &[&py_url, "s", "read"]);
-    let trials = study["trials"].as_array().unwrap();
-    let mut numbers: Vec<u64> = trials.iter().map(|t| t["number"].as_u64().unwrap()).collect();
-    numbers.sort();
-    assert_eq!(numbers, (0..12).collect::<Vec<_>>());
-    assert!(trials.iter().all(|t| t["state"] == "COMPLETE"), "{trials:?}");
-    for t in trials {
-        let n = t["number"].as_u64().unwrap();
-        assert_eq!(t["intermediate"]["2"].as_f64().unwrap(), epoch_values(dir.path(), n)[1], "trial {n}");
-    }
+    twelve_complete_trials(dir.path(), &study);
     let more = optuna(dir.path(), &[&py_url, "s", "extend", "2"]);
     assert_eq!(more["trials"].as_array().unwrap().len(), 14);
+}
+
+#[test]
+fn a_grid_is_searched_once_and_a_crashing_trial_fails_alone() {
+    // A 2 × 2 grid with a budget of 10: four trials, every point once. `out = 0` is an invalid model: that
+    // trial's child exits with an error and the trial is FAIL; the others complete.
+    let cfg = BASE.replace("n_trials = 6", "n_trials = 10").replace("epochs = 4", "epochs = 1").replace("type = \"median\"", "type = \"none\"").replace(
+        r#""optimizer.lr" = { type = "float", low = 1e-4, high = 0.3, log = true }
+"model.layers[1].out" = { type = "int", low = 8, high = 64, log = true }
+"optimizer.name" = { type = "categorical", choices = ["sgd", "adam"] }"#,
+        r#""model.layers[1].out" = { type = "categorical", choices = [0, 16] }
+"optimizer.name" = { type = "categorical", choices = ["sgd", "adam"] }"#,
+    ).replace("[tune]\n", "[tune]\nsampler = \"grid\"\n");
+    let dir = setup(&cfg);
+    let out = tune(dir.path(), &[]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
+    let trials = study["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 4, "{trials:?}");
+    let mut points: Vec<(i64, String)> = trials.iter().map(|t| (t["params"]["model.layers[1].out"].as_i64().unwrap(), t["params"]["optimizer.name"].as_str().unwrap().to_string())).collect();
+    points.sort();
+    assert_eq!(points, vec![(0, "adam".into()), (0, "sgd".into()), (16, "adam".into()), (16, "sgd".into())]);
+    for t in trials {
+        let want = if t["params"]["model.layers[1].out"] == 0 { "FAIL" } else { "COMPLETE" };
+        assert_eq!(t["state"], want, "{t}");
+    }
+    assert!(out.stdout.contains("FAILED (exit 2"), "{}", out.stdout);
+}
+
+#[test]
+fn a_misspelled_search_key_is_a_config_error_before_any_trial() {
+    let dir = setup(&BASE.replace("\"optimizer.lr\" = {", "\"optimizer.lrr\" = {"));
+    let out = tune(dir.path(), &[]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("tune.params.\"optimizer.lrr\"") && out.stderr.contains("lrr"), "{}", out.stderr);
+    assert!(!dir.path().join("runs/s/trial-0").exists());
 }

@@ -158,27 +158,8 @@ fn offline_run_reads_back_through_leet_inspect_with_metrics_jsonl_values() {
 #[test]
 fn a_failed_run_is_recorded_as_failed_with_its_exit_code() {
     let dir = setup();
-    // The rate is multiplied by 1e12 after epoch 2, so epoch 3 diverges (exit 3).
-    let cfg = r#"
-[data]
-source = "synthetic"
-task = "regression"
-samples = 500
-num_features = 8
-[model]
-layers = [{ type = "linear", out = 16 }, { type = "relu" }, { type = "linear", out = 1 }]
-[train]
-epochs = 6
-[optimizer]
-name = "sgd"
-lr = 0.01
-[scheduler]
-name = "step"
-step_size = 2
-gamma = 1e12
-[plugins.wandb]
-"#;
-    write_config(dir.path(), "c.toml", cfg);
+    let cfg = format!("{DIVERGING}[plugins.wandb]\n");
+    write_config(dir.path(), "c.toml", &cfg);
     let out = train(dir.path(), &["--run-name", "nan"], &[]);
     assert_eq!(out.code, 3, "{}", out.all());
     let run = run_dirs(&dir.path().join("runs/nan/wandb")).remove(0);

@@ -67,14 +67,7 @@ impl Db {
         match self {
             Db::Sqlite(c) => {
                 let mut st = c.prepare_cached(sql).map_err(e)?;
-                for (i, p) in params.iter().enumerate() {
-                    match p {
-                        P::I(v) => st.raw_bind_parameter(i + 1, v),
-                        P::F(v) => st.raw_bind_parameter(i + 1, v),
-                        P::S(v) => st.raw_bind_parameter(i + 1, v),
-                    }
-                    .map_err(e)?;
-                }
+                bind_sqlite(&mut st, params)?;
                 st.raw_execute().map(|n| n as u64).map_err(e)
             }
             Db::Pg(c) => {
@@ -90,14 +83,7 @@ impl Db {
         match self {
             Db::Sqlite(c) => {
                 let mut st = c.prepare_cached(sql).map_err(e)?;
-                for (i, p) in params.iter().enumerate() {
-                    match p {
-                        P::I(v) => st.raw_bind_parameter(i + 1, v),
-                        P::F(v) => st.raw_bind_parameter(i + 1, v),
-                        P::S(v) => st.raw_bind_parameter(i + 1, v),
-                    }
-                    .map_err(e)?;
-                }
+                bind_sqlite(&mut st, params)?;
                 let n = st.column_count();
                 let mut rows = st.raw_query();
                 let mut out = Vec::new();
@@ -165,6 +151,18 @@ impl Db {
             }
         }
     }
+}
+
+fn bind_sqlite(st: &mut rusqlite::CachedStatement<'_>, params: &[P]) -> Result<(), String> {
+    for (i, p) in params.iter().enumerate() {
+        match p {
+            P::I(v) => st.raw_bind_parameter(i + 1, v),
+            P::F(v) => st.raw_bind_parameter(i + 1, v),
+            P::S(v) => st.raw_bind_parameter(i + 1, v),
+        }
+        .map_err(e)?;
+    }
+    Ok(())
 }
 
 /// An enum column's label (the postgres crate reads enums only into types that declare them).
