@@ -390,3 +390,14 @@ fn a_misspelled_search_key_is_a_config_error_before_any_trial() {
     assert!(out.stderr.contains("tune.params.\"optimizer.lrr\"") && out.stderr.contains("lrr"), "{}", out.stderr);
     assert!(!dir.path().join("runs/s/trial-0").exists());
 }
+
+#[test]
+fn the_example_study_runs() {
+    // examples/digits-tune.toml as shipped, cut to 3 trials of 2 epochs.
+    let dir = setup(&std::fs::read_to_string(repo_root().join("examples/digits-tune.toml")).unwrap());
+    let out = tune(dir.path(), &["--n-trials", "3", "--set", "train.epochs=2", "--study", "s"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
+    assert_eq!(study["trials"].as_array().unwrap().len(), 3);
+    assert!(study["trials"].as_array().unwrap().iter().all(|t| t["params"].as_object().unwrap().len() == 5));
+}
