@@ -401,3 +401,16 @@ fn the_example_study_runs() {
     assert_eq!(study["trials"].as_array().unwrap().len(), 3);
     assert!(study["trials"].as_array().unwrap().iter().all(|t| t["params"].as_object().unwrap().len() == 5));
 }
+
+#[test]
+fn a_timeout_stops_starting_trials_and_lets_the_running_ones_finish() {
+    let dir = setup(&BASE.replace("n_trials = 6", "n_trials = 500").replace("epochs = 4", "epochs = 1"));
+    let start = Instant::now();
+    let out = tune(dir.path(), &["--timeout", "2"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(start.elapsed() < Duration::from_secs(60));
+    let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
+    let trials = study["trials"].as_array().unwrap();
+    assert!(!trials.is_empty() && trials.len() < 500, "{} trials", trials.len());
+    assert!(trials.iter().all(|t| t["state"] != "RUNNING"), "no trial left running");
+}
