@@ -149,7 +149,7 @@ pub fn tune(loaded: &Loaded, text: &str, opts: &TuneOptions) -> Result<TuneOutco
         file: loaded.path.clone(),
         location: None,
         key: None,
-        message: "no [tune] section: add [tune] (metric, direction, n_trials) and [tune.params] (see `bz init` and the README)".into(),
+        message: "no [tune] section: add [tune] (metric, direction, n_trials) and [tune.params], as in examples/digits-tune.toml".into(),
     })?;
     let space = search_space(loaded, text)?;
     let study = opts.study.clone().or(tc.study.clone()).unwrap_or_else(|| loaded.stem.clone());

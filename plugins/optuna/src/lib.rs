@@ -94,7 +94,7 @@ pub struct OptunaPlugin;
 impl Plugin for OptunaPlugin {
     const NAME: &'static str = "optuna";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const DESCRIPTION: &'static str = "hyperparameter search: TPE/random/grid, median/percentile/SH/hyperband pruning, Optuna-compatible SQLite studies";
+    const DESCRIPTION: &'static str = "hyperparameter search: TPE/random/grid, median/percentile/SH/hyperband pruning, Optuna-compatible SQLite and PostgreSQL studies";
     const KINDS: u32 = PluginMetadata::TUNER;
 
     fn create_tuner(_host: Host, config: Value, space: Value) -> Result<Option<Box<dyn Tuner>>, PluginError> {

@@ -105,7 +105,10 @@ impl Storage {
     pub fn open(url: &str, name: &str, direction: Direction, load_if_exists: bool) -> Result<Storage, String> {
         let db = if url.starts_with("postgresql://") || url.starts_with("postgres://") {
             // SQLAlchemy's driver suffix (`postgresql+psycopg2://`) is Python's business; plain URLs here.
-            let client = postgres::Client::connect(url, postgres::NoTls).map_err(|e| format!("{url}: {e}"))?;
+            let client = postgres::Client::connect(url, postgres::NoTls).map_err(|e| {
+                let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+                format!("{url}: {e}{cause}")
+            })?;
             Db::Pg(Box::new(client))
         } else {
             let path = url.strip_prefix("sqlite:///").unwrap_or(url);
