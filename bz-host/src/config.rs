@@ -533,7 +533,7 @@ pub fn parse(text: &str, file: &Path, overrides: &[String]) -> Result<Config, Co
     })?;
     check(&config).map_err(|(key, message)| {
         let loc = span_of(&doc, &key, "").map(|off| line_col(text, off));
-        let from_set = overridden.iter().any(|o| key == *o);
+        let from_set = overridden.contains(&key);
         let message = if from_set { format!("{message} (from --set)") } else { message };
         err(if from_set { None } else { loc }, Some(key), message)
     })?;

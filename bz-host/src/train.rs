@@ -461,7 +461,7 @@ fn train_inner(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher) -> Resu
             if hits.defined() {
                 correct = correct.f_add(&hits)?;
             }
-            if (b + 1) % accum == 0 || b + 1 == batches {
+            if (b + 1).is_multiple_of(accum) || b + 1 == batches {
                 let t = Instant::now();
                 if let Some(v) = tc.clip_grad_value {
                     Optimizer::clip_grad_value(&mut grads, v)?;
@@ -487,7 +487,7 @@ fn train_inner(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher) -> Resu
                 let m = [Metric::new("train", "loss", loss)];
                 stop |= emit(d, EventKind::TrainBatchEnd, e1, state.global_step, b, &m, &empty)?.contains(Directive::STOP_TRAINING);
             }
-            if tc.log_every_n_steps > 0 && state.global_step % tc.log_every_n_steps == 0 {
+            if tc.log_every_n_steps > 0 && state.global_step.is_multiple_of(tc.log_every_n_steps) {
                 log.write(&json!({ "event": "step", "epoch": e1, "step": state.global_step, "train/loss": loss, "lr": opt.lr() }))?;
             }
         }

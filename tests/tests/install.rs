@@ -484,7 +484,8 @@ fn hostile_or_broken_archives_are_refused() {
     let manifest = format!("name = \"fixture\"\nversion = \"0.3.0\"\nplugin_api = \"{api}\"\ntarget = \"{TARGET}\"\nlibrary = \"libbz_fixture.so\"\n");
     let work = e.path("work");
     std::fs::create_dir_all(&work).unwrap();
-    let cases: Vec<(&str, Vec<(&str, &str, &[u8])>, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str, &'a [u8])>, &'a str);
+    let cases: Vec<Case> = vec![
         ("dotdot.tar.gz", vec![("plugin.toml", "file", manifest.as_bytes()), ("libbz_fixture.so", "file", &lib), ("../evil.so", "file", b"x")], "points outside the archive"),
         ("abs.tar.gz", vec![("/tmp/evil.so", "file", b"x")], "points outside the archive"),
         ("link.tar.gz", vec![("plugin.toml", "file", manifest.as_bytes()), ("libbz_fixture.so", "symlink", b"/etc/passwd")], "is a symbolic link, not a plain file"),

@@ -145,7 +145,7 @@ fn bracket_of(study: &str, number: u64, n: u32, eta: u64) -> u32 {
     n - 1
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::explicit_counter_loop)]
 fn halving(
     trial: &FrozenTrial,
     step: u64,
@@ -164,6 +164,7 @@ fn halving(
     let mine = rungs.get(&trial.number);
     let mut rung = (0..).take_while(|r| mine.is_some_and(|m| m.contains_key(&format!("{prefix}completed_rung_{r}")))).count() as u32;
     let mut attrs = Vec::new();
+    // Bounded: a trial climbs at most one rung per iteration, and 64 rungs exceed any u64 resource.
     for _ in 0..64 {
         let promotion_step = min_resource.saturating_mul(eta.saturating_pow(rate + rung));
         if step < promotion_step {

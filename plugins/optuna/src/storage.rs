@@ -79,6 +79,9 @@ fn untagged(v: Option<f64>, tag: &str) -> f64 {
     }
 }
 
+/// An enqueued trial taken by a worker: (trial_id, number, its fixed parameters).
+pub type Popped = (i64, u64, serde_json::Map<String, Value>);
+
 pub struct Storage {
     db: Db,
     url: String,
@@ -268,7 +271,7 @@ impl Storage {
     /// Takes the oldest WAITING trial, if any and if the budget allows: (trial_id, number, fixed params). The
     /// check, the pick and a conditional UPDATE share one write transaction, so two workers (bz or Optuna) never
     /// take the same trial, and the budget is never overrun.
-    pub fn pop_waiting(&mut self, budget: Option<u64>) -> Result<Option<(i64, u64, serde_json::Map<String, Value>)>, String> {
+    pub fn pop_waiting(&mut self, budget: Option<u64>) -> Result<Option<Popped>, String> {
         let study_id = self.study_id;
         let popped = self.db.tx(|db| {
             Self::lock_study(db, study_id)?;

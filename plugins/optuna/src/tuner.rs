@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+/// A proposed trial: its number and its parameters as the config takes them.
+pub type Asked = (u64, Map<String, Value>);
+
 #[derive(Debug, Clone)]
 pub enum Sampler {
     Tpe(TpeSampler),
@@ -102,7 +105,8 @@ impl StudyTuner {
         self.storage.lock().map_err(|e| e.to_string())
     }
 
-    pub fn ask(&mut self) -> Result<Option<(u64, Map<String, Value>)>, String> {
+    /// The next trial: its number and parameters (external values), or `None` when the study is done.
+    pub fn ask(&mut self) -> Result<Option<Asked>, String> {
         self.st()?.fail_stale(self.grace)?;
         let popped = self.st()?.pop_waiting(self.budget)?;
         let (id, number, fixed) = match popped {

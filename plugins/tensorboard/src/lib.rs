@@ -147,8 +147,8 @@ impl Callback for TensorBoard {
     fn on_event(&mut self, e: &Event<'_>) -> Result<Directive, PluginError> {
         match e.kind {
             EventKind::RUN_START => self.run_start(e)?,
-            EventKind::EPOCH_START if e.epoch % self.cfg.histogram_every_n_epochs.max(1) == 0 => return Ok(Directive::WANT_HISTOGRAMS),
-            EventKind::TRAIN_BATCH_END if e.global_step % self.cfg.log_every_n_steps.max(1) == 0 => {
+            EventKind::EPOCH_START if e.epoch.is_multiple_of(self.cfg.histogram_every_n_epochs.max(1)) => return Ok(Directive::WANT_HISTOGRAMS),
+            EventKind::TRAIN_BATCH_END if e.global_step.is_multiple_of(self.cfg.log_every_n_steps.max(1)) => {
                 if let Some(loss) = e.metric("train", "loss") {
                     let step = e.global_step;
                     let w = self.writer()?;

@@ -246,7 +246,7 @@ impl Callback for WandbRun {
     fn on_event(&mut self, e: &Event<'_>) -> Result<Directive, PluginError> {
         match e.kind {
             EventKind::RUN_START => self.start(e)?,
-            EventKind::TRAIN_BATCH_END if e.global_step % self.log_every.max(1) == 0 => {
+            EventKind::TRAIN_BATCH_END if e.global_step.is_multiple_of(self.log_every.max(1)) => {
                 if let Some(loss) = e.metric("train", "loss") {
                     self.log(e.global_step, vec![("train/batch_loss".into(), values::number(loss))], false)?;
                 }

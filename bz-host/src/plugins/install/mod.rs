@@ -490,8 +490,11 @@ pub fn verify(plugin_dir: &Path) -> Result<Vec<Finding>> {
     Ok(out)
 }
 
-/// The indexes' plugins for `bz plugins search`: name, newest installable version (or why none), description.
-pub fn search(sources: &[IndexSource], term: Option<&str>) -> Result<Vec<(String, std::result::Result<String, String>, String)>> {
+/// One row of `bz plugins search`: name, newest installable version (or why none), description.
+pub type SearchRow = (String, std::result::Result<String, String>, String);
+
+/// The indexes' plugins for `bz plugins search`.
+pub fn search(sources: &[IndexSource], term: Option<&str>) -> Result<Vec<SearchRow>> {
     let indexes = index::fetch_all(sources)?;
     let mut names: Vec<(&String, &index::IndexPlugin)> = indexes.iter().flat_map(|(_, i)| i.plugins.iter()).collect();
     names.sort_by(|a, b| a.0.cmp(b.0));
