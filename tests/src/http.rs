@@ -25,6 +25,8 @@ pub enum Behaviour {
 struct State {
     rules: HashMap<String, Behaviour>,
     log: Vec<String>,
+    /// When set, every request needs exactly this Authorization header (else 401).
+    auth: Option<String>,
 }
 
 /// Serves the files under a directory until dropped.
@@ -73,6 +75,13 @@ impl Server {
         self.state.lock().expect("state").rules.insert(suffix.to_string(), b);
     }
 
+    /// Requires HTTP Basic credentials on every request from now on.
+    pub fn require_basic(&self, user: &str, password: &str) {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        self.state.lock().expect("state").auth = Some(format!("Basic {token}"));
+    }
+
     pub fn clear(&self) {
         self.state.lock().expect("state").rules.clear();
     }
@@ -99,21 +108,31 @@ fn handle(conn: TcpStream, root: &Path, state: &Mutex<State>) -> std::io::Result
     let mut reader = BufReader::new(conn.try_clone()?).take(64 * 1024);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
+    let mut authorization = None;
     for _ in 0..200 {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
             break;
         }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.trim().eq_ignore_ascii_case("authorization") {
+                authorization = Some(v.trim().to_string());
+            }
+        }
     }
     let mut parts = request_line.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
     let path = parts.next().unwrap_or("/").to_string();
-    let rule = {
+    let (rule, authorized) = {
         let mut s = state.lock().expect("state");
         s.log.push(format!("{method} {path}"));
-        s.rules.iter().find(|(k, _)| path.ends_with(k.as_str())).map(|(_, b)| b.clone())
+        let authorized = s.auth.is_none() || s.auth == authorization;
+        (s.rules.iter().find(|(k, _)| path.ends_with(k.as_str())).map(|(_, b)| b.clone()), authorized)
     };
     let mut out = conn;
+    if !authorized {
+        return write!(out, "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"test\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    }
     let file = local_path(root, &path).and_then(|p| std::fs::read(p).ok());
     let Some(body) = file else {
         return write!(out, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");

@@ -610,3 +610,24 @@ fn package_plugins_script_makes_an_index_that_installs() {
     let ev = e.train("packaged");
     assert_eq!(ev.last().unwrap()["status"], "completed");
 }
+
+#[test]
+fn a_private_index_takes_credentials_from_the_url_or_netrc_and_never_records_them() {
+    let e = Env::new();
+    let server = Server::serve_dir(&e.dist());
+    server.require_basic("alice", "s3cr3t");
+    let err = e.fails(&["plugins", "install", "fixture@0.3.0", "--index", &server.url("/"), "--pubkey", &e.pubkey]);
+    assert!(err.contains("HTTP 401") && err.contains(".netrc"), "{err}");
+    // In the URL: used, and neither printed nor written anywhere.
+    let with_user = server.url("/").replace("http://", "http://alice:s3cr3t@");
+    let out = e.ok(&["plugins", "install", "fixture@0.3.0", "--index", &with_user, "--pubkey", &e.pubkey]);
+    assert!(!out.all().contains("s3cr3t"));
+    assert!(!std::fs::read_to_string(e.plugins().join("installed.json")).unwrap().contains("s3cr3t"));
+    let wrong = server.url("/").replace("http://", "http://alice:nope@");
+    let err = e.fails(&["plugins", "install", "fixture", "--index", &wrong, "--pubkey", &e.pubkey]);
+    assert!(err.contains("HTTP 401") && err.contains("refused the credentials") && !err.contains("nope"), "{err}");
+    // From ~/.netrc, the way curl and pip read it.
+    std::fs::write(e.path("home/.netrc"), "machine 127.0.0.1\n  login alice\n  password s3cr3t\n").unwrap();
+    let out = e.ok(&["plugins", "install", "fixture", "--index", &server.url("/"), "--pubkey", &e.pubkey]);
+    assert!(out.stdout.contains("installed fixture 0.4.0"), "{}", out.stdout);
+}

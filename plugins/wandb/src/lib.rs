@@ -48,22 +48,9 @@ fn api_key(base_url: &str) -> Option<String> {
     }
     let host = base_url.split("://").nth(1)?.split(['/', ':']).next()?.to_string();
     let netrc = env("NETRC").map(PathBuf::from).or_else(|| env("HOME").map(|h| Path::new(&h).join(".netrc")))?;
-    let text = std::fs::read_to_string(netrc).ok()?;
-    let tokens: Vec<&str> = text.split_whitespace().collect();
-    let mut i = 0;
-    while i + 1 < tokens.len() {
-        if tokens[i] == "machine" && tokens[i + 1] == host {
-            let mut j = i + 2;
-            while j + 1 < tokens.len() && tokens[j] != "machine" {
-                if tokens[j] == "password" {
-                    return Some(tokens[j + 1].to_string());
-                }
-                j += 1;
-            }
-        }
-        i += 1;
-    }
-    None
+    let file = std::fs::File::open(netrc).ok()?;
+    let parsed = netrc::Netrc::parse(std::io::BufReader::new(file)).ok()?;
+    parsed.hosts.into_iter().find(|(h, _)| *h == host).and_then(|(_, m)| m.password)
 }
 
 fn base_url(cfg: &Value) -> String {

@@ -26,7 +26,7 @@ fn agent() -> &'static ureq::Agent {
 
 /// Opens a URL for reading: the reader and the length when known.
 fn open(url: &Url) -> Result<(Box<dyn Read>, Option<u64>), InstallError> {
-    let fail = |reason: String| InstallError::Fetch { url: url.to_string(), reason };
+    let fail = |reason: String| InstallError::Fetch { url: redact(url), reason };
     match url.scheme() {
         "file" => {
             let path = url.to_file_path().map_err(|_| fail("not a local file URL".into()))?;
@@ -35,7 +35,12 @@ fn open(url: &Url) -> Result<(Box<dyn Read>, Option<u64>), InstallError> {
             Ok((Box::new(f), len))
         }
         "http" | "https" => {
-            let resp = agent().get(url.as_str()).call().map_err(|e| fail(http_error(e)))?;
+            let (url, auth) = credentials(url);
+            let mut req = agent().get(url.as_str());
+            if let Some(a) = &auth {
+                req = req.header("Authorization", a);
+            }
+            let resp = req.call().map_err(|e| fail(http_error(e, auth.is_some())))?;
             let len = resp.body().content_length();
             Ok((Box::new(resp.into_body().into_reader()), len))
         }
@@ -43,20 +48,61 @@ fn open(url: &Url) -> Result<(Box<dyn Read>, Option<u64>), InstallError> {
     }
 }
 
-fn http_error(e: ureq::Error) -> String {
+fn http_error(e: ureq::Error, had_credentials: bool) -> String {
     match e {
+        ureq::Error::StatusCode(code @ (401 | 403)) if !had_credentials => {
+            format!("HTTP {code}: the server wants credentials; put them in ~/.netrc (machine HOST login USER password TOKEN) or in the URL")
+        }
+        ureq::Error::StatusCode(code @ (401 | 403)) => format!("HTTP {code}: the server refused the credentials from ~/.netrc or the URL"),
         ureq::Error::StatusCode(code) => format!("HTTP {code}"),
         other => other.to_string(),
     }
+}
+
+/// Basic credentials for a private index or artifact host, as curl and pip find them: `user:password@` in the
+/// URL (taken out of the URL, so it is never printed), else the host's entry in `~/.netrc` (`NETRC` overrides
+/// the path). ureq drops the header on redirects to other hosts.
+fn credentials(url: &Url) -> (Url, Option<String>) {
+    use base64::Engine;
+    let basic = |user: &str, pass: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")));
+    let mut clean = url.clone();
+    if !url.username().is_empty() {
+        let user = percent_decode(url.username());
+        let pass = url.password().map(percent_decode).unwrap_or_default();
+        let _ = clean.set_username("");
+        let _ = clean.set_password(None);
+        return (clean, Some(basic(&user, &pass)));
+    }
+    let host = url.host_str().unwrap_or_default();
+    let path = std::env::var_os("NETRC").map(std::path::PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".netrc")));
+    let entry = path
+        .and_then(|p| File::open(p).ok())
+        .and_then(|f| netrc::Netrc::parse(std::io::BufReader::new(f)).ok())
+        .and_then(|n| n.hosts.into_iter().find(|(h, _)| h == host).map(|(_, m)| m));
+    (clean, entry.map(|m| basic(&m.login, m.password.as_deref().unwrap_or(""))))
+}
+
+/// A URL as messages and receipts show it: without the password (or user) a private index may carry.
+pub fn redact(url: &Url) -> String {
+    let mut u = url.clone();
+    if !u.username().is_empty() || u.password().is_some() {
+        let _ = u.set_password(None);
+        let _ = u.set_username("");
+    }
+    u.to_string()
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
 /// A whole small file (an index, a signature), refusing more than `limit` bytes.
 pub fn get_small(url: &Url, limit: u64) -> Result<Vec<u8>, InstallError> {
     let (reader, _) = open(url)?;
     let mut buf = Vec::new();
-    reader.take(limit + 1).read_to_end(&mut buf).map_err(|e| InstallError::Fetch { url: url.to_string(), reason: e.to_string() })?;
+    reader.take(limit + 1).read_to_end(&mut buf).map_err(|e| InstallError::Fetch { url: redact(url), reason: e.to_string() })?;
     if buf.len() as u64 > limit {
-        return Err(InstallError::Fetch { url: url.to_string(), reason: format!("larger than {limit} bytes") });
+        return Err(InstallError::Fetch { url: redact(url), reason: format!("larger than {limit} bytes") });
     }
     Ok(buf)
 }
@@ -72,7 +118,7 @@ pub struct Downloaded {
 /// body that ends early, or runs long, is an error naming both sizes.
 pub fn download(url: &Url, dest: &Path, expect: Option<u64>, max: u64, mut verifier: Option<&mut minisign_verify::StreamVerifier<'_>>, progress: bool) -> Result<Downloaded, InstallError> {
     let (reader, announced) = open(url)?;
-    let fail = |reason: String| InstallError::Fetch { url: url.to_string(), reason };
+    let fail = |reason: String| InstallError::Fetch { url: redact(url), reason };
     let cap = expect.unwrap_or(max);
     let mut reader = reader.take(cap + 1);
     let mut out = File::create(dest).map_err(|e| InstallError::io(dest, e))?;

@@ -154,7 +154,8 @@ pub fn sources(cli_index: Option<&str>, cli_pubkey: Option<&str>) -> Result<Vec<
     }
     let url = parse_location(&given).map_err(|reason| InstallError::Usage(format!("{from} {given:?}: {reason}")))?;
     let pubkey = key.or_else(|| configured.iter().find(|c| c.url == url).and_then(|c| c.pubkey.clone()));
-    Ok(vec![IndexSource { name: given, url, pubkey }])
+    // Named by its URL, without the credentials it may carry: the name is printed and written to receipts.
+    Ok(vec![IndexSource { name: fetch::redact(&url), url, pubkey }])
 }
 
 /// A URL (`file://`, `http://`, `https://`) or a path; a directory (or a URL ending in `/`) means its `index.json`.
@@ -186,7 +187,7 @@ pub fn parse_location(s: &str) -> Result<Url, String> {
 /// Reads and checks one index.
 pub fn fetch_index(source: &IndexSource) -> Result<Index, InstallError> {
     let bytes = fetch::get_small(&source.url, 64 << 20)?;
-    let bad = |reason: String| InstallError::Index { url: source.url.to_string(), reason };
+    let bad = |reason: String| InstallError::Index { url: fetch::redact(&source.url), reason };
     let index: Index = serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a bz plugin index: {e}")))?;
     if index.schema != 1 {
         return Err(bad(format!("index schema {} is not one this bz reads (1); update bz", index.schema)));
@@ -291,7 +292,7 @@ pub fn resolve(indexes: &[(IndexSource, Index)], name: &str, want: Option<&semve
             reasons.push(format!("{ver}: no build for {HOST_TARGET} (builds: {})", if targets.is_empty() { "none".into() } else { targets.join(", ") }));
             continue;
         };
-        let join = |u: &str| src.url.join(u).map_err(|e| InstallError::Index { url: src.url.to_string(), reason: format!("{name} {ver}: bad URL {u:?} ({e})") });
+        let join = |u: &str| src.url.join(u).map_err(|e| InstallError::Index { url: fetch::redact(&src.url), reason: format!("{name} {ver}: bad URL {u:?} ({e})") });
         let url = join(&artifact.url)?;
         let minisig = artifact.minisig.as_deref().map(join).transpose()?;
         return Ok(Candidate { source: (*src).clone(), name: name.into(), entry: (*v).clone(), artifact: artifact.clone(), url, minisig });

@@ -187,19 +187,19 @@ pub fn install(req: &Request, opts: &Options) -> Result<Outcome> {
                 None => (None, None),
             };
             let mut verifier = match (&sig, &key) {
-                (Some(s), Some(k)) => Some(k.verify_stream(s).map_err(|e| InstallError::Signature { what: url.to_string(), reason: e.to_string() })?),
+                (Some(s), Some(k)) => Some(k.verify_stream(s).map_err(|e| InstallError::Signature { what: fetch::redact(url), reason: e.to_string() })?),
                 _ => None,
             };
             let d = fetch::download(url, &dest, None, 1 << 30, verifier.as_mut(), opts.progress)?;
             check_direct(url.as_str(), &d.sha256, opts)?;
             let signed_by = match (verifier.as_mut(), &opts.pubkey) {
                 (Some(v), Some(k)) => {
-                    v.finalize().map_err(|e| InstallError::Signature { what: url.to_string(), reason: e.to_string() })?;
+                    v.finalize().map_err(|e| InstallError::Signature { what: fetch::redact(url), reason: e.to_string() })?;
                     Some(key_line(k))
                 }
                 _ => None,
             };
-            Fetched { archive: dest, sha256: d.sha256, signed_by, source: Source::Url { url: url.to_string() }, expect: None }
+            Fetched { archive: dest, sha256: d.sha256, signed_by, source: Source::Url { url: fetch::redact(url) }, expect: None }
         }
     };
     place(&layout, &mut receipts, fetched, staging.path(), opts)
@@ -228,7 +228,7 @@ fn file_name(p: &Path) -> String {
 fn read_signature(url: &Url) -> Result<minisign_verify::Signature> {
     let bytes = fetch::get_small(url, 1 << 16)?;
     let text = String::from_utf8_lossy(&bytes);
-    minisign_verify::Signature::decode(&text).map_err(|e| InstallError::Signature { what: url.to_string(), reason: format!("unreadable signature file: {e}") })
+    minisign_verify::Signature::decode(&text).map_err(|e| InstallError::Signature { what: fetch::redact(url), reason: format!("unreadable signature file: {e}") })
 }
 
 fn verify_file(path: &Path, sig: &Path, key: &str) -> Result<String> {
@@ -247,7 +247,7 @@ fn key_line(key: &str) -> String {
 
 /// Downloads an index's artifact into staging, checking signature, size and hash.
 fn fetch_candidate(c: &Candidate, staging: &Path, opts: &Options) -> Result<Fetched> {
-    let what = format!("{} {} ({})", c.name, c.entry.version, c.url);
+    let what = format!("{} {} ({})", c.name, c.entry.version, fetch::redact(&c.url));
     let key = match &c.source.pubkey {
         Some(k) => Some(index::check_pubkey(k).map_err(|r| InstallError::Config { path: index::user_config_path().display().to_string(), reason: format!("index '{}': pubkey: {r}", c.source.name) })?),
         None => None,
@@ -286,7 +286,7 @@ fn fetch_candidate(c: &Candidate, staging: &Path, opts: &Options) -> Result<Fetc
         archive: dest,
         sha256: d.sha256,
         signed_by,
-        source: Source::Index { index: c.source.name.clone(), index_url: c.source.url.to_string(), url: c.url.to_string() },
+        source: Source::Index { index: c.source.name.clone(), index_url: fetch::redact(&c.source.url), url: fetch::redact(&c.url) },
         expect: Some((c.name.clone(), c.entry.version.clone(), c.entry.plugin_api.clone())),
     })
 }
