@@ -90,12 +90,12 @@ pub fn save(
         return Err(e.context(format!("writing checkpoint {}", final_dir.display())));
     }
     fs::rename(&tmp, &final_dir)?;
-    sync_dir(root);
+    crate::atomic::sync_dir(root);
     relink(root, "last", &name)?;
     if is_best {
         relink(root, "best", &name)?;
     }
-    sync_dir(root);
+    crate::atomic::sync_dir(root);
     prune(root)?;
     Ok(final_dir)
 }
@@ -106,12 +106,6 @@ fn relink(root: &Path, link: &str, target: &str) -> Result<()> {
     std::os::unix::fs::symlink(target, &tmp).with_context(|| format!("cannot create link {}", tmp.display()))?;
     fs::rename(&tmp, root.join(link)).with_context(|| format!("cannot move link {link} in {}", root.display()))?;
     Ok(())
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(f) = fs::File::open(dir) {
-        let _ = f.sync_all();
-    }
 }
 
 /// Removes checkpoint directories that neither `last` nor `best` points to, and stale temporaries.

@@ -2,6 +2,7 @@
 //!
 //! The binary's commands live in `main.rs`; everything they use is here so integration tests can reach it.
 
+pub mod atomic;
 pub mod checkpoint;
 pub mod config;
 pub mod console;

@@ -104,16 +104,14 @@ fn update(names: &[String], opts: &install::Options) -> Result<ExitCode> {
     }
     let mut opts = opts.clone();
     opts.upgrade_only = true;
+    let configured: Vec<String> = index::configured().map(|c| c.into_iter().map(|s| s.name).collect()).unwrap_or_default();
     for r in chosen {
         let store::Source::Index { index, index_url, .. } = &r.source else {
             println!("{} {}: installed from an archive, not an index; install a newer archive to update it", r.name, r.version);
             continue;
         };
         // The index it came from: by name while that is configured, else by the URL the receipt recorded.
-        let from = opts.index.clone().unwrap_or_else(|| match index::configured() {
-            Ok(c) if c.iter().any(|s| &s.name == index) => index.clone(),
-            _ => index_url.clone(),
-        });
+        let from = opts.index.clone().unwrap_or_else(|| if configured.contains(index) { index.clone() } else { index_url.clone() });
         let req = Request::Index { index: Some(from), name: r.name.clone(), version: None };
         match install::install(&req, &opts)? {
             Outcome::AlreadyInstalled { name, version } => println!("{name} {version} is up to date"),
@@ -230,7 +228,7 @@ fn write_config(path: &Path, doc: &toml_edit::DocumentMut) -> Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     }
-    store::write_atomic(path, doc.to_string().as_bytes())?;
+    bz_host::train::write_atomic(path, doc.to_string().as_bytes())?;
     Ok(())
 }
 

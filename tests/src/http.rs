@@ -29,45 +29,69 @@ struct State {
     auth: Option<String>,
 }
 
-/// Serves the files under a directory until dropped.
-pub struct Server {
-    port: u16,
+/// A loopback listener that hands every connection to `on_conn` on its own thread, until dropped (or for at
+/// most [`MAX_LIFETIME`]). Both test servers stand on it.
+pub struct Listener {
+    pub port: u16,
     stop: Arc<AtomicBool>,
-    state: Arc<Mutex<State>>,
     thread: Option<JoinHandle<()>>,
 }
 
 /// No test server lives longer than this, whatever happens to the test.
 const MAX_LIFETIME: Duration = Duration::from_secs(600);
 
-impl Server {
-    pub fn serve_dir(root: &Path) -> Server {
+impl Listener {
+    pub fn start(on_conn: impl Fn(TcpStream, u16) + Send + Sync + 'static) -> Listener {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("addr").port();
         let stop = Arc::new(AtomicBool::new(false));
-        let state = Arc::new(Mutex::new(State::default()));
-        let (stop2, state2, root) = (stop.clone(), state.clone(), root.to_path_buf());
+        let stop2 = stop.clone();
+        let on_conn = Arc::new(on_conn);
         let thread = std::thread::spawn(move || {
             let start = Instant::now();
             while !stop2.load(Ordering::SeqCst) && start.elapsed() < MAX_LIFETIME {
                 match listener.accept() {
                     Ok((conn, _)) => {
-                        let (state, root) = (state2.clone(), root.clone());
-                        std::thread::spawn(move || {
-                            let _ = handle(conn, &root, &state);
-                        });
+                        let on_conn = on_conn.clone();
+                        std::thread::spawn(move || on_conn(conn, port));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         });
-        Server { port, stop, state, thread: Some(thread) }
+        Listener { port, stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Serves the files under a directory until dropped.
+pub struct Server {
+    listener: Listener,
+    state: Arc<Mutex<State>>,
+}
+
+impl Server {
+    pub fn serve_dir(root: &Path) -> Server {
+        let state = Arc::new(Mutex::new(State::default()));
+        let (state2, root) = (state.clone(), root.to_path_buf());
+        let listener = Listener::start(move |conn, _| {
+            let _ = handle(conn, &root, &state2);
+        });
+        Server { listener, state }
     }
 
     /// `http://127.0.0.1:PORT/` + path.
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}/{}", self.port, path.trim_start_matches('/'))
+        format!("http://127.0.0.1:{}/{}", self.listener.port, path.trim_start_matches('/'))
     }
 
     /// Makes requests whose path ends with `suffix` behave so.
@@ -89,15 +113,6 @@ impl Server {
     /// Every request so far, as "GET /path".
     pub fn requests(&self) -> Vec<String> {
         self.state.lock().expect("state").log.clone()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -4,11 +4,10 @@
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::http::Listener;
+use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One request as received (body decoded from chunked and gzip encodings).
 #[derive(Debug, Clone)]
@@ -49,39 +48,22 @@ struct State {
 }
 
 pub struct WandbServer {
-    port: u16,
-    stop: Arc<AtomicBool>,
+    listener: Listener,
     state: Arc<Mutex<State>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl WandbServer {
     pub fn start() -> WandbServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let port = listener.local_addr().expect("addr").port();
-        let stop = Arc::new(AtomicBool::new(false));
         let state = Arc::new(Mutex::new(State::default()));
-        let (stop2, state2) = (stop.clone(), state.clone());
-        let thread = std::thread::spawn(move || {
-            let start = Instant::now();
-            while !stop2.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(600) {
-                match listener.accept() {
-                    Ok((conn, _)) => {
-                        let state = state2.clone();
-                        std::thread::spawn(move || {
-                            let _ = serve(conn, port, &state);
-                        });
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
+        let state2 = state.clone();
+        let listener = Listener::start(move |conn, port| {
+            let _ = serve(conn, port, &state2);
         });
-        WandbServer { port, stop, state, thread: Some(thread) }
+        WandbServer { listener, state }
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.listener.port)
     }
 
     /// Answers the next `n` file_stream requests with HTTP 500.
@@ -122,14 +104,6 @@ pub fn parse_wandb_json(s: &str) -> Value {
     serde_json::from_str(&fixed).unwrap_or(Value::Null)
 }
 
-impl Drop for WandbServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 fn read_body(reader: &mut impl BufRead, length: Option<usize>, chunked: bool) -> std::io::Result<Vec<u8>> {
     let mut body = Vec::new();

@@ -193,11 +193,11 @@ impl WandbRun {
         self.ended = true;
         let Some(mut run) = self.run.take() else { return Ok(()) };
         let dir = run.dir.clone();
+        // The pending row first (it goes online too), then the summary-only values after it.
+        let last = run.commit().map_err(|e| io(&dir, e))?;
         if let Some(b) = best {
-            run.commit().map_err(|e| io(&dir, e))?;
             run.summarize(vec![("best".into(), values::number(b))]).map_err(|e| io(&dir, e))?;
         }
-        let last = run.commit().map_err(|e| io(&dir, e))?;
         run.finish(exit_code).map_err(|e| io(&dir, e))?;
         let Some(mut online) = self.online.take() else {
             log!(Level::Info, "offline run saved in {}: upload it with `wandb sync {}`", dir.display(), dir.display());

@@ -51,33 +51,14 @@ fn timestamp(t: SystemTime) -> proto::Timestamp {
     proto::Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
 }
 
-/// (year, month, day, hour, minute, second) in UTC (civil-from-days, so no date crate is needed for two formats).
-fn civil(t: SystemTime) -> (i64, i64, i64, i64, i64, i64) {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
 /// `YYYYMMDD_HHMMSS` in UTC, as in wandb's run directory names.
 pub fn utc_stamp(t: SystemTime) -> String {
-    let (y, m, d, hh, mm, ss) = civil(t);
-    format!("{y:04}{m:02}{d:02}_{hh:02}{mm:02}{ss:02}")
+    chrono::DateTime::<chrono::Utc>::from(t).format("%Y%m%d_%H%M%S").to_string()
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffff` in UTC, the prefix wandb gives console lines in `output.log`.
 pub fn iso_micros(t: SystemTime) -> String {
-    let (y, m, d, hh, mm, ss) = civil(t);
-    let micros = t.duration_since(UNIX_EPOCH).map(|d| d.subsec_micros()).unwrap_or(0);
-    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{micros:06}")
+    chrono::DateTime::<chrono::Utc>::from(t).format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
 }
 
 impl Run {

@@ -122,10 +122,14 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// The base64 line of a minisign public key given as that line or as a whole `.pub` file's text.
+pub fn key_line(key: &str) -> &str {
+    key.lines().map(str::trim).rfind(|l| !l.is_empty() && !l.starts_with("untrusted comment:")).unwrap_or("")
+}
+
 /// Accepts the base64 line of a minisign public key, or a whole `.pub` file's text.
 pub fn check_pubkey(key: &str) -> Result<minisign_verify::PublicKey, String> {
-    let line = key.lines().map(str::trim).rfind(|l| !l.is_empty() && !l.starts_with("untrusted comment:")).unwrap_or("");
-    minisign_verify::PublicKey::from_base64(line).map_err(|e| format!("not a minisign public key ({e})"))
+    minisign_verify::PublicKey::from_base64(key_line(key)).map_err(|e| format!("not a minisign public key ({e})"))
 }
 
 /// The indexes a command uses: `--index` (a configured name, or a URL or path), else `BZ_PLUGIN_INDEX`, else

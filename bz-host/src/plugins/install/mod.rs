@@ -195,7 +195,7 @@ pub fn install(req: &Request, opts: &Options) -> Result<Outcome> {
             let signed_by = match (verifier.as_mut(), &opts.pubkey) {
                 (Some(v), Some(k)) => {
                     v.finalize().map_err(|e| InstallError::Signature { what: fetch::redact(url), reason: e.to_string() })?;
-                    Some(key_line(k))
+                    Some(index::key_line(k).to_string())
                 }
                 _ => None,
             };
@@ -237,12 +237,7 @@ fn verify_file(path: &Path, sig: &Path, key: &str) -> Result<String> {
     let s = read_signature(&url)?;
     let bytes = std::fs::read(path).map_err(|e| InstallError::io(path, e))?;
     k.verify(&bytes, &s, false).map_err(|e| InstallError::Signature { what: path.display().to_string(), reason: e.to_string() })?;
-    Ok(key_line(key))
-}
-
-/// The key as receipts record it: the base64 line of the minisign public key.
-fn key_line(key: &str) -> String {
-    key.lines().map(str::trim).rfind(|l| !l.is_empty() && !l.starts_with("untrusted comment:")).unwrap_or("").to_string()
+    Ok(index::key_line(key).to_string())
 }
 
 /// Downloads an index's artifact into staging, checking signature, size and hash.
@@ -278,7 +273,7 @@ fn fetch_candidate(c: &Candidate, staging: &Path, opts: &Options) -> Result<Fetc
     let signed_by = match (verifier.as_mut(), &c.source.pubkey) {
         (Some(v), Some(k)) => {
             v.finalize().map_err(|e| InstallError::Signature { what: what.clone(), reason: e.to_string() })?;
-            Some(key_line(k))
+            Some(index::key_line(k).to_string())
         }
         _ => None,
     };
@@ -332,7 +327,7 @@ fn place(layout: &Layout, receipts: &mut store::Receipts, f: Fetched, staging: &
         std::fs::rename(&dest, &aside).map_err(|e| InstallError::io(&dest, e))?;
     }
     std::fs::rename(&pkg, &dest).map_err(|e| InstallError::io(&dest, e))?;
-    store::sync_dir(&versions);
+    crate::atomic::sync_dir(&versions);
     let rel = PathBuf::from("store").join(&m.name).join(&m.version).join(&m.library);
     store::swap_link(layout, &m.name, &rel)?;
 

@@ -15,7 +15,6 @@ use super::InstallError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -158,21 +157,8 @@ pub fn read_receipts(layout: &Layout) -> Result<Receipts, InstallError> {
 pub fn write_receipts(layout: &Layout, receipts: &Receipts) -> Result<(), InstallError> {
     let mut text = serde_json::to_string_pretty(receipts).map_err(|e| InstallError::Receipts { path: layout.receipts(), reason: e.to_string() })?;
     text.push('\n');
-    write_atomic(&layout.receipts(), text.as_bytes())
-}
-
-/// Temp file + fsync + rename + fsync of the directory: after a crash the file is the old or the new one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), InstallError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| InstallError::io(dir, e))?;
-    tmp.write_all(bytes).map_err(|e| InstallError::io(tmp.path(), e))?;
-    // Readable by everyone, like the plugins themselves (tempfile creates 0600).
-    use std::os::unix::fs::PermissionsExt;
-    let _ = tmp.as_file().set_permissions(fs::Permissions::from_mode(0o644));
-    tmp.as_file().sync_all().map_err(|e| InstallError::io(tmp.path(), e))?;
-    tmp.persist(path).map_err(|e| InstallError::io(path, e.error))?;
-    sync_dir(dir);
-    Ok(())
+    let path = layout.receipts();
+    crate::atomic::write(&path, text.as_bytes()).map_err(|e| InstallError::io(&path, e))
 }
 
 /// Points `<name>.so` at `target` (relative to the plugin dir) by renaming a fresh link over the old one, so a
@@ -186,16 +172,10 @@ pub fn swap_link(layout: &Layout, name: &str, target: &Path) -> Result<(), Insta
         let _ = fs::remove_file(&tmp);
         return Err(InstallError::io(&link, e));
     }
-    sync_dir(&layout.dir);
+    crate::atomic::sync_dir(&layout.dir);
     Ok(())
 }
 
-pub fn sync_dir(dir: &Path) {
-    // Best effort: some filesystems refuse fsync on directories; the rename itself is still atomic.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
 
 /// Removes a file, link or directory tree.
 pub fn remove_any(path: &Path) -> std::io::Result<()> {
