@@ -2,6 +2,7 @@
 //! and ask the real tools (PyTorch, scikit-learn in the test venv) about it.
 
 pub mod http;
+pub mod install_env;
 pub mod postgres;
 pub mod wandb_server;
 
