@@ -8,6 +8,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=BZ_CUDA");
     // The installer picks plugin builds for the triple bz itself was built for.
     println!("cargo:rustc-env=BZ_TARGET={}", std::env::var("TARGET").unwrap_or_default());
+    default_channel();
     let Some(libtorch) = std::env::var_os("LIBTORCH").map(PathBuf::from) else {
         println!("cargo:warning=LIBTORCH is not set; run scripts/setup first");
         return;
@@ -27,6 +28,21 @@ fn main() {
         println!("cargo:rustc-link-arg=-ltorch");
         println!("cargo:rustc-env=BZ_CUDA_LINKED=1");
     }
+}
+
+/// The plugin channel a release build carries: `BZ_CHANNEL_URL` and `BZ_CHANNEL_PUBKEY` at build time (the release
+/// workflow sets both). Without a URL, a GitHub repository's release assets are the default; without a key there
+/// is no default channel, because an index bz cannot verify is no channel (a source checkout makes its own).
+fn default_channel() {
+    println!("cargo:rerun-if-env-changed=BZ_CHANNEL_URL");
+    println!("cargo:rerun-if-env-changed=BZ_CHANNEL_PUBKEY");
+    let repo = std::env::var("CARGO_PKG_REPOSITORY").unwrap_or_default();
+    let from_repo =
+        repo.strip_prefix("https://github.com/").map(|r| format!("https://github.com/{}/releases/download/plugins/index.json", r.trim_end_matches('/')));
+    let url = std::env::var("BZ_CHANNEL_URL").ok().filter(|u| !u.is_empty()).or(from_repo).unwrap_or_default();
+    let key = std::env::var("BZ_CHANNEL_PUBKEY").unwrap_or_default();
+    println!("cargo:rustc-env=BZ_CHANNEL_URL={url}");
+    println!("cargo:rustc-env=BZ_CHANNEL_PUBKEY={}", key.trim());
 }
 
 /// `BZ_CUDA=1/0` forces the choice; otherwise CUDA is linked only when cuBLAS sits beside the PyPI torch package,

@@ -81,7 +81,7 @@ pub fn unpack(archive: &Path, into: &Path) -> Result<Manifest, InstallError> {
     if !into.join(&m.library).is_file() {
         return Err(bad(format!("plugin.toml names library {:?}, which the archive does not hold", m.library)));
     }
-    if m.name.is_empty() || !m.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
+    if !crate::plugins::loader::is_name(&m.name) {
         return Err(bad(format!("plugin.toml: name {:?} is not a plugin name (lower-case letters, digits, '-', '_')", m.name)));
     }
     semver::Version::parse(&m.version).map_err(|e| bad(format!("plugin.toml: version {:?}: {e}", m.version)))?;

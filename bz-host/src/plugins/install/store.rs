@@ -56,7 +56,7 @@ impl Layout {
     /// Creates the directory tree; a no-op when it exists.
     pub fn create(&self) -> Result<(), InstallError> {
         for d in [self.dir.clone(), self.store(), self.staging()] {
-            fs::create_dir_all(&d).map_err(|e| InstallError::io(&d, e))?;
+            crate::atomic::create_dir_all(&d).map_err(|e| InstallError::io(&d, e))?;
         }
         Ok(())
     }
@@ -109,6 +109,8 @@ pub enum Source {
     Archive { path: String },
     /// An archive downloaded from a URL given on the command line.
     Url { url: String },
+    /// A plugin crate built here (`bz plugins install ./crate`).
+    Local { path: String },
 }
 
 /// What `installed.json` records of one installed version.
@@ -175,7 +177,6 @@ pub fn swap_link(layout: &Layout, name: &str, target: &Path) -> Result<(), Insta
     crate::atomic::sync_dir(&layout.dir);
     Ok(())
 }
-
 
 /// Removes a file, link or directory tree.
 pub fn remove_any(path: &Path) -> std::io::Result<()> {
