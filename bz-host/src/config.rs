@@ -537,7 +537,46 @@ pub fn parse(text: &str, file: &Path, overrides: &[String]) -> Result<Config, Co
         let message = if from_set { format!("{message} (from --set)") } else { message };
         err(if from_set { None } else { loc }, Some(key), message)
     })?;
+    check_plugin_names(&config).map_err(|(section, field, message)| {
+        let loc = plugin_span(&doc, &section, field).map(|off| line_col(text, off));
+        let shown = if crate::plugins::loader::is_name(&section) { section.clone() } else { format!("{section:?}") };
+        err(loc, Some(format!("plugins.{shown}{}", field.map(|f| format!(".{f}")).unwrap_or_default())), message)
+    })?;
     Ok(config)
+}
+
+/// Plugin section names and `library` values name files in the plugin directory, so only plain names may: a
+/// config from someone else cannot point bz at `../x` or `/tmp/evil.so`. Returns the section, the field and why.
+fn check_plugin_names(c: &Config) -> Result<(), (String, Option<&'static str>, String)> {
+    const RULE: &str = "lower-case letters, digits, '-' and '_' only; plugins load by name from the plugin directory, never from a path";
+    for (name, section) in &c.plugins {
+        if !crate::plugins::loader::is_name(name) {
+            return Err((name.clone(), None, format!("{name:?} is not a plugin name ({RULE})")));
+        }
+        if let Some(lib) = section.get("library").and_then(|v| v.as_str()) {
+            if !crate::plugins::loader::is_name(lib) {
+                return Err((
+                    name.clone(),
+                    Some("library"),
+                    format!("{lib:?} is not a plugin name ({RULE}); install the library with `bz plugins install` and name it"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Byte offset of `[plugins.<section>]`'s name, or of its `field`'s value.
+fn plugin_span<S>(doc: &toml_edit::Document<S>, section: &str, field: Option<&str>) -> Option<usize> {
+    let plugins = doc.as_table().get("plugins")?.as_table_like()?;
+    let (key, item) = plugins.get_key_value(section)?;
+    match field {
+        None => key.span().map(|s| s.start),
+        Some(f) => {
+            let (k, v) = item.as_table_like()?.get_key_value(f)?;
+            v.span().or(k.span()).map(|s| s.start)
+        }
+    }
 }
 
 /// Checks the values serde cannot: ranges and combinations. Returns the offending key and why.
@@ -621,7 +660,13 @@ fn check(c: &Config) -> Result<(), (String, String)> {
 fn check_layers(layers: &[LayerSpec], at: &str) -> Result<(), (String, String)> {
     for (i, l) in layers.iter().enumerate() {
         let key = format!("{at}[{i}]");
-        let positive = |what: &str, v: i64| if v > 0 { Ok(()) } else { Err((key.clone(), format!("{what} = {v} must be positive"))) };
+        let positive = |what: &str, v: i64| {
+            if v > 0 {
+                Ok(())
+            } else {
+                Err((key.clone(), format!("{what} = {v} must be positive")))
+            }
+        };
         match l {
             LayerSpec::Linear { out, .. } => positive("out", *out)?,
             LayerSpec::Conv2d { out, kernel, stride, padding, .. } => {
@@ -771,9 +816,7 @@ impl<'a> Node<'a> {
     fn index(self, idx: usize) -> Option<Node<'a>> {
         match self {
             Node::Item(toml_edit::Item::ArrayOfTables(a)) => a.get(idx).map(Node::Table),
-            Node::Item(toml_edit::Item::Value(toml_edit::Value::Array(a))) | Node::Value(toml_edit::Value::Array(a)) => {
-                a.get(idx).map(Node::Value)
-            }
+            Node::Item(toml_edit::Item::Value(toml_edit::Value::Array(a))) | Node::Value(toml_edit::Value::Array(a)) => a.get(idx).map(Node::Value),
             _ => None,
         }
     }
@@ -795,14 +838,14 @@ fn unknown_name(message: &str) -> Option<String> {
 
 /// Adds "did you mean …?" to serde's "unknown field/variant `x`, expected one of `a`, `b`" messages.
 fn with_suggestion(message: &str) -> String {
-    let Some((head, expected)) = message.split_once(", expected ") else { return message.to_string() };
-    let Some(got) = head.split('`').nth(1) else { return message.to_string() };
+    let Some((head, expected)) = message.split_once(", expected ") else {
+        return message.to_string();
+    };
+    let Some(got) = head.split('`').nth(1) else {
+        return message.to_string();
+    };
     let choices: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-    let best = choices
-        .iter()
-        .map(|c| (strsim::jaro_winkler(got, c), *c))
-        .filter(|(score, _)| *score >= 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let best = choices.iter().map(|c| (strsim::jaro_winkler(got, c), *c)).filter(|(score, _)| *score >= 0.8).max_by(|a, b| a.0.total_cmp(&b.0));
     match best {
         Some((_, c)) => format!("{message}; did you mean `{c}`?"),
         None => message.to_string(),

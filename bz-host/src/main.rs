@@ -137,6 +137,9 @@ struct IndexArgs {
     /// The minisign public key that signs the index's archives (default: the configured one, or BZ_PLUGIN_PUBKEY).
     #[arg(long, value_name = "KEY")]
     pubkey: Option<String>,
+    /// Accept plain http:// to hosts other than this machine (readable and changeable on the way).
+    #[arg(long)]
+    allow_http: bool,
 }
 
 #[derive(Subcommand)]
@@ -152,7 +155,7 @@ enum PluginsCommand {
         #[command(flatten)]
         dir: DirArg,
     },
-    /// Install plugins: NAME, NAME@VERSION, INDEX/NAME, a local .tar.gz, or an archive's URL.
+    /// Install plugins: NAME, NAME@VERSION, INDEX/NAME, a local .tar.gz, an archive's URL, or a plugin crate's directory (built with cargo).
     Install {
         #[arg(required = true, value_name = "NAME[@VERSION]|ARCHIVE|URL")]
         what: Vec<String>,
@@ -167,6 +170,9 @@ enum PluginsCommand {
         /// Install an archive that no signature vouches for.
         #[arg(long)]
         allow_unsigned: bool,
+        /// Let `install NAME` go to an older version than the installed one.
+        #[arg(long)]
+        allow_downgrade: bool,
         #[command(flatten)]
         dir: DirArg,
     },
@@ -243,6 +249,12 @@ enum IndexCommand {
         url: String,
         #[arg(long, value_name = "KEY")]
         pubkey: Option<String>,
+        /// Add it only when no index is configured yet (what the quick start does).
+        #[arg(long)]
+        if_none: bool,
+        /// Accept plain http:// to hosts other than this machine.
+        #[arg(long)]
+        allow_http: bool,
     },
     /// Remove an index.
     Remove { name: String },
@@ -281,7 +293,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train { cfg, epochs, resume, run_name, quiet, verbose } => cmd_train(cfg, epochs, resume, run_name, quiet, verbose),
         Command::Validate { cfg } => cmd_validate(cfg),
-        Command::Tune { cfg, resume, study, storage, n_trials, n_jobs, timeout, quiet } => cmd_tune(cfg, resume, study, storage, n_trials, n_jobs, timeout, quiet),
+        Command::Tune { cfg, resume, study, storage, n_trials, n_jobs, timeout, quiet } => {
+            cmd_tune(cfg, resume, study, storage, n_trials, n_jobs, timeout, quiet)
+        }
         Command::Eval { cfg, checkpoint, run_name, split, json } => cmd_eval(cfg, checkpoint, run_name, &split, json),
         Command::Init { path, force } => cmd_init(&path, force),
         Command::Doctor => cmd_doctor(),
@@ -337,7 +351,16 @@ fn cmd_train(cfg: ConfigArgs, epochs: Option<usize>, resume: bool, run_name: Opt
 }
 
 #[allow(clippy::too_many_arguments)]
-fn cmd_tune(cfg: ConfigArgs, resume: bool, study: Option<String>, storage: Option<String>, n_trials: Option<u64>, n_jobs: Option<usize>, timeout: Option<f64>, quiet: bool) -> Result<ExitCode> {
+fn cmd_tune(
+    cfg: ConfigArgs,
+    resume: bool,
+    study: Option<String>,
+    storage: Option<String>,
+    n_trials: Option<u64>,
+    n_jobs: Option<usize>,
+    timeout: Option<f64>,
+    quiet: bool,
+) -> Result<ExitCode> {
     let loaded = load(&cfg, &[])?;
     let text = std::fs::read_to_string(&cfg.config).with_context(|| format!("cannot read {}", cfg.config.display()))?;
     ctrlc::set_handler(|| {
@@ -354,7 +377,8 @@ fn cmd_tune(cfg: ConfigArgs, resume: bool, study: Option<String>, storage: Optio
         n_trials,
         n_jobs,
         timeout,
-        plugin_dir: std::fs::canonicalize(bz_host::plugins::loader::plugin_dir(cfg.plugin_dir.as_deref())).unwrap_or_else(|_| bz_host::plugins::loader::plugin_dir(cfg.plugin_dir.as_deref())),
+        plugin_dir: std::fs::canonicalize(bz_host::plugins::loader::plugin_dir(cfg.plugin_dir.as_deref()))
+            .unwrap_or_else(|_| bz_host::plugins::loader::plugin_dir(cfg.plugin_dir.as_deref())),
         sets: cfg.set.clone(),
         quiet,
     };
@@ -370,7 +394,13 @@ fn cmd_validate(cfg: ConfigArgs) -> Result<ExitCode> {
     let plugins = bz_host::plugins::prepare(&loaded.config, &loaded.path, &dir, false)?;
     let (data, _vs, model, objective, _device) = train::prepare(&loaded.config, &loaded.path)?;
     println!("{}: ok", loaded.path.display());
-    println!("data    {} · {} train / {} val samples · input {}", data.description, data.train.len(), data.val.len(), bz_host::model::fmt_shape(&data.input_shape));
+    println!(
+        "data    {} · {} train / {} val samples · input {}",
+        data.description,
+        data.train.len(),
+        data.val.len(),
+        bz_host::model::fmt_shape(&data.input_shape)
+    );
     println!("{}", model.summary());
     println!("metrics {}", objective.metric_names().join(", "));
     for p in &plugins {
@@ -467,9 +497,7 @@ fn cmd_doctor() -> Result<ExitCode> {
     sys.refresh_memory();
     println!("memory          {:.1} GiB total, {:.1} GiB available", sys.total_memory() as f64 / 1073741824.0, sys.available_memory() as f64 / 1073741824.0);
     let plugin_dir = bz_host::plugins::loader::plugin_dir(None);
-    let plugins = std::fs::read_dir(&plugin_dir)
-        .map(|d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "so")).count())
-        .ok();
+    let plugins = std::fs::read_dir(&plugin_dir).map(|d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "so")).count()).ok();
     match plugins {
         Some(n) => println!("plugins         {} ({n} .so files)", plugin_dir.display()),
         None => println!("plugins         {} (does not exist yet)", plugin_dir.display()),
@@ -477,7 +505,11 @@ fn cmd_doctor() -> Result<ExitCode> {
     let venv = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/bz/venv/bin"));
     for tool in ["tensorboard", "wandb", "optuna"] {
         let found = find_tool(tool, venv.as_deref());
-        println!("{:<15} {}", tool, found.map(|p| p.display().to_string()).unwrap_or_else(|| "not found (tests install it with scripts/setup --python)".into()));
+        println!(
+            "{:<15} {}",
+            tool,
+            found.map(|p| p.display().to_string()).unwrap_or_else(|| { "not found (tests install it with scripts/setup --python)".into() })
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

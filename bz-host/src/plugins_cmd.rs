@@ -16,11 +16,12 @@ pub fn run(cmd: PluginsCommand) -> Result<ExitCode> {
     match cmd {
         PluginsCommand::List { dir: d } => list(&dir(&d)),
         PluginsCommand::Info { name, dir: d } => info(&name, &dir(&d)),
-        PluginsCommand::Install { what, sha256, index, force, allow_unsigned, dir: d } => {
+        PluginsCommand::Install { what, sha256, index, force, allow_unsigned, allow_downgrade, dir: d } => {
             if sha256.is_some() && what.len() > 1 {
                 bail!("--sha256 checks one archive; install one at a time");
             }
-            let opts = options(&dir(&d), &index, sha256, force, allow_unsigned);
+            let mut opts = options(&dir(&d), &index, sha256, force, allow_unsigned);
+            opts.allow_downgrade = allow_downgrade;
             for w in &what {
                 report(install::install(&Request::parse(w)?, &opts)?);
             }
@@ -65,6 +66,8 @@ fn options(dir: &Path, index: &IndexArgs, sha256: Option<String>, force: bool, a
         sha256,
         force,
         allow_unsigned,
+        allow_http: index.allow_http,
+        allow_downgrade: false,
         upgrade_only: false,
         progress: std::io::stderr().is_terminal(),
     }
@@ -72,14 +75,21 @@ fn options(dir: &Path, index: &IndexArgs, sha256: Option<String>, force: bool, a
 
 fn report(o: Outcome) {
     match o {
-        Outcome::Installed { name, version, previous, signed } => {
-            let how = if signed { "signature verified" } else { "unsigned" };
+        Outcome::Installed { name, version, previous, check } => {
+            let how = match check {
+                install::Check::Signature => "signature verified",
+                install::Check::Sha256 => "sha256 verified",
+                install::Check::Unsigned => "unsigned",
+                install::Check::LocalBuild => "local build",
+            };
             match previous {
                 Some(p) => println!("installed {name} {version} (replaces {p}; `bz plugins rollback {name}` goes back) · {how}"),
                 None => println!("installed {name} {version} · {how}"),
             }
         }
-        Outcome::AlreadyInstalled { name, version } => println!("{name} {version} is already installed (--force reinstalls it)"),
+        Outcome::AlreadyInstalled { name, version } => {
+            println!("{name} {version} is already installed (--force reinstalls it)")
+        }
     }
 }
 
@@ -107,14 +117,16 @@ fn update(names: &[String], opts: &install::Options) -> Result<ExitCode> {
     let configured: Vec<String> = index::configured().map(|c| c.into_iter().map(|s| s.name).collect()).unwrap_or_default();
     for r in chosen {
         let store::Source::Index { index, index_url, .. } = &r.source else {
-            println!("{} {}: installed from an archive, not an index; install a newer archive to update it", r.name, r.version);
+            println!("{} {}: {}, not from an index; install a newer one to update it", r.name, r.version, source_text(&r.source));
             continue;
         };
         // The index it came from: by name while that is configured, else by the URL the receipt recorded.
         let from = opts.index.clone().unwrap_or_else(|| if configured.contains(index) { index.clone() } else { index_url.clone() });
         let req = Request::Index { index: Some(from), name: r.name.clone(), version: None };
         match install::install(&req, &opts)? {
-            Outcome::AlreadyInstalled { name, version } => println!("{name} {version} is up to date"),
+            Outcome::AlreadyInstalled { name, version } => {
+                println!("{name} {version} is up to date")
+            }
             o => report(o),
         }
     }
@@ -148,7 +160,7 @@ fn verify(dir: &Path) -> Result<ExitCode> {
 
 fn search(term: Option<&str>, args: &IndexArgs, dir: &Path) -> Result<ExitCode> {
     let sources = index::sources(args.index.as_deref(), args.pubkey.as_deref())?;
-    let found = install::search(&sources, term)?;
+    let found = install::search(dir, &sources, term, args.allow_http)?;
     let receipts = store::read_receipts(&store::Layout::new(dir))?;
     println!("{:<16} {:<10} {:<10} description", "name", "latest", "installed");
     for (name, best, description) in &found {
@@ -180,11 +192,21 @@ fn index_cmd(cmd: IndexCommand) -> Result<ExitCode> {
                 println!("(no plugin index configured in {})", path.display());
             }
             for s in &current {
-                println!("{:<12} {} ({})", s.name, install::fetch::redact(&s.url), if s.pubkey.is_some() { "signed: archives must carry its key's signature" } else { "no key: installs need --allow-unsigned" });
+                println!(
+                    "{:<12} {} ({})",
+                    s.name,
+                    install::fetch::redact(&s.url),
+                    if s.pubkey.is_some() { "signed: archives must carry its key's signature" } else { "no key: installs need --allow-unsigned" }
+                );
             }
             return Ok(ExitCode::SUCCESS);
         }
-        IndexCommand::Add { name, url, pubkey } => {
+        IndexCommand::Add { name, url, pubkey, if_none, allow_http } => {
+            if if_none && !current.is_empty() {
+                let names: Vec<&str> = current.iter().map(|s| s.name.as_str()).collect();
+                println!("kept your configured indexes ({}); '{name}' not added", names.join(", "));
+                return Ok(ExitCode::SUCCESS);
+            }
             if current.iter().any(|s| s.name == name) {
                 bail!("index '{name}' is already configured in {}; remove it first", path.display());
             }
@@ -193,7 +215,9 @@ fn index_cmd(cmd: IndexCommand) -> Result<ExitCode> {
                 index::check_pubkey(k).map_err(|e| anyhow::anyhow!("--pubkey: {e}"))?;
             }
             let source = index::IndexSource { name: name.clone(), url: parsed.clone(), pubkey: pubkey.clone() };
-            let idx = index::fetch_index(&source)?;
+            // Checked as an install would check it; what it saw is recorded by the first install.
+            let mut trust = install::trust::Trust::load(&loader::plugin_dir(None))?;
+            let idx = index::fetch_index(&source, allow_http, &mut trust)?.index;
             let mut t = toml_edit::Table::new();
             t["name"] = toml_edit::value(name.clone());
             t["url"] = toml_edit::value(parsed.to_string());
@@ -228,7 +252,8 @@ fn write_config(path: &Path, doc: &toml_edit::DocumentMut) -> Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     }
-    bz_host::train::write_atomic(path, doc.to_string().as_bytes())?;
+    // 0600 when new: the file may hold index credentials (user:token@ URLs).
+    bz_host::atomic::write_new_mode(path, doc.to_string().as_bytes(), 0o600).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
@@ -282,11 +307,7 @@ fn list(dir: &Path) -> Result<ExitCode> {
         Err(e) => println!("{:<16} {:<9} {:<5} {:<15} {:<8} {source}: {e}", fallback, "-", "-", "-", "broken"),
     };
     for r in receipts.plugins.values() {
-        let from = match &r.source {
-            store::Source::Index { index, .. } => format!("index '{index}'"),
-            store::Source::Archive { path } => format!("archive {path}"),
-            store::Source::Url { url } => url.clone(),
-        };
+        let from = source_text(&r.source);
         let pinned = if r.pinned { " · pinned" } else { "" };
         row(&store::Layout::new(dir).link(&r.name), &r.name, format!("installed {} from {from}{pinned}", r.version));
     }
@@ -298,6 +319,16 @@ fn list(dir: &Path) -> Result<ExitCode> {
         println!("(no plugin libraries in {}; `bz plugins search` lists what can be installed)", dir.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where an installed plugin came from, in a few words.
+fn source_text(s: &store::Source) -> String {
+    match s {
+        store::Source::Index { index, .. } => format!("index '{index}'"),
+        store::Source::Archive { path } => format!("archive {path}"),
+        store::Source::Url { url } => url.clone(),
+        store::Source::Local { path } => format!("local build of {path}"),
+    }
 }
 
 fn api_major(v: &str) -> String {
@@ -325,25 +356,29 @@ fn info(name: &str, dir: &Path) -> Result<ExitCode> {
         Some(r) => {
             let from = match &r.source {
                 store::Source::Index { index, index_url, url } => format!("index '{index}' ({index_url}): {url}"),
-                store::Source::Archive { path } => format!("archive {path}"),
-                store::Source::Url { url } => url.clone(),
+                other => source_text(other),
             };
             println!("installed       {} from {from}", r.installed_at);
             println!("archive sha256  {}", r.archive_sha256);
             println!("library sha256  {}", r.library_sha256);
-            println!("signature       {}", r.signed_by.as_deref().map(|k| format!("verified with key {k}")).unwrap_or_else(|| "none (installed with --allow-unsigned)".into()));
+            println!(
+                "signature       {}",
+                r.signed_by.as_deref().map(|k| format!("verified with key {k}")).unwrap_or_else(|| "none (installed with --allow-unsigned)".into())
+            );
             println!("pinned          {}", if r.pinned { "yes" } else { "no" });
             if let Some(prev) = &r.previous {
                 println!("previous        {} (`bz plugins rollback {name}`)", prev.version);
             }
         }
-        None => println!("installed       by hand (no receipt; `bz plugins verify` cannot check it)"),
+        None => {
+            println!("installed       by hand (no receipt; `bz plugins verify` cannot check it)")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn new(name: &str, path: Option<PathBuf>) -> Result<ExitCode> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-') {
+    if !loader::is_name(name) {
         bail!("plugin name {name:?}: use lower-case letters, digits, '-' and '_'");
     }
     if BUILTINS.iter().any(|(n, _)| *n == name) {
@@ -368,7 +403,11 @@ fn new(name: &str, path: Option<PathBuf>) -> Result<ExitCode> {
     std::fs::write(dir.join("Cargo.toml"), cargo)?;
     std::fs::write(dir.join("src/lib.rs"), lib)?;
     std::fs::write(dir.join(".gitignore"), "/target\n")?;
-    println!("created {} · build it with `cargo build --release` and copy target/release/lib{crate_name}.so to {}", dir.display(), loader::plugin_dir(None).display());
+    println!(
+        "created {} · build it with `cargo build --release` and copy target/release/lib{crate_name}.so to {}",
+        dir.display(),
+        loader::plugin_dir(None).display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

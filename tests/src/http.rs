@@ -19,12 +19,16 @@ pub enum Behaviour {
     Throttle { chunk: usize, pause: Duration },
     /// Answer with this status and no body.
     Status(u16),
+    /// Answer 302 with this Location.
+    Redirect(String),
 }
 
 #[derive(Default)]
 struct State {
     rules: HashMap<String, Behaviour>,
     log: Vec<String>,
+    /// The requests that carried an Authorization header, as "GET /path".
+    with_auth: Vec<String>,
     /// When set, every request needs exactly this Authorization header (else 401).
     auth: Option<String>,
 }
@@ -110,6 +114,11 @@ impl Server {
         self.state.lock().expect("state").rules.clear();
     }
 
+    /// The requests so far that carried credentials, as "GET /path".
+    pub fn requests_with_auth(&self) -> Vec<String> {
+        self.state.lock().expect("state").with_auth.clone()
+    }
+
     /// Every request so far, as "GET /path".
     pub fn requests(&self) -> Vec<String> {
         self.state.lock().expect("state").log.clone()
@@ -141,10 +150,16 @@ fn handle(conn: TcpStream, root: &Path, state: &Mutex<State>) -> std::io::Result
     let (rule, authorized) = {
         let mut s = state.lock().expect("state");
         s.log.push(format!("{method} {path}"));
+        if authorization.is_some() {
+            s.with_auth.push(format!("{method} {path}"));
+        }
         let authorized = s.auth.is_none() || s.auth == authorization;
         (s.rules.iter().find(|(k, _)| path.ends_with(k.as_str())).map(|(_, b)| b.clone()), authorized)
     };
     let mut out = conn;
+    if let Some(Behaviour::Redirect(to)) = &rule {
+        return write!(out, "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    }
     if !authorized {
         return write!(out, "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"test\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     }

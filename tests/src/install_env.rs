@@ -52,7 +52,17 @@ impl Env {
         }
         let pubkey = std::fs::read_to_string(tmp.path().join("key.pub")).unwrap().lines().last().unwrap().to_string();
         write_config(tmp.path(), "c.toml", CONFIG);
-        Env { tmp, pubkey }
+        let e = Env { tmp, pubkey };
+        e.sign_index();
+        e
+    }
+    /// Re-signs dist/index.json with the publisher's key (a new index version), as a publisher does after a change.
+    pub fn sign_index(&self) {
+        self.sign_index_with("key.key", 30);
+    }
+    pub fn sign_index_with(&self, key: &str, expires_days: u32) {
+        let (dist, key) = (self.dist().display().to_string(), self.path(key).display().to_string());
+        package(&["sign-index", "--dist", &dist, "--key", &key, "--expires-days", &expires_days.to_string()]);
     }
     pub fn path(&self, rel: &str) -> PathBuf {
         self.tmp.path().join(rel)
@@ -103,7 +113,9 @@ impl Env {
         std::fs::read_to_string(self.plugins().join("installed.json")).map(|t| serde_json::from_str(&t).unwrap()).unwrap_or(Value::Null)
     }
     pub fn store_versions(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.plugins().join("store/fixture")).map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+        let mut v: Vec<String> = std::fs::read_dir(self.plugins().join("store/fixture"))
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
         v.sort();
         v
     }
@@ -113,7 +125,16 @@ impl Env {
     pub fn index(&self) -> Value {
         serde_json::from_str(&std::fs::read_to_string(self.dist().join("index.json")).unwrap()).unwrap()
     }
+    /// Changes the index as its publisher would: written, then re-signed.
     pub fn set_index(&self, v: &Value) {
+        // Versions only grow, even when an older copy of the index is written back.
+        let mut v = v.clone();
+        v["version"] = self.index()["version"].clone();
+        self.set_index_unsigned(&v);
+        self.sign_index();
+    }
+    /// Changes the index as someone without the key would: its signature no longer matches.
+    pub fn set_index_unsigned(&self, v: &Value) {
         std::fs::write(self.dist().join("index.json"), serde_json::to_string_pretty(v).unwrap()).unwrap();
     }
     pub fn archive(&self, version: &str) -> PathBuf {
@@ -174,8 +195,15 @@ pub fn python_tarball(dir: &Path, name: &str, entries: &[(&str, &str, &[u8])]) -
         let f = dir.join(format!("entry{i}"));
         std::fs::write(&f, data).unwrap();
         match *kind {
-            "file" => script += &format!("d = open({:?}, 'rb').read()\ni = tarfile.TarInfo({path:?}); i.size = len(d); t.addfile(i, io.BytesIO(d))\n", f.display().to_string()),
-            "symlink" => script += &format!("i = tarfile.TarInfo({path:?}); i.type = tarfile.SYMTYPE; i.linkname = {:?}; t.addfile(i)\n", String::from_utf8_lossy(data)),
+            "file" => {
+                script += &format!(
+                    "d = open({:?}, 'rb').read()\ni = tarfile.TarInfo({path:?}); i.size = len(d); t.addfile(i, io.BytesIO(d))\n",
+                    f.display().to_string()
+                )
+            }
+            "symlink" => {
+                script += &format!("i = tarfile.TarInfo({path:?}); i.type = tarfile.SYMTYPE; i.linkname = {:?}; t.addfile(i)\n", String::from_utf8_lossy(data))
+            }
             _ => unreachable!(),
         }
     }

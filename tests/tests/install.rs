@@ -27,7 +27,11 @@ fn install_upgrade_rollback_and_remove_over_http() {
     let ev = e.train("one");
     assert_eq!(ev.last().unwrap()["status"], "completed");
     let reqs = server.requests();
-    for want in ["GET /index.json", "GET /fixture/0.3.0/bz-fixture-0.3.0-x86_64-unknown-linux-gnu.tar.gz.minisig", "GET /fixture/0.3.0/bz-fixture-0.3.0-x86_64-unknown-linux-gnu.tar.gz"] {
+    for want in [
+        "GET /index.json",
+        "GET /fixture/0.3.0/bz-fixture-0.3.0-x86_64-unknown-linux-gnu.tar.gz.minisig",
+        "GET /fixture/0.3.0/bz-fixture-0.3.0-x86_64-unknown-linux-gnu.tar.gz",
+    ] {
         assert!(reqs.iter().any(|r| r == want), "{want} not in {reqs:?}");
     }
 
@@ -82,7 +86,6 @@ fn a_file_index_and_a_copied_mirror_work_without_a_server() {
     assert!(r["plugins"]["fixture"]["source"]["url"].as_str().unwrap().starts_with(&format!("file://{}", mirror.display())), "{r}");
 }
 
-
 #[test]
 fn a_corrupt_archive_or_a_forged_one_is_refused_and_the_old_install_kept() {
     let e = Env::new();
@@ -97,7 +100,11 @@ fn a_corrupt_archive_or_a_forged_one_is_refused_and_the_old_install_kept() {
     bad[good.len() / 2] ^= 0xff;
     std::fs::write(&archive, &bad).unwrap();
     let err = e.fails(&["plugins", "install", "fixture"]);
-    assert!(err.contains("sha256 is") && err.contains(&format!("expected {}", e.index()["plugins"]["fixture"]["versions"][1]["artifacts"][0]["sha256"].as_str().unwrap())), "{err}");
+    assert!(
+        err.contains("sha256 is")
+            && err.contains(&format!("expected {}", e.index()["plugins"]["fixture"]["versions"][1]["artifacts"][0]["sha256"].as_str().unwrap())),
+        "{err}"
+    );
     assert!(err.contains("nothing installed"), "{err}");
     assert_eq!(e.receipts(), before);
     assert_eq!(e.link(), Some(PathBuf::from("store/fixture/0.3.0/libbz_fixture.so")));
@@ -108,9 +115,14 @@ fn a_corrupt_archive_or_a_forged_one_is_refused_and_the_old_install_kept() {
     // the signature does not.
     let mut idx = e.index();
     idx["plugins"]["fixture"]["versions"][1]["artifacts"][0]["sha256"] = Value::from(sha256_hex(&bad));
+    e.set_index_unsigned(&idx);
+    let err = e.fails(&["plugins", "install", "fixture"]);
+    assert!(err.contains("bad signature: index.json was not signed"), "{err}");
+    assert_eq!(e.receipts(), before);
+    // Even with the index re-signed by its publisher, the archive's own signature does not match the bytes.
     e.set_index(&idx);
     let err = e.fails(&["plugins", "install", "fixture"]);
-    assert!(err.contains("bad signature"), "{err}");
+    assert!(err.contains("bad signature") && err.contains("fixture 0.4.0"), "{err}");
     assert_eq!(e.receipts(), before);
 
     // The right bytes signed by another key.
@@ -119,7 +131,17 @@ fn a_corrupt_archive_or_a_forged_one_is_refused_and_the_old_install_kept() {
     package(&["keygen", "--out", other.to_str().unwrap()]);
     let dist2 = e.path("dist2");
     let so = debug_dir().join("libbz_fixture_next.so");
-    package(&["pack", "--so", so.to_str().unwrap(), "--crate-dir", repo_root().join("tests/fixtures/plugin-next").to_str().unwrap(), "--dist", dist2.to_str().unwrap(), "--key", e.path("other.key").to_str().unwrap()]);
+    package(&[
+        "pack",
+        "--so",
+        so.to_str().unwrap(),
+        "--crate-dir",
+        repo_root().join("tests/fixtures/plugin-next").to_str().unwrap(),
+        "--dist",
+        dist2.to_str().unwrap(),
+        "--key",
+        e.path("other.key").to_str().unwrap(),
+    ]);
     let sig = format!("fixture/0.4.0/bz-fixture-0.4.0-{TARGET}.tar.gz.minisig");
     std::fs::copy(dist2.join(&sig), e.dist().join(&sig)).unwrap();
     idx["plugins"]["fixture"]["versions"][1]["artifacts"][0]["sha256"] = Value::from(sha256_hex(&good));
@@ -129,7 +151,6 @@ fn a_corrupt_archive_or_a_forged_one_is_refused_and_the_old_install_kept() {
     assert_eq!(e.receipts(), before);
     assert!(e.staging_is_empty());
 }
-
 
 #[test]
 fn unsigned_indexes_need_allow_unsigned() {
@@ -179,6 +200,7 @@ fn resolution_explains_targets_api_versions_yanks_and_names() {
     // Yanked: skipped unless asked for by number with --force.
     e.set_index(&pristine);
     package(&["yank", "--dist", e.dist().to_str().unwrap(), "fixture", "0.4.0"]);
+    e.sign_index();
     e.ok(&["plugins", "install", "fixture"]);
     assert_eq!(e.installed_version().as_deref(), Some("0.3.0"));
     let err = e.fails(&["plugins", "install", "fixture@0.4.0"]);
@@ -308,7 +330,6 @@ fn upgrading_while_a_run_uses_the_old_library_leaves_the_run_intact() {
     assert_eq!(ev.last().unwrap()["status"], "completed");
 }
 
-
 #[test]
 fn hostile_or_broken_archives_are_refused() {
     let e = Env::new();
@@ -319,11 +340,23 @@ fn hostile_or_broken_archives_are_refused() {
     std::fs::create_dir_all(&work).unwrap();
     type Case<'a> = (&'a str, Vec<(&'a str, &'a str, &'a [u8])>, &'a str);
     let cases: Vec<Case> = vec![
-        ("dotdot.tar.gz", vec![("plugin.toml", "file", manifest.as_bytes()), ("libbz_fixture.so", "file", &lib), ("../evil.so", "file", b"x")], "points outside the archive"),
+        (
+            "dotdot.tar.gz",
+            vec![("plugin.toml", "file", manifest.as_bytes()), ("libbz_fixture.so", "file", &lib), ("../evil.so", "file", b"x")],
+            "points outside the archive",
+        ),
         ("abs.tar.gz", vec![("/tmp/evil.so", "file", b"x")], "points outside the archive"),
-        ("link.tar.gz", vec![("plugin.toml", "file", manifest.as_bytes()), ("libbz_fixture.so", "symlink", b"/etc/passwd")], "is a symbolic link, not a plain file"),
+        (
+            "link.tar.gz",
+            vec![("plugin.toml", "file", manifest.as_bytes()), ("libbz_fixture.so", "symlink", b"/etc/passwd")],
+            "is a symbolic link, not a plain file",
+        ),
         ("nomanifest.tar.gz", vec![("libbz_fixture.so", "file", &lib)], "has no plugin.toml"),
-        ("notalib.tar.gz", vec![("plugin.toml", "file", manifest.as_bytes()), ("libbz_fixture.so", "file", b"not an ELF file at all")], "the library does not load"),
+        (
+            "notalib.tar.gz",
+            vec![("plugin.toml", "file", manifest.as_bytes()), ("libbz_fixture.so", "file", b"not an ELF file at all")],
+            "the library does not load",
+        ),
     ];
     for (name, entries, want) in &cases {
         let archive = python_tarball(&work, name, entries);
@@ -336,7 +369,8 @@ fn hostile_or_broken_archives_are_refused() {
     assert!(!e.plugins().join("evil.so").exists() && !e.path("evil.so").exists());
 
     // plugin.toml says 0.9.0, the library is 0.3.0: the probe tells.
-    let lying = python_tarball(&work, "lying.tar.gz", &[("plugin.toml", "file", manifest.replace("0.3.0", "0.9.0").as_bytes()), ("libbz_fixture.so", "file", &lib)]);
+    let lying =
+        python_tarball(&work, "lying.tar.gz", &[("plugin.toml", "file", manifest.replace("0.3.0", "0.9.0").as_bytes()), ("libbz_fixture.so", "file", &lib)]);
     let err = e.fails(&["plugins", "install", lying.to_str().unwrap(), "--allow-unsigned"]);
     assert!(err.contains(&format!("the library is fixture 0.3.0 (plugin_api {api}), plugin.toml says fixture 0.9.0")), "{err}");
 

@@ -41,6 +41,12 @@ pub enum LoadError {
     Constructor { name: String, path: PathBuf, reason: String },
     #[error("plugin '{name}': {} is the plugin '{found}'; rename the file or fix the config", path.display())]
     WrongName { name: String, path: PathBuf, found: String },
+    #[error("plugin '{name}': {} resolves to {}, outside the plugin directory {}; install it with `bz plugins install` instead of linking it", link.display(), target.display(), dir.display())]
+    Outside { name: String, link: PathBuf, target: PathBuf, dir: PathBuf },
+    #[error("plugin '{name}': {} is writable by group or others, so another user could replace the code bz runs: run `chmod go-w {}`", path.display(), path.display())]
+    Writable { name: String, path: PathBuf },
+    #[error("plugin '{name}': {} is owned by uid {owner}, not by you (uid {me}), who could replace the code bz runs: run `chown {me} {}` if you trust it, or remove it", path.display(), path.display())]
+    Owner { name: String, path: PathBuf, owner: u32, me: u32 },
 }
 
 impl LoadError {
@@ -55,6 +61,12 @@ impl LoadError {
 
 fn api_major() -> &'static str {
     bz_plugin_api::API_VERSION.split('.').next().unwrap_or("1")
+}
+
+/// Whether `s` is a plugin name: lower-case letters, digits, `-` and `_`. Names are all that ever reach the plugin
+/// directory: a path (`../x`, `/tmp/evil`) can never be one.
+pub fn is_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
 /// The file names that may hold plugin `name`: what the installer writes (`name.so`) and what cargo builds.
@@ -77,9 +89,44 @@ pub fn find(dir: &Path, name: &str) -> Result<PathBuf, LoadError> {
     }
     match found.len() {
         0 => Err(LoadError::NotFound { name: name.into(), dir: dir.into(), looked: candidates(name).join(", ") }),
-        1 => Ok(found.remove(0)),
+        1 => {
+            let path = found.remove(0);
+            check_trusted(dir, &path, name)?;
+            Ok(path)
+        }
         _ => Err(LoadError::Ambiguous { name: name.into(), a: found[0].clone(), b: found[1].clone() }),
     }
+}
+
+/// As ssh does with `~/.ssh`: the library must resolve to a file inside the plugin directory, and neither it nor
+/// any directory from the plugin directory down to it may be writable by group or others, or owned by another
+/// user (root excepted) — any of them could swap the code bz is about to run.
+fn check_trusted(dir: &Path, path: &Path, name: &str) -> Result<(), LoadError> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let Ok(inside) = real.strip_prefix(&dir) else {
+        return Err(LoadError::Outside { name: name.into(), link: path.into(), target: real, dir });
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let mut at = dir.clone();
+    let steps = std::iter::once(None).chain(inside.components().map(Some));
+    for c in steps {
+        if let Some(c) = c {
+            at.push(c);
+        }
+        let Ok(m) = std::fs::metadata(&at) else {
+            continue;
+        };
+        if m.uid() != me && m.uid() != 0 {
+            return Err(LoadError::Owner { name: name.into(), path: at, owner: m.uid(), me });
+        }
+        if m.mode() & 0o022 != 0 {
+            return Err(LoadError::Writable { name: name.into(), path: at });
+        }
+    }
+    Ok(())
 }
 
 /// A loaded plugin library.
