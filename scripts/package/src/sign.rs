@@ -27,6 +27,9 @@ pub fn rotation_comment(next: &str) -> String {
 /// An unencrypted minisign secret key, or an encrypted one with its password in BZ_SIGNING_PASSWORD.
 pub fn secret_key(path: &Path) -> Result<minisign::SecretKey> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the key {}", path.display()))?;
+    if minisign::PublicKeyBox::from_string(&text).and_then(|b| b.into_public_key()).is_ok() {
+        bail!("{} is a public key: --key takes the secret key (the .key file beside it)", path.display());
+    }
     let sk_box = minisign::SecretKeyBox::from_string(&text).map_err(|e| anyhow::anyhow!("{}: not a minisign secret key ({e})", path.display()))?;
     let sk = sk_box.into_unencrypted_secret_key().or_else(|_| match std::env::var("BZ_SIGNING_PASSWORD") {
         Ok(pw) => minisign::SecretKeyBox::from_string(&text).and_then(|b| b.into_secret_key(Some(pw))),
@@ -179,6 +182,14 @@ mod tests {
         assert!(sign_index(&dist, &other, 30, now).unwrap().contains("version 3"));
         let e = sign_index(&d.path().join("nowhere"), &k, 30, now).unwrap_err().to_string();
         assert!(e.contains("does not exist: pack plugins"), "{e}");
+    }
+
+    #[test]
+    fn a_public_key_is_not_taken_for_the_secret_one() {
+        let d = tempfile::tempdir().unwrap();
+        key(d.path(), "k");
+        let e = secret_key(&d.path().join("k.pub")).unwrap_err().to_string();
+        assert!(e.contains("is a public key: --key takes the secret key"), "{e}");
     }
 
     #[test]
