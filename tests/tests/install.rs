@@ -456,20 +456,31 @@ fn configuration_and_network_errors_are_one_line() {
 fn package_plugins_script_makes_an_index_that_installs() {
     let e = Env::new();
     let out_dir = e.path("pkg-dist");
-    let child = std::process::Command::new(repo_root().join("scripts/package-plugins"))
-        .args(["--debug", "--key", e.path("key.key").to_str().unwrap(), "--out", out_dir.to_str().unwrap(), "tests/fixtures/plugin"])
-        .current_dir(repo_root())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = wait_limited(child, Duration::from_secs(600));
-    assert_eq!(out.code, 0, "{}", out.all());
-    let idx: Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("index.json")).unwrap()).unwrap();
+    let package_plugins = || {
+        let child = std::process::Command::new(repo_root().join("scripts/package-plugins"))
+            .args(["--debug", "--key", e.path("key.key").to_str().unwrap(), "--out", out_dir.to_str().unwrap(), "tests/fixtures/plugin"])
+            .current_dir(repo_root())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = wait_limited(child, Duration::from_secs(600));
+        assert_eq!(out.code, 0, "{}", out.all());
+        (std::fs::read(out_dir.join("index.json")).unwrap(), std::fs::read_to_string(out_dir.join("index.json.minisig")).expect("the script signs the index"))
+    };
+    let (index, index_sig) = package_plugins();
+    let idx: Value = serde_json::from_slice(&index).unwrap();
+    assert_eq!((idx["schema"].as_u64(), idx["version"].as_u64()), (Some(2), Some(1)));
+    let expires = idx["expires"].as_str().unwrap();
+    assert!(index_sig.contains(&format!("trusted comment: bz-index version=1 expires={expires}\n")), "{index_sig}");
     let art = &idx["plugins"]["fixture"]["versions"][0]["artifacts"][0];
     assert_eq!(art["target"], TARGET);
-    assert!(art["minisig"].is_string());
+    let art_sig = std::fs::read_to_string(out_dir.join(art["minisig"].as_str().unwrap())).unwrap();
+    let comment = format!("trusted comment: bz-plugin name=fixture version=0.3.0 target={TARGET} sha256={}\n", art["sha256"].as_str().unwrap());
+    assert!(art_sig.contains(&comment), "{art_sig}");
+    // Unchanged sources: the same archive, so no new index version and no new signature.
+    assert_eq!(package_plugins(), (index, index_sig));
     let server = Server::serve_dir(&out_dir);
     e.add_index(&server.url("/"));
     e.ok(&["plugins", "install", "fixture"]);
