@@ -58,11 +58,16 @@ impl Env {
     }
     /// Re-signs dist/index.json with the publisher's key (a new index version), as a publisher does after a change.
     pub fn sign_index(&self) {
-        self.sign_index_with("key.key", 30);
+        self.sign_index_with("key.key", None);
     }
-    pub fn sign_index_with(&self, key: &str, expires_days: u32) {
+    /// Signs with another key, or as of another time (`--now`, RFC 3339: 40 days ago makes an expired index).
+    pub fn sign_index_with(&self, key: &str, now: Option<&str>) {
         let (dist, key) = (self.dist().display().to_string(), self.path(key).display().to_string());
-        package(&["sign-index", "--dist", &dist, "--key", &key, "--expires-days", &expires_days.to_string()]);
+        let mut args = vec!["sign-index", "--dist", &dist, "--key", &key];
+        if let Some(t) = now {
+            args.extend(["--now", t]);
+        }
+        package(&args);
     }
     pub fn path(&self, rel: &str) -> PathBuf {
         self.tmp.path().join(rel)

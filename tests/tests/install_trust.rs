@@ -50,8 +50,9 @@ fn an_older_or_an_expired_signed_index_is_refused() {
     let mut frozen = e.index();
     frozen["plugins"]["fixture"]["description"] = Value::from("frozen");
     e.set_index_unsigned(&frozen);
-    e.sign_index_with("key.key", 0);
-    std::thread::sleep(Duration::from_millis(1100));
+    // Signed 40 days ago, for 30 days.
+    let then = chrono::Utc::now() - chrono::Duration::days(40);
+    e.sign_index_with("key.key", Some(&then.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
     let err = e.fails(&["plugins", "install", "fixture@0.3.0"]);
     assert!(err.contains("expired at") && err.contains("up-to-date mirror"), "{err}");
     // Searching reads the same checks.
@@ -80,7 +81,7 @@ fn a_key_rotation_is_followed_once_and_the_old_key_is_retired() {
         "--next",
         e.path("key2.pub").to_str().unwrap(),
     ]);
-    e.sign_index_with("key2.key", 30);
+    e.sign_index_with("key2.key", None);
     let out = e.ok(&["plugins", "install", "fixture"]);
     assert!(out.stderr.contains("its key rotated") && out.stdout.contains("installed fixture 0.4.0"), "{}", out.all());
     assert_eq!(trust(&e)["indexes"][&root]["key"], key2.as_str());
@@ -92,29 +93,25 @@ fn a_key_rotation_is_followed_once_and_the_old_key_is_retired() {
     let mut idx = e.index();
     idx["plugins"]["fixture"]["description"] = Value::from("signed with the retired key");
     e.set_index_unsigned(&idx);
-    e.sign_index_with("key.key", 30);
+    e.sign_index_with("key.key", None);
     let err = e.fails(&["plugins", "install", "fixture@0.3.0"]);
     assert!(err.contains("rotated out"), "{err}");
 
     // A machine that only knows the first key follows the rotation from the index itself.
-    e.sign_index_with("key2.key", 30);
+    e.sign_index_with("key2.key", None);
     let fresh = e.path("fresh-plugins");
     let out = e.bz_with(&["plugins", "install", "fixture"], &[("BZ_PLUGIN_DIR", &fresh)]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(out.stderr.contains("its key rotated"), "{}", out.stderr);
 
-    // A rotation vouched for by nobody but the new key itself is no rotation.
-    package(&["keygen", "--out", e.path("key3").to_str().unwrap()]);
-    package(&[
-        "rotate-key",
-        "--dist",
-        e.dist().to_str().unwrap(),
-        "--key",
-        e.path("key3.key").to_str().unwrap(),
-        "--next",
-        e.path("key3.pub").to_str().unwrap(),
-    ]);
-    e.sign_index_with("key3.key", 30);
+    // A rotation vouched for by a key nobody trusts is no rotation: someone with keys 3 and 4 rewrites the index.
+    for k in ["key3", "key4"] {
+        package(&["keygen", "--out", e.path(k).to_str().unwrap()]);
+    }
+    std::fs::remove_file(e.dist().join("index.json.minisig")).unwrap();
+    let (dist, key3, key4) = (e.dist().display().to_string(), e.path("key3.key").display().to_string(), e.path("key4.pub").display().to_string());
+    package(&["rotate-key", "--dist", &dist, "--key", &key3, "--next", &key4]);
+    e.sign_index_with("key4.key", None);
     let err = e.fails(&["plugins", "install", "fixture@0.3.0"]);
     assert!(err.contains("bad signature"), "{err}");
 }
@@ -309,7 +306,7 @@ fn changing_file(path: &Path, payloads: &[&Path]) -> std::process::Child {
     let fifo = path.display().to_string();
     let files: Vec<String> = payloads.iter().map(|p| p.display().to_string()).collect();
     let script = format!(
-        "import os, time\nos.mkfifo({fifo:?})\nend = time.time() + 60\nfor name in {files:?}:\n    while True:\n        try:\n            fd = os.open({fifo:?}, os.O_WRONLY | os.O_NONBLOCK)\n            break\n        except OSError:\n            if time.time() > end: raise SystemExit(0)\n            time.sleep(0.005)\n    os.set_blocking(fd, True)\n    try:\n        os.write(fd, open(name, 'rb').read())\n    except BrokenPipeError:\n        pass\n    os.close(fd)\n"
+        "import os, time\nos.mkfifo({fifo:?})\nend = time.time() + 60\nfor name in {files:?}:\n    while True:\n        try:\n            fd = os.open({fifo:?}, os.O_WRONLY | os.O_NONBLOCK)\n            break\n        except OSError:\n            if time.time() > end: raise SystemExit(0)\n            time.sleep(0.005)\n    os.set_blocking(fd, True)\n    try:\n        os.write(fd, open(name, 'rb').read())\n    except BrokenPipeError:\n        pass\n    os.close(fd)\n    time.sleep(0.2)  # the reader sees EOF and closes before the next open is served\n"
     );
     let file = path.with_extension("py");
     std::fs::write(&file, script).unwrap();

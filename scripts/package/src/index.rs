@@ -158,7 +158,13 @@ impl Index {
         let mut dropped = Vec::new();
         if entry["plugin_api"] != r.plugin_api {
             if !replace {
-                bail!("{} {} is in the index built against plugin_api {}, this build is {}: bump the plugin's version", r.name, r.version, entry["plugin_api"].as_str().unwrap_or("?"), r.plugin_api);
+                bail!(
+                    "{} {} is in the index built against plugin_api {}, this build is {}: bump the plugin's version",
+                    r.name,
+                    r.version,
+                    entry["plugin_api"].as_str().unwrap_or("?"),
+                    r.plugin_api
+                );
             }
             entry["plugin_api"] = json!(r.plugin_api);
             for a in entry["artifacts"].as_array().into_iter().flatten() {

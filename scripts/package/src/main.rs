@@ -74,6 +74,9 @@ enum Cmd {
         key: PathBuf,
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
         expires_days: u32,
+        /// Sign as of this RFC 3339 time instead of now: reproducible signing, and expired indexes for tests.
+        #[arg(long, hide = true, value_parser = parse_time)]
+        now: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// Announce the channel's next signing key: writes `key_rotation` (NEW's public key, signed with the OLD
     /// key) into DIST/index.json. Then sign the index with the NEW key: `sign-index --key NEW.key`; users'
@@ -119,11 +122,17 @@ fn main() {
     }
 }
 
+fn parse_time(s: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&chrono::Utc)).map_err(|e| format!("{s:?} is not an RFC 3339 time ({e})"))
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Keygen { out } => keygen(&out),
-        Cmd::Pack { so, crate_dir, dist, key, bz, flat, replace } => pack::pack(&pack::Pack { so: &so, crate_dir: &crate_dir, dist: &dist, key: key.as_deref(), bz, flat, replace }),
-        Cmd::SignIndex { dist, key, expires_days } => say(sign::sign_index(&dist, &key, expires_days, chrono::Utc::now())),
+        Cmd::Pack { so, crate_dir, dist, key, bz, flat, replace } => {
+            pack::pack(&pack::Pack { so: &so, crate_dir: &crate_dir, dist: &dist, key: key.as_deref(), bz, flat, replace })
+        }
+        Cmd::SignIndex { dist, key, expires_days, now } => say(sign::sign_index(&dist, &key, expires_days, now.unwrap_or_else(chrono::Utc::now))),
         Cmd::RotateKey { dist, key, next } => say(sign::rotate_key(&dist, &key, &next)),
         Cmd::Merge { dist, keep_published, srcs } => say(merge::merge(&dist, &srcs, keep_published)),
         Cmd::Yank { dist, name, version, undo } => yank(&dist, &name, &version, !undo),
@@ -152,7 +161,12 @@ fn keygen(out: &Path) -> Result<()> {
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&sk_path).with_context(|| format!("cannot write {}", sk_path.display()))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&sk_path)
+            .with_context(|| format!("cannot write {}", sk_path.display()))?;
         f.write_all(sk.as_bytes())?;
     }
     std::fs::write(&pk_path, &pk).with_context(|| format!("cannot write {}", pk_path.display()))?;

@@ -41,7 +41,8 @@ pub fn merge(dist: &Path, srcs: &[PathBuf], keep_published: bool) -> Result<Stri
         }
     }
     index::save(dist, &m.idx, old.as_deref())?;
-    let mut line = format!("merged {} folder(s) into {}: {} artifact(s) added, {} already there", srcs.len(), index::index_path(dist).display(), incoming.len(), same);
+    let mut line =
+        format!("merged {} folder(s) into {}: {} artifact(s) added, {} already there", srcs.len(), index::index_path(dist).display(), incoming.len(), same);
     if !kept.is_empty() {
         line += &format!("; kept the published bytes of {} (bump their versions to publish new builds)", kept.join(", "));
     }
@@ -83,7 +84,13 @@ impl Merger<'_> {
         if hex(&sha2::Sha256::digest(&bytes)) != sha || a["size"].as_u64() != Some(bytes.len() as u64) {
             bail!("{}: {} does not match its size and sha256 in the index: re-pack that folder", src_index.display(), src.join(&url).display());
         }
-        let release = Release { name, description: plugin["description"].as_str().unwrap_or(""), version: &ver, plugin_api: &field(version, "plugin_api")?, yanked: version["yanked"].as_bool().unwrap_or(false) };
+        let release = Release {
+            name,
+            description: plugin["description"].as_str().unwrap_or(""),
+            version: &ver,
+            plugin_api: &field(version, "plugin_api")?,
+            yanked: version["yanked"].as_bool().unwrap_or(false),
+        };
         self.idx.insert(&release, a.clone(), false).with_context(|| src_index.display().to_string())?;
         Ok(Take::Add(Incoming { files, src: src.to_path_buf() }))
     }

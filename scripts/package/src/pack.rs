@@ -50,7 +50,14 @@ pub fn pack(o: &Pack) -> Result<()> {
     let m = &p.metadata;
     let licences = licences(o.crate_dir)?;
     let lib_name = o.so.file_name().context("--so has no file name")?.to_string_lossy().into_owned();
-    let manifest = toml::to_string(&Manifest { name: &m.name, version: &m.version, plugin_api: &m.api_version, target: &p.target, library: &lib_name, description: &m.description })?;
+    let manifest = toml::to_string(&Manifest {
+        name: &m.name,
+        version: &m.version,
+        plugin_api: &m.api_version,
+        target: &p.target,
+        library: &lib_name,
+        description: &m.description,
+    })?;
     let bytes = tarball(&manifest, o.so, &lib_name, &licences)?;
     let sha = hex(&sha2::Sha256::digest(&bytes));
 
@@ -96,7 +103,12 @@ fn probe(bz: Option<PathBuf>, so: &Path) -> Result<Probed> {
         Some(b) => b,
         None => std::env::current_exe()?.with_file_name("bz"),
     };
-    let out = Command::new(&bz).args(["plugins", "probe"]).arg(so).env("LD_BIND_NOW", "1").output().with_context(|| format!("cannot run {} (--bz names the bz that probes the library)", bz.display()))?;
+    let out = Command::new(&bz)
+        .args(["plugins", "probe"])
+        .arg(so)
+        .env("LD_BIND_NOW", "1")
+        .output()
+        .with_context(|| format!("cannot run {} (--bz names the bz that probes the library)", bz.display()))?;
     if !out.status.success() {
         bail!("{} does not load: {}", so.display(), String::from_utf8_lossy(&out.stderr).trim());
     }

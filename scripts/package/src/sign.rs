@@ -46,7 +46,8 @@ pub fn public_of(sk: &minisign::SecretKey) -> Result<minisign::PublicKey> {
 pub fn public_key_file(path: &Path) -> Result<minisign::PublicKey> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the public key {}", path.display()))?;
     let line = text.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("");
-    minisign::PublicKey::from_base64(line).map_err(|e| anyhow::anyhow!("{}: not a minisign public key ({e}): pass the .pub file bz-package keygen wrote", path.display()))
+    minisign::PublicKey::from_base64(line)
+        .map_err(|e| anyhow::anyhow!("{}: not a minisign public key ({e}): pass the .pub file bz-package keygen wrote", path.display()))
 }
 
 /// The full text of a prehashed minisign signature over `data`.
@@ -110,15 +111,24 @@ pub fn rotate_key(dist: &Path, old: &Path, next: &Path) -> Result<String> {
     }
     let (mut idx, bytes) = index::load_existing(dist)?;
     if let Ok(sig) = std::fs::read_to_string(index::sig_path(dist)) {
-        let by_old = minisign::SignatureBox::from_string(&sig).is_ok_and(|s| minisign::verify(&public_of(&sk).expect("derived above"), &s, std::io::Cursor::new(&bytes), true, false, false).is_ok());
+        let by_old = minisign::SignatureBox::from_string(&sig)
+            .is_ok_and(|s| minisign::verify(&public_of(&sk).expect("derived above"), &s, std::io::Cursor::new(&bytes), true, false, false).is_ok());
         if !by_old {
-            bail!("{} is not {}'s signature over index.json: rotate with the key the channel's users trust (--key), or re-sign with it first", index::sig_path(dist).display(), old.display());
+            bail!(
+                "{} is not {}'s signature over index.json: rotate with the key the channel's users trust (--key), or re-sign with it first",
+                index::sig_path(dist).display(),
+                old.display()
+            );
         }
     }
     let signature = sign(&sk, next_line.as_bytes(), &rotation_comment(&next_line))?;
     idx.key_rotation = Some(KeyRotation { pubkey: next_line.clone(), signature });
     index::save(dist, &idx, Some(&bytes))?;
-    Ok(format!("{}: key_rotation to {next_line}; now sign the index with the new key: bz-package sign-index --dist {} --key NEW.key", index::index_path(dist).display(), dist.display()))
+    Ok(format!(
+        "{}: key_rotation to {next_line}; now sign the index with the new key: bz-package sign-index --dist {} --key NEW.key",
+        index::index_path(dist).display(),
+        dist.display()
+    ))
 }
 
 #[cfg(test)]

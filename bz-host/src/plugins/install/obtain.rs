@@ -61,10 +61,11 @@ pub fn from_index(c: &Candidate, staging: &Path, opts: &Options) -> Result<Fetch
     };
     let dest = staging.join("archive.tar.gz");
     let limits = Limits { expect: Some(c.artifact.size), max: c.artifact.size, progress: opts.progress };
-    let d = stream_verified(&c.url, &dest, &limits, &transport, key.as_ref().map(|(k, _)| k).zip(sig.as_ref()), &what)?;
+    let (d, verdict) = stream_verified(&c.url, &dest, &limits, &transport, key.as_ref().map(|(k, _)| k).zip(sig.as_ref()), &what)?;
     if !d.sha256.eq_ignore_ascii_case(&c.artifact.sha256) {
         return Err(InstallError::Hash { what, got: d.sha256, want: c.artifact.sha256.to_lowercase() });
     }
+    verdict?;
     check_sha256_flag(&what, &d.sha256, opts)?;
     let check = if sig.is_some() { Check::Signature } else { Check::Unsigned };
     Ok(Fetched {
@@ -90,9 +91,10 @@ pub fn direct(url: &Url, source: Source, staging: &Path, opts: &Options) -> Resu
     };
     let dest = staging.join("archive.tar.gz");
     let limits = Limits { expect: None, max: MAX_ARCHIVE, progress: opts.progress };
-    let d = stream_verified(url, &dest, &limits, &transport, key.as_ref().zip(sig.as_ref()), &what)?;
+    let (d, verdict) = stream_verified(url, &dest, &limits, &transport, key.as_ref().zip(sig.as_ref()), &what)?;
+    check_sha256_flag(&what, &d.sha256, opts)?;
+    verdict?;
     let check = if opts.sha256.is_some() {
-        check_sha256_flag(&what, &d.sha256, opts)?;
         Check::Sha256
     } else if sig.is_some() {
         Check::Signature
@@ -124,7 +126,8 @@ fn signing_key(keys: &[String], sig: &minisign_verify::Signature) -> Option<(min
     })
 }
 
-/// Streams into staging with the signature checked on the way when there is one.
+/// Streams into staging with the signature checked on the way when there is one. The signature's verdict is
+/// returned, not raised, so that a damaged download is reported by its hash first, which says more.
 fn stream_verified(
     url: &Url,
     dest: &Path,
@@ -132,14 +135,12 @@ fn stream_verified(
     t: &Transport,
     signed: Option<(&minisign_verify::PublicKey, &minisign_verify::Signature)>,
     what: &str,
-) -> Result<fetch::Downloaded> {
+) -> Result<(fetch::Downloaded, Result<()>)> {
     let bad = |e: minisign_verify::Error| InstallError::Signature { what: what.to_string(), reason: e.to_string() };
     let mut verifier = signed.map(|(k, s)| k.verify_stream(s)).transpose().map_err(bad)?;
     let d = fetch::download(url, dest, limits, t, verifier.as_mut())?;
-    if let Some(v) = verifier.as_mut() {
-        v.finalize().map_err(bad)?;
-    }
-    Ok(d)
+    let verdict = verifier.as_mut().map_or(Ok(()), |v| v.finalize().map_err(bad));
+    Ok((d, verdict))
 }
 
 /// `--sha256`, when given, is checked whatever else vouches for the archive.
