@@ -381,3 +381,21 @@ fn a_forced_reinstall_killed_at_any_step_leaves_a_working_plugin() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(watcher.join().unwrap(), 0, "the link pointed at nothing during a reinstall");
 }
+
+#[test]
+fn the_user_config_is_0600_when_new_and_keeps_its_mode_when_rewritten() {
+    use std::os::unix::fs::PermissionsExt;
+    let e = Env::new();
+    let config = e.path("home/.bz/config.toml");
+    let mode = || std::fs::metadata(&config).unwrap().permissions().mode() & 0o777;
+    e.ok(&["plugins", "index", "add", "a", e.dist().to_str().unwrap(), "--pubkey", &e.pubkey]);
+    assert_eq!(mode(), 0o600, "a new config may hold credentials");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o640)).unwrap();
+    e.ok(&["plugins", "index", "add", "b", e.dist().to_str().unwrap(), "--pubkey", &e.pubkey]);
+    assert_eq!(mode(), 0o640);
+    e.ok(&["plugins", "index", "remove", "a"]);
+    assert_eq!(mode(), 0o640);
+    // --if-none adds nothing once an index is configured, and says so.
+    let out = e.ok(&["plugins", "index", "add", "c", e.dist().to_str().unwrap(), "--pubkey", &e.pubkey, "--if-none"]);
+    assert!(out.stdout.contains("kept your configured indexes (b)"), "{}", out.stdout);
+}

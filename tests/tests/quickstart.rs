@@ -61,6 +61,13 @@ fn quick_start_then_plugin_installs_and_a_tune_work_verbatim() {
     assert!(summary["best"]["value"].is_number(), "{summary}");
     assert!(work.join("runs/digits-tune/study.db").is_file());
 
+    // A plugin author's loop: a crate directory is built in release and installed as a local build.
+    let out = shell(&root, &home, &bin, "bz plugins install ./tests/fixtures/plugin", limit);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("installed fixture 0.3.0 · local build"), "{}", out.stdout);
+    let out = shell(&root, &home, &bin, "bz plugins list", limit);
+    assert!(out.stdout.lines().any(|l| l.starts_with("fixture") && l.contains("ok") && l.contains("local build of")), "{}", out.stdout);
+
     // The cached second run repacks identical bytes and leaves the signed index as it was.
     let out = shell(&root, &home, &bin, &quick, Duration::from_secs(600));
     assert_eq!(out.code, 0, "{}", out.all());

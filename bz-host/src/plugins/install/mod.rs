@@ -216,7 +216,10 @@ fn from_index(
                 r.version, c.entry.version, c.entry.version
             )));
         }
-        if r.version == c.entry.version && !opts.force && healthy(layout, r) {
+        // The same version with other bytes is a developer's channel rebuilt with --replace (a published one never
+        // changes an artifact, and the signed index vouches for the new bytes): that is installed again.
+        let same_build = r.archive_sha256.eq_ignore_ascii_case(&c.artifact.sha256);
+        if r.version == c.entry.version && same_build && !opts.force && healthy(layout, r) {
             return Ok(Err(Outcome::AlreadyInstalled { name: name.into(), version: r.version.clone() }));
         }
     }

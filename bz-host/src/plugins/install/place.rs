@@ -13,7 +13,8 @@ pub fn place(layout: &Layout, receipts: &mut Receipts, f: Fetched, staging: &Pat
     let (pkg, m) = unpacked(&f, staging)?;
     check_manifest(&f, &m)?;
     let existing = receipts.plugins.get(&m.name).cloned();
-    if existing.as_ref().is_some_and(|r| r.version == m.version && !opts.force && super::healthy(layout, r)) {
+    if existing.as_ref().is_some_and(|r| r.version == m.version && r.archive_sha256.eq_ignore_ascii_case(&f.sha256) && !opts.force && super::healthy(layout, r))
+    {
         return Ok(Outcome::AlreadyInstalled { name: m.name, version: m.version });
     }
     super::check_unmanaged(layout, &m.name, existing.is_some(), opts.force)?;
