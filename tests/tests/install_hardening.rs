@@ -3,6 +3,7 @@
 
 use bz_e2e::install_env::*;
 use bz_e2e::*;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Writes a gzip whose tar stream starts with an extension header (`kind` x, g, L or K) declaring `pax_size` bytes (all zeros, written in
@@ -105,4 +106,57 @@ fn long_names_and_many_extension_headers_are_bounded() {
     let err = e.fails(&["plugins", "install", archive.to_str().unwrap(), "--allow-unsigned"]);
     assert!(err.contains("more than 256 entries (extension headers included)"), "{err}");
     nothing_installed(&e);
+}
+
+/// The pids of processes whose command line is exactly `args`.
+fn processes(args: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = args.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|d| d.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+        .collect()
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn a_helper_left_behind_by_the_library_does_not_hold_up_the_install() {
+    let e = Env::new();
+    let archive = e.archive("0.3.0");
+    let start = Instant::now();
+    // The library starts `sleep 317` holding the probe's stdout and stderr; the old probe read them to the end.
+    let out = e.bz_with(&["plugins", "install", archive.to_str().unwrap(), "--allow-unsigned"], &[("BZ_FIXTURE_SLEEPER", Path::new("317"))]);
+    let took = start.elapsed();
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("installed fixture 0.3.0"), "{}", out.stdout);
+    assert!(took < Duration::from_secs(60), "the install took {took:?}");
+    assert_eq!(processes(&["sleep", "317"]), Vec::<u32>::new(), "the probe's leftovers are killed");
+    eprintln!("install with a sleeper: {took:?}");
+    // Modes set by the unpacker, not left to the umask.
+    let dir = e.plugins().join("store/fixture/0.3.0");
+    assert_eq!((mode(&dir), mode(&dir.join("plugin.toml")), mode(&dir.join("libbz_fixture.so"))), (0o755, 0o644, 0o755));
+}
+
+#[test]
+fn a_library_that_never_returns_is_killed_at_the_limit_with_its_helpers() {
+    let e = Env::new();
+    let archive = e.archive("0.3.0");
+    let start = Instant::now();
+    let env = [("BZ_FIXTURE_SLEEPER", Path::new("319")), ("BZ_FIXTURE_HANG", Path::new("600"))];
+    let out = e.bz_with(&["plugins", "install", archive.to_str().unwrap(), "--allow-unsigned"], &env);
+    let took = start.elapsed();
+    assert_ne!(out.code, 0, "{}", out.all());
+    let lines: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(lines.len(), 1, "{}", out.stderr);
+    assert!(lines[0].contains("plugin 'fixture': the library does not load: the probe did not finish in 20 s"), "{}", out.stderr);
+    assert!(took < Duration::from_secs(40), "the install took {took:?}");
+    assert_eq!(processes(&["sleep", "319"]), Vec::<u32>::new(), "the probe's group is killed");
+    assert!(processes(&[&bz_path().display().to_string(), "plugins", "probe"]).is_empty());
+    nothing_installed(&e);
+    eprintln!("install of a hanging library: {took:?}");
 }
