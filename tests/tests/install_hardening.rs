@@ -160,3 +160,41 @@ fn a_library_that_never_returns_is_killed_at_the_limit_with_its_helpers() {
     nothing_installed(&e);
     eprintln!("install of a hanging library: {took:?}");
 }
+
+/// Installs fixture 0.3.0 into the Env's plugin dir.
+fn install_fixture(e: &Env) {
+    let archive = e.archive("0.3.0");
+    e.ok(&["plugins", "install", archive.to_str().unwrap(), "--allow-unsigned"]);
+}
+
+#[test]
+fn validate_runs_the_plugin_in_a_child_not_in_bz() {
+    let e = Env::new();
+    install_fixture(&e);
+    let pidfile = e.path("pid");
+    let env = e.env();
+    let mut all: Vec<(&str, &Path)> = env.iter().map(|(k, v)| (*k, v.as_path())).collect();
+    all.push(("BZ_FIXTURE_PIDFILE", &pidfile));
+    let child = bz_command(e.tmp.path(), &["validate", "c.toml"], &all).spawn().unwrap();
+    let bz_pid = child.id();
+    let out = wait_limited(child, Duration::from_secs(120));
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("plugin  fixture 0.3.0 ("), "{}", out.stdout);
+    let plugin_pid: u32 = std::fs::read_to_string(&pidfile).expect("validate_config ran").trim().parse().unwrap();
+    assert_ne!(plugin_pid, bz_pid, "validate_config ran inside `bz validate`");
+
+    // The plugin's verdict is still a config error naming the section (exit 2), one line.
+    for (section, want) in [("bogus = 1", "unknown key `bogus`"), ("mode = 42", "`mode` = 42 is not one of")] {
+        write_config(e.tmp.path(), "bad.toml", &CONFIG.replace("mode = \"record\"", section));
+        let out = e.bz(&["validate", "bad.toml"]);
+        assert_eq!(out.code, 2, "{}", out.all());
+        let lines: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+        assert_eq!(lines.len(), 1, "{}", out.stderr);
+        assert!(lines[0].contains("`plugins.fixture`") && lines[0].contains(want), "{}", out.stderr);
+    }
+    // A library that does not load gives the loader's own line, from the child.
+    std::fs::write(e.plugins().join("truncated.so"), &std::fs::read(debug_dir().join("libbz_fixture.so")).unwrap()[..4096]).unwrap();
+    write_config(e.tmp.path(), "broken.toml", &CONFIG.replace("[plugins.fixture]", "[plugins.truncated]").replace("mode = \"record\"", ""));
+    let err = e.fails(&["validate", "broken.toml"]);
+    assert!(err.contains("plugin 'truncated':") && err.contains("is not a loadable shared library (truncated"), "{err}");
+}

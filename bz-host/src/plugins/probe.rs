@@ -1,5 +1,5 @@
 //! Loading a plugin library in a child `bz` process: a library's initialisers run at load time, it can abort or
-//! crash the process, and it can never be unloaded, so `list`, `info` and the installer look at
+//! crash the process, and it can never be unloaded, so `list`, `info`, `validate` and the installer look at
 //! libraries from a child and read one JSON line back.
 //!
 //! The child runs in its own process group, killed as a whole when the child exits or at the time limit:
@@ -8,7 +8,7 @@
 
 use super::loader::Metadata;
 use serde_json::Value;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -23,12 +23,25 @@ pub struct Probed {
     pub config_schema: Value,
     /// The target triple of the `bz` that loaded it (the library's own, since it loaded).
     pub target: String,
+    /// The plugin's verdict on the configuration it was given (`bz plugins probe --config-stdin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked: Option<Checked>,
+}
+
+/// What a plugin's `validate_config` said.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Checked {
+    /// The validated configuration, as the plugin's JSON text.
+    Valid(String),
+    /// The plugin's message.
+    Rejected(String),
 }
 
 /// Why a probe gave no `Probed`; each one line.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    /// The child's own `error:` line.
+    /// The child's own `error:` line: a load error, word for word.
     #[error("{0}")]
     Reported(String),
     #[error("the probe did not finish in {0} s; the library hangs when loaded")]
@@ -52,10 +65,16 @@ const MAX_OUTPUT: usize = 1 << 20;
 /// (`LD_BIND_NOW=1`, so a missing symbol fails now rather than mid-training), bounded in time.
 /// The error is one line: the child's own error, or how it died.
 pub fn probe_child(path: &Path) -> Result<Probed, String> {
-    run(path).map_err(|e| e.to_string())
+    run(path, None, None).map_err(|e| e.to_string())
 }
 
-fn run(path: &Path) -> Result<Probed, ProbeError> {
+/// `probe_child` that loads the library as plugin `name` (the loader's name check included) and has the
+/// plugin validate `config` (JSON) in the child; the verdict is in `Probed::checked`.
+pub fn probe_config(path: &Path, name: &str, config: &str) -> Result<Probed, ProbeError> {
+    run(path, Some(name), Some(config))
+}
+
+fn run(path: &Path, name: Option<&str>, config: Option<&str>) -> Result<Probed, ProbeError> {
     // /proc/self/exe runs this very binary even when its file was replaced since it started (an upgrade of bz
     // itself, a rebuild); current_exe() would name the new file, or one that no longer exists.
     let exe = match std::path::PathBuf::from("/proc/self/exe") {
@@ -63,7 +82,15 @@ fn run(path: &Path) -> Result<Probed, ProbeError> {
         _ => std::env::current_exe().map_err(ProbeError::Spawn)?,
     };
     let mut cmd = Command::new(exe);
-    cmd.args(["plugins", "probe"]).arg(path).env("LD_BIND_NOW", "1").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    cmd.args(["plugins", "probe"]).arg(path).env("LD_BIND_NOW", "1").stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    if let Some(n) = name {
+        cmd.arg("--name").arg(n);
+    }
+    // The config goes through stdin, not argv: other users can read a command line, and configs hold tokens.
+    cmd.stdin(if config.is_some() { Stdio::piped() } else { Stdio::null() });
+    if config.is_some() {
+        cmd.arg("--config-stdin");
+    }
     // SAFETY: prctl and getppid are async-signal-safe. A bz killed mid-probe takes the probe with it rather
     // than leaving a hung library running (its group is ours to kill only while we live).
     unsafe {
@@ -77,6 +104,12 @@ fn run(path: &Path) -> Result<Probed, ProbeError> {
     }
     let mut child = cmd.spawn().map_err(ProbeError::Spawn)?;
     let rx = readers(&mut child);
+    if let (Some(text), Some(mut stdin)) = (config.map(str::to_owned), child.stdin.take()) {
+        // On a thread, not joined: a library that never reads stdin must not block us on a full pipe.
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(text.as_bytes());
+        });
+    }
     let status = wait_then_kill_group(&mut child, LIMIT);
     let (out, err) = drain(&rx, Instant::now() + DRAIN);
     let Some(status) = status else { return Err(ProbeError::TimedOut(LIMIT.as_secs())) };
