@@ -236,9 +236,18 @@ enum PluginsCommand {
         #[arg(long)]
         path: Option<PathBuf>,
     },
-    /// Load one library and print its metadata as JSON (used by `list` and `install` in a child process).
+    /// Load one library and print its metadata as JSON (used by `list`, `info`, `validate` and `install` in a
+    /// child process).
     #[command(hide = true)]
-    Probe { path: PathBuf },
+    Probe {
+        path: PathBuf,
+        /// Load it as this plugin (a library calling itself otherwise is an error); default: from the file name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Read a configuration (JSON) from stdin and print the plugin's `validate_config` verdict on it.
+        #[arg(long)]
+        config_stdin: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -391,7 +400,7 @@ fn cmd_tune(
 fn cmd_validate(cfg: ConfigArgs) -> Result<ExitCode> {
     let loaded = load(&cfg, &[])?;
     let dir = bz_host::plugins::loader::plugin_dir(cfg.plugin_dir.as_deref());
-    let plugins = bz_host::plugins::prepare(&loaded.config, &loaded.path, &dir, false)?;
+    let plugins = bz_host::plugins::validate_in_child(&loaded.config, &loaded.path, &dir)?;
     let (data, _vs, model, objective, _device) = train::prepare(&loaded.config, &loaded.path)?;
     println!("{}: ok", loaded.path.display());
     println!(
@@ -404,11 +413,9 @@ fn cmd_validate(cfg: ConfigArgs) -> Result<ExitCode> {
     println!("{}", model.summary());
     println!("metrics {}", objective.metric_names().join(", "));
     for p in &plugins {
-        match p {
-            bz_host::plugins::Prepared::Builtin(s) => println!("plugin  {} (built in)", s.name),
-            bz_host::plugins::Prepared::Library { spec, lib, .. } => {
-                println!("plugin  {} {} ({})", spec.name, lib.metadata.version, lib.path.display())
-            }
+        match &p.library {
+            None => println!("plugin  {} (built in)", p.name),
+            Some((version, path)) => println!("plugin  {} {version} ({})", p.name, path.display()),
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -4,10 +4,11 @@
 use crate::{IndexArgs, IndexCommand, PluginsCommand};
 use anyhow::{bail, Context, Result};
 use bz_host::plugins::install::{self, index, store, Outcome, Request};
-use bz_host::plugins::probe::{probe_child, Probed};
+use bz_host::plugins::probe::{probe_child, Checked, Probed};
 use bz_host::plugins::{self, loader, BUILTINS};
+use bz_plugin_api::abi_stable::std_types::RStr;
 use serde_json::Value;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -54,7 +55,7 @@ pub fn run(cmd: PluginsCommand) -> Result<ExitCode> {
         PluginsCommand::Search { term, index, dir: d } => search(term.as_deref(), &index, &dir(&d)),
         PluginsCommand::Index { command } => index_cmd(command),
         PluginsCommand::New { name, path } => new(&name, path),
-        PluginsCommand::Probe { path } => probe(&path),
+        PluginsCommand::Probe { path, name, config_stdin } => probe(&path, name.as_deref(), config_stdin),
     }
 }
 
@@ -257,24 +258,41 @@ fn write_config(path: &Path, doc: &toml_edit::DocumentMut) -> Result<()> {
     Ok(())
 }
 
-/// Runs in the child: loads one library and prints its metadata and configuration as one JSON line.
-fn probe(path: &Path) -> Result<ExitCode> {
-    let name = plugins::name_from_file(path);
-    let lib = match loader::load(path, &name) {
-        Ok(lib) => lib,
-        // The file name is only a convention; report a library that calls itself something else as what it is.
-        Err(loader::LoadError::WrongName { found, .. }) => loader::load(path, &found)?,
-        Err(e) => return Err(e.into()),
+/// Runs in the child: loads one library and prints its metadata and configuration as one JSON line; with
+/// `config_stdin`, also the plugin's verdict on the configuration read from stdin.
+fn probe(path: &Path, name: Option<&str>, config_stdin: bool) -> Result<ExitCode> {
+    let lib = match name {
+        Some(n) => loader::load(path, n)?,
+        None => match loader::load(path, &plugins::name_from_file(path)) {
+            Ok(lib) => lib,
+            // The file name is only a convention; report a library that calls itself something else as what it is.
+            Err(loader::LoadError::WrongName { found, .. }) => loader::load(path, &found)?,
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let checked = if config_stdin {
+        let mut text = String::new();
+        std::io::stdin().take(MAX_CONFIG).read_to_string(&mut text).context("cannot read the configuration from stdin")?;
+        Some(match (lib.module.validate_config())(RStr::from(text.as_str())).into_result() {
+            Ok(c) => Checked::Valid(c.to_string()),
+            Err(e) => Checked::Rejected(e.message.to_string()),
+        })
+    } else {
+        None
     };
     let probed = Probed {
         default_config: serde_json::from_str(&(lib.module.default_config())()).unwrap_or(Value::Null),
         config_schema: serde_json::from_str(&(lib.module.config_schema())()).unwrap_or(Value::Null),
         metadata: lib.metadata,
         target: plugins::HOST_TARGET.to_string(),
+        checked,
     };
     println!("{}", serde_json::to_string(&probed)?);
     Ok(ExitCode::SUCCESS)
 }
+
+/// A plugin section is a few keys; this bounds what a stray stdin can make the child read.
+const MAX_CONFIG: u64 = 16 << 20;
 
 /// `.so` files in the plugin directory that no receipt accounts for.
 fn unmanaged(dir: &Path) -> Vec<(PathBuf, String)> {

@@ -137,6 +137,40 @@ pub fn prepare(cfg: &Config, config_path: &Path, plugin_dir: &Path, verbose: boo
     Ok(out)
 }
 
+/// A plugin section `bz validate` checked: a built-in, or a library with its version and file.
+pub struct Validated {
+    pub name: String,
+    pub library: Option<(String, PathBuf)>,
+}
+
+/// `prepare` for `bz validate`, with the same checks and the same messages, except that each library is loaded
+/// and asked about its configuration in a child `bz plugins probe`: a config file from someone else must not
+/// make `bz validate` run a library inside bz. `bz train` loads in-process, as it has to.
+pub fn validate_in_child(cfg: &Config, config_path: &Path, plugin_dir: &Path) -> Result<Vec<Validated>> {
+    let config_error = |key: String, message: String| ConfigError { file: config_path.into(), location: None, key: Some(key), message };
+    let specs = specs(cfg).map_err(|(key, message)| config_error(key, message))?;
+    let mut out = Vec::new();
+    for spec in specs.into_iter().filter(|s| s.enabled) {
+        if BUILTINS.iter().any(|(n, _)| *n == spec.name) {
+            builtin::validate(&spec).map_err(|m| config_error(format!("plugins.{}", spec.name), m))?;
+            out.push(Validated { name: spec.name, library: None });
+            continue;
+        }
+        let path = loader::find(plugin_dir, &spec.library)?;
+        let p = probe::probe_config(&path, &spec.library, &spec.config.to_string()).map_err(|e| match e {
+            // Already the loader's line, naming the plugin and the file.
+            probe::ProbeError::Reported(line) => anyhow::anyhow!(line),
+            e => anyhow::anyhow!("plugin '{}' ({}): {e}", spec.library, path.display()),
+        })?;
+        match p.checked {
+            Some(probe::Checked::Valid(_)) => out.push(Validated { name: spec.name, library: Some((p.metadata.version, path)) }),
+            Some(probe::Checked::Rejected(m)) => return Err(config_error(format!("plugins.{}", spec.name), m).into()),
+            None => anyhow::bail!("plugin '{}' ({}): the probe did not check the configuration", spec.library, path.display()),
+        }
+    }
+    Ok(out)
+}
+
 /// Builds the event stream: console output first, then the plugins in config order.
 pub fn dispatcher(prepared: Vec<Prepared>, cfg: &Config, verbosity: Verbosity, interactive: bool) -> Result<Dispatcher> {
     LOG_LEVEL.store(
