@@ -56,16 +56,34 @@ fn a_plugin_directory_others_can_write_is_refused_with_the_chmod_to_run() {
         assert!(!e.path("runs/c").exists(), "nothing may run before the check");
         chmod(&dir, before);
     }
+    // Owned by another user (the tests run as root in CI, which may hand a file to anyone; elsewhere skip this).
+    let lib = store_dir.join("libbz_fixture.so");
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&lib).unwrap());
+    if std::os::unix::fs::chown(&lib, Some(54321), None).is_ok() {
+        let out = e.bz(&["train", "c.toml"]);
+        assert_ne!(out.code, 0, "{}", out.all());
+        assert!(out.stderr.contains("is owned by uid 54321, not by you"), "{}", out.stderr);
+        std::os::unix::fs::chown(&lib, Some(owner), None).unwrap();
+    }
     e.train("fine");
 }
 
 #[test]
-fn a_library_linked_from_outside_the_plugin_directory_is_refused() {
+fn a_library_linked_from_elsewhere_is_held_to_the_same_rule() {
     let e = Env::new();
-    let dir = e.path("linked");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::os::unix::fs::symlink(debug_dir().join("libbz_fixture.so"), dir.join("fixture.so")).unwrap();
-    let out = e.bz_with(&["train", "c.toml"], &[("BZ_PLUGIN_DIR", &dir)]);
+    let (plugins, build) = (e.path("linked"), e.path("build"));
+    for d in [&plugins, &build] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::copy(debug_dir().join("libbz_fixture.so"), build.join("libbz_fixture.so")).unwrap();
+    std::os::unix::fs::symlink(build.join("libbz_fixture.so"), plugins.join("fixture.so")).unwrap();
+    // A plugin author's link to their own build works…
+    let out = e.bz_with(&["train", "c.toml", "--run-name", "linked"], &[("BZ_PLUGIN_DIR", &plugins)]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    // …and stops working when others can write where it leads.
+    chmod(&build, 0o777);
+    let out = e.bz_with(&["train", "c.toml", "--run-name", "shared"], &[("BZ_PLUGIN_DIR", &plugins)]);
     assert_ne!(out.code, 0, "{}", out.all());
-    assert!(out.stderr.contains("outside the plugin directory") && out.stderr.contains("bz plugins install"), "{}", out.stderr);
+    let real = std::fs::canonicalize(&build).unwrap();
+    assert!(out.stderr.contains(&format!("{} is writable by group or others", real.display())), "{}", out.stderr);
 }

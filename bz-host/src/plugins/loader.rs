@@ -41,8 +41,6 @@ pub enum LoadError {
     Constructor { name: String, path: PathBuf, reason: String },
     #[error("plugin '{name}': {} is the plugin '{found}'; rename the file or fix the config", path.display())]
     WrongName { name: String, path: PathBuf, found: String },
-    #[error("plugin '{name}': {} resolves to {}, outside the plugin directory {}; install it with `bz plugins install` instead of linking it", link.display(), target.display(), dir.display())]
-    Outside { name: String, link: PathBuf, target: PathBuf, dir: PathBuf },
     #[error("plugin '{name}': {} is writable by group or others, so another user could replace the code bz runs: run `chmod go-w {}`", path.display(), path.display())]
     Writable { name: String, path: PathBuf },
     #[error("plugin '{name}': {} is owned by uid {owner}, not by you (uid {me}), who could replace the code bz runs: run `chown {me} {}` if you trust it, or remove it", path.display(), path.display())]
@@ -98,33 +96,40 @@ pub fn find(dir: &Path, name: &str) -> Result<PathBuf, LoadError> {
     }
 }
 
-/// As ssh does with `~/.ssh`: the library must resolve to a file inside the plugin directory, and neither it nor
-/// any directory from the plugin directory down to it may be writable by group or others, or owned by another
-/// user (root excepted) — any of them could swap the code bz is about to run.
+/// As ssh does with `~/.ssh`: the plugin directory, the library and every directory from the plugin directory
+/// down to it may not be writable by group or others, or owned by another user (root excepted), since any of
+/// them could swap the code bz is about to run. A link the directory's owner put there may lead elsewhere (a
+/// plugin author's own build); then the file it leads to and the directory holding it are held to the same rule.
 fn check_trusted(dir: &Path, path: &Path, name: &str) -> Result<(), LoadError> {
-    use std::os::unix::fs::MetadataExt;
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let Ok(inside) = real.strip_prefix(&dir) else {
-        return Err(LoadError::Outside { name: name.into(), link: path.into(), target: real, dir });
+    let mut checked = vec![dir.clone()];
+    match real.strip_prefix(&dir) {
+        Ok(inside) => {
+            let mut at = dir.clone();
+            for c in inside.components() {
+                at.push(c);
+                checked.push(at.clone());
+            }
+        }
+        Err(_) => checked.extend(real.parent().map(Path::to_path_buf).into_iter().chain([real.clone()])),
+    }
+    checked.iter().try_for_each(|p| check_owner_and_mode(p, name))
+}
+
+fn check_owner_and_mode(path: &Path, name: &str) -> Result<(), LoadError> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::metadata(path) else {
+        return Ok(());
     };
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
-    let mut at = dir.clone();
-    let steps = std::iter::once(None).chain(inside.components().map(Some));
-    for c in steps {
-        if let Some(c) = c {
-            at.push(c);
-        }
-        let Ok(m) = std::fs::metadata(&at) else {
-            continue;
-        };
-        if m.uid() != me && m.uid() != 0 {
-            return Err(LoadError::Owner { name: name.into(), path: at, owner: m.uid(), me });
-        }
-        if m.mode() & 0o022 != 0 {
-            return Err(LoadError::Writable { name: name.into(), path: at });
-        }
+    if m.uid() != me && m.uid() != 0 {
+        return Err(LoadError::Owner { name: name.into(), path: path.into(), owner: m.uid(), me });
+    }
+    // A sticky directory (/tmp) lets others add files but not replace ours; it is still refused, as ssh does.
+    if m.mode() & 0o022 != 0 {
+        return Err(LoadError::Writable { name: name.into(), path: path.into() });
     }
     Ok(())
 }
