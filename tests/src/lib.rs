@@ -75,6 +75,19 @@ pub fn bz_command(cwd: &Path, args: &[&str], env: &[(&str, &Path)]) -> Command {
     c
 }
 
+/// Removes what `cargo test` sets for the test process (CARGO_MANIFEST_DIR, CARGO_PKG_*…) from a child that runs
+/// cargo: some build scripts (ring's) watch those variables, so a cargo build inside a test would rebuild them,
+/// and relink target/debug/bz under the tests that are running it.
+pub fn without_test_env(c: &mut Command) -> &mut Command {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("CARGO_") && k != "CARGO_HOME" {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
 /// Runs bz with a 5-minute limit.
 pub fn bz(cwd: &Path, args: &[&str]) -> Output {
     bz_in(cwd, args, Duration::from_secs(300))
@@ -106,11 +119,7 @@ pub fn wait_limited(mut child: std::process::Child, limit: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    Output {
-        code: status.code().unwrap_or(-1),
-        stdout: t_out.join().unwrap_or_default(),
-        stderr: t_err.join().unwrap_or_default(),
-    }
+    Output { code: status.code().unwrap_or(-1), stdout: t_out.join().unwrap_or_default(), stderr: t_err.join().unwrap_or_default() }
 }
 
 /// The test venv's Python (made by `scripts/setup --python`); a missing venv fails the test, never skips it.
@@ -183,10 +192,7 @@ pub fn epoch_lines(run: &Path) -> Vec<Value> {
 pub fn tensors(path: &Path) -> BTreeMap<String, (String, Vec<usize>, Vec<u8>)> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors");
-    st.tensors()
-        .into_iter()
-        .map(|(name, view)| (name, (format!("{:?}", view.dtype()), view.shape().to_vec(), view.data().to_vec())))
-        .collect()
+    st.tensors().into_iter().map(|(name, view)| (name, (format!("{:?}", view.dtype()), view.shape().to_vec(), view.data().to_vec()))).collect()
 }
 
 /// Metric values of an epoch line without the timing fields, for comparing runs.

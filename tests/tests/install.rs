@@ -457,7 +457,7 @@ fn package_plugins_script_makes_an_index_that_installs() {
     let e = Env::new();
     let out_dir = e.path("pkg-dist");
     let package_plugins = || {
-        let child = std::process::Command::new(repo_root().join("scripts/package-plugins"))
+        let child = without_test_env(&mut std::process::Command::new(repo_root().join("scripts/package-plugins")))
             .args(["--debug", "--key", e.path("key.key").to_str().unwrap(), "--out", out_dir.to_str().unwrap(), "tests/fixtures/plugin"])
             .current_dir(repo_root())
             .stdin(std::process::Stdio::null())

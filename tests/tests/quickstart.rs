@@ -16,6 +16,7 @@ fn real(var: &str, fallback: &str) -> PathBuf {
 fn shell(cwd: &Path, home: &Path, bin: &Path, line: &str, limit: Duration) -> Output {
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let mut c = Command::new("bash");
+    without_test_env(&mut c);
     c.args(["-c", line]).current_dir(cwd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     for k in ["BZ_PLUGIN_INDEX", "BZ_PLUGIN_PUBKEY", "BZ_CONFIG", "BZ_PLUGIN_DIR", "BZ_CHANNEL_DIR"] {
         c.env_remove(k);
