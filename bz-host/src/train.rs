@@ -81,14 +81,16 @@ pub fn prepare(cfg: &Config, config_path: &Path) -> Result<(Dataset, nn::VarStor
     if cfg.scheduler.name == config::SchedulerKind::Plateau {
         check_metric("scheduler.monitor", &cfg.scheduler.monitor)?;
     }
-    if data.val.is_empty() && (cfg.checkpoint.monitor.starts_with("val/") || cfg.scheduler.monitor.starts_with("val/") && cfg.scheduler.name == config::SchedulerKind::Plateau) {
+    if data.val.is_empty()
+        && (cfg.checkpoint.monitor.starts_with("val/") || cfg.scheduler.monitor.starts_with("val/") && cfg.scheduler.name == config::SchedulerKind::Plateau)
+    {
         bail!("there is no validation set (data.val_split = 0) but a val/ metric is monitored: set data.val_split > 0, data.val, or monitor train/loss");
     }
     Ok((data, vs, model, objective, device))
 }
 
-/// The run directory for a new run, or the one to resume.
-fn run_dir(loaded: &Loaded, opts: &TrainOptions) -> Result<PathBuf> {
+/// The run directory for a new run, or the one to resume, claimed for this process (see `run_dir`).
+fn run_dir(loaded: &Loaded, opts: &TrainOptions) -> Result<crate::run_dir::Claim> {
     let root = &loaded.config.run.dir;
     let explicit = opts.run_name.clone().or_else(|| loaded.config.run.name.clone());
     if let Some(name) = &explicit {
@@ -99,31 +101,20 @@ fn run_dir(loaded: &Loaded, opts: &TrainOptions) -> Result<PathBuf> {
     if opts.resume {
         let dir = match &explicit {
             Some(name) => root.join(name),
-            None => latest_run(root, &loaded.stem).with_context(|| {
-                format!("nothing to resume: no run of {} under {} (start one without --resume)", loaded.stem, root.display())
-            })?,
+            None => latest_run(root, &loaded.stem)
+                .with_context(|| format!("nothing to resume: no run of {} under {} (start one without --resume)", loaded.stem, root.display()))?,
         };
         if !dir.join("checkpoints/last").exists() {
             bail!("nothing to resume: {} has no checkpoint (checkpoints/last)", dir.display());
         }
-        return Ok(dir);
+        return crate::run_dir::claim_existing(&dir);
     }
     match explicit {
-        Some(name) => {
-            let dir = root.join(&name);
-            if dir.exists() {
-                bail!("{} already exists: add --resume to continue it, or choose another --run-name", dir.display());
-            }
-            Ok(dir)
-        }
+        Some(name) => crate::run_dir::claim_new(root, std::iter::once(name), true),
         None => {
-            let mut dir = root.join(&loaded.stem);
-            let mut n = 2;
-            while dir.exists() {
-                dir = root.join(format!("{}-{n}", loaded.stem));
-                n += 1;
-            }
-            Ok(dir)
+            let stem = loaded.stem.clone();
+            let names = std::iter::once(stem.clone()).chain((2..).map(move |n| format!("{stem}-{n}")));
+            crate::run_dir::claim_new(root, names, false)
         }
     }
 }
@@ -285,8 +276,16 @@ pub fn train(loaded: &Loaded, opts: &TrainOptions, dispatcher: &mut Dispatcher) 
 }
 
 fn train_inner(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher) -> Result<Outcome> {
+    let claim = run_dir(loaded, opts)?;
+    let result = train_in(loaded, opts, d, claim.dir.clone());
+    if result.is_err() {
+        claim.release_if_unused();
+    }
+    result
+}
+
+fn train_in(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher, dir: PathBuf) -> Result<Outcome> {
     let cfg = &loaded.config;
-    let dir = run_dir(loaded, opts)?;
     if opts.resume {
         check_resume_compatible(&dir, cfg)?;
     }
@@ -587,7 +586,15 @@ fn train_inner(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher) -> Resu
     };
     let what = if outcome == Outcome::Stopped { "stopped early" } else { "done" };
     let message = format!("{what}: {} epochs in {:.1}s{best} · {}", state.epoch, state.elapsed_s, dir.display());
-    emit(d, EventKind::RunEnd, state.epoch, state.global_step, 0, &[], &json!({ "status": if outcome == Outcome::Stopped { "stopped" } else { "completed" }, "message": message, "best": state.best, "exit_code": 0 }))?;
+    emit(
+        d,
+        EventKind::RunEnd,
+        state.epoch,
+        state.global_step,
+        0,
+        &[],
+        &json!({ "status": if outcome == Outcome::Stopped { "stopped" } else { "completed" }, "message": message, "best": state.best, "exit_code": 0 }),
+    )?;
     Ok(outcome)
 }
 
@@ -620,7 +627,15 @@ fn interrupted(
         path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()),
         dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     );
-    emit(d, EventKind::RunEnd, state.epoch + 1, state.global_step, state.batch_in_epoch, &[], &json!({ "status": "interrupted", "message": message, "exit_code": 130 }))?;
+    emit(
+        d,
+        EventKind::RunEnd,
+        state.epoch + 1,
+        state.global_step,
+        state.batch_in_epoch,
+        &[],
+        &json!({ "status": "interrupted", "message": message, "exit_code": 130 }),
+    )?;
     Ok(Outcome::Interrupted)
 }
 

@@ -11,6 +11,7 @@ use bz_plugin_api::abi_stable::std_types::{RNone, RSome};
 use bz_plugin_api::TrialState;
 use serde_json::{json, Map, Value};
 use std::io::{BufRead, Seek};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,7 +67,12 @@ fn toml_literal(v: &Value) -> String {
 fn search_space(loaded: &Loaded, text: &str) -> Result<Value> {
     let tc = loaded.config.tune.as_ref().context("no [tune] section")?;
     if tc.params.is_empty() {
-        bail!(config::ConfigError { file: loaded.path.clone(), location: None, key: Some("tune.params".into()), message: "no parameters to search: add e.g. `\"optimizer.lr\" = { type = \"float\", low = 1e-4, high = 1e-1, log = true }`".into() });
+        bail!(config::ConfigError {
+            file: loaded.path.clone(),
+            location: None,
+            key: Some("tune.params".into()),
+            message: "no parameters to search: add e.g. `\"optimizer.lr\" = { type = \"float\", low = 1e-4, high = 1e-1, log = true }`".into()
+        });
     }
     let mut out = Vec::new();
     for (name, spec) in &tc.params {
@@ -96,7 +102,12 @@ fn search_space(loaded: &Loaded, text: &str) -> Result<Value> {
             }
         }
         if let Some(message) = first_error {
-            bail!(config::ConfigError { file: loaded.path.clone(), location: None, key: Some(format!("tune.params.\"{name}\"")), message: format!("no value of this range makes a valid config: {message}") });
+            bail!(config::ConfigError {
+                file: loaded.path.clone(),
+                location: None,
+                key: Some(format!("tune.params.\"{name}\"")),
+                message: format!("no value of this range makes a valid config: {message}")
+            });
         }
         out.push(j);
     }
@@ -177,7 +188,13 @@ pub fn tune(loaded: &Loaded, text: &str, opts: &TuneOptions) -> Result<TuneOutco
     let exe = std::fs::canonicalize("/proc/self/exe").or_else(|_| std::env::current_exe()).context("cannot find the bz executable")?;
     let config_path = std::fs::canonicalize(&loaded.path)?;
     if !opts.quiet {
-        println!("study {study} · {storage} · {direction} {} · {n_trials} trials, {n_jobs} at a time · sampler {} · pruner {}", tc.metric, tc.sampler, tc.pruner.get("type").and_then(|t| t.as_str()).unwrap_or("median"));
+        println!(
+            "study {study} · {} · {direction} {} · {n_trials} trials, {n_jobs} at a time · sampler {} · pruner {}",
+            redacted_storage(&storage),
+            tc.metric,
+            tc.sampler,
+            tc.pruner.get("type").and_then(|t| t.as_str()).unwrap_or("median")
+        );
     }
 
     let start = Instant::now();
@@ -213,6 +230,7 @@ pub fn tune(loaded: &Loaded, text: &str, opts: &TuneOptions) -> Result<TuneOutco
             cmd.env("WANDB_RUN_GROUP", &study).env("BZ_TUNE_STUDY", &study).env("BZ_TUNE_TRIAL", trial.id.to_string());
             let out = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
             cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+            die_with_parent(&mut cmd);
             let child = cmd.spawn().context("cannot start a trial")?;
             let metrics = root.join(&run_name).join("metrics.jsonl");
             // A rerun of a number (never happens within a study) would read old lines: start clean.
@@ -322,7 +340,8 @@ pub fn tune(loaded: &Loaded, text: &str, opts: &TuneOptions) -> Result<TuneOutco
 
     let summary: Value = serde_json::from_str(tuner.summary().as_str()).unwrap_or(Value::Null);
     std::fs::write(root.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
-    let counts = summary["counts"].as_object().map(|c| c.iter().map(|(k, v)| format!("{v} {}", k.to_lowercase())).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+    let counts =
+        summary["counts"].as_object().map(|c| c.iter().map(|(k, v)| format!("{v} {}", k.to_lowercase())).collect::<Vec<_>>().join(", ")).unwrap_or_default();
     match summary["best"].as_object() {
         Some(b) => {
             let params: Map<String, Value> = b.get("params").and_then(|p| p.as_object().cloned()).unwrap_or_default();
@@ -330,7 +349,10 @@ pub fn tune(loaded: &Loaded, text: &str, opts: &TuneOptions) -> Result<TuneOutco
             let mut best_cfg = config::parse(text, &loaded.path, &sets)?;
             best_cfg.tune = None;
             let best_path = root.join("best.toml");
-            crate::train::write_atomic(&best_path, format!("# best trial {} of study {study}: {} = {}\n{}", b["number"], tc.metric, b["value"], config::to_toml(&best_cfg)).as_bytes())?;
+            crate::train::write_atomic(
+                &best_path,
+                format!("# best trial {} of study {study}: {} = {}\n{}", b["number"], tc.metric, b["value"], config::to_toml(&best_cfg)).as_bytes(),
+            )?;
             println!(
                 "best trial {} · {} {} · {}\nstudy {study}: {counts} · best config {} (`bz train {}`)",
                 b["number"],
@@ -344,4 +366,33 @@ pub fn tune(loaded: &Loaded, text: &str, opts: &TuneOptions) -> Result<TuneOutco
         None => println!("study {study}: {counts} · no completed trial yet"),
     }
     Ok(if TUNE_INTERRUPTED.load(Ordering::SeqCst) { TuneOutcome::Interrupted } else { TuneOutcome::Finished })
+}
+
+/// A trial must not outlive its `bz tune`, however that ends (`kill -9` included): the kernel sends the trial
+/// SIGINT when the parent goes, and the trial stops after its current batch as on Ctrl-C. Its study row stays
+/// RUNNING until the next worker fails it through the stale heartbeat.
+fn die_with_parent(cmd: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: between fork and exec only async-signal-safe calls (prctl, getppid, raise).
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT);
+            // The parent may have died before prctl took effect.
+            if libc::getppid() as u32 != parent {
+                libc::raise(libc::SIGINT);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The storage URL as the header shows it: without the password a `postgresql://user:password@…` URL carries.
+fn redacted_storage(storage: &str) -> String {
+    match url::Url::parse(storage) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => storage.to_string(),
+    }
 }

@@ -61,8 +61,7 @@ fn example_reaches_95_percent_and_fills_the_run_dir() {
     let total: u64 = cm.iter().flat_map(|r| r.as_array().unwrap()).map(|v| v.as_u64().unwrap()).sum();
     assert_eq!(total, 359);
     // `best` is the epoch with the best val/accuracy.
-    let best_state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(run.join("checkpoints/best/trainer.json")).unwrap()).unwrap();
+    let best_state: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("checkpoints/best/trainer.json")).unwrap()).unwrap();
     assert_eq!(best_state["best"].as_f64().unwrap(), best);
 }
 
@@ -97,9 +96,7 @@ fn two_plus_two_epochs_equals_four() {
     let (s, r) = (dir.path().join("runs/straight"), dir.path().join("runs/split"));
     assert_eq!(weights(&s, "last"), weights(&r, "last"), "resumed weights differ from the straight run");
     assert_eq!(tensors(&s.join("checkpoints/last/optimizer.safetensors")), tensors(&r.join("checkpoints/last/optimizer.safetensors")));
-    let strip = |run: &Path| {
-        read_jsonl(&run.join("metrics.jsonl")).iter().map(without_timings).collect::<Vec<_>>()
-    };
+    let strip = |run: &Path| read_jsonl(&run.join("metrics.jsonl")).iter().map(without_timings).collect::<Vec<_>>();
     assert_eq!(strip(&s), strip(&r), "metrics.jsonl of the resumed run must match line for line");
     // Nothing left to do: resuming a finished run says so.
     let out = bz(dir.path(), &["train", "c.toml", "--run-name", "split", "--resume"]);
@@ -111,7 +108,8 @@ fn two_plus_two_epochs_equals_four() {
 fn ctrl_c_saves_and_resume_is_exact() {
     let dir = tempfile::tempdir().unwrap();
     // Many small epochs on synthetic data, so the interrupt lands somewhere inside the run.
-    let cfg = MLP.replace("source = \"digits\"", "source = \"synthetic\"\nsamples = 3000\nnum_features = 64\nclasses = 10")
+    let cfg = MLP
+        .replace("source = \"digits\"", "source = \"synthetic\"\nsamples = 3000\nnum_features = 64\nclasses = 10")
         .replace("epochs = 4", "epochs = 30")
         .replace("{ type = \"flatten\" }, ", "");
     write_config(dir.path(), "c.toml", &cfg);
@@ -136,8 +134,7 @@ fn ctrl_c_saves_and_resume_is_exact() {
     let out = wait_limited(child, Duration::from_secs(120));
     assert_eq!(out.code, 130, "{}", out.all());
     assert!(out.stdout.contains("interrupted at epoch"), "{}", out.stdout);
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("runs/cut/checkpoints/last/trainer.json")).unwrap()).unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("runs/cut/checkpoints/last/trainer.json")).unwrap()).unwrap();
     assert!(state["epoch"].as_u64().unwrap() < 30, "{state}");
 
     let out = bz(dir.path(), &["train", "c.toml", "--run-name", "cut", "--resume", "-q"]);
@@ -247,4 +244,60 @@ fn resume_finds_the_latest_run_and_refuses_a_changed_model() {
     let out = bz(dir.path(), &["train", "c.toml", "--resume", "--run-name", "nothing"]);
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("nothing to resume"), "{}", out.stderr);
+}
+
+fn spawn_bz(cwd: &Path, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(bz_path())
+        .args(args)
+        .current_dir(cwd)
+        .env("OMP_NUM_THREADS", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn runs_never_share_a_run_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "c.toml", MLP);
+    // Two runs asking for one name at the same instant: one gets it, the other fails at once with one line.
+    let (a, b) = (spawn_bz(dir.path(), &["train", "c.toml", "--run-name", "same"]), spawn_bz(dir.path(), &["train", "c.toml", "--run-name", "same"]));
+    let (a, b) = (wait_limited(a, Duration::from_secs(300)), wait_limited(b, Duration::from_secs(300)));
+    let mut codes = [a.code, b.code];
+    codes.sort();
+    assert_eq!(codes[0], 0, "{}\n{}", a.all(), b.all());
+    assert_ne!(codes[1], 0, "both runs used runs/same:\n{}\n{}", a.all(), b.all());
+    let loser = if a.code == 0 { &b } else { &a };
+    assert!(loser.stderr.contains("already exists"), "{}", loser.stderr);
+    assert_eq!(epoch_lines(&dir.path().join("runs/same")).len(), 4, "one run's metrics only");
+    // Two unnamed runs at once take two names.
+    let (a, b) = (spawn_bz(dir.path(), &["train", "c.toml"]), spawn_bz(dir.path(), &["train", "c.toml"]));
+    let (a, b) = (wait_limited(a, Duration::from_secs(300)), wait_limited(b, Duration::from_secs(300)));
+    assert_eq!((a.code, b.code), (0, 0), "{}\n{}", a.all(), b.all());
+    for run in ["runs/c", "runs/c-2"] {
+        assert_eq!(epoch_lines(&dir.path().join(run)).len(), 4, "{run}");
+    }
+    // A run still training cannot be resumed by a second bz, which would interleave its metrics and prune its
+    // checkpoints.
+    write_config(dir.path(), "long.toml", &MLP.replace("epochs = 4", "epochs = 100000"));
+    let mut long = spawn_bz(dir.path(), &["train", "long.toml", "--run-name", "busy"]);
+    let start = Instant::now();
+    while !dir.path().join("runs/busy/checkpoints/last").exists() {
+        assert!(start.elapsed() < Duration::from_secs(120), "the long run never checkpointed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = bz(dir.path(), &["train", "long.toml", "--run-name", "busy", "--resume"]);
+    let _ = long.kill();
+    let _ = long.wait();
+    assert_ne!(out.code, 0, "{}", out.all());
+    let errors: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert!(errors.len() == 1 && errors[0].contains("is being trained by another bz"), "{}", out.stderr);
+    // Once it is gone, the same resume works.
+    let out = bz(
+        dir.path(),
+        &["train", "long.toml", "--run-name", "busy", "--resume", "--epochs", &(epoch_lines(&dir.path().join("runs/busy")).len() + 1).to_string()],
+    );
+    assert_eq!(out.code, 0, "{}", out.all());
 }

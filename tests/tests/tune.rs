@@ -195,7 +195,10 @@ fn four_workers_share_one_study_without_losing_or_repeating_a_trial() {
 
 /// The config for the worker tests: 12 trials of 2 epochs, no pruning, one at a time per worker.
 fn workers_config() -> String {
-    BASE.replace("epochs = 4", "epochs = 2").replace("n_trials = 6", "n_trials = 12").replace("n_jobs = 2", "n_jobs = 1").replace("type = \"median\"", "type = \"none\"")
+    BASE.replace("epochs = 4", "epochs = 2")
+        .replace("n_trials = 6", "n_trials = 12")
+        .replace("n_jobs = 2", "n_jobs = 1")
+        .replace("type = \"median\"", "type = \"none\"")
 }
 
 /// Four `bz tune --resume` workers at once on one study; each must succeed, and together they run 12 trials.
@@ -239,9 +242,29 @@ fn twelve_complete_trials(dir: &Path, study: &Value) {
     }
 }
 
+/// Live `bz train` processes whose command line mentions `pattern`.
+fn trials_running(pattern: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat.rsplit(") ").next().is_some_and(|s| s.starts_with('Z'));
+        let args = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if !zombie && args.contains(" train ") && args.contains(pattern) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
 #[test]
 fn a_killed_worker_leaves_no_trial_running() {
-    let cfg = BASE.replace("epochs = 4", "epochs = 200").replace("n_trials = 6", "n_trials = 2").replace("n_jobs = 2", "n_jobs = 1").replace("[tune.pruner]", "heartbeat_interval = 0.5\n[tune.pruner]");
+    let cfg = BASE
+        .replace("epochs = 4", "epochs = 200")
+        .replace("n_trials = 6", "n_trials = 2")
+        .replace("n_jobs = 2", "n_jobs = 1")
+        .replace("[tune.pruner]", "heartbeat_interval = 0.5\n[tune.pruner]");
     let dir = setup(&cfg);
     let mut worker = Command::new(bz_path())
         .args(["tune", "s.toml", "--plugin-dir", "plugins"])
@@ -258,12 +281,17 @@ fn a_killed_worker_leaves_no_trial_running() {
         assert!(start.elapsed() < Duration::from_secs(60), "trial 0 never started");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // SIGKILL: no handler runs; the trial's child is orphaned and killed by hand (by this test's own run dir,
-    // which is on its command line: other tests' trials must live).
+    // SIGKILL: no handler runs in bz tune, yet its trial must not go on training as an orphan. Found by this
+    // test's own run dir, which is on the trial's command line (other tests' trials live on).
+    let pattern = dir.path().join("runs/s").display().to_string();
+    assert!(!trials_running(&pattern).is_empty(), "no trial process found");
     worker.kill().unwrap();
     worker.wait().unwrap();
-    let pattern = dir.path().join("runs/s").display().to_string();
-    let _ = Command::new("pkill").args(["-KILL", "-f", &pattern]).status();
+    let start = Instant::now();
+    while !trials_running(&pattern).is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(30), "the trial outlived its killed bz tune: {:?}", trials_running(&pattern));
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
     assert_eq!(study["trials"][0]["state"], "RUNNING");
     // A new worker finds the heartbeat stale, fails the trial, and runs the rest of the study.
@@ -360,20 +388,26 @@ fn four_workers_share_one_postgresql_study() {
 fn a_grid_is_searched_once_and_a_crashing_trial_fails_alone() {
     // A 2 × 2 grid with a budget of 10: four trials, every point once. `out = 0` is an invalid model: that
     // trial's child exits with an error and the trial is FAIL; the others complete.
-    let cfg = BASE.replace("n_trials = 6", "n_trials = 10").replace("epochs = 4", "epochs = 1").replace("type = \"median\"", "type = \"none\"").replace(
-        r#""optimizer.lr" = { type = "float", low = 1e-4, high = 0.3, log = true }
+    let cfg = BASE
+        .replace("n_trials = 6", "n_trials = 10")
+        .replace("epochs = 4", "epochs = 1")
+        .replace("type = \"median\"", "type = \"none\"")
+        .replace(
+            r#""optimizer.lr" = { type = "float", low = 1e-4, high = 0.3, log = true }
 "model.layers[1].out" = { type = "int", low = 8, high = 64, log = true }
 "optimizer.name" = { type = "categorical", choices = ["sgd", "adam"] }"#,
-        r#""model.layers[1].out" = { type = "categorical", choices = [0, 16] }
+            r#""model.layers[1].out" = { type = "categorical", choices = [0, 16] }
 "optimizer.name" = { type = "categorical", choices = ["sgd", "adam"] }"#,
-    ).replace("[tune]\n", "[tune]\nsampler = \"grid\"\n");
+        )
+        .replace("[tune]\n", "[tune]\nsampler = \"grid\"\n");
     let dir = setup(&cfg);
     let out = tune(dir.path(), &[]);
     assert_eq!(out.code, 0, "{}", out.all());
     let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
     let trials = study["trials"].as_array().unwrap();
     assert_eq!(trials.len(), 4, "{trials:?}");
-    let mut points: Vec<(i64, String)> = trials.iter().map(|t| (t["params"]["model.layers[1].out"].as_i64().unwrap(), t["params"]["optimizer.name"].as_str().unwrap().to_string())).collect();
+    let mut points: Vec<(i64, String)> =
+        trials.iter().map(|t| (t["params"]["model.layers[1].out"].as_i64().unwrap(), t["params"]["optimizer.name"].as_str().unwrap().to_string())).collect();
     points.sort();
     assert_eq!(points, vec![(0, "adam".into()), (0, "sgd".into()), (16, "adam".into()), (16, "sgd".into())]);
     for t in trials {
@@ -414,4 +448,17 @@ fn a_timeout_stops_starting_trials_and_lets_the_running_ones_finish() {
     let trials = study["trials"].as_array().unwrap();
     assert!(!trials.is_empty() && trials.len() < 500, "{} trials", trials.len());
     assert!(trials.iter().all(|t| t["state"] != "RUNNING"), "no trial left running");
+}
+
+#[test]
+fn a_storage_password_is_never_printed() {
+    let dir = setup(BASE);
+    // Nothing listens on port 1: the connection fails, and its error names the server without the password.
+    let out = tune(dir.path(), &["--storage", "postgresql://bz:s3cr3t@127.0.0.1:1/study"]);
+    assert_ne!(out.code, 0, "{}", out.all());
+    assert!(out.all().contains("postgresql://bz:***@127.0.0.1:1/study"), "{}", out.all());
+    assert!(!out.all().contains("s3cr3t"), "{}", out.all());
+    let out = tune(dir.path(), &["--storage", "postgresql+psycopg2://bz:s3cr3t@127.0.0.1:1/study"]);
+    assert_ne!(out.code, 0, "{}", out.all());
+    assert!(!out.all().contains("s3cr3t"), "{}", out.all());
 }

@@ -56,10 +56,10 @@ fn sqlite_path(url: &str) -> Result<Option<PathBuf>, PluginError> {
         return Ok(None);
     }
     if url.starts_with("postgresql+") {
-        return Err(PluginError::config(format!("storage {url:?}: drop the `+driver` part (postgresql://user@host:port/db): bz connects by itself")));
+        return Err(PluginError::config(format!("storage {:?}: drop the `+driver` part (postgresql://user@host:port/db): bz connects by itself", storage::redacted(url))));
     }
     if url.contains("://") {
-        return Err(PluginError::config(format!("storage {url:?} is not a sqlite:/// or postgresql:// URL, or a path")));
+        return Err(PluginError::config(format!("storage {:?} is not a sqlite:/// or postgresql:// URL, or a path", storage::redacted(url))));
     }
     Ok(Some(PathBuf::from(url)))
 }

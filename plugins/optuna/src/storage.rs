@@ -110,7 +110,7 @@ impl Storage {
             // SQLAlchemy's driver suffix (`postgresql+psycopg2://`) is Python's business; plain URLs here.
             let client = postgres::Client::connect(url, postgres::NoTls).map_err(|e| {
                 let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
-                format!("{url}: {e}{cause}")
+                format!("{}: {e}{cause}", redacted(url))
             })?;
             Db::Pg(Box::new(client))
         } else {
@@ -403,5 +403,29 @@ impl Storage {
             }
         }
         Ok(out)
+    }
+}
+
+/// A storage URL as messages show it: its password (`user:password@`, `?password=`) replaced by `***`. Connection
+/// errors and the `bz tune` header print the URL; the password must never be printed.
+pub fn redacted(url: &str) -> String {
+    let Ok(mut u) = url::Url::parse(url) else { return url.to_string() };
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    if u.query_pairs().any(|(k, _)| k == "password") {
+        let pairs: Vec<(String, String)> = u.query_pairs().map(|(k, v)| (k.to_string(), if k == "password" { "***".into() } else { v.to_string() })).collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(super::redacted("postgresql://bz:s3cr3t@db.invalid:5432/study"), "postgresql://bz:***@db.invalid:5432/study");
+        assert!(!super::redacted("postgresql://db.invalid/study?user=bz&password=s3cr3t").contains("s3cr3t"));
+        assert_eq!(super::redacted("sqlite:///runs/s/study.db"), "sqlite:///runs/s/study.db");
     }
 }
