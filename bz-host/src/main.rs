@@ -287,8 +287,25 @@ fn tune_allocator() {
     }
 }
 
+/// The last line of defence for "no user input ends in a Rust panic or a C++ backtrace": a panic that escaped every
+/// check prints one line (the first line of its message, which for a libtorch error is libtorch's own reason)
+/// instead of a Rust backtrace with a C++ one inside; `RUST_BACKTRACE=1` shows the whole report, for a bug report.
+fn one_line_panics() {
+    if std::env::var_os("RUST_BACKTRACE").is_some() {
+        return;
+    }
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload().downcast_ref::<String>().map(String::as_str).or_else(|| info.payload().downcast_ref::<&str>().copied()).unwrap_or("panic");
+        // tch wraps libtorch's message, backtrace included, in a Debug string where newlines are `\n`.
+        let first = payload.split('\n').next().unwrap_or(payload).split("\\n").next().unwrap_or(payload);
+        let at = info.location().map(|l| format!(" ({}:{})", l.file(), l.line())).unwrap_or_default();
+        eprintln!("error: {first}{at}; bz stopped here (run with RUST_BACKTRACE=1 for the full report)");
+    }));
+}
+
 fn main() -> ExitCode {
     tune_allocator();
+    one_line_panics();
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Train { .. }) {
         // `bz plugins list | head` ends quietly, as other Unix tools do, instead of panicking on a closed pipe.

@@ -28,7 +28,36 @@ pub struct ShapeError(pub String);
 pub fn infer_shapes(layers: &[LayerSpec], input: &[i64]) -> Result<Vec<LayerRow>, String> {
     let mut rows = Vec::new();
     infer_into(layers, input, "", "model.layers", &mut rows)?;
+    check_memory(&rows)?;
     Ok(rows)
+}
+
+/// Refuses a model whose weights alone cannot fit in this machine's memory, before libtorch is asked for them (its
+/// allocation failure would end bz with a C++ error instead of a line naming the layer).
+fn check_memory(rows: &[LayerRow]) -> Result<(), String> {
+    let total = rows.iter().try_fold(0i64, |t, r| t.checked_add(r.params)).ok_or("the model's parameter count overflows")?;
+    let bytes = total.saturating_mul(4) as u64;
+    let mut sys = sysinfo::System::new();
+    sys.refresh_memory();
+    let have = sys.total_memory();
+    if have > 0 && bytes > have {
+        let big = rows
+            .iter()
+            .max_by_key(|r| r.params)
+            .map(|r| format!("; the largest is layer {} ({}, {} parameters)", r.name, r.kind, r.params))
+            .unwrap_or_default();
+        return Err(format!(
+            "the model has {total} parameters, {:.1} GiB as f32, more than this machine's {:.1} GiB of memory{big}",
+            bytes as f64 / (1u64 << 30) as f64,
+            have as f64 / (1u64 << 30) as f64
+        ));
+    }
+    Ok(())
+}
+
+/// Shape arithmetic that a config cannot overflow.
+fn mul(a: i64, b: i64) -> Result<i64, String> {
+    a.checked_mul(b).ok_or_else(|| format!("is too large: {a} x {b} overflows"))
 }
 
 fn infer_into(layers: &[LayerSpec], input: &[i64], prefix: &str, at: &str, rows: &mut Vec<LayerRow>) -> Result<Vec<i64>, String> {
@@ -43,18 +72,23 @@ fn infer_into(layers: &[LayerSpec], input: &[i64], prefix: &str, at: &str, rows:
                 let [inp] = shape[..] else {
                     return Err(fail(format!("needs a flat input but gets {shape:?}: add {{ type = \"flatten\" }} before it")));
                 };
-                (vec![*out], inp * out + if *bias { *out } else { 0 })
+                (vec![*out], mul(inp, *out).map_err(fail)?.saturating_add(if *bias { *out } else { 0 }))
             }
             LayerSpec::Conv2d { out, kernel, stride, padding, bias } => {
                 let [c, h, w] = shape[..] else {
-                    return Err(fail(format!("needs a [channels, height, width] input but gets {shape:?}: images come as [1, H, W]; use reshape for flat data")));
+                    return Err(fail(format!(
+                        "needs a [channels, height, width] input but gets {shape:?}: images come as [1, H, W]; use reshape for flat data"
+                    )));
                 };
                 let oh = (h + 2 * padding - kernel) / stride + 1;
                 let ow = (w + 2 * padding - kernel) / stride + 1;
                 if oh <= 0 || ow <= 0 {
                     return Err(fail(format!("kernel {kernel} is larger than its padded input {h}x{w}")));
                 }
-                (vec![*out, oh, ow], out * c * kernel * kernel + if *bias { *out } else { 0 })
+                (
+                    vec![*out, oh, ow],
+                    mul(mul(*out, c).map_err(fail)?, mul(*kernel, *kernel).map_err(fail)?).map_err(fail)?.saturating_add(if *bias { *out } else { 0 }),
+                )
             }
             LayerSpec::Maxpool2d { kernel, stride } | LayerSpec::Avgpool2d { kernel, stride } => {
                 let [c, h, w] = shape[..] else { return Err(fail(format!("needs a [channels, height, width] input but gets {shape:?}"))) };
@@ -65,7 +99,7 @@ fn infer_into(layers: &[LayerSpec], input: &[i64], prefix: &str, at: &str, rows:
                 }
                 (vec![c, oh, ow], 0)
             }
-            LayerSpec::Flatten => (vec![shape.iter().product()], 0),
+            LayerSpec::Flatten => (vec![shape.iter().try_fold(1, |p, d| mul(p, *d)).map_err(fail)?], 0),
             LayerSpec::Reshape { shape: to } => (reshape(&shape, to).map_err(fail)?, 0),
             LayerSpec::Batchnorm => match shape[..] {
                 [c] | [c, _, _] => (shape.clone(), 2 * c),
@@ -79,9 +113,7 @@ fn infer_into(layers: &[LayerSpec], input: &[i64], prefix: &str, at: &str, rows:
                 }
                 (shape.clone(), 0)
             }
-            LayerSpec::Dropout { .. } | LayerSpec::Relu | LayerSpec::Gelu | LayerSpec::Tanh | LayerSpec::Sigmoid | LayerSpec::Softmax => {
-                (shape.clone(), 0)
-            }
+            LayerSpec::Dropout { .. } | LayerSpec::Relu | LayerSpec::Gelu | LayerSpec::Tanh | LayerSpec::Sigmoid | LayerSpec::Softmax => (shape.clone(), 0),
         };
         rows.push(LayerRow { name, kind: kind.to_string(), out_shape: out.clone(), params });
         shape = out;
@@ -146,7 +178,10 @@ enum Layer {
 enum Body {
     Layers(Vec<Layer>),
     /// `forward_t` of a TrainableCModule ignores the train flag, so the mode is switched explicitly.
-    Script { module: RefCell<tch::TrainableCModule>, training: RefCell<bool> },
+    Script {
+        module: RefCell<tch::TrainableCModule>,
+        training: RefCell<bool>,
+    },
 }
 
 pub struct Model {
@@ -177,12 +212,7 @@ impl Model {
         let output_shape = probe.size()[1..].to_vec();
         let params: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
         let rows = vec![LayerRow { name: "script".into(), kind: format!("torchscript {}", path.display()), out_shape: output_shape.clone(), params }];
-        Ok(Model {
-            body: Body::Script { module: RefCell::new(module), training: RefCell::new(true) },
-            rows,
-            input_shape: input.to_vec(),
-            output_shape,
-        })
+        Ok(Model { body: Body::Script { module: RefCell::new(module), training: RefCell::new(true) }, rows, input_shape: input.to_vec(), output_shape })
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -272,9 +302,7 @@ fn build(path: &nn::Path, specs: &[LayerSpec], input: &[i64]) -> Result<Vec<Laye
     for (i, spec) in specs.iter().enumerate() {
         let p = path / i;
         let layer = match spec {
-            LayerSpec::Linear { out, bias } => {
-                Layer::Linear(nn::linear(&p, shape[0], *out, nn::LinearConfig { bias: *bias, ..Default::default() }))
-            }
+            LayerSpec::Linear { out, bias } => Layer::Linear(nn::linear(&p, shape[0], *out, nn::LinearConfig { bias: *bias, ..Default::default() })),
             LayerSpec::Conv2d { out, kernel, stride, padding, bias } => {
                 let cfg = nn::ConvConfig { stride: *stride, padding: *padding, bias: *bias, ..Default::default() };
                 Layer::Conv(nn::conv2d(&p, shape[0], *out, *kernel, cfg), *stride, *padding)
@@ -321,17 +349,9 @@ fn forward_layers(layers: &[Layer], x: &Tensor, train: bool) -> Result<Tensor> {
                 dims.extend_from_slice(to);
                 x.f_reshape(dims)?
             }
-            Layer::BatchNorm(bn) => Tensor::f_batch_norm(
-                &x,
-                bn.ws.as_ref(),
-                bn.bs.as_ref(),
-                Some(&bn.running_mean),
-                Some(&bn.running_var),
-                train,
-                0.1,
-                1e-5,
-                false,
-            )?,
+            Layer::BatchNorm(bn) => {
+                Tensor::f_batch_norm(&x, bn.ws.as_ref(), bn.bs.as_ref(), Some(&bn.running_mean), Some(&bn.running_var), train, 0.1, 1e-5, false)?
+            }
             Layer::LayerNorm(ln) => {
                 let last = *x.size().last().context("layernorm input has no dimensions")?;
                 x.f_layer_norm([last], ln.ws.as_ref(), ln.bs.as_ref(), 1e-5, false)?

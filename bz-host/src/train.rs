@@ -655,5 +655,16 @@ fn check_resume_compatible(dir: &Path, cfg: &Config) -> Result<()> {
     if let Some((what, _)) = sections.iter().find(|(_, same)| !same) {
         bail!("cannot resume {}: `{what}` differs from the run's config.toml; resume with the same settings or start a new run", dir.display());
     }
+    // These schedules are shaped by the run's length: more epochs stretch the curve from here on.
+    let shaped = matches!(cfg.scheduler.name, config::SchedulerKind::Cosine | config::SchedulerKind::OneCycle);
+    if shaped && old.train.epochs != cfg.train.epochs {
+        eprintln!(
+            "warning: resuming with {} epochs instead of {}: the {} learning-rate curve is stretched from here on, so the run is not the one a {}-epoch run would have been",
+            cfg.train.epochs,
+            old.train.epochs,
+            if cfg.scheduler.name == config::SchedulerKind::Cosine { "cosine" } else { "one-cycle" },
+            cfg.train.epochs
+        );
+    }
     Ok(())
 }

@@ -132,3 +132,37 @@ fn existing_named_run_is_not_overwritten() {
     assert_eq!(bz(dir.path(), &["train", "c.toml", "-q"]).code, 0);
     assert!(dir.path().join("runs/c").is_dir() && dir.path().join("runs/c-2").is_dir());
 }
+
+#[test]
+fn inputs_that_crashed_inside_libtorch_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    // Images of 0x0 pixels and a [N, 0] feature tensor, written by numpy and safetensors in the test venv.
+    py(
+        dir.path(),
+        "import numpy as np, gzip, struct\nfrom safetensors.numpy import save_file\n\
+         def idx(path, arr):\n    with gzip.open(path, 'wb') as f:\n        f.write(struct.pack('>BBBB', 0, 0, 8, arr.ndim))\n        for d in arr.shape: f.write(struct.pack('>I', d))\n        f.write(arr.tobytes())\n\
+         idx('train-images-idx3-ubyte.gz', np.zeros((10, 0, 0), dtype=np.uint8))\nidx('train-labels-idx1-ubyte.gz', np.zeros((10,), dtype=np.uint8))\n\
+         save_file({'x': np.zeros((10, 0), dtype=np.float32), 'y': np.zeros((10,), dtype=np.int64)}, 'z.safetensors')\n",
+    );
+    let model = "[model]\nlayers = [{ type = \"flatten\" }, { type = \"linear\", out = 64 }, { type = \"relu\" }, { type = \"linear\", out = 10 }]\n[train]\nepochs = 1\n";
+    write_config(dir.path(), "d.toml", &format!("[data]\nsource = \"digits\"\n{model}"));
+    write_config(dir.path(), "i.toml", &format!("[data]\nsource = \"idx\"\npath = \".\"\n{model}"));
+    write_config(
+        dir.path(),
+        "s.toml",
+        &format!("[data]\nsource = \"safetensors\"\npath = \"z.safetensors\"\nfeatures_key = \"x\"\ntargets_key = \"y\"\n{model}"),
+    );
+    let cases: [(&[&str], &str); 4] = [
+        (&["train", "d.toml", "--set", "model.layers[1].out=100000000000"], "more than this machine's"),
+        (&["train", "d.toml", "--set", "model.layers[1].out=4611686018427387904"], "overflows"),
+        (&["train", "i.toml"], "holds no features"),
+        (&["train", "s.toml"], "holds no features"),
+    ];
+    for (args, want) in cases {
+        let out = bz(dir.path(), args);
+        assert!(out.code != 0 && out.code != 101, "{args:?}: {}", out.all());
+        let errors: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+        assert!(errors.len() == 1 && errors[0].contains(want), "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.contains("panicked") && !out.stderr.contains("frame #"), "{args:?}: {}", out.stderr);
+    }
+}

@@ -301,3 +301,23 @@ fn runs_never_share_a_run_directory() {
     );
     assert_eq!(out.code, 0, "{}", out.all());
 }
+
+#[test]
+fn resuming_a_cosine_run_with_other_epochs_says_the_curve_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cosine = MLP.replace("name = \"step\"\nstep_size = 1\ngamma = 0.7\n", "name = \"cosine\"\n");
+    write_config(dir.path(), "c.toml", &cosine);
+    let out = bz(dir.path(), &["train", "c.toml", "--run-name", "r", "--epochs", "2", "-q"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let out = bz(dir.path(), &["train", "c.toml", "--run-name", "r", "--epochs", "3", "--resume", "-q"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let warnings: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("warning: resuming with 3 epochs instead of 2")).collect();
+    assert_eq!(warnings.len(), 1, "{}", out.stderr);
+    assert!(warnings[0].contains("cosine"), "{}", warnings[0]);
+    // A schedule that does not depend on the run's length says nothing.
+    write_config(dir.path(), "s.toml", MLP);
+    bz(dir.path(), &["train", "s.toml", "--run-name", "s", "--epochs", "2", "-q"]);
+    let out = bz(dir.path(), &["train", "s.toml", "--run-name", "s", "--epochs", "3", "--resume", "-q"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(!out.stderr.contains("resuming with"), "{}", out.stderr);
+}

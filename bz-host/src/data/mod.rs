@@ -119,6 +119,9 @@ fn assemble(train: RawSet, val: Option<RawSet>, cfg: &DataConfig, seed: u64, dev
         }
     };
     let input_shape: Vec<i64> = train.shape.iter().map(|d| *d as i64).collect();
+    if input_shape.is_empty() || input_shape.contains(&0) {
+        bail!("{description}: each sample has shape {input_shape:?}, which holds no features; check the data file (rows, columns or the features key)");
+    }
     let class_names = train.class_names.clone();
     let (train_x, train_y) = tensors(&train, task)?;
     let (mut train_split, mut val_split) = match val {
