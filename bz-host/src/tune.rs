@@ -284,7 +284,7 @@ pub fn tune(loaded: &Loaded, text: &str, opts: &TuneOptions) -> Result<TuneOutco
                 }
             }
             let code = status.code().unwrap_or(-1);
-            let (state, value, what) = if r.pruning {
+            let (state, value, mut what) = if r.pruning {
                 (TrialState::PRUNED, r.last, "PRUNED".to_string())
             } else if code == 0 && r.last.is_some() {
                 (TrialState::COMPLETE, r.last, "COMPLETE".to_string())
@@ -299,10 +299,15 @@ pub fn tune(loaded: &Loaded, text: &str, opts: &TuneOptions) -> Result<TuneOutco
                 Some(v) => RSome(v),
                 None => RNone,
             };
-            if let Err(e) = tuner.tell(r.number, state, rv).into_result() {
-                eprintln!("warning: the tuner could not record trial {}: {}", r.number, e.message);
-            }
-            if state == TrialState::COMPLETE {
+            // A result the study did not take (the trial was failed as stale meanwhile) is said so, and is no best.
+            let recorded = match tuner.tell(r.number, state, rv).into_result() {
+                Ok(()) => true,
+                Err(e) => {
+                    what = format!("{what}, NOT RECORDED: {}", e.message);
+                    false
+                }
+            };
+            if recorded && state == TrialState::COMPLETE {
                 if let Some(v) = value {
                     if best.is_none_or(|(_, b)| better(v, b)) {
                         best = Some((r.number, v));

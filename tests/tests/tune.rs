@@ -462,3 +462,44 @@ fn a_storage_password_is_never_printed() {
     assert_ne!(out.code, 0, "{}", out.all());
     assert!(!out.all().contains("s3cr3t"), "{}", out.all());
 }
+
+#[test]
+fn a_result_that_arrives_after_its_trial_was_failed_as_stale_is_not_reported_as_complete() {
+    let cfg = BASE
+        .replace("epochs = 4", "epochs = 400")
+        .replace("n_trials = 6", "n_trials = 1")
+        .replace("n_jobs = 2", "n_jobs = 1")
+        .replace("type = \"median\"", "type = \"none\"");
+    let dir = setup(&cfg);
+    let worker = Command::new(bz_path())
+        .args(["tune", "s.toml", "--plugin-dir", "plugins"])
+        .current_dir(dir.path())
+        .env("OMP_NUM_THREADS", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = dir.path().join("runs/s/trial-0/metrics.jsonl");
+    let start = Instant::now();
+    while !metrics.exists() {
+        assert!(start.elapsed() < Duration::from_secs(60), "trial 0 never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Another worker decided this one was dead and failed its trial (what a stale heartbeat leads to).
+    let db = dir.path().join("runs/s/study.db");
+    py(
+        dir.path(),
+        &format!(
+            "import sqlite3\nc = sqlite3.connect({:?}, timeout=60)\nc.execute(\"UPDATE trials SET state = 'FAIL' WHERE number = 0\")\nc.commit()\n",
+            db.display().to_string()
+        ),
+    );
+    let out = wait_limited(worker, Duration::from_secs(300));
+    assert_eq!(out.code, 0, "{}", out.all());
+    let line = out.stdout.lines().find(|l| l.starts_with("trial   0")).unwrap_or_default();
+    assert!(line.contains("NOT RECORDED") && line.contains("failed as stale"), "{}", out.stdout);
+    assert!(!out.stdout.contains("best trial 0"), "{}", out.stdout);
+    let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
+    assert_eq!(study["trials"][0]["state"], "FAIL", "{study}");
+}

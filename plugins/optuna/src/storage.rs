@@ -239,7 +239,7 @@ impl Storage {
                 .first()
                 .map(|r| r[0].i())
                 .ok_or("no trial id")?;
-            db.exec("INSERT INTO trial_heartbeats (trial_id, heartbeat) VALUES ($1, $2)", &[P::I(id), P::S(start)])?;
+            db.exec(&format!("INSERT INTO trial_heartbeats (trial_id, heartbeat) VALUES ($1, {})", db_now(db)), &[P::I(id)])?;
             Ok(Some((id, number as u64)))
         })
     }
@@ -282,11 +282,11 @@ impl Storage {
             let Some(row) = next.first() else { return Ok(None) };
             let (id, number) = (row[0].i(), row[1].i());
             let start = now();
-            let changed = db.exec("UPDATE trials SET state = 'RUNNING', datetime_start = $1 WHERE trial_id = $2 AND state = 'WAITING'", &[P::S(start.clone()), P::I(id)])?;
+            let changed = db.exec("UPDATE trials SET state = 'RUNNING', datetime_start = $1 WHERE trial_id = $2 AND state = 'WAITING'", &[P::S(start), P::I(id)])?;
             if changed != 1 {
                 return Ok(None);
             }
-            db.exec("INSERT INTO trial_heartbeats (trial_id, heartbeat) VALUES ($1, $2) ON CONFLICT (trial_id) DO UPDATE SET heartbeat = excluded.heartbeat", &[P::I(id), P::S(start)])?;
+            db.exec(&format!("INSERT INTO trial_heartbeats (trial_id, heartbeat) VALUES ($1, {}) ON CONFLICT (trial_id) DO UPDATE SET heartbeat = excluded.heartbeat", db_now(db)), &[P::I(id)])?;
             let fixed = db.query("SELECT value_json FROM trial_system_attributes WHERE trial_id = $1 AND \"key\" = 'fixed_params'", &[P::I(id)])?.first().map(|r| r[0].s());
             Ok(Some((id, number as u64, fixed)))
         })?;
@@ -330,20 +330,25 @@ impl Storage {
     }
 
     pub fn heartbeat(&mut self, trial_id: i64) -> Result<(), String> {
-        self.db
-            .exec("INSERT INTO trial_heartbeats (trial_id, heartbeat) VALUES ($1, $2) ON CONFLICT (trial_id) DO UPDATE SET heartbeat = excluded.heartbeat", &[P::I(trial_id), P::S(now())])
-            .map(|_| ())
+        let sql = format!("INSERT INTO trial_heartbeats (trial_id, heartbeat) VALUES ($1, {}) ON CONFLICT (trial_id) DO UPDATE SET heartbeat = excluded.heartbeat", db_now(&self.db));
+        self.db.exec(&sql, &[P::I(trial_id)]).map(|_| ())
     }
 
     /// Fails RUNNING trials whose heartbeat is older than `grace` (their worker died); their numbers.
     pub fn fail_stale(&mut self, grace: Duration) -> Result<Vec<u64>, String> {
-        let cutoff = (chrono::Utc::now() - chrono::Duration::from_std(grace).unwrap_or_default()).naive_utc().format("%Y-%m-%d %H:%M:%S%.6f").to_string();
         let study_id = self.study_id;
+        let secs = grace.as_secs_f64();
         self.db.tx(|db| {
+            // The database's clock on both sides, as Optuna does: machines with skewed clocks (and Python workers)
+            // then agree on which heartbeat is stale.
+            let cutoff = match db {
+                Db::Sqlite(_) => format!("datetime('now', '-{secs:.3} seconds')"),
+                Db::Pg(_) => format!("(LOCALTIMESTAMP - interval '{secs:.3} seconds')"),
+            };
             let stale: Vec<(i64, i64)> = db
                 .query(
-                    "SELECT t.trial_id, t.number FROM trials t JOIN trial_heartbeats h ON h.trial_id = t.trial_id WHERE t.study_id = $1 AND t.state = 'RUNNING' AND h.heartbeat < $2",
-                    &[P::I(study_id), P::S(cutoff.clone())],
+                    &format!("SELECT t.trial_id, t.number FROM trials t JOIN trial_heartbeats h ON h.trial_id = t.trial_id WHERE t.study_id = $1 AND t.state = 'RUNNING' AND h.heartbeat < {cutoff}"),
+                    &[P::I(study_id)],
                 )?
                 .iter()
                 .map(|r| (r[0].i(), r[1].i()))
@@ -403,6 +408,15 @@ impl Storage {
             }
         }
         Ok(out)
+    }
+}
+
+/// The database's own "now" as SQL, in the form Optuna writes heartbeats with (SQLAlchemy's `current_timestamp()`
+/// into a column without time zone): UTC text in SQLite, the session's local time in PostgreSQL.
+fn db_now(db: &Db) -> &'static str {
+    match db {
+        Db::Sqlite(_) => "CURRENT_TIMESTAMP",
+        Db::Pg(_) => "LOCALTIMESTAMP",
     }
 }
 

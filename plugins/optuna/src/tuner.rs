@@ -6,6 +6,7 @@ use crate::pruners::Pruner;
 use crate::space::{Direction, Distribution, FrozenTrial, Space, State};
 use crate::storage::Storage;
 use crate::tpe::{sample_random, TpeSampler};
+use bz_plugin_api::{log, Level};
 use rand::SeedableRng;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -81,17 +82,39 @@ impl StudyTuner {
         let handle = std::thread::Builder::new()
             .name("bz-optuna-heartbeat".into())
             .spawn(move || {
-                let Ok(mut hb) = Storage::open(&url, &study, direction, true) else { return };
+                // Its own connection, opened again after any error: a lost connection must not silently stop the
+                // heartbeats, or another worker fails this worker's live trials as stale.
+                let mut hb: Option<Storage> = None;
+                let mut failing = false;
                 let tick = Duration::from_millis(100);
-                let mut since = Duration::ZERO;
+                let mut since = heartbeat;
                 while !s2.load(Ordering::SeqCst) {
                     std::thread::sleep(tick);
                     since += tick;
-                    if since >= heartbeat {
-                        since = Duration::ZERO;
-                        let ids: Vec<i64> = r2.lock().map(|m| m.values().copied().collect()).unwrap_or_default();
-                        for id in ids {
-                            let _ = hb.heartbeat(id);
+                    if since < heartbeat {
+                        continue;
+                    }
+                    since = Duration::ZERO;
+                    let ids: Vec<i64> = r2.lock().map(|m| m.values().copied().collect()).unwrap_or_default();
+                    let beat = |hb: &mut Option<Storage>| -> Result<(), String> {
+                        let st = match hb {
+                            Some(st) => st,
+                            None => hb.insert(Storage::open(&url, &study, direction, true)?),
+                        };
+                        ids.iter().try_for_each(|id| st.heartbeat(*id))
+                    };
+                    match beat(&mut hb) {
+                        Ok(()) if failing => {
+                            log!(Level::Info, "heartbeats recorded again");
+                            failing = false;
+                        }
+                        Ok(()) => {}
+                        Err(e) => {
+                            if !failing {
+                                log!(Level::Warn, "cannot record heartbeats ({e}); retrying every {} s", heartbeat.as_secs_f64());
+                            }
+                            failing = true;
+                            hb = None;
                         }
                     }
                 }
@@ -205,8 +228,11 @@ impl StudyTuner {
             }
             s => (s, value),
         };
-        self.st()?.finish(id, state, value)?;
+        let finished = self.st()?.finish(id, state, value)?;
         self.running.lock().map_err(|e| e.to_string())?.remove(&number);
+        if !finished {
+            return Err(format!("trial {number} had already been failed as stale (no heartbeat for over {} s), so its result is not in the study", self.grace.as_secs()));
+        }
         Ok(())
     }
 
