@@ -258,6 +258,26 @@ fn trials_running(pattern: &str) -> Vec<u32> {
     pids
 }
 
+/// A `bz tune` worker of `s.toml`, once its trial 0 is training.
+fn worker_with_trial_0_started(dir: &Path, output: fn() -> Stdio) -> std::process::Child {
+    let worker = Command::new(bz_path())
+        .args(["tune", "s.toml", "--plugin-dir", "plugins"])
+        .current_dir(dir)
+        .env("OMP_NUM_THREADS", "1")
+        .stdin(Stdio::null())
+        .stdout(output())
+        .stderr(output())
+        .spawn()
+        .unwrap();
+    let metrics = dir.join("runs/s/trial-0/metrics.jsonl");
+    let start = Instant::now();
+    while !metrics.exists() {
+        assert!(start.elapsed() < Duration::from_secs(60), "trial 0 never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    worker
+}
+
 #[test]
 fn a_killed_worker_leaves_no_trial_running() {
     let cfg = BASE
@@ -266,21 +286,7 @@ fn a_killed_worker_leaves_no_trial_running() {
         .replace("n_jobs = 2", "n_jobs = 1")
         .replace("[tune.pruner]", "heartbeat_interval = 0.5\n[tune.pruner]");
     let dir = setup(&cfg);
-    let mut worker = Command::new(bz_path())
-        .args(["tune", "s.toml", "--plugin-dir", "plugins"])
-        .current_dir(dir.path())
-        .env("OMP_NUM_THREADS", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let metrics = dir.path().join("runs/s/trial-0/metrics.jsonl");
-    let start = Instant::now();
-    while !metrics.exists() {
-        assert!(start.elapsed() < Duration::from_secs(60), "trial 0 never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut worker = worker_with_trial_0_started(dir.path(), Stdio::null);
     // SIGKILL: no handler runs in bz tune, yet its trial must not go on training as an orphan. Found by this
     // test's own run dir, which is on the trial's command line (other tests' trials live on).
     let pattern = dir.path().join("runs/s").display().to_string();
@@ -471,21 +477,7 @@ fn a_result_that_arrives_after_its_trial_was_failed_as_stale_is_not_reported_as_
         .replace("n_jobs = 2", "n_jobs = 1")
         .replace("type = \"median\"", "type = \"none\"");
     let dir = setup(&cfg);
-    let worker = Command::new(bz_path())
-        .args(["tune", "s.toml", "--plugin-dir", "plugins"])
-        .current_dir(dir.path())
-        .env("OMP_NUM_THREADS", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let metrics = dir.path().join("runs/s/trial-0/metrics.jsonl");
-    let start = Instant::now();
-    while !metrics.exists() {
-        assert!(start.elapsed() < Duration::from_secs(60), "trial 0 never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let worker = worker_with_trial_0_started(dir.path(), Stdio::piped);
     // Another worker decided this one was dead and failed its trial (what a stale heartbeat leads to).
     let db = dir.path().join("runs/s/study.db");
     py(
