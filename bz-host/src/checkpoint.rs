@@ -49,13 +49,16 @@ pub struct Checkpoint {
     pub state: TrainerState,
 }
 
+/// Saves a TorchScript module's own file into a checkpoint directory (true when it wrote one).
+pub type SaveScript<'a> = &'a dyn Fn(&Path) -> Result<bool>;
+
 /// Writes a checkpoint and points `last` (and `best` when asked) at it; prunes directories no link uses.
 pub fn save(
     root: &Path,
     vs: &tch::nn::VarStore,
     optimizer: &[(String, Tensor)],
     state: &TrainerState,
-    script: Option<&dyn Fn(&Path) -> Result<bool>>,
+    script: Option<SaveScript<'_>>,
     is_best: bool,
 ) -> Result<PathBuf> {
     fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;

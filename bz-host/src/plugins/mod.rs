@@ -117,13 +117,12 @@ pub fn prepare(cfg: &Config, config_path: &Path, plugin_dir: &Path, verbose: boo
             continue;
         }
         let path = loader::find(plugin_dir, &spec.library)?;
-        let lib = loader::load(&path, &spec.library).map_err(|e| {
+        let lib = loader::load(&path, &spec.library).inspect_err(|e| {
             if verbose {
                 if let Some(d) = e.detail() {
                     eprintln!("{d}");
                 }
             }
-            e
         })?;
         let json = RString::from(spec.config.to_string());
         let config = match (lib.module.validate_config())(json.as_rstr()).into_result() {
