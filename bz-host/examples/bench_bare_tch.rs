@@ -25,15 +25,8 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args> {
-    let mut a = Args {
-        model: "mlp".into(),
-        batch: 64,
-        threads: 2,
-        warmup: 60,
-        epochs: 1,
-        steps_per_epoch: 660,
-        data: "/usr/share/datasets/fashion-mnist".into(),
-    };
+    let mut a =
+        Args { model: "mlp".into(), batch: 64, threads: 2, warmup: 60, epochs: 1, steps_per_epoch: 660, data: "/usr/share/datasets/fashion-mnist".into() };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
         let [key, val] = pair else { bail!("option {} needs a value", pair[0]) };
@@ -67,9 +60,7 @@ fn read_idx(path: &Path) -> Result<Tensor> {
         bail!("{}: not a u8 IDX file", path.display());
     }
     let ndim = bytes[3] as usize;
-    let dims: Vec<i64> = (0..ndim)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as i64)
-        .collect();
+    let dims: Vec<i64> = (0..ndim).map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as i64).collect();
     let body = &bytes[4 + 4 * ndim..];
     if body.len() as i64 != dims.iter().product::<i64>() {
         bail!("{}: size does not match header {dims:?}", path.display());

@@ -27,15 +27,7 @@ pub struct Console {
 impl Console {
     /// `interactive`: draw progress bars (stdout is a terminal).
     pub fn new(verbosity: Verbosity, interactive: bool) -> Console {
-        Console {
-            verbosity,
-            interactive,
-            bar: None,
-            epochs: 0,
-            loop_start: Instant::now(),
-            last_draw: Instant::now(),
-            samples_per_batch: 0.0,
-        }
+        Console { verbosity, interactive, bar: None, epochs: 0, loop_start: Instant::now(), last_draw: Instant::now(), samples_per_batch: 0.0 }
     }
 
     fn say(&self, line: &str) {
@@ -86,10 +78,7 @@ impl Callback for Console {
         if self.verbosity == Verbosity::Quiet {
             return EventKind::RunEnd.bit();
         }
-        let mut mask = EventKind::RunStart.bit()
-            | EventKind::CheckpointLoaded.bit()
-            | EventKind::EpochEnd.bit()
-            | EventKind::RunEnd.bit();
+        let mut mask = EventKind::RunStart.bit() | EventKind::CheckpointLoaded.bit() | EventKind::EpochEnd.bit() | EventKind::RunEnd.bit();
         if self.interactive {
             mask |= EventKind::TrainLoopStart.bit() | EventKind::TrainBatchEnd.bit() | EventKind::TrainLoopEnd.bit();
         }

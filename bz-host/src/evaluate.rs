@@ -66,11 +66,8 @@ impl Objective {
         Ok(match self.loss {
             LossKind::CrossEntropy => out.f_cross_entropy_loss(y, None::<Tensor>, r, -100, self.label_smoothing)?,
             LossKind::BceWithLogits => {
-                let target = if self.binary_logit {
-                    y.f_to_kind(Kind::Float)?.f_unsqueeze(1)?
-                } else {
-                    y.f_one_hot(self.outputs as i64)?.f_to_kind(Kind::Float)?
-                };
+                let target =
+                    if self.binary_logit { y.f_to_kind(Kind::Float)?.f_unsqueeze(1)? } else { y.f_one_hot(self.outputs as i64)?.f_to_kind(Kind::Float)? };
                 out.f_binary_cross_entropy_with_logits(&target, None::<Tensor>, None::<Tensor>, r)?
             }
             LossKind::Mse => out.f_mse_loss(y, r)?,

@@ -221,11 +221,12 @@ impl Dispatcher {
                     e.errors += 1;
                     let name = e.cb.name().to_string();
                     match e.on_error {
-                        OnError::Abort => {
-                            return Err(err.context(format!("plugin '{name}' failed on {} (on_error = \"abort\")", event.kind.name())))
-                        }
+                        OnError::Abort => return Err(err.context(format!("plugin '{name}' failed on {} (on_error = \"abort\")", event.kind.name()))),
                         OnError::Disable => {
-                            eprintln!("warning: plugin '{name}' failed on {}: {err:#}; disabled for the rest of the run (on_error = \"disable\")", event.kind.name());
+                            eprintln!(
+                                "warning: plugin '{name}' failed on {}: {err:#}; disabled for the rest of the run (on_error = \"disable\")",
+                                event.kind.name()
+                            );
                             e.disabled = true;
                             mask_changed = true;
                         }

@@ -88,9 +88,7 @@ pub enum MetricError {
         other: usize,
     },
     /// The score matrix does not have one row of `num_classes` scores per target.
-    #[error(
-        "scores hold {scores} values but {samples} samples x {num_classes} classes need {expected}"
-    )]
+    #[error("scores hold {scores} values but {samples} samples x {num_classes} classes need {expected}")]
     ScoresShape {
         /// Number of score values given.
         scores: usize,
@@ -107,21 +105,8 @@ pub enum MetricError {
 }
 
 /// Checks a class index from user data and turns it into a `usize`.
-fn class_index(
-    role: &'static str,
-    position: usize,
-    value: i64,
-    num_classes: usize,
-) -> Result<usize, MetricError> {
-    usize::try_from(value)
-        .ok()
-        .filter(|&class| class < num_classes)
-        .ok_or(MetricError::ClassOutOfRange {
-            role,
-            position,
-            value,
-            num_classes,
-        })
+fn class_index(role: &'static str, position: usize, value: i64, num_classes: usize) -> Result<usize, MetricError> {
+    usize::try_from(value).ok().filter(|&class| class < num_classes).ok_or(MetricError::ClassOutOfRange { role, position, value, num_classes })
 }
 
 fn check_same_len(targets: usize, preds: usize) -> Result<(), MetricError> {
@@ -161,10 +146,7 @@ struct ClassTotals {
 impl ConfusionMatrix {
     /// An empty matrix over `num_classes` classes.
     pub fn new(num_classes: usize) -> Self {
-        Self {
-            num_classes,
-            counts: vec![0; num_classes * num_classes],
-        }
+        Self { num_classes, counts: vec![0; num_classes * num_classes] }
     }
 
     /// Number of classes the matrix was created for.
@@ -197,10 +179,7 @@ impl ConfusionMatrix {
     /// Adds the counts of `other` (e.g. from another worker or data shard) to this matrix.
     pub fn merge(&mut self, other: &ConfusionMatrix) -> Result<(), MetricError> {
         if other.num_classes != self.num_classes {
-            return Err(MetricError::NumClassesMismatch {
-                this: self.num_classes,
-                other: other.num_classes,
-            });
+            return Err(MetricError::NumClassesMismatch { this: self.num_classes, other: other.num_classes });
         }
         for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
             *mine += theirs;
@@ -213,21 +192,14 @@ impl ConfusionMatrix {
     /// # Panics
     /// If either index is `>= num_classes()`; indices here come from code, not from data.
     pub fn count(&self, target: usize, pred: usize) -> u64 {
-        assert!(
-            target < self.num_classes && pred < self.num_classes,
-            "confusion matrix cell ({target}, {pred}) is outside {0}x{0}",
-            self.num_classes
-        );
+        assert!(target < self.num_classes && pred < self.num_classes, "confusion matrix cell ({target}, {pred}) is outside {0}x{0}", self.num_classes);
         self.counts[target * self.num_classes + pred]
     }
 
     /// The matrix as nested rows (true class, then predicted class), for JSON output.
     pub fn rows(&self) -> Vec<Vec<u64>> {
         // `max(1)` because `chunks(0)` panics; a 0-class matrix has no rows anyway.
-        self.counts
-            .chunks(self.num_classes.max(1))
-            .map(<[u64]>::to_vec)
-            .collect()
+        self.counts.chunks(self.num_classes.max(1)).map(<[u64]>::to_vec).collect()
     }
 
     /// Number of samples counted.
@@ -236,9 +208,7 @@ impl ConfusionMatrix {
     }
 
     fn correct(&self) -> u64 {
-        (0..self.num_classes)
-            .map(|class| self.counts[class * self.num_classes + class])
-            .sum()
+        (0..self.num_classes).map(|class| self.counts[class * self.num_classes + class]).sum()
     }
 
     /// Fraction of samples predicted correctly; 0.0 when nothing was counted.
@@ -248,11 +218,7 @@ impl ConfusionMatrix {
 
     fn class_totals(&self) -> ClassTotals {
         let n = self.num_classes;
-        let mut totals = ClassTotals {
-            true_positives: vec![0; n],
-            support: vec![0; n],
-            predicted: vec![0; n],
-        };
+        let mut totals = ClassTotals { true_positives: vec![0; n], support: vec![0; n], predicted: vec![0; n] };
         for target in 0..n {
             for pred in 0..n {
                 let count = self.counts[target * n + pred];
@@ -269,21 +235,13 @@ impl ConfusionMatrix {
     /// Precision of each class: `tp / predicted`, 0.0 for a class that was never predicted.
     pub fn per_class_precision(&self) -> Vec<f64> {
         let t = self.class_totals();
-        t.true_positives
-            .iter()
-            .zip(&t.predicted)
-            .map(|(&tp, &predicted)| ratio(tp, predicted))
-            .collect()
+        t.true_positives.iter().zip(&t.predicted).map(|(&tp, &predicted)| ratio(tp, predicted)).collect()
     }
 
     /// Recall of each class: `tp / support`, 0.0 for a class with no targets.
     pub fn per_class_recall(&self) -> Vec<f64> {
         let t = self.class_totals();
-        t.true_positives
-            .iter()
-            .zip(&t.support)
-            .map(|(&tp, &support)| ratio(tp, support))
-            .collect()
+        t.true_positives.iter().zip(&t.support).map(|(&tp, &support)| ratio(tp, support)).collect()
     }
 
     /// F1 of each class.
@@ -293,9 +251,7 @@ impl ConfusionMatrix {
     /// 0.0 (not 0/0) for a class that has targets but was never predicted.
     pub fn per_class_f1(&self) -> Vec<f64> {
         let t = self.class_totals();
-        (0..self.num_classes)
-            .map(|c| ratio(2 * t.true_positives[c], t.support[c] + t.predicted[c]))
-            .collect()
+        (0..self.num_classes).map(|c| ratio(2 * t.true_positives[c], t.support[c] + t.predicted[c])).collect()
     }
 
     /// Precision combined over classes as `avg` says.
@@ -332,11 +288,7 @@ impl ConfusionMatrix {
                 if total == 0 {
                     return 0.0;
                 }
-                let weighted: f64 = per_class
-                    .iter()
-                    .zip(&support)
-                    .map(|(&score, &weight)| score * weight as f64)
-                    .sum();
+                let weighted: f64 = per_class.iter().zip(&support).map(|(&score, &weight)| score * weight as f64).sum();
                 weighted / total as f64
             }
         }
@@ -384,11 +336,7 @@ struct OutputStats {
 
 impl OutputStats {
     /// Statistics of one column of a non-empty batch, by two passes over the data in memory.
-    fn of_column<'a>(
-        targets: impl Iterator<Item = &'a f32> + Clone,
-        preds: impl Iterator<Item = &'a f32>,
-        len: usize,
-    ) -> Self {
+    fn of_column<'a>(targets: impl Iterator<Item = &'a f32> + Clone, preds: impl Iterator<Item = &'a f32>, len: usize) -> Self {
         // Shifting by the first value keeps the sum small when targets sit far from zero, and
         // makes the mean of a constant column exactly that constant, so its variance is exactly 0
         // (r2 treats a zero variance specially, so rounding noise there would change the result).
@@ -399,10 +347,7 @@ impl OutputStats {
         }
         let mean = shift + shifted.value() / len as f64;
 
-        let mut stats = OutputStats {
-            target_mean: mean,
-            ..OutputStats::default()
-        };
+        let mut stats = OutputStats { target_mean: mean, ..OutputStats::default() };
         for (&t, &p) in targets.zip(preds) {
             let (t, p) = (f64::from(t), f64::from(p));
             stats.target_m2.add((t - mean) * (t - mean));
@@ -464,11 +409,7 @@ impl RegressionMetrics {
     ///
     /// A width of 0 is allowed but only accepts empty batches, and all its metrics are NaN.
     pub fn new(width: usize) -> Self {
-        Self {
-            width,
-            count: 0,
-            outputs: vec![OutputStats::default(); width],
-        }
+        Self { width, count: 0, outputs: vec![OutputStats::default(); width] }
     }
 
     /// Values per sample.
@@ -487,18 +428,11 @@ impl RegressionMetrics {
         }
         // `is_multiple_of(0)` is false for any non-empty batch, so width 0 is rejected here too.
         if !len.is_multiple_of(self.width) {
-            return Err(MetricError::RaggedBatch {
-                len,
-                width: self.width,
-            });
+            return Err(MetricError::RaggedBatch { len, width: self.width });
         }
         let samples = len / self.width;
         for (column, stats) in self.outputs.iter_mut().enumerate() {
-            let batch = OutputStats::of_column(
-                targets[column..].iter().step_by(self.width),
-                preds[column..].iter().step_by(self.width),
-                samples,
-            );
+            let batch = OutputStats::of_column(targets[column..].iter().step_by(self.width), preds[column..].iter().step_by(self.width), samples);
             stats.absorb(self.count, &batch, samples as u64);
         }
         self.count += samples as u64;
@@ -508,10 +442,7 @@ impl RegressionMetrics {
     /// Adds everything `other` accumulated (e.g. another worker's share) to this accumulator.
     pub fn merge(&mut self, other: &RegressionMetrics) -> Result<(), MetricError> {
         if other.width != self.width {
-            return Err(MetricError::WidthMismatch {
-                this: self.width,
-                other: other.width,
-            });
+            return Err(MetricError::WidthMismatch { this: self.width, other: other.width });
         }
         for (mine, theirs) in self.outputs.iter_mut().zip(&other.outputs) {
             mine.absorb(self.count, theirs, other.count);
@@ -570,23 +501,13 @@ impl RegressionMetrics {
 ///
 /// A NaN score ranks above every number (as in `torch.sort`), and a sample whose target score is
 /// NaN is never a hit: a diverged model gets no credit.
-pub fn top_k_hits(
-    scores: &[f32],
-    num_classes: usize,
-    targets: &[i64],
-    k: usize,
-) -> Result<u64, MetricError> {
+pub fn top_k_hits(scores: &[f32], num_classes: usize, targets: &[i64], k: usize) -> Result<u64, MetricError> {
     if k == 0 {
         return Err(MetricError::ZeroK);
     }
     let expected = targets.len().saturating_mul(num_classes);
     if scores.len() != expected {
-        return Err(MetricError::ScoresShape {
-            scores: scores.len(),
-            samples: targets.len(),
-            num_classes,
-            expected,
-        });
+        return Err(MetricError::ScoresShape { scores: scores.len(), samples: targets.len(), num_classes, expected });
     }
     let mut hits = 0;
     for (position, &target) in targets.iter().enumerate() {
@@ -613,10 +534,7 @@ mod tests {
     use super::*;
 
     fn assert_close(actual: f64, expected: f64) {
-        assert!(
-            (actual - expected).abs() <= 1e-12 * expected.abs().max(1.0),
-            "got {actual}, expected {expected}"
-        );
+        assert!((actual - expected).abs() <= 1e-12 * expected.abs().max(1.0), "got {actual}, expected {expected}");
     }
 
     /// 4 classes; class 2 has targets but is never predicted, class 3 never occurs at all.
@@ -633,8 +551,7 @@ mod tests {
     /// ```
     fn example() -> ConfusionMatrix {
         let mut cm = ConfusionMatrix::new(4);
-        cm.add(&[0, 0, 0, 1, 1, 2, 2, 1], &[0, 0, 1, 1, 0, 1, 0, 1])
-            .unwrap();
+        cm.add(&[0, 0, 0, 1, 1, 2, 2, 1], &[0, 0, 1, 1, 0, 1, 0, 1]).unwrap();
         cm
     }
 
@@ -645,15 +562,7 @@ mod tests {
         assert_eq!(cm.total(), 8);
         assert_eq!(cm.count(0, 1), 1);
         assert_eq!(cm.count(2, 0), 1);
-        assert_eq!(
-            cm.rows(),
-            vec![
-                vec![2, 1, 0, 0],
-                vec![1, 2, 0, 0],
-                vec![1, 1, 0, 0],
-                vec![0, 0, 0, 0]
-            ]
-        );
+        assert_eq!(cm.rows(), vec![vec![2, 1, 0, 0], vec![1, 2, 0, 0], vec![1, 1, 0, 0], vec![0, 0, 0, 0]]);
         // 4 correct of 8
         assert_close(cm.accuracy(), 0.5);
     }
@@ -692,11 +601,7 @@ mod tests {
     fn micro_average_is_accuracy() {
         let cm = example();
         // pooled tp = 4, pooled predictions = pooled targets = 8 -> 4/8 for all three
-        for score in [
-            cm.precision(Average::Micro),
-            cm.recall(Average::Micro),
-            cm.f1(Average::Micro),
-        ] {
+        for score in [cm.precision(Average::Micro), cm.recall(Average::Micro), cm.f1(Average::Micro)] {
             assert_close(score, 0.5);
         }
     }
@@ -759,24 +664,10 @@ mod tests {
         let mut cm = example();
         let before = cm.clone();
         let err = cm.add(&[0, 4], &[0, 0]).unwrap_err();
-        assert_eq!(
-            err,
-            MetricError::ClassOutOfRange {
-                role: "target",
-                position: 1,
-                value: 4,
-                num_classes: 4
-            }
-        );
-        assert_eq!(
-            err.to_string(),
-            "target class 4 at position 1 is out of range [0, 4)"
-        );
+        assert_eq!(err, MetricError::ClassOutOfRange { role: "target", position: 1, value: 4, num_classes: 4 });
+        assert_eq!(err.to_string(), "target class 4 at position 1 is out of range [0, 4)");
         let err = cm.add(&[1, 1, 1], &[1, 1, -1]).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "prediction class -1 at position 2 is out of range [0, 4)"
-        );
+        assert_eq!(err.to_string(), "prediction class -1 at position 2 is out of range [0, 4)");
         assert_eq!(cm, before);
     }
 
@@ -784,17 +675,8 @@ mod tests {
     fn length_mismatch_is_rejected() {
         let mut cm = ConfusionMatrix::new(2);
         let err = cm.add(&[0, 1, 1], &[0, 1]).unwrap_err();
-        assert_eq!(
-            err,
-            MetricError::LengthMismatch {
-                targets: 3,
-                preds: 2
-            }
-        );
-        assert_eq!(
-            err.to_string(),
-            "length mismatch: 3 target values but 2 predicted values"
-        );
+        assert_eq!(err, MetricError::LengthMismatch { targets: 3, preds: 2 });
+        assert_eq!(err.to_string(), "length mismatch: 3 target values but 2 predicted values");
         assert_eq!(cm.total(), 0);
     }
 
@@ -876,25 +758,11 @@ mod tests {
 
     #[test]
     fn top_k_rejects_bad_input() {
-        assert_eq!(
-            top_k_hits(&SCORES, 3, &TOP_K_TARGETS, 0),
-            Err(MetricError::ZeroK)
-        );
+        assert_eq!(top_k_hits(&SCORES, 3, &TOP_K_TARGETS, 0), Err(MetricError::ZeroK));
         let err = top_k_hits(&SCORES[..14], 3, &TOP_K_TARGETS, 1).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "scores hold 14 values but 5 samples x 3 classes need 15"
-        );
+        assert_eq!(err.to_string(), "scores hold 14 values but 5 samples x 3 classes need 15");
         let err = top_k_hits(&SCORES, 3, &[2, 0, 3, 1, 2], 1).unwrap_err();
-        assert_eq!(
-            err,
-            MetricError::ClassOutOfRange {
-                role: "target",
-                position: 2,
-                value: 3,
-                num_classes: 3
-            }
-        );
+        assert_eq!(err, MetricError::ClassOutOfRange { role: "target", position: 2, value: 3, num_classes: 3 });
     }
 
     #[test]
@@ -915,11 +783,7 @@ mod tests {
     fn regression_multi_output_averages_uniformly() {
         // samples (target | pred): (1, 10 | 2, 10) (2, 20 | 2, 22) (3, 30 | 3, 27)
         let mut m = RegressionMetrics::new(2);
-        m.add(
-            &[1.0, 10.0, 2.0, 20.0, 3.0, 30.0],
-            &[2.0, 10.0, 2.0, 22.0, 3.0, 27.0],
-        )
-        .unwrap();
+        m.add(&[1.0, 10.0, 2.0, 20.0, 3.0, 30.0], &[2.0, 10.0, 2.0, 22.0, 3.0, 27.0]).unwrap();
         assert_eq!(m.count(), 3);
         // output 0: errors -1 0 0  -> SSE 1,  SAE 1; mean 2,  SST 1 + 0 + 1 = 2     -> r2 1 - 1/2 = 0.5
         // output 1: errors 0 -2 3  -> SSE 13, SAE 5; mean 20, SST 100 + 0 + 100 = 200 -> r2 1 - 13/200 = 0.935
@@ -944,8 +808,7 @@ mod tests {
         // two outputs, constant in separate batches: output 0 perfect (1.0), output 1 off (0.0)
         let mut both = RegressionMetrics::new(2);
         both.add(&[5.0, 5.0], &[5.0, 6.0]).unwrap();
-        both.add(&[5.0, 5.0, 5.0, 5.0], &[5.0, 5.0, 5.0, 5.0])
-            .unwrap();
+        both.add(&[5.0, 5.0, 5.0, 5.0], &[5.0, 5.0, 5.0, 5.0]).unwrap();
         assert_eq!(both.r2(), 0.5);
         // and a perfect non-constant prediction is 1.0 too
         let mut exact = RegressionMetrics::new(1);
@@ -974,18 +837,9 @@ mod tests {
     fn regression_rejects_bad_batches() {
         let mut m = RegressionMetrics::new(2);
         let err = m.add(&[1.0, 2.0], &[1.0]).unwrap_err();
-        assert_eq!(
-            err,
-            MetricError::LengthMismatch {
-                targets: 2,
-                preds: 1
-            }
-        );
+        assert_eq!(err, MetricError::LengthMismatch { targets: 2, preds: 1 });
         let err = m.add(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0]).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "batch of 3 values is not a whole number of samples of width 2"
-        );
+        assert_eq!(err.to_string(), "batch of 3 values is not a whole number of samples of width 2");
         assert_eq!(m.count(), 0);
         let err = RegressionMetrics::new(0).add(&[1.0], &[1.0]).unwrap_err();
         assert_eq!(err, MetricError::RaggedBatch { len: 1, width: 0 });
@@ -1015,12 +869,8 @@ mod tests {
             let col = |v: &[f32], i: usize| f64::from(v[i * width + j]);
             let mean = (0..n).map(|i| col(targets, i)).sum::<f64>() / n as f64;
             let sst: f64 = (0..n).map(|i| (col(targets, i) - mean).powi(2)).sum();
-            let sse: f64 = (0..n)
-                .map(|i| (col(targets, i) - col(preds, i)).powi(2))
-                .sum();
-            let sae: f64 = (0..n)
-                .map(|i| (col(targets, i) - col(preds, i)).abs())
-                .sum();
+            let sse: f64 = (0..n).map(|i| (col(targets, i) - col(preds, i)).powi(2)).sum();
+            let sae: f64 = (0..n).map(|i| (col(targets, i) - col(preds, i)).abs()).sum();
             mse += sse / n as f64;
             mae += sae / n as f64;
             r2 += 1.0 - sse / sst;
@@ -1044,9 +894,7 @@ mod tests {
         let mut samples = 1;
         while start < targets.len() {
             let end = (start + samples * width).min(targets.len());
-            streamed
-                .add(&targets[start..end], &preds[start..end])
-                .unwrap();
+            streamed.add(&targets[start..end], &preds[start..end]).unwrap();
             start = end;
             samples = samples * 3 % 97 + 1;
         }

@@ -29,11 +29,7 @@ impl Schedule {
     /// `steps_per_epoch` counts optimizer steps (after gradient accumulation).
     pub fn new(cfg: &SchedulerConfig, base_lr: f64, epochs: usize, steps_per_epoch: usize) -> Schedule {
         let steps_per_epoch = steps_per_epoch.max(1);
-        let warmup = if cfg.warmup_steps > 0 {
-            cfg.warmup_steps
-        } else {
-            (cfg.warmup_epochs * steps_per_epoch as f64).round() as usize
-        };
+        let warmup = if cfg.warmup_steps > 0 { cfg.warmup_steps } else { (cfg.warmup_epochs * steps_per_epoch as f64).round() as usize };
         Schedule {
             cfg: cfg.clone(),
             base_lr,

@@ -7,10 +7,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use bz_host::data::formats::{
-    self, digits, idx_dir, idx_pair, synthetic, ColumnRef, CsvSpec, DataError, RawSet, Targets,
-    Task,
-};
+use bz_host::data::formats::{self, digits, idx_dir, idx_pair, synthetic, ColumnRef, CsvSpec, DataError, RawSet, Targets, Task};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use safetensors::tensor::TensorView;
@@ -36,11 +33,7 @@ fn write(dir: &TempDir, name: &str, bytes: &[u8]) -> PathBuf {
 /// The error's message, after checking that it names `path`.
 fn message_naming(error: DataError, path: &Path) -> String {
     let message = error.to_string();
-    assert!(
-        message.contains(&path.display().to_string()),
-        "message does not name {}: {message}",
-        path.display()
-    );
+    assert!(message.contains(&path.display().to_string()), "message does not name {}: {message}", path.display());
     message
 }
 
@@ -129,11 +122,7 @@ fn idx_dir_finds_standard_names() {
     let (images, labels) = three_images();
     write(&dir, "train-images-idx3-ubyte.gz", &gzip(&images));
     write(&dir, "train-labels-idx1-ubyte.gz", &gzip(&labels));
-    write(
-        &dir,
-        "t10k-images-idx3-ubyte",
-        &idx_images(1, 2, 3, &[255; 6]),
-    );
+    write(&dir, "t10k-images-idx3-ubyte", &idx_images(1, 2, 3, &[255; 6]));
     write(&dir, "t10k-labels-idx1-ubyte", &idx_labels(&[4]));
     assert_three_images(&idx_dir(dir.path(), "train").unwrap());
     let test = idx_dir(dir.path(), "t10k").unwrap();
@@ -160,30 +149,13 @@ fn idx_dir_lists_what_it_looked_for() {
     let message = message_naming(idx_dir(dir.path(), "train").unwrap_err(), dir.path());
     assert_mentions(
         &message,
-        &[
-            "the train labels",
-            "train-labels-idx1-ubyte",
-            "train-labels-idx1-ubyte.gz",
-            "train-labels.idx1-ubyte",
-            "train-labels.idx1-ubyte.gz",
-            "notes.txt",
-        ],
+        &["the train labels", "train-labels-idx1-ubyte", "train-labels-idx1-ubyte.gz", "train-labels.idx1-ubyte", "train-labels.idx1-ubyte.gz", "notes.txt"],
     );
-    assert!(
-        !message.contains("looked for train-images"),
-        "images were found: {message}"
-    );
+    assert!(!message.contains("looked for train-images"), "images were found: {message}");
 
     let empty = TempDir::new().unwrap();
     let message = message_naming(idx_dir(empty.path(), "t10k").unwrap_err(), empty.path());
-    assert_mentions(
-        &message,
-        &[
-            "t10k-images-idx3-ubyte.gz",
-            "t10k-labels-idx1-ubyte",
-            "the folder is empty",
-        ],
-    );
+    assert_mentions(&message, &["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte", "the folder is empty"]);
 }
 
 #[test]
@@ -201,15 +173,7 @@ fn idx_truncated_images_name_expected_and_actual_sizes() {
     let images = write(&dir, "images", &images[..30]);
     let labels = write(&dir, "labels", &labels);
     let message = message_naming(idx_pair(&images, &labels).unwrap_err(), &images);
-    assert_mentions(
-        &message,
-        &[
-            "truncated",
-            "3 images of 2x3 pixels",
-            "34 bytes",
-            "30 bytes",
-        ],
-    );
+    assert_mentions(&message, &["truncated", "3 images of 2x3 pixels", "34 bytes", "30 bytes"]);
 }
 
 #[test]
@@ -220,15 +184,7 @@ fn idx_truncated_gzipped_labels_say_decompressed_size() {
     // A well-formed gzip stream whose content lacks the last label.
     let labels = write(&dir, "labels.gz", &gzip(&labels[..10]));
     let message = message_naming(idx_pair(&images, &labels).unwrap_err(), &labels);
-    assert_mentions(
-        &message,
-        &[
-            "truncated",
-            "3 labels",
-            "11 bytes",
-            "10 bytes after decompression",
-        ],
-    );
+    assert_mentions(&message, &["truncated", "3 labels", "11 bytes", "10 bytes after decompression"]);
 }
 
 #[test]
@@ -239,10 +195,7 @@ fn idx_cut_gzip_stream_is_reported() {
     let images = write(&dir, "images.gz", &compressed[..compressed.len() / 2]);
     let labels = write(&dir, "labels", &labels);
     let message = message_naming(idx_pair(&images, &labels).unwrap_err(), &images);
-    assert_mentions(
-        &message,
-        &["gzip", "does not decompress", "download it again"],
-    );
+    assert_mentions(&message, &["gzip", "does not decompress", "download it again"]);
 }
 
 #[test]
@@ -263,10 +216,7 @@ fn idx_trailing_bytes_are_rejected() {
     let images = write(&dir, "images", &images);
     let labels = write(&dir, "labels", &labels);
     let message = message_naming(idx_pair(&images, &labels).unwrap_err(), &images);
-    assert_mentions(
-        &message,
-        &["2 more bytes", "expected 34 bytes", "found 36 bytes"],
-    );
+    assert_mentions(&message, &["2 more bytes", "expected 34 bytes", "found 36 bytes"]);
 }
 
 #[test]
@@ -276,10 +226,7 @@ fn idx_count_mismatch_names_both_files() {
     let images = write(&dir, "images", &images);
     let labels = write(&dir, "labels", &idx_labels(&[1, 2]));
     let message = message_naming(idx_pair(&images, &labels).unwrap_err(), &labels);
-    assert_mentions(
-        &message,
-        &["2 labels", "3 images", &images.display().to_string()],
-    );
+    assert_mentions(&message, &["2 labels", "3 images", &images.display().to_string()]);
 }
 
 #[test]
@@ -299,17 +246,11 @@ fn idx_rejects_other_files() {
     let text = write(&dir, "readme", b"this is not an IDX file at all");
     let labels = write(&dir, "labels", &labels);
     let message = message_naming(idx_pair(&text, &labels).unwrap_err(), &text);
-    assert_mentions(
-        &message,
-        &["does not start with an IDX header", "74 68 69 73"],
-    );
+    assert_mentions(&message, &["does not start with an IDX header", "74 68 69 73"]);
 
     let floats = write(&dir, "floats", &[0, 0, 0x0d, 3, 0, 0, 0, 0]);
     let message = message_naming(idx_pair(&floats, &labels).unwrap_err(), &floats);
-    assert_mentions(
-        &message,
-        &["magic 3331", "element type 0x0d", "unsigned-byte"],
-    );
+    assert_mentions(&message, &["magic 3331", "element type 0x0d", "unsigned-byte"]);
 }
 
 #[test]
@@ -334,10 +275,7 @@ fn idx_empty_set_is_rejected() {
 #[test]
 #[ignore = "needs Fashion-MNIST: apt-get install dataset-fashion-mnist (or set BZ_FASHION_MNIST_DIR)"]
 fn fashion_mnist_from_debian_loads() {
-    let dir = std::env::var_os("BZ_FASHION_MNIST_DIR").map_or_else(
-        || PathBuf::from("/usr/share/datasets/fashion-mnist"),
-        PathBuf::from,
-    );
+    let dir = std::env::var_os("BZ_FASHION_MNIST_DIR").map_or_else(|| PathBuf::from("/usr/share/datasets/fashion-mnist"), PathBuf::from);
     let train = idx_dir(&dir, "train").unwrap();
     let test = idx_dir(&dir, "t10k").unwrap();
     for (set, count) in [(&train, 60_000), (&test, 10_000)] {
@@ -432,26 +370,13 @@ fn csv_known_classes_reuse_the_training_mapping() {
 
     let stray = write(&dir, "stray.csv", b"w,kind\n5,emu\n6,yak\n");
     let message = message_naming(formats::csv(&stray, &valid_spec).unwrap_err(), &stray);
-    assert_mentions(
-        &message,
-        &[
-            "line 3",
-            "\"kind\"",
-            "\"yak\"",
-            "3 classes",
-            "\"cat\", \"dog\", \"emu\"",
-        ],
-    );
+    assert_mentions(&message, &["line 3", "\"kind\"", "\"yak\"", "3 classes", "\"cat\", \"dog\", \"emu\""]);
 }
 
 #[test]
 fn csv_regression_target() {
     let dir = TempDir::new().unwrap();
-    let path = write(
-        &dir,
-        "houses.csv",
-        b"rooms,price,age\n3,250.5,10\n2,-1e2,40\n",
-    );
+    let path = write(&dir, "houses.csv", b"rooms,price,age\n3,250.5,10\n2,-1e2,40\n");
     let set = formats::csv(&path, &spec("price", Task::Regression)).unwrap();
     assert_eq!(set.features, vec![3.0, 10.0, 2.0, 40.0]);
     assert_eq!(values(&set), (&[250.5, -100.0][..], 1));
@@ -459,19 +384,8 @@ fn csv_regression_target() {
     assert_eq!(set.num_classes(), None);
 
     let bad = write(&dir, "bad.csv", b"rooms,price\n3,cheap\n");
-    let message = message_naming(
-        formats::csv(&bad, &spec("price", Task::Regression)).unwrap_err(),
-        &bad,
-    );
-    assert_mentions(
-        &message,
-        &[
-            "line 2",
-            "\"price\"",
-            "\"cheap\" is not a number",
-            "regression targets must be numeric",
-        ],
-    );
+    let message = message_naming(formats::csv(&bad, &spec("price", Task::Regression)).unwrap_err(), &bad);
+    assert_mentions(&message, &["line 2", "\"price\"", "\"cheap\" is not a number", "regression targets must be numeric"]);
 }
 
 #[test]
@@ -489,19 +403,8 @@ fn csv_explicit_features_keep_their_order() {
 fn csv_bad_value_names_line_column_and_value() {
     let dir = TempDir::new().unwrap();
     let path = write(&dir, "bad.csv", b"a,colour,y\n1,2,0\n3,red,1\n");
-    let message = message_naming(
-        formats::csv(&path, &spec("y", Task::Classification)).unwrap_err(),
-        &path,
-    );
-    assert_mentions(
-        &message,
-        &[
-            "line 3",
-            "column \"colour\" (index 1)",
-            "\"red\" is not a number",
-            "numeric",
-        ],
-    );
+    let message = message_naming(formats::csv(&path, &spec("y", Task::Classification)).unwrap_err(), &path);
+    assert_mentions(&message, &["line 3", "column \"colour\" (index 1)", "\"red\" is not a number", "numeric"]);
 
     let mut plain = spec(2, Task::Classification);
     plain.has_header = false;
@@ -514,24 +417,15 @@ fn csv_bad_value_names_line_column_and_value() {
 fn csv_missing_and_non_finite_values() {
     let dir = TempDir::new().unwrap();
     let path = write(&dir, "gaps.csv", b"a,b,y\n1,,0\n");
-    let message = message_naming(
-        formats::csv(&path, &spec("y", Task::Classification)).unwrap_err(),
-        &path,
-    );
+    let message = message_naming(formats::csv(&path, &spec("y", Task::Classification)).unwrap_err(), &path);
     assert_mentions(&message, &["line 2", "\"b\"", "empty"]);
 
     let path = write(&dir, "nan.csv", b"a,b,y\n1,NaN,0\n");
-    let message = message_naming(
-        formats::csv(&path, &spec("y", Task::Classification)).unwrap_err(),
-        &path,
-    );
+    let message = message_naming(formats::csv(&path, &spec("y", Task::Classification)).unwrap_err(), &path);
     assert_mentions(&message, &["line 2", "\"NaN\" is not a finite number"]);
 
     let path = write(&dir, "nolabel.csv", b"a,y\n1,0\n2,\n");
-    let message = message_naming(
-        formats::csv(&path, &spec("y", Task::Classification)).unwrap_err(),
-        &path,
-    );
+    let message = message_naming(formats::csv(&path, &spec("y", Task::Classification)).unwrap_err(), &path);
     assert_mentions(&message, &["line 3", "\"y\"", "label is empty"]);
 }
 
@@ -539,28 +433,15 @@ fn csv_missing_and_non_finite_values() {
 fn csv_missing_column_lists_the_columns() {
     let dir = TempDir::new().unwrap();
     let path = write(&dir, "iris.csv", b"sepal,petal,species\n1,2,a\n");
-    let message = message_naming(
-        formats::csv(&path, &spec("Species", Task::Classification)).unwrap_err(),
-        &path,
-    );
-    assert_mentions(
-        &message,
-        &[
-            "no target column named \"Species\"",
-            "\"sepal\", \"petal\", \"species\"",
-            "case-sensitive",
-        ],
-    );
+    let message = message_naming(formats::csv(&path, &spec("Species", Task::Classification)).unwrap_err(), &path);
+    assert_mentions(&message, &["no target column named \"Species\"", "\"sepal\", \"petal\", \"species\"", "case-sensitive"]);
 
     let mut features = spec("species", Task::Classification);
     features.features = Some(vec![ColumnRef::from("sepal"), ColumnRef::from("width")]);
     let message = message_naming(formats::csv(&path, &features).unwrap_err(), &path);
     assert_mentions(&message, &["no feature column named \"width\""]);
 
-    let message = message_naming(
-        formats::csv(&path, &spec(3, Task::Classification)).unwrap_err(),
-        &path,
-    );
+    let message = message_naming(formats::csv(&path, &spec(3, Task::Classification)).unwrap_err(), &path);
     assert_mentions(&message, &["has 3 columns", "no target column at index 3"]);
 }
 
@@ -571,20 +452,14 @@ fn csv_names_need_a_header() {
     let mut spec = spec("label", Task::Classification);
     spec.has_header = false;
     let message = message_naming(formats::csv(&path, &spec).unwrap_err(), &path);
-    assert_mentions(
-        &message,
-        &["\"label\"", "without a header row", "0-based index"],
-    );
+    assert_mentions(&message, &["\"label\"", "without a header row", "0-based index"]);
 }
 
 #[test]
 fn csv_ragged_row_is_reported() {
     let dir = TempDir::new().unwrap();
     let path = write(&dir, "ragged.csv", b"a,b,y\n1,2,0\n1,2\n");
-    let message = message_naming(
-        formats::csv(&path, &spec("y", Task::Classification)).unwrap_err(),
-        &path,
-    );
+    let message = message_naming(formats::csv(&path, &spec("y", Task::Classification)).unwrap_err(), &path);
     assert_mentions(&message, &["line 3", "2 fields", "the header has 3"]);
 }
 
@@ -592,17 +467,11 @@ fn csv_ragged_row_is_reported() {
 fn csv_empty_files_are_rejected() {
     let dir = TempDir::new().unwrap();
     let empty = write(&dir, "empty.csv", b"");
-    let message = message_naming(
-        formats::csv(&empty, &spec("y", Task::Classification)).unwrap_err(),
-        &empty,
-    );
+    let message = message_naming(formats::csv(&empty, &spec("y", Task::Classification)).unwrap_err(), &empty);
     assert_mentions(&message, &["is empty"]);
 
     let header_only = write(&dir, "header.csv", b"a,y\n");
-    let message = message_naming(
-        formats::csv(&header_only, &spec("y", Task::Classification)).unwrap_err(),
-        &header_only,
-    );
+    let message = message_naming(formats::csv(&header_only, &spec("y", Task::Classification)).unwrap_err(), &header_only);
     assert_mentions(&message, &["no data rows"]);
 
     let mut plain = spec(0, Task::Classification);
@@ -618,10 +487,7 @@ fn csv_target_among_features_or_no_features() {
     let mut leak = spec("y", Task::Classification);
     leak.features = Some(vec![ColumnRef::from("a"), ColumnRef::from("y")]);
     let message = message_naming(formats::csv(&path, &leak).unwrap_err(), &path);
-    assert_mentions(
-        &message,
-        &["target column \"y\" (index 1) among the features"],
-    );
+    assert_mentions(&message, &["target column \"y\" (index 1) among the features"]);
 
     let mut twice = spec("y", Task::Classification);
     twice.features = Some(vec![ColumnRef::from("a"), ColumnRef::Index(0)]);
@@ -629,10 +495,7 @@ fn csv_target_among_features_or_no_features() {
     assert_mentions(&message, &["more than once"]);
 
     let only_target = write(&dir, "only.csv", b"y\n1\n");
-    let message = message_naming(
-        formats::csv(&only_target, &spec("y", Task::Classification)).unwrap_err(),
-        &only_target,
-    );
+    let message = message_naming(formats::csv(&only_target, &spec("y", Task::Classification)).unwrap_err(), &only_target);
     assert_mentions(&message, &["no feature columns"]);
 }
 
@@ -640,24 +503,15 @@ fn csv_target_among_features_or_no_features() {
 fn csv_duplicate_header_names_are_ambiguous() {
     let dir = TempDir::new().unwrap();
     let path = write(&dir, "dup.csv", b"x,x,y\n1,2,0\n");
-    let message = message_naming(
-        formats::csv(&path, &spec("x", Task::Classification)).unwrap_err(),
-        &path,
-    );
-    assert_mentions(
-        &message,
-        &["2 columns named \"x\"", "[0, 1]", "by its 0-based index"],
-    );
+    let message = message_naming(formats::csv(&path, &spec("x", Task::Classification)).unwrap_err(), &path);
+    assert_mentions(&message, &["2 columns named \"x\"", "[0, 1]", "by its 0-based index"]);
 }
 
 #[test]
 fn csv_wrong_delimiter_gets_a_hint() {
     let dir = TempDir::new().unwrap();
     let path = write(&dir, "semi.csv", b"a;b;y\n1;2;0\n");
-    let message = message_naming(
-        formats::csv(&path, &spec("y", Task::Classification)).unwrap_err(),
-        &path,
-    );
+    let message = message_naming(formats::csv(&path, &spec("y", Task::Classification)).unwrap_err(), &path);
     assert_mentions(&message, &["\"a;b;y\"", "check the delimiter"]);
 
     let mut semi = spec("y", Task::Classification);
@@ -669,19 +523,12 @@ fn csv_wrong_delimiter_gets_a_hint() {
 #[test]
 fn csv_tolerates_bom_quotes_spaces_and_crlf() {
     let dir = TempDir::new().unwrap();
-    let path = write(
-        &dir,
-        "excel.csv",
-        b"\xef\xbb\xbf\"a\", b ,y\r\n\"1.5\", 2 , cat \r\n3,4,dog\r\n",
-    );
+    let path = write(&dir, "excel.csv", b"\xef\xbb\xbf\"a\", b ,y\r\n\"1.5\", 2 , cat \r\n3,4,dog\r\n");
     let mut tabbed = spec("y", Task::Classification);
     tabbed.features = Some(vec![ColumnRef::from("a"), ColumnRef::from("b")]);
     let set = formats::csv(&path, &tabbed).unwrap();
     assert_eq!(set.features, vec![1.5, 2.0, 3.0, 4.0]);
-    assert_eq!(
-        set.class_names,
-        Some(vec!["cat".to_owned(), "dog".to_owned()])
-    );
+    assert_eq!(set.class_names, Some(vec!["cat".to_owned(), "dog".to_owned()]));
 
     let tsv = write(&dir, "data.tsv", b"a\ty\n7\t1\n");
     let mut tab = spec("y", Task::Classification);
@@ -693,24 +540,15 @@ fn csv_tolerates_bom_quotes_spaces_and_crlf() {
 fn csv_invalid_utf8_names_the_line() {
     let dir = TempDir::new().unwrap();
     let path = write(&dir, "latin1.csv", b"a,y\n1,0\n2,caf\xe9\n");
-    let message = message_naming(
-        formats::csv(&path, &spec("y", Task::Classification)).unwrap_err(),
-        &path,
-    );
-    assert_mentions(
-        &message,
-        &["line 3", "not valid UTF-8", "save the file as UTF-8"],
-    );
+    let message = message_naming(formats::csv(&path, &spec("y", Task::Classification)).unwrap_err(), &path);
+    assert_mentions(&message, &["line 3", "not valid UTF-8", "save the file as UTF-8"]);
 }
 
 #[test]
 fn csv_missing_file_is_named() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("absent.csv");
-    let message = message_naming(
-        formats::csv(&path, &spec("y", Task::Classification)).unwrap_err(),
-        &path,
-    );
+    let message = message_naming(formats::csv(&path, &spec("y", Task::Classification)).unwrap_err(), &path);
     assert_mentions(&message, &["cannot read"]);
 }
 
@@ -723,17 +561,9 @@ fn le_bytes<T: Copy, const N: usize>(values: &[T], to_le: fn(T) -> [u8; N]) -> V
 }
 
 /// Writes tensors given as (name, dtype, shape, little-endian bytes).
-fn write_safetensors(
-    dir: &TempDir,
-    name: &str,
-    tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)],
-) -> PathBuf {
-    let views: Vec<(&str, TensorView)> = tensors
-        .iter()
-        .map(|(key, dtype, shape, bytes)| {
-            (*key, TensorView::new(*dtype, shape.clone(), bytes).unwrap())
-        })
-        .collect();
+fn write_safetensors(dir: &TempDir, name: &str, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) -> PathBuf {
+    let views: Vec<(&str, TensorView)> =
+        tensors.iter().map(|(key, dtype, shape, bytes)| (*key, TensorView::new(*dtype, shape.clone(), bytes).unwrap())).collect();
     write(dir, name, &safetensors::serialize(views, None).unwrap())
 }
 
@@ -748,20 +578,7 @@ fn safetensors_f32_features_and_i64_classes() {
     let path = write_safetensors(
         &dir,
         "set.safetensors",
-        &[
-            (
-                "x",
-                Dtype::F32,
-                vec![3, 2, 2],
-                le_bytes(&features, f32::to_le_bytes),
-            ),
-            (
-                "y",
-                Dtype::I64,
-                vec![3],
-                le_bytes(&[2i64, 0, 1], i64::to_le_bytes),
-            ),
-        ],
+        &[("x", Dtype::F32, vec![3, 2, 2], le_bytes(&features, f32::to_le_bytes)), ("y", Dtype::I64, vec![3], le_bytes(&[2i64, 0, 1], i64::to_le_bytes))],
     );
     let set = read_st(&path, Task::Classification).unwrap();
     assert_eq!(set.len(), 3);
@@ -778,68 +595,21 @@ fn safetensors_converts_every_dtype() {
     // 1.0, -2.5, 3.0e38-ish, 0.15625 in bfloat16
     let bf16: Vec<u8> = le_bytes(&[0x3f80u16, 0xc020, 0x7f61, 0x3e20], u16::to_le_bytes);
     let cases: Vec<(Dtype, Vec<u8>, Vec<f32>)> = vec![
-        (
-            Dtype::F64,
-            le_bytes(&[1.5f64, -2.0, 1e10, 0.25], f64::to_le_bytes),
-            vec![1.5, -2.0, 1e10, 0.25],
-        ),
+        (Dtype::F64, le_bytes(&[1.5f64, -2.0, 1e10, 0.25], f64::to_le_bytes), vec![1.5, -2.0, 1e10, 0.25]),
         (Dtype::F16, f16, vec![1.0, -2.0, 65504.0, 2f32.powi(-24)]),
-        (
-            Dtype::BF16,
-            bf16,
-            vec![1.0, -2.5, f32::from_bits(0x7f61_0000), 0.15625],
-        ),
-        (
-            Dtype::U8,
-            vec![0, 1, 200, 255],
-            vec![0.0, 1.0, 200.0, 255.0],
-        ),
-        (
-            Dtype::I8,
-            vec![0, 1, 0x80, 0xff],
-            vec![0.0, 1.0, -128.0, -1.0],
-        ),
+        (Dtype::BF16, bf16, vec![1.0, -2.5, f32::from_bits(0x7f61_0000), 0.15625]),
+        (Dtype::U8, vec![0, 1, 200, 255], vec![0.0, 1.0, 200.0, 255.0]),
+        (Dtype::I8, vec![0, 1, 0x80, 0xff], vec![0.0, 1.0, -128.0, -1.0]),
         (Dtype::BOOL, vec![0, 1, 1, 0], vec![0.0, 1.0, 1.0, 0.0]),
-        (
-            Dtype::I16,
-            le_bytes(&[-3i16, 4, 5, 6], i16::to_le_bytes),
-            vec![-3.0, 4.0, 5.0, 6.0],
-        ),
-        (
-            Dtype::U16,
-            le_bytes(&[3u16, 40000, 5, 6], u16::to_le_bytes),
-            vec![3.0, 40000.0, 5.0, 6.0],
-        ),
-        (
-            Dtype::I32,
-            le_bytes(&[-3i32, 4, 5, 6], i32::to_le_bytes),
-            vec![-3.0, 4.0, 5.0, 6.0],
-        ),
-        (
-            Dtype::U32,
-            le_bytes(&[3u32, 4, 5, 6], u32::to_le_bytes),
-            vec![3.0, 4.0, 5.0, 6.0],
-        ),
-        (
-            Dtype::I64,
-            le_bytes(&[-3i64, 4, 5, 6], i64::to_le_bytes),
-            vec![-3.0, 4.0, 5.0, 6.0],
-        ),
-        (
-            Dtype::U64,
-            le_bytes(&[3u64, 4, 5, 6], u64::to_le_bytes),
-            vec![3.0, 4.0, 5.0, 6.0],
-        ),
+        (Dtype::I16, le_bytes(&[-3i16, 4, 5, 6], i16::to_le_bytes), vec![-3.0, 4.0, 5.0, 6.0]),
+        (Dtype::U16, le_bytes(&[3u16, 40000, 5, 6], u16::to_le_bytes), vec![3.0, 40000.0, 5.0, 6.0]),
+        (Dtype::I32, le_bytes(&[-3i32, 4, 5, 6], i32::to_le_bytes), vec![-3.0, 4.0, 5.0, 6.0]),
+        (Dtype::U32, le_bytes(&[3u32, 4, 5, 6], u32::to_le_bytes), vec![3.0, 4.0, 5.0, 6.0]),
+        (Dtype::I64, le_bytes(&[-3i64, 4, 5, 6], i64::to_le_bytes), vec![-3.0, 4.0, 5.0, 6.0]),
+        (Dtype::U64, le_bytes(&[3u64, 4, 5, 6], u64::to_le_bytes), vec![3.0, 4.0, 5.0, 6.0]),
     ];
     for (dtype, bytes, expected) in cases {
-        let path = write_safetensors(
-            &dir,
-            "dtype.safetensors",
-            &[
-                ("x", dtype, vec![2, 2], bytes),
-                ("y", Dtype::U8, vec![2], vec![1, 0]),
-            ],
-        );
+        let path = write_safetensors(&dir, "dtype.safetensors", &[("x", dtype, vec![2, 2], bytes), ("y", Dtype::U8, vec![2], vec![1, 0])]);
         let set = read_st(&path, Task::Classification).unwrap();
         assert_eq!(set.features, expected, "{dtype:?}");
         assert_eq!(classes(&set), &[1, 0], "{dtype:?}");
@@ -852,20 +622,7 @@ fn safetensors_one_dimensional_features_are_one_feature_each() {
     let path = write_safetensors(
         &dir,
         "flat.safetensors",
-        &[
-            (
-                "x",
-                Dtype::F32,
-                vec![2],
-                le_bytes(&[1.0f32, 2.0], f32::to_le_bytes),
-            ),
-            (
-                "y",
-                Dtype::I32,
-                vec![2],
-                le_bytes(&[0i32, 1], i32::to_le_bytes),
-            ),
-        ],
+        &[("x", Dtype::F32, vec![2], le_bytes(&[1.0f32, 2.0], f32::to_le_bytes)), ("y", Dtype::I32, vec![2], le_bytes(&[0i32, 1], i32::to_le_bytes))],
     );
     let set = read_st(&path, Task::Classification).unwrap();
     assert_eq!(set.shape, vec![1]);
@@ -879,15 +636,7 @@ fn safetensors_regression_targets() {
     let wide = write_safetensors(
         &dir,
         "wide.safetensors",
-        &[
-            ("x", Dtype::F32, vec![2, 1], x.clone()),
-            (
-                "y",
-                Dtype::F64,
-                vec![2, 3],
-                le_bytes(&[1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0], f64::to_le_bytes),
-            ),
-        ],
+        &[("x", Dtype::F32, vec![2, 1], x.clone()), ("y", Dtype::F64, vec![2, 3], le_bytes(&[1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0], f64::to_le_bytes))],
     );
     let set = read_st(&wide, Task::Regression).unwrap();
     assert_eq!(values(&set), (&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0][..], 3));
@@ -895,15 +644,7 @@ fn safetensors_regression_targets() {
     let counts = write_safetensors(
         &dir,
         "counts.safetensors",
-        &[
-            ("x", Dtype::F32, vec![2, 1], x.clone()),
-            (
-                "y",
-                Dtype::I64,
-                vec![2],
-                le_bytes(&[7i64, 9], i64::to_le_bytes),
-            ),
-        ],
+        &[("x", Dtype::F32, vec![2, 1], x.clone()), ("y", Dtype::I64, vec![2], le_bytes(&[7i64, 9], i64::to_le_bytes))],
     );
     let set = read_st(&counts, Task::Regression).unwrap();
     assert_eq!(values(&set), (&[7.0, 9.0][..], 1));
@@ -911,15 +652,7 @@ fn safetensors_regression_targets() {
     let cube = write_safetensors(
         &dir,
         "cube.safetensors",
-        &[
-            ("x", Dtype::F32, vec![2, 1], x),
-            (
-                "y",
-                Dtype::F32,
-                vec![2, 1, 1],
-                le_bytes(&[1.0f32, 2.0], f32::to_le_bytes),
-            ),
-        ],
+        &[("x", Dtype::F32, vec![2, 1], x), ("y", Dtype::F32, vec![2, 1, 1], le_bytes(&[1.0f32, 2.0], f32::to_le_bytes))],
     );
     let message = message_naming(read_st(&cube, Task::Regression).unwrap_err(), &cube);
     assert_mentions(&message, &["\"y\"", "[2, 1, 1]", "[N] or [N, W]"]);
@@ -928,31 +661,11 @@ fn safetensors_regression_targets() {
 #[test]
 fn safetensors_missing_key_lists_the_keys() {
     let dir = TempDir::new().unwrap();
-    let path = write_safetensors(
-        &dir,
-        "keys.safetensors",
-        &[
-            ("images", Dtype::U8, vec![2, 2], vec![1, 2, 3, 4]),
-            ("labels", Dtype::U8, vec![2], vec![0, 1]),
-        ],
-    );
+    let path = write_safetensors(&dir, "keys.safetensors", &[("images", Dtype::U8, vec![2, 2], vec![1, 2, 3, 4]), ("labels", Dtype::U8, vec![2], vec![0, 1])]);
     let message = message_naming(read_st(&path, Task::Classification).unwrap_err(), &path);
-    assert_mentions(
-        &message,
-        &[
-            "no features tensor named \"x\"",
-            "\"images\" (U8 [2, 2])",
-            "\"labels\" (U8 [2])",
-        ],
-    );
-    let message = message_naming(
-        formats::safetensors(&path, "images", "targets", Task::Classification).unwrap_err(),
-        &path,
-    );
-    assert_mentions(
-        &message,
-        &["no targets tensor named \"targets\"", "\"labels\""],
-    );
+    assert_mentions(&message, &["no features tensor named \"x\"", "\"images\" (U8 [2, 2])", "\"labels\" (U8 [2])"]);
+    let message = message_naming(formats::safetensors(&path, "images", "targets", Task::Classification).unwrap_err(), &path);
+    assert_mentions(&message, &["no targets tensor named \"targets\"", "\"labels\""]);
     let set = formats::safetensors(&path, "images", "labels", Task::Classification).unwrap();
     assert_eq!(set.len(), 2);
 }
@@ -960,14 +673,7 @@ fn safetensors_missing_key_lists_the_keys() {
 #[test]
 fn safetensors_count_mismatch() {
     let dir = TempDir::new().unwrap();
-    let path = write_safetensors(
-        &dir,
-        "mismatch.safetensors",
-        &[
-            ("x", Dtype::U8, vec![3, 1], vec![1, 2, 3]),
-            ("y", Dtype::U8, vec![2], vec![0, 1]),
-        ],
-    );
+    let path = write_safetensors(&dir, "mismatch.safetensors", &[("x", Dtype::U8, vec![3, 1], vec![1, 2, 3]), ("y", Dtype::U8, vec![2], vec![0, 1])]);
     let message = message_naming(read_st(&path, Task::Classification).unwrap_err(), &path);
     assert_mentions(&message, &["\"x\" has 3 samples", "\"y\" has 2"]);
 }
@@ -979,45 +685,17 @@ fn safetensors_classification_needs_integer_ids() {
     let float = write_safetensors(
         &dir,
         "float.safetensors",
-        &[
-            ("x", Dtype::U8, vec![2, 1], x.clone()),
-            (
-                "y",
-                Dtype::F32,
-                vec![2],
-                le_bytes(&[0.0f32, 1.0], f32::to_le_bytes),
-            ),
-        ],
+        &[("x", Dtype::U8, vec![2, 1], x.clone()), ("y", Dtype::F32, vec![2], le_bytes(&[0.0f32, 1.0], f32::to_le_bytes))],
     );
     let message = message_naming(read_st(&float, Task::Classification).unwrap_err(), &float);
     assert_mentions(&message, &["F32", "integer class ids", "int64"]);
 
-    let one_hot = write_safetensors(
-        &dir,
-        "onehot.safetensors",
-        &[
-            ("x", Dtype::U8, vec![2, 1], x.clone()),
-            ("y", Dtype::U8, vec![2, 2], vec![1, 0, 0, 1]),
-        ],
-    );
-    let message = message_naming(
-        read_st(&one_hot, Task::Classification).unwrap_err(),
-        &one_hot,
-    );
+    let one_hot = write_safetensors(&dir, "onehot.safetensors", &[("x", Dtype::U8, vec![2, 1], x.clone()), ("y", Dtype::U8, vec![2, 2], vec![1, 0, 0, 1])]);
+    let message = message_naming(read_st(&one_hot, Task::Classification).unwrap_err(), &one_hot);
     assert_mentions(&message, &["shape [2, 2]", "[N]", "argmax"]);
 
-    let negative = write_safetensors(
-        &dir,
-        "negative.safetensors",
-        &[
-            ("x", Dtype::U8, vec![2, 1], x),
-            ("y", Dtype::I8, vec![2], vec![0, 0xff]),
-        ],
-    );
-    let message = message_naming(
-        read_st(&negative, Task::Classification).unwrap_err(),
-        &negative,
-    );
+    let negative = write_safetensors(&dir, "negative.safetensors", &[("x", Dtype::U8, vec![2, 1], x), ("y", Dtype::I8, vec![2], vec![0, 0xff])]);
+    let message = message_naming(read_st(&negative, Task::Classification).unwrap_err(), &negative);
     assert_mentions(&message, &["class id -1 at position 1"]);
 }
 
@@ -1025,27 +703,11 @@ fn safetensors_classification_needs_integer_ids() {
 fn safetensors_rejects_non_finite_and_exotic_dtypes() {
     let dir = TempDir::new().unwrap();
     let y = ("y", Dtype::U8, vec![2], vec![0u8, 1]);
-    let nan = write_safetensors(
-        &dir,
-        "nan.safetensors",
-        &[
-            (
-                "x",
-                Dtype::F32,
-                vec![2, 1],
-                le_bytes(&[1.0f32, f32::NAN], f32::to_le_bytes),
-            ),
-            y.clone(),
-        ],
-    );
+    let nan = write_safetensors(&dir, "nan.safetensors", &[("x", Dtype::F32, vec![2, 1], le_bytes(&[1.0f32, f32::NAN], f32::to_le_bytes)), y.clone()]);
     let message = message_naming(read_st(&nan, Task::Classification).unwrap_err(), &nan);
     assert_mentions(&message, &["NaN or infinite", "element 1"]);
 
-    let fp8 = write_safetensors(
-        &dir,
-        "fp8.safetensors",
-        &[("x", Dtype::F8_E4M3, vec![2, 1], vec![1, 2]), y],
-    );
+    let fp8 = write_safetensors(&dir, "fp8.safetensors", &[("x", Dtype::F8_E4M3, vec![2, 1], vec![1, 2]), y]);
     let message = message_naming(read_st(&fp8, Task::Classification).unwrap_err(), &fp8);
     assert_mentions(&message, &["F8_E4M3", "float32"]);
 }
@@ -1053,36 +715,19 @@ fn safetensors_rejects_non_finite_and_exotic_dtypes() {
 #[test]
 fn safetensors_garbage_and_missing_files() {
     let dir = TempDir::new().unwrap();
-    let garbage = write(
-        &dir,
-        "garbage.safetensors",
-        b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!",
-    );
-    let message = message_naming(
-        read_st(&garbage, Task::Classification).unwrap_err(),
-        &garbage,
-    );
+    let garbage = write(&dir, "garbage.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!");
+    let message = message_naming(read_st(&garbage, Task::Classification).unwrap_err(), &garbage);
     assert_mentions(&message, &["not a valid safetensors file"]);
 
     let missing = dir.path().join("absent.safetensors");
-    let message = message_naming(
-        read_st(&missing, Task::Classification).unwrap_err(),
-        &missing,
-    );
+    let message = message_naming(read_st(&missing, Task::Classification).unwrap_err(), &missing);
     assert_mentions(&message, &["cannot read"]);
 }
 
 #[test]
 fn safetensors_empty_set_is_rejected() {
     let dir = TempDir::new().unwrap();
-    let path = write_safetensors(
-        &dir,
-        "empty.safetensors",
-        &[
-            ("x", Dtype::F32, vec![0, 3], vec![]),
-            ("y", Dtype::I64, vec![0], vec![]),
-        ],
-    );
+    let path = write_safetensors(&dir, "empty.safetensors", &[("x", Dtype::F32, vec![0, 3], vec![]), ("y", Dtype::I64, vec![0], vec![])]);
     let message = message_naming(read_st(&path, Task::Classification).unwrap_err(), &path);
     assert_mentions(&message, &["no samples"]);
 }
@@ -1105,16 +750,12 @@ fn digits_match_scikit_learn() {
     for &label in classes(&set) {
         per_class[label as usize] += 1;
     }
-    assert_eq!(
-        per_class,
-        [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
-    );
+    assert_eq!(per_class, [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]);
 
     // sklearn.datasets.load_digits().data[0] and .target[0]
     let first: [u8; 64] = [
-        0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0, 0, 4, 12, 0,
-        0, 8, 8, 0, 0, 5, 8, 0, 0, 9, 8, 0, 0, 4, 11, 0, 1, 12, 7, 0, 0, 2, 14, 5, 10, 12, 0, 0, 0,
-        0, 6, 13, 10, 0, 0, 0,
+        0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0, 0, 4, 12, 0, 0, 8, 8, 0, 0, 5, 8, 0, 0, 9, 8, 0, 0, 4, 11, 0, 1, 12, 7,
+        0, 0, 2, 14, 5, 10, 12, 0, 0, 0, 0, 6, 13, 10, 0, 0, 0,
     ];
     let expected: Vec<f32> = first.iter().map(|&p| f32::from(p) / 16.0).collect();
     assert_eq!(&set.features[..64], &expected[..]);
@@ -1200,12 +841,7 @@ fn centroid_accuracy(set: &RawSet, classes_n: usize) -> f64 {
     let correct = (half..set.len())
         .filter(|&i| {
             let row = &set.features[i * d..][..d];
-            let distance = |k: usize| -> f64 {
-                row.iter()
-                    .zip(&centres[k * d..][..d])
-                    .map(|(x, c)| (f64::from(*x) - c).powi(2))
-                    .sum()
-            };
+            let distance = |k: usize| -> f64 { row.iter().zip(&centres[k * d..][..d]).map(|(x, c)| (f64::from(*x) - c).powi(2)).sum() };
             let best = (0..classes_n).min_by(|&a, &b| distance(a).total_cmp(&distance(b)));
             best == Some(labels[i] as usize)
         })
@@ -1218,16 +854,10 @@ fn synthetic_blobs_are_learnable_but_not_trivial() {
     for (classes_n, features) in [(2, 2), (3, 1), (10, 2), (10, 64)] {
         let set = synthetic(Task::Classification, 4000, features, classes_n, 1.0, 3).unwrap();
         let accuracy = centroid_accuracy(&set, classes_n);
-        assert!(
-            (0.9..0.995).contains(&accuracy),
-            "{classes_n} classes in {features} dims: {accuracy}"
-        );
+        assert!((0.9..0.995).contains(&accuracy), "{classes_n} classes in {features} dims: {accuracy}");
         // Less noise, easier task.
         let easy = synthetic(Task::Classification, 4000, features, classes_n, 0.25, 3).unwrap();
-        assert!(
-            centroid_accuracy(&easy, classes_n) > 0.999,
-            "{classes_n} classes in {features} dims"
-        );
+        assert!(centroid_accuracy(&easy, classes_n) > 0.999, "{classes_n} classes in {features} dims");
     }
 }
 
@@ -1238,12 +868,7 @@ fn synthetic_regression_noise_is_what_was_asked() {
     let clean = synthetic(Task::Regression, 5000, 4, 0, 0.0, 9).unwrap();
     let noisy = synthetic(Task::Regression, 5000, 4, 0, 2.0, 9).unwrap();
     assert_eq!(clean.features, noisy.features);
-    let diffs: Vec<f64> = values(&noisy)
-        .0
-        .iter()
-        .zip(values(&clean).0)
-        .map(|(a, b)| f64::from(a - b))
-        .collect();
+    let diffs: Vec<f64> = values(&noisy).0.iter().zip(values(&clean).0).map(|(a, b)| f64::from(a - b)).collect();
     let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
     let std = (diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / diffs.len() as f64).sqrt();
     assert!(mean.abs() < 0.1, "{mean}");
@@ -1256,29 +881,13 @@ fn synthetic_rejects_impossible_settings() {
         (Task::Classification, 0, 2, 2, 1.0, "0 samples"),
         (Task::Regression, 10, 0, 0, 1.0, "0 features"),
         (Task::Classification, 10, 2, 1, 1.0, "1 classes"),
-        (
-            Task::Classification,
-            3,
-            2,
-            5,
-            1.0,
-            "3 samples cannot cover 5 classes",
-        ),
+        (Task::Classification, 3, 2, 5, 1.0, "3 samples cannot cover 5 classes"),
         (Task::Regression, 10, 2, 0, -1.0, "noise -1"),
-        (
-            Task::Classification,
-            20_000,
-            2,
-            10_001,
-            1.0,
-            "more than the 10000 supported",
-        ),
+        (Task::Classification, 20_000, 2, 10_001, 1.0, "more than the 10000 supported"),
         (Task::Regression, 10, 2, 0, f32::NAN, "noise NaN"),
     ];
     for (task, samples, features, classes_n, noise, expected) in cases {
-        let message = synthetic(task, samples, features, classes_n, noise, 0)
-            .unwrap_err()
-            .to_string();
+        let message = synthetic(task, samples, features, classes_n, noise, 0).unwrap_err().to_string();
         assert_mentions(&message, &["synthetic dataset", expected]);
     }
 }

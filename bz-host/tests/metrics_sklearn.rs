@@ -97,15 +97,8 @@ impl Drop for TempFile {
 /// Runs the scikit-learn script on `input` and returns the section `name` of its answer.
 fn sklearn(name: &str, input: Value) -> Vec<Value> {
     let python = workspace_root().join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "no test venv at {}: {SETUP_HINT}",
-        python.display()
-    );
-    let file = TempFile(std::env::temp_dir().join(format!(
-        "bz-metrics-sklearn-{}-{name}.json",
-        std::process::id()
-    )));
+    assert!(python.exists(), "no test venv at {}: {SETUP_HINT}", python.display());
+    let file = TempFile(std::env::temp_dir().join(format!("bz-metrics-sklearn-{}-{name}.json", std::process::id())));
     std::fs::write(&file.0, input.to_string()).unwrap();
     let output = Command::new(&python)
         .arg("-c")
@@ -132,10 +125,7 @@ fn num(v: &Value) -> f64 {
 #[track_caller]
 fn assert_close(what: &str, ours: f64, theirs: f64) {
     let tolerance = (1e-9 * ours.abs().max(theirs.abs())).max(1e-12);
-    assert!(
-        (ours - theirs).abs() <= tolerance,
-        "{what}: bz {ours} vs scikit-learn {theirs}"
-    );
+    assert!((ours - theirs).abs() <= tolerance, "{what}: bz {ours} vs scikit-learn {theirs}");
 }
 
 #[track_caller]
@@ -160,64 +150,21 @@ fn classification_cases(rng: &mut XorShift) -> Vec<ClassificationCase> {
     // 6 classes: 2 has targets but is never predicted, 4 is predicted but never a target,
     // 5 never occurs at all -- macro averages must still count all six.
     let targets: Vec<i64> = (0..997).map(|_| rng.pick(&[0, 1, 2, 3])).collect();
-    let preds = targets
-        .iter()
-        .map(|&t| {
-            if t != 2 && rng.below(2) == 0 {
-                t
-            } else {
-                rng.pick(&[0, 1, 3, 4])
-            }
-        })
-        .collect();
-    cases.push(ClassificationCase {
-        name: "absent classes",
-        num_classes: 6,
-        targets,
-        preds,
-    });
+    let preds = targets.iter().map(|&t| if t != 2 && rng.below(2) == 0 { t } else { rng.pick(&[0, 1, 3, 4]) }).collect();
+    cases.push(ClassificationCase { name: "absent classes", num_classes: 6, targets, preds });
 
     // 7 classes, skewed targets, 40% correct
-    let targets: Vec<i64> = (0..2000)
-        .map(|_| (rng.below(7) * rng.below(7) / 6) as i64)
-        .collect();
-    let preds = targets
-        .iter()
-        .map(|&t| {
-            if rng.below(5) < 2 {
-                t
-            } else {
-                rng.below(7) as i64
-            }
-        })
-        .collect();
-    cases.push(ClassificationCase {
-        name: "skewed",
-        num_classes: 7,
-        targets,
-        preds,
-    });
+    let targets: Vec<i64> = (0..2000).map(|_| (rng.below(7) * rng.below(7) / 6) as i64).collect();
+    let preds = targets.iter().map(|&t| if rng.below(5) < 2 { t } else { rng.below(7) as i64 }).collect();
+    cases.push(ClassificationCase { name: "skewed", num_classes: 7, targets, preds });
 
     let targets: Vec<i64> = (0..301).map(|_| rng.below(2) as i64).collect();
-    let preds = targets
-        .iter()
-        .map(|&t| if rng.below(4) == 0 { 1 - t } else { t })
-        .collect();
-    cases.push(ClassificationCase {
-        name: "binary",
-        num_classes: 2,
-        targets,
-        preds,
-    });
+    let preds = targets.iter().map(|&t| if rng.below(4) == 0 { 1 - t } else { t }).collect();
+    cases.push(ClassificationCase { name: "binary", num_classes: 2, targets, preds });
 
     let targets: Vec<i64> = (0..50).map(|_| rng.below(3) as i64).collect();
     let preds = targets.iter().map(|&t| (t + 1) % 3).collect();
-    cases.push(ClassificationCase {
-        name: "always wrong",
-        num_classes: 3,
-        targets,
-        preds,
-    });
+    cases.push(ClassificationCase { name: "always wrong", num_classes: 3, targets, preds });
     cases
 }
 
@@ -239,45 +186,25 @@ fn classification_matches_sklearn() {
         }
         let half = case.targets.len() / 2;
         let mut merged = ConfusionMatrix::new(case.num_classes);
-        merged
-            .add(&case.targets[..half], &case.preds[..half])
-            .unwrap();
+        merged.add(&case.targets[..half], &case.preds[..half]).unwrap();
         let mut rest = ConfusionMatrix::new(case.num_classes);
-        rest.add(&case.targets[half..], &case.preds[half..])
-            .unwrap();
+        rest.add(&case.targets[half..], &case.preds[half..]).unwrap();
         merged.merge(&rest).unwrap();
         assert_eq!(cm, merged, "{}: streamed vs merged", case.name);
 
-        let rows: Vec<Vec<u64>> =
-            serde_json::from_value(theirs["confusion_matrix"].clone()).unwrap();
+        let rows: Vec<Vec<u64>> = serde_json::from_value(theirs["confusion_matrix"].clone()).unwrap();
         assert_eq!(cm.rows(), rows, "{}: confusion matrix", case.name);
-        assert_close(
-            &format!("{} accuracy", case.name),
-            cm.accuracy(),
-            num(&theirs["accuracy"]),
-        );
+        assert_close(&format!("{} accuracy", case.name), cm.accuracy(), num(&theirs["accuracy"]));
         for avg in Average::ALL {
             let what = |metric: &str| format!("{} {metric} {}", case.name, avg.name());
             let a = avg.name();
-            assert_close(
-                &what("precision"),
-                cm.precision(avg),
-                num(&theirs["precision"][a]),
-            );
+            assert_close(&what("precision"), cm.precision(avg), num(&theirs["precision"][a]));
             assert_close(&what("recall"), cm.recall(avg), num(&theirs["recall"][a]));
             assert_close(&what("f1"), cm.f1(avg), num(&theirs["f1"][a]));
         }
         let what = |metric: &str| format!("{} per-class {metric}", case.name);
-        assert_all_close(
-            &what("precision"),
-            &cm.per_class_precision(),
-            &theirs["precision"]["per_class"],
-        );
-        assert_all_close(
-            &what("recall"),
-            &cm.per_class_recall(),
-            &theirs["recall"]["per_class"],
-        );
+        assert_all_close(&what("precision"), &cm.per_class_precision(), &theirs["precision"]["per_class"]);
+        assert_all_close(&what("recall"), &cm.per_class_recall(), &theirs["recall"]["per_class"]);
         assert_all_close(&what("f1"), &cm.per_class_f1(), &theirs["f1"]["per_class"]);
     }
 }
@@ -318,12 +245,7 @@ fn regression_case(
             preds.push(p);
         }
     }
-    RegressionCase {
-        name,
-        width,
-        targets,
-        preds,
-    }
+    RegressionCase { name, width, targets, preds }
 }
 
 fn regression_cases(rng: &mut XorShift) -> Vec<RegressionCase> {
@@ -334,34 +256,22 @@ fn regression_cases(rng: &mut XorShift) -> Vec<RegressionCase> {
         }),
         // far-from-zero targets (a naive variance loses digits), a constant target predicted
         // imperfectly (sklearn scores that output 0), and predictions worse than the mean
-        regression_case(
-            "three outputs",
-            3,
-            20_000,
-            rng,
-            |output, rng| match output {
-                0 => {
-                    let t = 10_000.0 + rng.unit();
-                    (t, t + 0.1 * (rng.unit() - 0.5))
-                }
-                1 => (2.5, 2.5 + 0.01 * rng.unit()),
-                _ => (rng.unit(), rng.unit() * 4.0 - 1.0),
-            },
-        ),
+        regression_case("three outputs", 3, 20_000, rng, |output, rng| match output {
+            0 => {
+                let t = 10_000.0 + rng.unit();
+                (t, t + 0.1 * (rng.unit() - 0.5))
+            }
+            1 => (2.5, 2.5 + 0.01 * rng.unit()),
+            _ => (rng.unit(), rng.unit() * 4.0 - 1.0),
+        }),
         // a constant target predicted perfectly (sklearn scores that output 1)
-        regression_case(
-            "perfect constant",
-            2,
-            1000,
-            rng,
-            |output, rng| match output {
-                0 => {
-                    let t = -50.0 * rng.unit();
-                    (t, t + rng.unit() - 0.5)
-                }
-                _ => (-7.0, -7.0),
-            },
-        ),
+        regression_case("perfect constant", 2, 1000, rng, |output, rng| match output {
+            0 => {
+                let t = -50.0 * rng.unit();
+                (t, t + rng.unit() - 0.5)
+            }
+            _ => (-7.0, -7.0),
+        }),
     ]
 }
 
@@ -381,33 +291,14 @@ fn regression_matches_sklearn() {
         let (mut start, mut samples) = (0, 1);
         while start < case.targets.len() {
             let end = (start + samples * case.width).min(case.targets.len());
-            metrics
-                .add(&case.targets[start..end], &case.preds[start..end])
-                .unwrap();
+            metrics.add(&case.targets[start..end], &case.preds[start..end]).unwrap();
             start = end;
             samples = (samples * 2).min(512);
         }
-        assert_eq!(
-            metrics.count() as usize * case.width,
-            case.targets.len(),
-            "{}",
-            case.name
-        );
-        assert_close(
-            &format!("{} mse", case.name),
-            metrics.mse(),
-            num(&theirs["mse"]),
-        );
-        assert_close(
-            &format!("{} mae", case.name),
-            metrics.mae(),
-            num(&theirs["mae"]),
-        );
-        assert_close(
-            &format!("{} r2", case.name),
-            metrics.r2(),
-            num(&theirs["r2"]),
-        );
+        assert_eq!(metrics.count() as usize * case.width, case.targets.len(), "{}", case.name);
+        assert_close(&format!("{} mse", case.name), metrics.mse(), num(&theirs["mse"]));
+        assert_close(&format!("{} mae", case.name), metrics.mae(), num(&theirs["mae"]));
+        assert_close(&format!("{} r2", case.name), metrics.r2(), num(&theirs["r2"]));
     }
 }
 
@@ -432,28 +323,16 @@ fn distinct_row(rng: &mut XorShift, num_classes: usize) -> Vec<f32> {
 }
 
 fn top_k_case(rng: &mut XorShift, num_classes: usize, samples: usize, ks: Vec<usize>) -> TopKCase {
-    let targets = (0..samples)
-        .map(|_| rng.below(num_classes as u64) as i64)
-        .collect();
-    let scores = (0..samples)
-        .flat_map(|_| distinct_row(rng, num_classes))
-        .collect();
-    TopKCase {
-        num_classes,
-        ks,
-        targets,
-        scores,
-    }
+    let targets = (0..samples).map(|_| rng.below(num_classes as u64) as i64).collect();
+    let scores = (0..samples).flat_map(|_| distinct_row(rng, num_classes)).collect();
+    TopKCase { num_classes, ks, targets, scores }
 }
 
 #[test]
 fn top_k_matches_sklearn_without_ties() {
     let mut rng = XorShift(0xdead_beef_cafe_f00d);
     // k = num_classes and beyond: scikit-learn warns and counts every sample, as we do
-    let cases = [
-        top_k_case(&mut rng, 6, 1500, (1..=7).collect()),
-        top_k_case(&mut rng, 10, 800, vec![1, 3, 5, 9]),
-    ];
+    let cases = [top_k_case(&mut rng, 6, 1500, (1..=7).collect()), top_k_case(&mut rng, 10, 800, vec![1, 3, 5, 9])];
     let input = json!({
         "top_k": cases.iter().map(|c| json!({
             "num_classes": c.num_classes,
@@ -470,17 +349,9 @@ fn top_k_matches_sklearn_without_ties() {
         let theirs = theirs["hits"].as_array().unwrap();
         for (&k, their_hits) in case.ks.iter().zip(theirs) {
             // scored in batches of 100 samples, as an evaluation loop would
-            let hits: u64 = case
-                .targets
-                .chunks(100)
-                .zip(case.scores.chunks(100 * case.num_classes))
-                .map(|(t, s)| top_k_hits(s, case.num_classes, t, k).unwrap())
-                .sum();
-            assert_close(
-                &format!("top-{k} hits over {} classes", case.num_classes),
-                hits as f64,
-                num(their_hits),
-            );
+            let hits: u64 =
+                case.targets.chunks(100).zip(case.scores.chunks(100 * case.num_classes)).map(|(t, s)| top_k_hits(s, case.num_classes, t, k).unwrap()).sum();
+            assert_close(&format!("top-{k} hits over {} classes", case.num_classes), hits as f64, num(their_hits));
         }
     }
 }

@@ -13,8 +13,7 @@
 use abi_stable::{
     declare_root_module_statics,
     library::RootModule,
-    package_version_strings,
-    sabi_trait,
+    package_version_strings, sabi_trait,
     sabi_types::VersionStrings,
     std_types::{RBox, ROption, RResult, RSlice, RStr, RString, RVec},
     StableAbi,
@@ -327,8 +326,7 @@ pub struct BzPluginMod {
     pub validate_config: extern "C" fn(config: RStr<'_>) -> RResult<RString, PluginError>,
     pub create_callback: extern "C" fn(host: HostApi_Ref, config: RStr<'_>) -> RResult<ROption<CallbackBox>, PluginError>,
     #[sabi(last_prefix_field)]
-    pub create_tuner:
-        extern "C" fn(host: HostApi_Ref, config: RStr<'_>, space: RStr<'_>) -> RResult<ROption<TunerBox>, PluginError>,
+    pub create_tuner: extern "C" fn(host: HostApi_Ref, config: RStr<'_>, space: RStr<'_>) -> RResult<ROption<TunerBox>, PluginError>,
 }
 
 impl RootModule for BzPluginMod_Ref {

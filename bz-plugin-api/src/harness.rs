@@ -100,24 +100,47 @@ impl Harness {
     }
 
     /// Sends one event (if the callback subscribed to its kind; otherwise returns `NONE` as bz would).
-    pub fn send(&mut self, kind: EventKind, epoch: u64, step: u64, batch: u64, metrics: &[(&str, &str, f64)], payload: &Value) -> Result<Directive, PluginError> {
+    pub fn send(
+        &mut self,
+        kind: EventKind,
+        epoch: u64,
+        step: u64,
+        batch: u64,
+        metrics: &[(&str, &str, f64)],
+        payload: &Value,
+    ) -> Result<Directive, PluginError> {
         if !self.subscriptions.contains(&kind) {
             return Ok(Directive::NONE);
         }
-        let metrics: Vec<Metric<'_>> = metrics.iter().map(|(split, name, value)| Metric { name: RStr::from(*name), split: RStr::from(*split), value: *value }).collect();
+        let metrics: Vec<Metric<'_>> =
+            metrics.iter().map(|(split, name, value)| Metric { name: RStr::from(*name), split: RStr::from(*split), value: *value }).collect();
         let payload = payload.to_string();
-        let event = Event { kind, epoch, global_step: step, batch_in_epoch: batch, metrics: RSlice::from_slice(&metrics), payload_json: RStr::from(payload.as_str()) };
+        let event =
+            Event { kind, epoch, global_step: step, batch_in_epoch: batch, metrics: RSlice::from_slice(&metrics), payload_json: RStr::from(payload.as_str()) };
         self.callback.on_event(&event).into_result()
     }
 
     /// Runs the standard event sequence for `epochs` epochs of `batches` batches, with per-epoch validation
     /// metrics from `val_metrics(epoch)`, honouring STOP_TRAINING the way bz does (the asking epoch completes).
-    pub fn run(&mut self, epochs: u64, batches: u64, mut val_metrics: impl FnMut(u64) -> Vec<(&'static str, &'static str, f64)>) -> Result<RunReport, PluginError> {
+    pub fn run(
+        &mut self,
+        epochs: u64,
+        batches: u64,
+        mut val_metrics: impl FnMut(u64) -> Vec<(&'static str, &'static str, f64)>,
+    ) -> Result<RunReport, PluginError> {
         let mut report = RunReport::default();
         let mut step = 0;
         let mut stop = false;
         let null = Value::Null;
-        let send = |h: &mut Harness, report: &mut RunReport, kind, epoch, step, batch, metrics: &[(&str, &str, f64)], payload: &Value| -> Result<Directive, PluginError> {
+        let send = |h: &mut Harness,
+                    report: &mut RunReport,
+                    kind,
+                    epoch,
+                    step,
+                    batch,
+                    metrics: &[(&str, &str, f64)],
+                    payload: &Value|
+         -> Result<Directive, PluginError> {
             let d = h.send(kind, epoch, step, batch, metrics, payload)?;
             if h.subscriptions.contains(&kind) {
                 report.directives.push((kind, d));
@@ -135,13 +158,23 @@ impl Harness {
             for b in 0..batches {
                 send(self, &mut report, EventKind::TRAIN_BATCH_START, epoch, step, b, &[], &null)?;
                 step += 1;
-                stop |= send(self, &mut report, EventKind::TRAIN_BATCH_END, epoch, step, b, &[("train", "loss", 1.0 / step as f64)], &null)?.contains(Directive::STOP_TRAINING);
+                stop |= send(self, &mut report, EventKind::TRAIN_BATCH_END, epoch, step, b, &[("train", "loss", 1.0 / step as f64)], &null)?
+                    .contains(Directive::STOP_TRAINING);
             }
             send(self, &mut report, EventKind::TRAIN_LOOP_END, epoch, step, batches, &[], &null)?;
             let val = val_metrics(epoch);
             send(self, &mut report, EventKind::VAL_LOOP_START, epoch, step, 0, &[], &null)?;
             send(self, &mut report, EventKind::VAL_LOOP_END, epoch, step, 0, &val, &null)?;
-            send(self, &mut report, EventKind::CHECKPOINT_SAVED, epoch, step, 0, &[], &json!({ "path": format!("checkpoints/step-{step:08}"), "is_best": true }))?;
+            send(
+                self,
+                &mut report,
+                EventKind::CHECKPOINT_SAVED,
+                epoch,
+                step,
+                0,
+                &[],
+                &json!({ "path": format!("checkpoints/step-{step:08}"), "is_best": true }),
+            )?;
             stop |= send(self, &mut report, EventKind::EPOCH_END, epoch, step, batches, &val, &json!({ "lr": 0.001 }))?.contains(Directive::STOP_TRAINING);
             report.epochs_run = epoch;
         }

@@ -188,13 +188,7 @@ impl TunerFfi for TunerAdapter {
 }
 
 extern "C" fn metadata<P: Plugin>() -> PluginMetadata {
-    PluginMetadata {
-        name: P::NAME.into(),
-        version: P::VERSION.into(),
-        description: P::DESCRIPTION.into(),
-        kinds: P::KINDS,
-        api_version: API_VERSION.into(),
-    }
+    PluginMetadata { name: P::NAME.into(), version: P::VERSION.into(), description: P::DESCRIPTION.into(), kinds: P::KINDS, api_version: API_VERSION.into() }
 }
 
 extern "C" fn default_config<P: Plugin>() -> RString {
@@ -273,10 +267,7 @@ macro_rules! export_plugin {
                 $crate::abi_stable::library::__call_root_module_loader(__bz_plugin_root_module)
             }
             unsafe {
-                $crate::abi_stable::library::LibHeader::from_constructor::<$crate::BzPluginMod_Ref>(
-                    erased,
-                    $crate::abi_stable::library::CheckTypeLayout::Yes,
-                )
+                $crate::abi_stable::library::LibHeader::from_constructor::<$crate::BzPluginMod_Ref>(erased, $crate::abi_stable::library::CheckTypeLayout::Yes)
             }
         };
 

@@ -13,7 +13,9 @@ pub struct PgServer {
 }
 
 fn bin_dir() -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql").map(|d| d.flatten().map(|e| e.path().join("bin")).filter(|p| p.join("postgres").exists()).collect()).unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.flatten().map(|e| e.path().join("bin")).filter(|p| p.join("postgres").exists()).collect())
+        .unwrap_or_default();
     dirs.sort();
     dirs.pop().expect("PostgreSQL server binaries missing: run scripts/setup --postgres")
 }
@@ -64,7 +66,12 @@ impl PgServer {
             .expect("postgres");
         let start = Instant::now();
         loop {
-            let ready = Command::new(bin.join("pg_isready")).args(["-h", "127.0.0.1", "-p", &port.to_string()]).stdout(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
+            let ready = Command::new(bin.join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
             if ready {
                 break;
             }

@@ -2,9 +2,9 @@
 //! (and `wandb sync`) makes — GraphQL `UpsertBucket` and `CreateRunFiles`, `file_stream`, file uploads — records
 //! every request, and can fail `file_stream` a given number of times. Every loop in it is bounded.
 
+use crate::http::Listener;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
-use crate::http::Listener;
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -104,7 +104,6 @@ pub fn parse_wandb_json(s: &str) -> Value {
     serde_json::from_str(&fixed).unwrap_or(Value::Null)
 }
 
-
 fn read_body(reader: &mut impl BufRead, length: Option<usize>, chunked: bool) -> std::io::Result<Vec<u8>> {
     let mut body = Vec::new();
     if chunked {
@@ -186,13 +185,20 @@ fn answer(req: &Request, port: u16, state: &Mutex<State>) -> (u16, Value) {
             Some("UpsertBucket") => {
                 let entity = vars["entity"].as_str().unwrap_or("bz-team").to_string();
                 let project = vars["project"].as_str().unwrap_or("uncategorized").to_string();
-                (200, json!({ "data": { "upsertBucket": { "bucket": {
+                (
+                    200,
+                    json!({ "data": { "upsertBucket": { "bucket": {
                     "id": "YnVja2V0", "name": vars["name"], "displayName": vars["displayName"], "description": null,
                     "config": vars["config"], "sweepName": null, "historyLineCount": 0,
-                    "project": { "id": "cHJvamVjdA", "name": project, "entity": { "id": "ZW50aXR5", "name": entity } } }, "inserted": true } } }))
+                    "project": { "id": "cHJvamVjdA", "name": project, "entity": { "id": "ZW50aXR5", "name": entity } } }, "inserted": true } } }),
+                )
             }
             Some("CreateRunFiles") => {
-                let files: Vec<Value> = vars["files"].as_array().cloned().unwrap_or_default().iter()
+                let files: Vec<Value> = vars["files"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
                     .map(|f| json!({ "name": f, "uploadUrl": format!("http://127.0.0.1:{port}/upload/{}", f.as_str().unwrap_or("")) }))
                     .collect();
                 (200, json!({ "data": { "createRunFiles": { "runID": "cnVu", "uploadHeaders": [], "files": files } } }))

@@ -73,7 +73,11 @@ fn csv_with_string_labels_and_a_validation_file() {
     for i in 0..300 {
         let (name, cx) = [("setosa", -2.0), ("versicolor", 0.0), ("virginica", 2.0)][i % 3];
         let line = format!("{},{},{name}\n", cx + (i % 7) as f64 * 0.1, -cx + (i % 5) as f64 * 0.1);
-        if i < 240 { train.push_str(&line) } else { val.push_str(&line) }
+        if i < 240 {
+            train.push_str(&line)
+        } else {
+            val.push_str(&line)
+        }
     }
     std::fs::write(dir.path().join("train.csv"), train).unwrap();
     std::fs::write(dir.path().join("val.csv"), val).unwrap();

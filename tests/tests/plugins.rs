@@ -103,7 +103,11 @@ fn a_panicking_plugin_is_disabled_and_the_run_goes_on() {
     let dir = setup("[plugins.fixture]\nmode = \"panic\"\n");
     let out = train(dir.path(), &[]);
     assert_eq!(out.code, 0, "{}", out.all());
-    assert!(out.stderr.contains("warning: plugin 'fixture' failed on EPOCH_END: panicked in on_event: fixture panics on EPOCH_END at epoch 1; disabled"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("warning: plugin 'fixture' failed on EPOCH_END: panicked in on_event: fixture panics on EPOCH_END at epoch 1; disabled"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(out.stderr.matches("warning: plugin 'fixture'").count(), 1, "logged once: {}", out.stderr);
     assert_eq!(epoch_lines(&dir.path().join("runs/r")).len(), 3);
 }

@@ -75,7 +75,15 @@ fn every_metric_histogram_text_and_hparam_reads_back_through_tensorboards_loader
     assert_eq!(epochs.len(), 3);
     for line in &epochs {
         let step = line["step"].as_u64().unwrap();
-        for (key, tag) in [("train/loss", "train/loss"), ("train/accuracy", "train/accuracy"), ("val/loss", "val/loss"), ("val/accuracy", "val/accuracy"), ("lr", "optim/lr"), ("samples_per_s", "time/samples_per_s"), ("epoch_time_s", "time/epoch_s")] {
+        for (key, tag) in [
+            ("train/loss", "train/loss"),
+            ("train/accuracy", "train/accuracy"),
+            ("val/loss", "val/loss"),
+            ("val/accuracy", "val/accuracy"),
+            ("lr", "optim/lr"),
+            ("samples_per_s", "time/samples_per_s"),
+            ("epoch_time_s", "time/epoch_s"),
+        ] {
             let want = line[key].as_f64().unwrap_or_else(|| panic!("{key} missing in {line}"));
             let got = scalar_at(&tb, tag, step);
             assert!(close(want, got), "{tag} at step {step}: TensorBoard {got}, metrics.jsonl {want}");
@@ -98,7 +106,11 @@ fn every_metric_histogram_text_and_hparam_reads_back_through_tensorboards_loader
     assert_eq!(hist.len(), 8, "{:?}", hist.keys().collect::<Vec<_>>());
     for (name, count) in &params {
         for group in ["weights", "gradients"] {
-            let series = hist.get(&format!("{group}/{name}")).unwrap_or_else(|| panic!("no {group}/{name} in {:?}", hist.keys().collect::<Vec<_>>())).as_array().unwrap();
+            let series = hist
+                .get(&format!("{group}/{name}"))
+                .unwrap_or_else(|| panic!("no {group}/{name} in {:?}", hist.keys().collect::<Vec<_>>()))
+                .as_array()
+                .unwrap();
             assert_eq!(series.len(), 3);
             for h in series {
                 assert_eq!(h["num"].as_f64().unwrap() as u64, *count);
@@ -204,7 +216,9 @@ fn a_tensorboard_server_shows_both_runs_with_both_loaders() {
     let logdir = dir.path().join("tb");
     let local = read(&logdir.join("lr-a"));
     for load_fast in ["false", "true"] {
-        let api: Value = serde_json::from_str(&py_script(dir.path(), "tb_serve.py", &[logdir.to_str().unwrap(), load_fast, "lr-a", "lr-b"], Duration::from_secs(240))).unwrap();
+        let api: Value =
+            serde_json::from_str(&py_script(dir.path(), "tb_serve.py", &[logdir.to_str().unwrap(), load_fast, "lr-a", "lr-b"], Duration::from_secs(240)))
+                .unwrap();
         let provider = api["provider"].as_str().unwrap_or("");
         assert!(if load_fast == "true" { provider.contains("Grpc") } else { provider.contains("Multiplexer") }, "{load_fast}: {provider}");
         let mut runs: Vec<&str> = api["runs"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
@@ -213,7 +227,8 @@ fn a_tensorboard_server_shows_both_runs_with_both_loaders() {
         // Scalars: the same points the loaders read, [wall_time, step, value].
         let served = api["scalars"]["lr-a"]["val/accuracy"].as_array().unwrap();
         let points: Vec<(u64, f64)> = served.iter().map(|p| (p[1].as_u64().unwrap(), p[2].as_f64().unwrap())).collect();
-        let want: Vec<(u64, f64)> = local["scalars"]["val/accuracy"].as_array().unwrap().iter().map(|p| (p[0].as_u64().unwrap(), p[1].as_f64().unwrap())).collect();
+        let want: Vec<(u64, f64)> =
+            local["scalars"]["val/accuracy"].as_array().unwrap().iter().map(|p| (p[0].as_u64().unwrap(), p[1].as_f64().unwrap())).collect();
         assert_eq!(points, want, "{load_fast}");
         assert_eq!(api["scalars"]["lr-b"]["epoch"].as_array().unwrap().len(), 2);
         // Histograms: three epochs of buckets per parameter.

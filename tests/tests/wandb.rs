@@ -181,7 +181,8 @@ fn the_real_wandb_sync_uploads_our_offline_run() {
     let run = run_dirs(&dir.path().join("runs/to-sync/wandb")).remove(0);
     let server = WandbServer::start();
     let url = server.url();
-    let out = wandb(dir.path(), &["sync", "--include-synced", run.to_str().unwrap()], &[("WANDB_BASE_URL", &url), ("WANDB_API_KEY", KEY), ("WANDB_ENTITY", "bz")]);
+    let out =
+        wandb(dir.path(), &["sync", "--include-synced", run.to_str().unwrap()], &[("WANDB_BASE_URL", &url), ("WANDB_API_KEY", KEY), ("WANDB_ENTITY", "bz")]);
     assert_eq!(out.code, 0, "{}", out.all());
     let reqs = server.requests();
     let ops: Vec<String> = reqs.iter().filter_map(|r| r.operation()).collect();

@@ -92,11 +92,7 @@ impl RawSet {
             return Some(names.len());
         }
         // Ids are never negative by construction; a negative one would count as no class.
-        let max = ids
-            .iter()
-            .copied()
-            .max()
-            .and_then(|id| usize::try_from(id).ok());
+        let max = ids.iter().copied().max().and_then(|id| usize::try_from(id).ok());
         Some(max.map_or(0, |id| id.saturating_add(1)))
     }
 }
@@ -242,14 +238,7 @@ pub struct CsvSpec<'a> {
 impl CsvSpec<'_> {
     /// A comma-separated file with a header row, every other column a feature.
     pub fn new(target: ColumnRef, task: Task) -> Self {
-        CsvSpec {
-            target,
-            features: None,
-            has_header: true,
-            delimiter: b',',
-            task,
-            known_classes: None,
-        }
+        CsvSpec { target, features: None, has_header: true, delimiter: b',', task, known_classes: None }
     }
 }
 
@@ -280,10 +269,7 @@ pub fn digits() -> Result<RawSet, DataError> {
         return Err(invalid(
             path,
             Location::File,
-            format!(
-                "has {} pixels per row, expected {DIGITS_PIXELS}",
-                set.sample_len()
-            ),
+            format!("has {} pixels per row, expected {DIGITS_PIXELS}", set.sample_len()),
             "this build of bz is broken; rebuild it from a clean checkout",
         ));
     }
@@ -315,28 +301,18 @@ impl IdxFile<'_> {
     fn read(path: &Path) -> Result<IdxFile<'_>, DataError> {
         let raw = fs::read(path).map_err(|error| read_error(path, error))?;
         if !raw.starts_with(&GZIP_MAGIC) {
-            return Ok(IdxFile {
-                path,
-                bytes: raw,
-                gzipped: false,
-            });
+            return Ok(IdxFile { path, bytes: raw, gzipped: false });
         }
         let mut bytes = Vec::new();
-        MultiGzDecoder::new(raw.as_slice())
-            .read_to_end(&mut bytes)
-            .map_err(|error| {
-                invalid(
-                    path,
-                    Location::File,
-                    format!("is gzip-compressed but does not decompress: {error}"),
-                    "the file is probably truncated or corrupt; download it again",
-                )
-            })?;
-        Ok(IdxFile {
-            path,
-            bytes,
-            gzipped: true,
-        })
+        MultiGzDecoder::new(raw.as_slice()).read_to_end(&mut bytes).map_err(|error| {
+            invalid(
+                path,
+                Location::File,
+                format!("is gzip-compressed but does not decompress: {error}"),
+                "the file is probably truncated or corrupt; download it again",
+            )
+        })?;
+        Ok(IdxFile { path, bytes, gzipped: true })
     }
 
     /// "N bytes", saying when that is the decompressed size so offsets make sense.
@@ -374,10 +350,7 @@ impl IdxFile<'_> {
         invalid(
             self.path,
             Location::File,
-            format!(
-                "is truncated: expected {expected} bytes ({what}), but the file has {}",
-                self.size_words(self.bytes.len())
-            ),
+            format!("is truncated: expected {expected} bytes ({what}), but the file has {}", self.size_words(self.bytes.len())),
             "the download was probably cut short; download the file again",
         )
     }
@@ -388,15 +361,13 @@ impl IdxFile<'_> {
         if found == expected as usize {
             return Ok(());
         }
-        let other = if expected == IDX_IMAGES_MAGIC {
-            IDX_LABELS_MAGIC
-        } else {
-            IDX_IMAGES_MAGIC
-        };
+        let other = if expected == IDX_IMAGES_MAGIC { IDX_LABELS_MAGIC } else { IDX_IMAGES_MAGIC };
         let (problem, fix) = if found == other as usize {
             (
-                format!("is an IDX {} file (magic {found}), but an {kind} file (magic {expected}) was expected",
-                    if kind == "images" { "labels" } else { "images" }),
+                format!(
+                    "is an IDX {} file (magic {found}), but an {kind} file (magic {expected}) was expected",
+                    if kind == "images" { "labels" } else { "images" }
+                ),
                 "the images and labels files are swapped; pass the `-images-idx3-ubyte` file as images and the `-labels-idx1-ubyte` file as labels".to_owned(),
             )
         } else if self.bytes[..2] != [0, 0] {
@@ -460,42 +431,22 @@ struct IdxImages {
 
 fn parse_idx_images(file: &IdxFile) -> Result<IdxImages, DataError> {
     file.check_magic(IDX_IMAGES_MAGIC, "images")?;
-    file.need(
-        IDX_IMAGES_HEADER,
-        "the 16-byte header of an IDX images file",
-    )?;
+    file.need(IDX_IMAGES_HEADER, "the 16-byte header of an IDX images file")?;
     let count = file.be_u32(4)?;
     let rows = file.be_u32(8)?;
     let cols = file.be_u32(12)?;
-    let expected = count
-        .checked_mul(rows)
-        .and_then(|n| n.checked_mul(cols))
-        .and_then(|n| n.checked_add(IDX_IMAGES_HEADER));
+    let expected = count.checked_mul(rows).and_then(|n| n.checked_mul(cols)).and_then(|n| n.checked_add(IDX_IMAGES_HEADER));
     file.check_len(expected, &format!("{count} images of {rows}x{cols} pixels"))?;
-    let pixels = file.bytes[IDX_IMAGES_HEADER..]
-        .iter()
-        .map(|&p| f32::from(p) / 255.0)
-        .collect();
-    Ok(IdxImages {
-        count,
-        rows,
-        cols,
-        pixels,
-    })
+    let pixels = file.bytes[IDX_IMAGES_HEADER..].iter().map(|&p| f32::from(p) / 255.0).collect();
+    Ok(IdxImages { count, rows, cols, pixels })
 }
 
 fn parse_idx_labels(file: &IdxFile) -> Result<Vec<i64>, DataError> {
     file.check_magic(IDX_LABELS_MAGIC, "labels")?;
     file.need(IDX_LABELS_HEADER, "the 8-byte header of an IDX labels file")?;
     let count = file.be_u32(4)?;
-    file.check_len(
-        count.checked_add(IDX_LABELS_HEADER),
-        &format!("{count} labels"),
-    )?;
-    Ok(file.bytes[IDX_LABELS_HEADER..]
-        .iter()
-        .map(|&l| i64::from(l))
-        .collect())
+    file.check_len(count.checked_add(IDX_LABELS_HEADER), &format!("{count} labels"))?;
+    Ok(file.bytes[IDX_LABELS_HEADER..].iter().map(|&l| i64::from(l)).collect())
 }
 
 /// MNIST-style IDX pair (images magic 2051, labels magic 2049), each gzipped or not (told by
@@ -511,29 +462,14 @@ pub fn idx_pair(images: &Path, labels: &Path) -> Result<RawSet, DataError> {
         return Err(invalid(
             labels,
             Location::File,
-            format!(
-                "holds {} labels, but the images file {} holds {} images",
-                classes.len(),
-                images.display(),
-                parsed.count
-            ),
+            format!("holds {} labels, but the images file {} holds {} images", classes.len(), images.display(), parsed.count),
             "use the labels file that belongs with these images (train with train, t10k with t10k)",
         ));
     }
     if parsed.count == 0 {
-        return Err(invalid(
-            images,
-            Location::File,
-            "holds no images".to_owned(),
-            "give a non-empty IDX file",
-        ));
+        return Err(invalid(images, Location::File, "holds no images".to_owned(), "give a non-empty IDX file"));
     }
-    Ok(RawSet {
-        features: parsed.pixels,
-        shape: vec![1, parsed.rows, parsed.cols],
-        targets: Targets::Classes(classes),
-        class_names: None,
-    })
+    Ok(RawSet { features: parsed.pixels, shape: vec![1, parsed.rows, parsed.cols], targets: Targets::Classes(classes), class_names: None })
 }
 
 /// The file names accepted for one half of an IDX pair, in order of preference.
@@ -547,10 +483,7 @@ fn idx_names(prefix: &str, kind: &str, dims: u8) -> [String; 4] {
 }
 
 fn first_existing(dir: &Path, names: &[String]) -> Option<PathBuf> {
-    names
-        .iter()
-        .map(|name| dir.join(name))
-        .find(|path| path.is_file())
+    names.iter().map(|name| dir.join(name)).find(|path| path.is_file())
 }
 
 /// A short list of what a folder holds, for "not found" messages.
@@ -559,18 +492,12 @@ fn describe_dir(dir: &Path) -> String {
     let Ok(entries) = fs::read_dir(dir) else {
         return "the folder cannot be listed".to_owned();
     };
-    let mut names: Vec<String> = entries
-        .filter_map(Result::ok)
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut names: Vec<String> = entries.filter_map(Result::ok).map(|entry| entry.file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     match names.len() {
         0 => "the folder is empty".to_owned(),
         n if n <= SHOWN => format!("the folder holds: {}", names.join(", ")),
-        n => format!(
-            "the folder holds {n} entries, among them: {}",
-            names[..SHOWN].join(", ")
-        ),
+        n => format!("the folder holds {n} entries, among them: {}", names[..SHOWN].join(", ")),
     }
 }
 
@@ -579,17 +506,8 @@ fn describe_dir(dir: &Path) -> String {
 /// them with [`idx_pair`].
 pub fn idx_dir(dir: &Path, prefix: &str) -> Result<RawSet, DataError> {
     if !dir.is_dir() {
-        let problem = if dir.exists() {
-            "is not a folder"
-        } else {
-            "does not exist"
-        };
-        return Err(invalid(
-            dir,
-            Location::File,
-            problem.to_owned(),
-            "point the dataset path at the folder that holds the MNIST-style IDX files",
-        ));
+        let problem = if dir.exists() { "is not a folder" } else { "does not exist" };
+        return Err(invalid(dir, Location::File, problem.to_owned(), "point the dataset path at the folder that holds the MNIST-style IDX files"));
     }
     let image_names = idx_names(prefix, "images", 3);
     let label_names = idx_names(prefix, "labels", 1);
@@ -608,12 +526,7 @@ pub fn idx_dir(dir: &Path, prefix: &str) -> Result<RawSet, DataError> {
                 looked_for.extend(label_names);
                 missing.push(format!("the {prefix} labels"));
             }
-            Err(DataError::NotFound {
-                dir: dir.to_owned(),
-                what: missing.join(" or "),
-                looked_for,
-                present: describe_dir(dir),
-            })
+            Err(DataError::NotFound { dir: dir.to_owned(), what: missing.join(" or "), looked_for, present: describe_dir(dir) })
         }
     }
 }
@@ -642,11 +555,7 @@ impl Layout {
 
 /// Column names of a header, for messages.
 fn list_columns(header: &[String]) -> String {
-    header
-        .iter()
-        .map(|name| format!("{name:?}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    header.iter().map(|name| format!("{name:?}")).collect::<Vec<_>>().join(", ")
 }
 
 /// Advice when a file seems to have been split on the wrong character.
@@ -659,44 +568,25 @@ fn delimiter_hint(width: usize, sample: &[String]) -> &'static str {
     }
 }
 
-fn resolve_column(
-    path: &Path,
-    column: &ColumnRef,
-    width: usize,
-    header: Option<&[String]>,
-    role: &str,
-) -> Result<usize, DataError> {
+fn resolve_column(path: &Path, column: &ColumnRef, width: usize, header: Option<&[String]>, role: &str) -> Result<usize, DataError> {
     match column {
         ColumnRef::Index(index) if *index < width => Ok(*index),
         ColumnRef::Index(index) => Err(invalid(
             path,
             Location::Line(1),
-            format!(
-                "has {width} columns (indices 0 to {}), so there is no {role} column at index {index}",
-                width.saturating_sub(1)
-            ),
-            format!(
-                "use a 0-based index below {width}{}",
-                delimiter_hint(width, header.unwrap_or(&[]))
-            ),
+            format!("has {width} columns (indices 0 to {}), so there is no {role} column at index {index}", width.saturating_sub(1)),
+            format!("use a 0-based index below {width}{}", delimiter_hint(width, header.unwrap_or(&[]))),
         )),
         ColumnRef::Name(name) => resolve_name(path, name, header, role),
     }
 }
 
-fn resolve_name(
-    path: &Path,
-    name: &str,
-    header: Option<&[String]>,
-    role: &str,
-) -> Result<usize, DataError> {
+fn resolve_name(path: &Path, name: &str, header: Option<&[String]>, role: &str) -> Result<usize, DataError> {
     let Some(header) = header else {
         return Err(invalid(
             path,
             Location::File,
-            format!(
-                "the {role} column is named {name:?}, but the file is read without a header row"
-            ),
+            format!("the {role} column is named {name:?}, but the file is read without a header row"),
             "refer to columns by 0-based index, or read the file with its header row",
         ));
     };
@@ -706,48 +596,26 @@ fn resolve_name(
         [] => Err(invalid(
             path,
             Location::Line(1),
-            format!(
-                "has no {role} column named {name:?}; its columns are {}",
-                list_columns(header)
-            ),
-            format!(
-                "use one of those names (they are case-sensitive) or a 0-based index{}",
-                delimiter_hint(header.len(), header)
-            ),
+            format!("has no {role} column named {name:?}; its columns are {}", list_columns(header)),
+            format!("use one of those names (they are case-sensitive) or a 0-based index{}", delimiter_hint(header.len(), header)),
         )),
         several => Err(invalid(
             path,
             Location::Line(1),
-            format!(
-                "has {} columns named {name:?} (indices {several:?})",
-                several.len()
-            ),
+            format!("has {} columns named {name:?} (indices {several:?})", several.len()),
             "refer to the one you mean by its 0-based index",
         )),
     }
 }
 
-fn resolve_layout(
-    path: &Path,
-    spec: &CsvSpec,
-    width: usize,
-    header: Option<Vec<String>>,
-) -> Result<Layout, DataError> {
+fn resolve_layout(path: &Path, spec: &CsvSpec, width: usize, header: Option<Vec<String>>) -> Result<Layout, DataError> {
     let names = header.as_deref();
     let target = resolve_column(path, &spec.target, width, names, "target")?;
     let features = match &spec.features {
         None => (0..width).filter(|&i| i != target).collect(),
-        Some(columns) => columns
-            .iter()
-            .map(|column| resolve_column(path, column, width, names, "feature"))
-            .collect::<Result<Vec<_>, _>>()?,
+        Some(columns) => columns.iter().map(|column| resolve_column(path, column, width, names, "feature")).collect::<Result<Vec<_>, _>>()?,
     };
-    let layout = Layout {
-        width,
-        target,
-        features,
-        header,
-    };
+    let layout = Layout { width, target, features, header };
     check_features(path, &layout)?;
     Ok(layout)
 }
@@ -765,10 +633,7 @@ fn check_features(path: &Path, layout: &Layout) -> Result<(), DataError> {
         return Err(invalid(
             path,
             Location::Line(1),
-            format!(
-                "lists the target column {} among the features",
-                layout.column(layout.target)
-            ),
+            format!("lists the target column {} among the features", layout.column(layout.target)),
             "remove the target from the feature columns: the model would be handed the answer",
         ));
     }
@@ -777,10 +642,7 @@ fn check_features(path: &Path, layout: &Layout) -> Result<(), DataError> {
         return Err(invalid(
             path,
             Location::Line(1),
-            format!(
-                "lists the feature column {} more than once",
-                layout.column(*twice)
-            ),
+            format!("lists the feature column {} more than once", layout.column(*twice)),
             "list each feature column once",
         ));
     }
@@ -806,46 +668,28 @@ fn parse_number(text: &str) -> Result<f32, BadNumber> {
 }
 
 /// A numeric CSV cell; the column is described only on failure, as that takes an allocation.
-fn parse_cell(
-    path: &Path,
-    line: u64,
-    column: impl FnOnce() -> String,
-    text: &str,
-    role: &str,
-) -> Result<f32, DataError> {
+fn parse_cell(path: &Path, line: u64, column: impl FnOnce() -> String, text: &str, role: &str) -> Result<f32, DataError> {
     let bad = match parse_number(text) {
         Ok(value) => return Ok(value),
         Err(bad) => bad,
     };
     let (problem, fix) = match bad {
-        BadNumber::Empty => (
-            "the value is empty (missing data)".to_owned(),
-            "fill in or drop rows with missing values".to_owned(),
-        ),
-        BadNumber::NotFinite => (
-            format!("{text:?} is not a finite number"),
-            "replace NaN and infinite values, or drop those rows".to_owned(),
-        ),
-        BadNumber::NotANumber if role == "target" => (
-            format!("{text:?} is not a number"),
-            "regression targets must be numeric; for labels, train a classification task".to_owned(),
-        ),
+        BadNumber::Empty => ("the value is empty (missing data)".to_owned(), "fill in or drop rows with missing values".to_owned()),
+        BadNumber::NotFinite => (format!("{text:?} is not a finite number"), "replace NaN and infinite values, or drop those rows".to_owned()),
+        BadNumber::NotANumber if role == "target" => {
+            (format!("{text:?} is not a number"), "regression targets must be numeric; for labels, train a classification task".to_owned())
+        }
         BadNumber::NotANumber => (
             format!("{text:?} is not a number"),
             "every feature column must be numeric: encode or drop text columns, or list the numeric feature columns to use".to_owned(),
         ),
     };
-    let at = Location::Cell {
-        line,
-        column: column(),
-    };
+    let at = Location::Cell { line, column: column() };
     Err(invalid(path, at, problem, fix))
 }
 
 fn csv_error(path: &Path, error: csv::Error) -> DataError {
-    let at = error
-        .position()
-        .map_or(Location::File, |p| Location::Line(p.line()));
+    let at = error.position().map_or(Location::File, |p| Location::Line(p.line()));
     let problem = match error.kind() {
         csv::ErrorKind::Utf8 { err, .. } => format!("field {} is not valid UTF-8", err.field() + 1),
         _ => format!("is not readable as CSV: {error}"),
@@ -855,11 +699,7 @@ fn csv_error(path: &Path, error: csv::Error) -> DataError {
             return read_error(path, io_error);
         }
     }
-    let fix = if problem.contains("UTF-8") {
-        "save the file as UTF-8"
-    } else {
-        "check that the file is CSV and the delimiter is right"
-    };
+    let fix = if problem.contains("UTF-8") { "save the file as UTF-8" } else { "check that the file is CSV and the delimiter is right" };
     invalid(path, at, problem, fix)
 }
 
@@ -869,27 +709,14 @@ struct CsvRows {
     labels: Vec<(u64, String)>,
 }
 
-fn read_row(
-    path: &Path,
-    layout: &Layout,
-    record: &csv::StringRecord,
-    rows: &mut CsvRows,
-) -> Result<(), DataError> {
+fn read_row(path: &Path, layout: &Layout, record: &csv::StringRecord, rows: &mut CsvRows) -> Result<(), DataError> {
     let line = record.position().map_or(0, csv::Position::line);
     if record.len() != layout.width {
-        let reference = if layout.header.is_some() {
-            "the header"
-        } else {
-            "the first row"
-        };
+        let reference = if layout.header.is_some() { "the header" } else { "the first row" };
         return Err(invalid(
             path,
             Location::Line(line),
-            format!(
-                "has {} fields, but {reference} has {}",
-                record.len(),
-                layout.width
-            ),
+            format!("has {} fields, but {reference} has {}", record.len(), layout.width),
             "every row needs the same number of fields; look for a missing or extra delimiter",
         ));
     }
@@ -903,12 +730,7 @@ fn read_row(
 }
 
 fn read_csv<R: Read>(source: R, path: &Path, spec: &CsvSpec) -> Result<RawSet, DataError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(spec.has_header)
-        .delimiter(spec.delimiter)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(source);
+    let mut reader = csv::ReaderBuilder::new().has_headers(spec.has_header).delimiter(spec.delimiter).flexible(true).trim(csv::Trim::All).from_reader(source);
     let header = if spec.has_header {
         let names = reader.headers().map_err(|e| csv_error(path, e))?;
         Some(names.iter().map(str::to_owned).collect::<Vec<_>>())
@@ -916,15 +738,10 @@ fn read_csv<R: Read>(source: R, path: &Path, spec: &CsvSpec) -> Result<RawSet, D
         None
     };
     let mut layout = match &header {
-        Some(names) if !names.is_empty() => {
-            Some(resolve_layout(path, spec, names.len(), header.clone())?)
-        }
+        Some(names) if !names.is_empty() => Some(resolve_layout(path, spec, names.len(), header.clone())?),
         _ => None,
     };
-    let mut rows = CsvRows {
-        features: Vec::new(),
-        labels: Vec::new(),
-    };
+    let mut rows = CsvRows { features: Vec::new(), labels: Vec::new() };
     for record in reader.records() {
         let record = record.map_err(|e| csv_error(path, e))?;
         // Without a header the first row decides how many columns there are.
@@ -935,29 +752,14 @@ fn read_csv<R: Read>(source: R, path: &Path, spec: &CsvSpec) -> Result<RawSet, D
         read_row(path, layout, &record, &mut rows)?;
     }
     let Some(layout) = layout else {
-        return Err(invalid(
-            path,
-            Location::File,
-            "is empty".to_owned(),
-            "give a CSV file with data rows",
-        ));
+        return Err(invalid(path, Location::File, "is empty".to_owned(), "give a CSV file with data rows"));
     };
     if rows.labels.is_empty() {
-        return Err(invalid(
-            path,
-            Location::File,
-            "has a header row but no data rows".to_owned(),
-            "give a CSV file with data rows",
-        ));
+        return Err(invalid(path, Location::File, "has a header row but no data rows".to_owned(), "give a CSV file with data rows"));
     }
     let target_column = layout.column(layout.target);
     let (targets, class_names) = csv_targets(path, &target_column, spec, &rows.labels)?;
-    Ok(RawSet {
-        features: rows.features,
-        shape: vec![layout.features.len()],
-        targets,
-        class_names,
-    })
+    Ok(RawSet { features: rows.features, shape: vec![layout.features.len()], targets, class_names })
 }
 
 /// CSV with or without a header row: the target column by name or 0-based index, the features
@@ -976,26 +778,15 @@ pub fn csv(path: &Path, spec: &CsvSpec) -> Result<RawSet, DataError> {
 
 type CsvTargets = (Targets, Option<Vec<String>>);
 
-fn csv_targets(
-    path: &Path,
-    column: &str,
-    spec: &CsvSpec,
-    labels: &[(u64, String)],
-) -> Result<CsvTargets, DataError> {
+fn csv_targets(path: &Path, column: &str, spec: &CsvSpec, labels: &[(u64, String)]) -> Result<CsvTargets, DataError> {
     if spec.task == Task::Regression {
-        let data = labels
-            .iter()
-            .map(|(line, text)| parse_cell(path, *line, || column.to_owned(), text, "target"))
-            .collect::<Result<Vec<_>, _>>()?;
+        let data = labels.iter().map(|(line, text)| parse_cell(path, *line, || column.to_owned(), text, "target")).collect::<Result<Vec<_>, _>>()?;
         return Ok((Targets::Values { data, width: 1 }, None));
     }
     if let Some((line, _)) = labels.iter().find(|(_, text)| text.is_empty()) {
         return Err(invalid(
             path,
-            Location::Cell {
-                line: *line,
-                column: column.to_owned(),
-            },
+            Location::Cell { line: *line, column: column.to_owned() },
             "the class label is empty".to_owned(),
             "fill in or drop rows without a label",
         ));
@@ -1007,13 +798,7 @@ fn csv_targets(
     if let Some(ids) = ids {
         return Ok((Targets::Classes(ids), None));
     }
-    let names: Vec<String> = labels
-        .iter()
-        .map(|(_, text)| text.as_str())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
+    let names: Vec<String> = labels.iter().map(|(_, text)| text.as_str()).collect::<BTreeSet<_>>().into_iter().map(str::to_owned).collect();
     known_class_ids(path, column, &names, labels)
 }
 
@@ -1029,25 +814,11 @@ fn integer_class(text: &str) -> Option<i64> {
     integral.then_some(value as i64)
 }
 
-fn known_class_ids(
-    path: &Path,
-    column: &str,
-    names: &[String],
-    labels: &[(u64, String)],
-) -> Result<CsvTargets, DataError> {
-    let index: HashMap<&str, i64> = names
-        .iter()
-        .enumerate()
-        .map(|(id, name)| (name.as_str(), id as i64))
-        .collect();
+fn known_class_ids(path: &Path, column: &str, names: &[String], labels: &[(u64, String)]) -> Result<CsvTargets, DataError> {
+    let index: HashMap<&str, i64> = names.iter().enumerate().map(|(id, name)| (name.as_str(), id as i64)).collect();
     let ids = labels
         .iter()
-        .map(|(line, text)| {
-            index
-                .get(text.as_str())
-                .copied()
-                .ok_or_else(|| unknown_label(path, *line, column, text, names))
-        })
+        .map(|(line, text)| index.get(text.as_str()).copied().ok_or_else(|| unknown_label(path, *line, column, text, names)))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((Targets::Classes(ids), Some(names.to_vec())))
 }
@@ -1061,10 +832,7 @@ fn unknown_label(path: &Path, line: u64, column: &str, label: &str, names: &[Str
     invalid(
         path,
         Location::Cell { line, column: column.to_owned() },
-        format!(
-            "class {label:?} is not one of the {} classes of the training data ({shown})",
-            names.len()
-        ),
+        format!("class {label:?} is not one of the {} classes of the training data ({shown})", names.len()),
         "drop rows of classes the model was not trained on, or add examples of this class to the training data",
     )
 }
@@ -1078,12 +846,7 @@ fn unknown_label(path: &Path, line: u64, column: &str, label: &str, names: &[Str
 ///
 /// Classification needs integer targets of shape `[N]` (class ids `>= 0`). Regression takes
 /// float or integer targets of shape `[N]` (width 1) or `[N, W]`.
-pub fn safetensors(
-    path: &Path,
-    features_key: &str,
-    targets_key: &str,
-    task: Task,
-) -> Result<RawSet, DataError> {
+pub fn safetensors(path: &Path, features_key: &str, targets_key: &str, task: Task) -> Result<RawSet, DataError> {
     let bytes = fs::read(path).map_err(|error| read_error(path, error))?;
     let file = SafeTensors::deserialize(&bytes).map_err(|error| {
         invalid(
@@ -1100,9 +863,7 @@ pub fn safetensors(
             return Err(invalid(
                 path,
                 Location::File,
-                format!(
-                    "features tensor {features_key:?} is a scalar, but it needs shape [N, ...]"
-                ),
+                format!("features tensor {features_key:?} is a scalar, but it needs shape [N, ...]"),
                 "store one row per sample, shape [N, ...]",
             ))
         }
@@ -1115,31 +876,14 @@ pub fn safetensors(
         Task::Classification => Targets::Classes(class_tensor(path, targets_key, &targets)?),
         Task::Regression => value_tensor(path, targets_key, &targets)?,
     };
-    Ok(RawSet {
-        features: data,
-        shape,
-        targets,
-        class_names: None,
-    })
+    Ok(RawSet { features: data, shape, targets, class_names: None })
 }
 
-fn find_tensor<'a>(
-    path: &Path,
-    file: &SafeTensors<'a>,
-    key: &str,
-    role: &str,
-) -> Result<TensorView<'a>, DataError> {
+fn find_tensor<'a>(path: &Path, file: &SafeTensors<'a>, key: &str, role: &str) -> Result<TensorView<'a>, DataError> {
     file.tensor(key).map_err(|_| {
-        let mut present: Vec<String> = file
-            .iter()
-            .map(|(name, view)| format!("{name:?} ({:?} {:?})", view.dtype(), view.shape()))
-            .collect();
+        let mut present: Vec<String> = file.iter().map(|(name, view)| format!("{name:?} ({:?} {:?})", view.dtype(), view.shape())).collect();
         present.sort();
-        let present = if present.is_empty() {
-            "none".to_owned()
-        } else {
-            present.join(", ")
-        };
+        let present = if present.is_empty() { "none".to_owned() } else { present.join(", ") };
         invalid(
             path,
             Location::File,
@@ -1149,20 +893,9 @@ fn find_tensor<'a>(
     })
 }
 
-fn check_count(
-    path: &Path,
-    features_key: &str,
-    targets_key: &str,
-    count: usize,
-    target_shape: &[usize],
-) -> Result<(), DataError> {
+fn check_count(path: &Path, features_key: &str, targets_key: &str, count: usize, target_shape: &[usize]) -> Result<(), DataError> {
     if count == 0 {
-        return Err(invalid(
-            path,
-            Location::File,
-            format!("features tensor {features_key:?} holds no samples (N = 0)"),
-            "store at least one sample",
-        ));
+        return Err(invalid(path, Location::File, format!("features tensor {features_key:?} holds no samples (N = 0)"), "store at least one sample"));
     }
     match target_shape.first() {
         Some(&n) if n == count => Ok(()),
@@ -1214,19 +947,10 @@ fn tensor_f32(path: &Path, key: &str, view: &TensorView) -> Result<Vec<f32>, Dat
     let data = view.data();
     let values: Vec<f32> = match view.dtype() {
         Dtype::F32 => le_elements(data).map(f32::from_le_bytes).collect(),
-        Dtype::F64 => le_elements(data)
-            .map(|b| f64::from_le_bytes(b) as f32)
-            .collect(),
-        Dtype::F16 => le_elements(data)
-            .map(|b| f16_to_f32(u16::from_le_bytes(b)))
-            .collect(),
-        Dtype::BF16 => le_elements(data)
-            .map(|b| f32::from_bits(u32::from(u16::from_le_bytes(b)) << 16))
-            .collect(),
-        _ => integer_elements(path, key, view)?
-            .into_iter()
-            .map(|v| v as f32)
-            .collect(),
+        Dtype::F64 => le_elements(data).map(|b| f64::from_le_bytes(b) as f32).collect(),
+        Dtype::F16 => le_elements(data).map(|b| f16_to_f32(u16::from_le_bytes(b))).collect(),
+        Dtype::BF16 => le_elements(data).map(|b| f32::from_bits(u32::from(u16::from_le_bytes(b)) << 16)).collect(),
+        _ => integer_elements(path, key, view)?.into_iter().map(|v| v as f32).collect(),
     };
     if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
         return Err(invalid(
@@ -1246,24 +970,12 @@ fn integer_elements(path: &Path, key: &str, view: &TensorView) -> Result<Vec<i12
         Dtype::BOOL => data.iter().map(|&b| i128::from(b != 0)).collect(),
         Dtype::U8 => data.iter().map(|&b| i128::from(b)).collect(),
         Dtype::I8 => data.iter().map(|&b| i128::from(b as i8)).collect(),
-        Dtype::I16 => le_elements(data)
-            .map(|b| i128::from(i16::from_le_bytes(b)))
-            .collect(),
-        Dtype::U16 => le_elements(data)
-            .map(|b| i128::from(u16::from_le_bytes(b)))
-            .collect(),
-        Dtype::I32 => le_elements(data)
-            .map(|b| i128::from(i32::from_le_bytes(b)))
-            .collect(),
-        Dtype::U32 => le_elements(data)
-            .map(|b| i128::from(u32::from_le_bytes(b)))
-            .collect(),
-        Dtype::I64 => le_elements(data)
-            .map(|b| i128::from(i64::from_le_bytes(b)))
-            .collect(),
-        Dtype::U64 => le_elements(data)
-            .map(|b| i128::from(u64::from_le_bytes(b)))
-            .collect(),
+        Dtype::I16 => le_elements(data).map(|b| i128::from(i16::from_le_bytes(b))).collect(),
+        Dtype::U16 => le_elements(data).map(|b| i128::from(u16::from_le_bytes(b))).collect(),
+        Dtype::I32 => le_elements(data).map(|b| i128::from(i32::from_le_bytes(b))).collect(),
+        Dtype::U32 => le_elements(data).map(|b| i128::from(u32::from_le_bytes(b))).collect(),
+        Dtype::I64 => le_elements(data).map(|b| i128::from(i64::from_le_bytes(b))).collect(),
+        Dtype::U64 => le_elements(data).map(|b| i128::from(u64::from_le_bytes(b))).collect(),
         other => return Err(unsupported_dtype(path, key, other)),
     })
 }
@@ -1318,10 +1030,7 @@ fn value_tensor(path: &Path, key: &str, view: &TensorView) -> Result<Targets, Da
             ))
         }
     };
-    Ok(Targets::Values {
-        data: tensor_f32(path, key, view)?,
-        width,
-    })
+    Ok(Targets::Values { data: tensor_f32(path, key, view)?, width })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1339,58 +1048,27 @@ const CENTRE_GROWTH: f64 = 1.05;
 const MAX_SYNTHETIC_CLASSES: usize = 10_000;
 
 fn settings_error(problem: String, fix: &str) -> DataError {
-    DataError::Settings {
-        source_name: "synthetic dataset".to_owned(),
-        problem,
-        fix: fix.to_owned(),
-    }
+    DataError::Settings { source_name: "synthetic dataset".to_owned(), problem, fix: fix.to_owned() }
 }
 
-fn check_synthetic(
-    task: Task,
-    samples: usize,
-    features: usize,
-    classes: usize,
-    noise: f32,
-) -> Result<(), DataError> {
+fn check_synthetic(task: Task, samples: usize, features: usize, classes: usize, noise: f32) -> Result<(), DataError> {
     if samples == 0 || features == 0 {
-        return Err(settings_error(
-            format!("{samples} samples of {features} features is empty"),
-            "ask for at least 1 sample and 1 feature",
-        ));
+        return Err(settings_error(format!("{samples} samples of {features} features is empty"), "ask for at least 1 sample and 1 feature"));
     }
-    if samples
-        .checked_mul(features)
-        .is_none_or(|n| n > isize::MAX as usize / 4)
-    {
-        return Err(settings_error(
-            format!("{samples} samples of {features} features do not fit in memory"),
-            "ask for fewer samples or features",
-        ));
+    if samples.checked_mul(features).is_none_or(|n| n > isize::MAX as usize / 4) {
+        return Err(settings_error(format!("{samples} samples of {features} features do not fit in memory"), "ask for fewer samples or features"));
     }
     if !noise.is_finite() || noise < 0.0 {
-        return Err(settings_error(
-            format!("noise {noise} is not a finite number >= 0"),
-            "use a noise level such as 1.0",
-        ));
+        return Err(settings_error(format!("noise {noise} is not a finite number >= 0"), "use a noise level such as 1.0"));
     }
     if task == Task::Classification && classes < 2 {
-        return Err(settings_error(
-            format!("{classes} classes cannot make a classification task"),
-            "ask for at least 2 classes",
-        ));
+        return Err(settings_error(format!("{classes} classes cannot make a classification task"), "ask for at least 2 classes"));
     }
     if task == Task::Classification && classes > MAX_SYNTHETIC_CLASSES {
-        return Err(settings_error(
-            format!("{classes} classes is more than the {MAX_SYNTHETIC_CLASSES} supported"),
-            "ask for fewer classes",
-        ));
+        return Err(settings_error(format!("{classes} classes is more than the {MAX_SYNTHETIC_CLASSES} supported"), "ask for fewer classes"));
     }
     if task == Task::Classification && classes > samples {
-        return Err(settings_error(
-            format!("{samples} samples cannot cover {classes} classes"),
-            "ask for at least as many samples as classes",
-        ));
+        return Err(settings_error(format!("{samples} samples cannot cover {classes} classes"), "ask for at least as many samples as classes"));
     }
     Ok(())
 }
@@ -1403,14 +1081,7 @@ fn check_synthetic(
 /// 4.5 apart, so that with `noise = 1.0` a linear model learns them to roughly 90–99%, whatever
 /// the dimension. Regression: `x ~ N(0, 1)`, `y = x·w + b + noise·N(0, 1)` with `w` and `b`
 /// drawn from `N(0, 1)`; `classes` is ignored.
-pub fn synthetic(
-    task: Task,
-    samples: usize,
-    features: usize,
-    classes: usize,
-    noise: f32,
-    seed: u64,
-) -> Result<RawSet, DataError> {
+pub fn synthetic(task: Task, samples: usize, features: usize, classes: usize, noise: f32, seed: u64) -> Result<RawSet, DataError> {
     check_synthetic(task, samples, features, classes, noise)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let noise = f64::from(noise);
@@ -1430,11 +1101,7 @@ fn normal(rng: &mut ChaCha8Rng) -> f64 {
 fn far_enough(centres: &[f64], candidate: &[f64]) -> bool {
     let min_sq = BLOB_SEPARATION * BLOB_SEPARATION;
     centres.chunks_exact(candidate.len()).all(|centre| {
-        let sq: f64 = centre
-            .iter()
-            .zip(candidate)
-            .map(|(a, b)| (a - b) * (a - b))
-            .sum();
+        let sq: f64 = centre.iter().zip(candidate).map(|(a, b)| (a - b) * (a - b)).sum();
         sq >= min_sq
     })
 }
@@ -1465,13 +1132,7 @@ fn blob_centres(rng: &mut ChaCha8Rng, classes: usize, features: usize) -> Vec<f6
     centres
 }
 
-fn blobs(
-    rng: &mut ChaCha8Rng,
-    samples: usize,
-    features: usize,
-    classes: usize,
-    noise: f64,
-) -> RawSet {
+fn blobs(rng: &mut ChaCha8Rng, samples: usize, features: usize, classes: usize, noise: f64) -> RawSet {
     let centres = blob_centres(rng, classes, features);
     let mut labels: Vec<i64> = (0..samples).map(|i| (i % classes) as i64).collect();
     labels.shuffle(rng);
@@ -1480,12 +1141,7 @@ fn blobs(
         let centre = &centres[label as usize * features..][..features];
         data.extend(centre.iter().map(|c| (c + noise * normal(rng)) as f32));
     }
-    RawSet {
-        features: data,
-        shape: vec![features],
-        targets: Targets::Classes(labels),
-        class_names: None,
-    }
+    RawSet { features: data, shape: vec![features], targets: Targets::Classes(labels), class_names: None }
 }
 
 fn linear(rng: &mut ChaCha8Rng, samples: usize, features: usize, noise: f64) -> RawSet {
@@ -1495,20 +1151,11 @@ fn linear(rng: &mut ChaCha8Rng, samples: usize, features: usize, noise: f64) -> 
     let mut targets = Vec::with_capacity(samples);
     for _ in 0..samples {
         let x: Vec<f64> = (0..features).map(|_| normal(rng)).collect();
-        let y =
-            x.iter().zip(&weights).map(|(a, w)| a * w).sum::<f64>() + bias + noise * normal(rng);
+        let y = x.iter().zip(&weights).map(|(a, w)| a * w).sum::<f64>() + bias + noise * normal(rng);
         data.extend(x.iter().map(|&v| v as f32));
         targets.push(y as f32);
     }
-    RawSet {
-        features: data,
-        shape: vec![features],
-        targets: Targets::Values {
-            data: targets,
-            width: 1,
-        },
-        class_names: None,
-    }
+    RawSet { features: data, shape: vec![features], targets: Targets::Values { data: targets, width: 1 }, class_names: None }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1516,19 +1163,11 @@ fn linear(rng: &mut ChaCha8Rng, samples: usize, features: usize, noise: f64) -> 
 // ---------------------------------------------------------------------------------------------
 
 fn read_error(path: &Path, error: io::Error) -> DataError {
-    DataError::Read {
-        path: path.to_owned(),
-        error,
-    }
+    DataError::Read { path: path.to_owned(), error }
 }
 
 fn invalid(path: &Path, at: Location, problem: String, fix: impl Into<String>) -> DataError {
-    DataError::Invalid {
-        path: path.to_owned(),
-        at,
-        problem,
-        fix: fix.into(),
-    }
+    DataError::Invalid { path: path.to_owned(), at, problem, fix: fix.into() }
 }
 
 #[cfg(test)]
@@ -1560,10 +1199,7 @@ mod tests {
 
     #[test]
     fn locations_read_naturally() {
-        let cell = Location::Cell {
-            line: 4,
-            column: "\"x\" (index 0)".to_owned(),
-        };
+        let cell = Location::Cell { line: 4, column: "\"x\" (index 0)".to_owned() };
         assert_eq!(cell.to_string(), ", line 4, column \"x\" (index 0)");
         assert_eq!(Location::Byte(16).to_string(), ", byte 16");
         assert_eq!(Location::File.to_string(), "");
@@ -1571,12 +1207,7 @@ mod tests {
 
     #[test]
     fn num_classes_survives_extreme_ids() {
-        let set = RawSet {
-            features: vec![0.0],
-            shape: vec![1],
-            targets: Targets::Classes(vec![i64::MAX]),
-            class_names: None,
-        };
+        let set = RawSet { features: vec![0.0], shape: vec![1], targets: Targets::Classes(vec![i64::MAX]), class_names: None };
         assert_eq!(set.num_classes(), Some(i64::MAX as usize + 1));
     }
 }

@@ -133,7 +133,13 @@ fn assemble(train: RawSet, val: Option<RawSet>, cfg: &DataConfig, seed: u64, dev
     };
     let outputs = match task {
         TaskKind::Classification => {
-            let max = |s: &Split| -> Result<i64> { if s.is_empty() { Ok(-1) } else { Ok(s.y.f_max()?.f_int64_value(&[])?) } };
+            let max = |s: &Split| -> Result<i64> {
+                if s.is_empty() {
+                    Ok(-1)
+                } else {
+                    Ok(s.y.f_max()?.f_int64_value(&[])?)
+                }
+            };
             let n = (max(&train_split)?.max(max(&val_split)?) + 1) as usize;
             n.max(class_names.as_ref().map_or(0, |c| c.len())).max(2)
         }
@@ -143,15 +149,7 @@ fn assemble(train: RawSet, val: Option<RawSet>, cfg: &DataConfig, seed: u64, dev
         normalize(&mut train_split, &mut val_split, &input_shape)?;
     }
     let to = |s: Split| -> Result<Split> { Ok(Split { x: s.x.f_to_device(device)?, y: s.y.f_to_device(device)? }) };
-    Ok(Dataset {
-        train: to(train_split)?,
-        val: to(val_split)?,
-        input_shape,
-        task,
-        outputs,
-        class_names,
-        description,
-    })
+    Ok(Dataset { train: to(train_split)?, val: to(val_split)?, input_shape, task, outputs, class_names, description })
 }
 
 fn tensors(set: &RawSet, task: TaskKind) -> Result<(Tensor, Tensor)> {

@@ -9,10 +9,10 @@ pub mod probe;
 use crate::config::{Config, ConfigError};
 use crate::console::{Console, Verbosity};
 use crate::events::{self, Callback, Directive, Dispatcher, Event, EventKind, OnError, RunStatus};
-use bz_plugin_api::abi_stable::prefix_type::PrefixTypeTrait;
-use bz_plugin_api::abi_stable::std_types::{RSlice, RStr, RString};
 use anyhow::Result;
 use bz_plugin_api as api;
+use bz_plugin_api::abi_stable::prefix_type::PrefixTypeTrait;
+use bz_plugin_api::abi_stable::std_types::{RSlice, RStr, RString};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -112,7 +112,12 @@ pub fn prepare(cfg: &Config, config_path: &Path, plugin_dir: &Path, verbose: boo
     let mut out = Vec::new();
     for spec in specs.into_iter().filter(|s| s.enabled) {
         if BUILTINS.iter().any(|(n, _)| *n == spec.name) {
-            builtin::validate(&spec).map_err(|m| ConfigError { file: config_path.into(), location: None, key: Some(format!("plugins.{}", spec.name)), message: m })?;
+            builtin::validate(&spec).map_err(|m| ConfigError {
+                file: config_path.into(),
+                location: None,
+                key: Some(format!("plugins.{}", spec.name)),
+                message: m,
+            })?;
             out.push(Prepared::Builtin(spec));
             continue;
         }
@@ -128,7 +133,13 @@ pub fn prepare(cfg: &Config, config_path: &Path, plugin_dir: &Path, verbose: boo
         let config = match (lib.module.validate_config())(json.as_rstr()).into_result() {
             Ok(c) => c.to_string(),
             Err(e) => {
-                return Err(ConfigError { file: config_path.into(), location: None, key: Some(format!("plugins.{}", spec.name)), message: e.message.to_string() }.into())
+                return Err(ConfigError {
+                    file: config_path.into(),
+                    location: None,
+                    key: Some(format!("plugins.{}", spec.name)),
+                    message: e.message.to_string(),
+                }
+                .into())
             }
         };
         out.push(Prepared::Library { spec, lib, config });
@@ -221,8 +232,12 @@ pub fn create_callback(name: &str, lib: &loader::Library, config: &str) -> Resul
 /// a config error.
 pub fn create_tuner(name: &str, lib: &loader::Library, config: &str, space: &str) -> Result<api::TunerBox> {
     match (lib.module.create_tuner())(host_api(), RStr::from(config), RStr::from(space)).into_result() {
-        Ok(t) => t.into_option().ok_or_else(|| anyhow::anyhow!("plugin '{name}' ({}) has no tuner; tune.plugin must name a tuner plugin such as optuna", lib.path.display())),
-        Err(e) if e.code == api::PluginError::CONFIG => Err(ConfigError { file: PathBuf::from("[tune]"), location: None, key: None, message: e.message.to_string() }.into()),
+        Ok(t) => t
+            .into_option()
+            .ok_or_else(|| anyhow::anyhow!("plugin '{name}' ({}) has no tuner; tune.plugin must name a tuner plugin such as optuna", lib.path.display())),
+        Err(e) if e.code == api::PluginError::CONFIG => {
+            Err(ConfigError { file: PathBuf::from("[tune]"), location: None, key: None, message: e.message.to_string() }.into())
+        }
         Err(e) => anyhow::bail!("plugin '{name}' ({}): {}", lib.path.display(), e.message),
     }
 }
@@ -323,9 +338,8 @@ pub fn host_api() -> api::HostApi_Ref {
 
 /// Plugin libraries in a directory, for `bz plugins list`.
 pub fn library_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "so")).collect())
-        .unwrap_or_default();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "so")).collect()).unwrap_or_default();
     files.sort();
     files
 }

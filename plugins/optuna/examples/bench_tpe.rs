@@ -25,8 +25,14 @@ fn branin(x: &[f64]) -> f64 {
 }
 
 const H6_ALPHA: [f64; 4] = [1.0, 1.2, 3.0, 3.2];
-const H6_A: [[f64; 6]; 4] = [[10.0, 3.0, 17.0, 3.5, 1.7, 8.0], [0.05, 10.0, 17.0, 0.1, 8.0, 14.0], [3.0, 3.5, 1.7, 10.0, 17.0, 8.0], [17.0, 8.0, 0.05, 10.0, 0.1, 14.0]];
-const H6_P: [[f64; 6]; 4] = [[1312.0, 1696.0, 5569.0, 124.0, 8283.0, 5886.0], [2329.0, 4135.0, 8307.0, 3736.0, 1004.0, 9991.0], [2348.0, 1451.0, 3522.0, 2883.0, 3047.0, 6650.0], [4047.0, 8828.0, 8732.0, 5743.0, 1091.0, 381.0]];
+const H6_A: [[f64; 6]; 4] =
+    [[10.0, 3.0, 17.0, 3.5, 1.7, 8.0], [0.05, 10.0, 17.0, 0.1, 8.0, 14.0], [3.0, 3.5, 1.7, 10.0, 17.0, 8.0], [17.0, 8.0, 0.05, 10.0, 0.1, 14.0]];
+const H6_P: [[f64; 6]; 4] = [
+    [1312.0, 1696.0, 5569.0, 124.0, 8283.0, 5886.0],
+    [2329.0, 4135.0, 8307.0, 3736.0, 1004.0, 9991.0],
+    [2348.0, 1451.0, 3522.0, 2883.0, 3047.0, 6650.0],
+    [4047.0, 8828.0, 8732.0, 5743.0, 1091.0, 381.0],
+];
 
 fn hartmann6(x: &[f64]) -> f64 {
     let mut total = 0.0;
@@ -50,10 +56,8 @@ fn main() {
     let seeds: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(30);
     let n_trials: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
     type Objective = fn(&[f64]) -> f64;
-    let problems: [(&str, Space, Objective, f64); 2] = [
-        ("branin", floats(&[(-5.0, 10.0), (0.0, 15.0)]), branin, BRANIN_MIN),
-        ("hartmann6", floats(&[(0.0, 1.0); 6]), hartmann6, HARTMANN6_MIN),
-    ];
+    let problems: [(&str, Space, Objective, f64); 2] =
+        [("branin", floats(&[(-5.0, 10.0), (0.0, 15.0)]), branin, BRANIN_MIN), ("hartmann6", floats(&[(0.0, 1.0); 6]), hartmann6, HARTMANN6_MIN)];
     for sampler in ["bz-tpe", "bz-random"] {
         for (func, space, f, fmin) in &problems {
             for seed in 0..seeds {

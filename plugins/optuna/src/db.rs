@@ -119,7 +119,9 @@ impl Db {
                         } else if *t == Type::FLOAT8 {
                             row.try_get::<_, Option<f64>>(i).map_err(e)?.map_or(V::Null, V::F)
                         } else if *t == Type::TIMESTAMP {
-                            row.try_get::<_, Option<chrono::NaiveDateTime>>(i).map_err(e)?.map_or(V::Null, |d| V::S(d.format("%Y-%m-%d %H:%M:%S%.6f").to_string()))
+                            row.try_get::<_, Option<chrono::NaiveDateTime>>(i)
+                                .map_err(e)?
+                                .map_or(V::Null, |d| V::S(d.format("%Y-%m-%d %H:%M:%S%.6f").to_string()))
                         } else {
                             // Text, varchar and the enum types (read as text through a cast-free path).
                             match row.try_get::<_, Option<String>>(i) {

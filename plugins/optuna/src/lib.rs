@@ -56,7 +56,10 @@ fn sqlite_path(url: &str) -> Result<Option<PathBuf>, PluginError> {
         return Ok(None);
     }
     if url.starts_with("postgresql+") {
-        return Err(PluginError::config(format!("storage {:?}: drop the `+driver` part (postgresql://user@host:port/db): bz connects by itself", storage::redacted(url))));
+        return Err(PluginError::config(format!(
+            "storage {:?}: drop the `+driver` part (postgresql://user@host:port/db): bz connects by itself",
+            storage::redacted(url)
+        )));
     }
     if url.contains("://") {
         return Err(PluginError::config(format!("storage {:?} is not a sqlite:/// or postgresql:// URL, or a path", storage::redacted(url))));
@@ -68,10 +71,25 @@ fn pruner(v: &Value, epochs: Option<u64>) -> Result<Pruner, PluginError> {
     let u = |k: &str, d: u64| v[k].as_u64().unwrap_or(d);
     Ok(match v["type"].as_str().unwrap_or("median") {
         "none" => Pruner::None,
-        "median" => Pruner::Percentile { percentile: 50.0, n_startup_trials: u("n_startup_trials", 5) as usize, n_warmup_steps: u("n_warmup_steps", 0), interval_steps: u("interval_steps", 1), n_min_trials: u("n_min_trials", 1) as usize },
+        "median" => Pruner::Percentile {
+            percentile: 50.0,
+            n_startup_trials: u("n_startup_trials", 5) as usize,
+            n_warmup_steps: u("n_warmup_steps", 0),
+            interval_steps: u("interval_steps", 1),
+            n_min_trials: u("n_min_trials", 1) as usize,
+        },
         "percentile" => {
-            let p = v["percentile"].as_f64().filter(|p| (0.0..=100.0).contains(p)).ok_or_else(|| PluginError::config("tune.pruner: `percentile` in [0, 100] is required"))?;
-            Pruner::Percentile { percentile: p, n_startup_trials: u("n_startup_trials", 5) as usize, n_warmup_steps: u("n_warmup_steps", 0), interval_steps: u("interval_steps", 1), n_min_trials: u("n_min_trials", 1) as usize }
+            let p = v["percentile"]
+                .as_f64()
+                .filter(|p| (0.0..=100.0).contains(p))
+                .ok_or_else(|| PluginError::config("tune.pruner: `percentile` in [0, 100] is required"))?;
+            Pruner::Percentile {
+                percentile: p,
+                n_startup_trials: u("n_startup_trials", 5) as usize,
+                n_warmup_steps: u("n_warmup_steps", 0),
+                interval_steps: u("interval_steps", 1),
+                n_min_trials: u("n_min_trials", 1) as usize,
+            }
         }
         "successive_halving" => Pruner::SuccessiveHalving {
             min_resource: v["min_resource"].as_u64(),
@@ -85,7 +103,9 @@ fn pruner(v: &Value, epochs: Option<u64>) -> Result<Pruner, PluginError> {
             reduction_factor: u("reduction_factor", 3).max(2),
             bootstrap_count: u("bootstrap_count", 0) as usize,
         },
-        other => return Err(PluginError::config(format!("tune.pruner.type = {other:?} is not one of median, percentile, successive_halving, hyperband, none"))),
+        other => {
+            return Err(PluginError::config(format!("tune.pruner.type = {other:?} is not one of median, percentile, successive_halving, hyperband, none")))
+        }
     })
 }
 
@@ -94,7 +114,8 @@ pub struct OptunaPlugin;
 impl Plugin for OptunaPlugin {
     const NAME: &'static str = "optuna";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const DESCRIPTION: &'static str = "hyperparameter search: TPE/random/grid, median/percentile/SH/hyperband pruning, Optuna-compatible SQLite and PostgreSQL studies";
+    const DESCRIPTION: &'static str =
+        "hyperparameter search: TPE/random/grid, median/percentile/SH/hyperband pruning, Optuna-compatible SQLite and PostgreSQL studies";
     const KINDS: u32 = PluginMetadata::TUNER;
 
     fn create_tuner(_host: Host, config: Value, space: Value) -> Result<Option<Box<dyn Tuner>>, PluginError> {

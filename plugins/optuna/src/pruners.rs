@@ -50,7 +50,14 @@ fn best(values: impl Iterator<Item = f64>, direction: Direction) -> f64 {
 impl Pruner {
     /// Decides for `trial` (its intermediate values so far; its last one was just reported) among `trials` (the
     /// whole study, `trial` included or not) with `rungs` (trial number → its system attributes).
-    pub fn decide(&self, study: &str, trial: &FrozenTrial, trials: &[FrozenTrial], rungs: &BTreeMap<u64, BTreeMap<String, f64>>, direction: Direction) -> Decision {
+    pub fn decide(
+        &self,
+        study: &str,
+        trial: &FrozenTrial,
+        trials: &[FrozenTrial],
+        rungs: &BTreeMap<u64, BTreeMap<String, f64>>,
+        direction: Direction,
+    ) -> Decision {
         let Some((&step, &value)) = trial.intermediate.iter().next_back() else { return Decision::default() };
         match self {
             Pruner::None => Decision::default(),
@@ -62,7 +69,8 @@ impl Pruner {
                 // Only the first reported step of each interval is checked (Optuna's `_is_first_in_interval_step`).
                 let interval = (*interval_steps).max(1);
                 let this_interval = (step - n_warmup_steps) / interval;
-                let earlier_in_interval = trial.intermediate.keys().any(|&s| s < step && s >= *n_warmup_steps && (s - n_warmup_steps) / interval == this_interval);
+                let earlier_in_interval =
+                    trial.intermediate.keys().any(|&s| s < step && s >= *n_warmup_steps && (s - n_warmup_steps) / interval == this_interval);
                 if earlier_in_interval {
                     return Decision::default();
                 }

@@ -35,7 +35,12 @@ impl Distribution {
             "UniformDistribution" => Distribution::Float { low: f("low")?, high: f("high")?, log: false, step: None },
             "LogUniformDistribution" => Distribution::Float { low: f("low")?, high: f("high")?, log: true, step: None },
             "DiscreteUniformDistribution" => Distribution::Float { low: f("low")?, high: f("high")?, log: false, step: f("q") },
-            "IntDistribution" => Distribution::Int { low: f("low")? as i64, high: f("high")? as i64, log: a["log"].as_bool().unwrap_or(false), step: a["step"].as_i64().unwrap_or(1) },
+            "IntDistribution" => Distribution::Int {
+                low: f("low")? as i64,
+                high: f("high")? as i64,
+                log: a["log"].as_bool().unwrap_or(false),
+                step: a["step"].as_i64().unwrap_or(1),
+            },
             "IntUniformDistribution" => Distribution::Int { low: f("low")? as i64, high: f("high")? as i64, log: false, step: a["step"].as_i64().unwrap_or(1) },
             "IntLogUniformDistribution" => Distribution::Int { low: f("low")? as i64, high: f("high")? as i64, log: true, step: 1 },
             "CategoricalDistribution" => Distribution::Categorical { choices: a["choices"].as_array()?.clone() },
@@ -57,7 +62,9 @@ impl Distribution {
         match self {
             Distribution::Float { low, high, .. } => external.as_f64().filter(|x| x >= low && x <= high),
             Distribution::Int { low, high, .. } => external.as_f64().filter(|x| x.fract() == 0.0 && *x >= *low as f64 && *x <= *high as f64),
-            Distribution::Categorical { choices } => choices.iter().position(|c| c == external || (c.as_f64().is_some() && c.as_f64() == external.as_f64())).map(|i| i as f64),
+            Distribution::Categorical { choices } => {
+                choices.iter().position(|c| c == external || (c.as_f64().is_some() && c.as_f64() == external.as_f64())).map(|i| i as f64)
+            }
         }
     }
 
@@ -67,7 +74,9 @@ impl Distribution {
             Distribution::Float { low, high, step, .. } => {
                 internal >= *low && internal <= *high && step.is_none_or(|s| (((internal - low) / s) - ((internal - low) / s).round()).abs() < 1e-8)
             }
-            Distribution::Int { low, high, step, .. } => internal.fract() == 0.0 && internal >= *low as f64 && internal <= *high as f64 && ((internal as i64 - low) % step == 0),
+            Distribution::Int { low, high, step, .. } => {
+                internal.fract() == 0.0 && internal >= *low as f64 && internal <= *high as f64 && ((internal as i64 - low) % step == 0)
+            }
             Distribution::Categorical { choices } => internal.fract() == 0.0 && internal >= 0.0 && (internal as usize) < choices.len(),
         }
     }

@@ -152,7 +152,11 @@ impl Storage {
                     db.exec("INSERT INTO version_info (version_info_id, schema_version, library_version) VALUES (1, 12, '5.0.0')", &[])?;
                 }
                 Some(12) => {}
-                Some(v) => return Err(format!("the study database has Optuna schema version {v}; this bz writes 12 (Optuna ≥ 3.2): run `optuna storage upgrade` on it first")),
+                Some(v) => {
+                    return Err(format!(
+                        "the study database has Optuna schema version {v}; this bz writes 12 (Optuna ≥ 3.2): run `optuna storage upgrade` on it first"
+                    ))
+                }
             }
             let alembic = db.query("SELECT version_num FROM alembic_version", &[])?;
             match alembic.first().map(|r| r[0].s()).as_deref() {
@@ -175,7 +179,8 @@ impl Storage {
                 if !load_if_exists {
                     return Err(format!("study '{name}' already exists: pass --resume to continue it, or choose another study name"));
                 }
-                let dirs: Vec<String> = db.query("SELECT direction FROM study_directions WHERE study_id = $1 ORDER BY objective", &[P::I(id)])?.iter().map(|r| r[0].s()).collect();
+                let dirs: Vec<String> =
+                    db.query("SELECT direction FROM study_directions WHERE study_id = $1 ORDER BY objective", &[P::I(id)])?.iter().map(|r| r[0].s()).collect();
                 if dirs.len() != 1 {
                     return Err(format!("study '{name}' has {} objectives; bz tunes one", dirs.len()));
                 }
@@ -184,7 +189,11 @@ impl Storage {
                 }
                 return Ok(id);
             }
-            let id = db.query("INSERT INTO studies (study_name) VALUES ($1) RETURNING study_id", &[P::S(name.into())])?.first().map(|r| r[0].i()).ok_or("no study id")?;
+            let id = db
+                .query("INSERT INTO studies (study_name) VALUES ($1) RETURNING study_id", &[P::S(name.into())])?
+                .first()
+                .map(|r| r[0].i())
+                .ok_or("no study id")?;
             db.exec(&format!("INSERT INTO study_directions (direction, study_id, objective) VALUES ('{want}', $1, 0)"), &[P::I(id)])?;
             Ok(id)
         })
@@ -235,7 +244,10 @@ impl Storage {
             let number = db.query("SELECT COUNT(*) FROM trials WHERE study_id = $1", &[P::I(study_id)])?.first().map(|r| r[0].i()).unwrap_or(0);
             let start = now();
             let id = db
-                .query("INSERT INTO trials (number, study_id, state, datetime_start) VALUES ($1, $2, 'RUNNING', $3) RETURNING trial_id", &[P::I(number), P::I(study_id), P::S(start.clone())])?
+                .query(
+                    "INSERT INTO trials (number, study_id, state, datetime_start) VALUES ($1, $2, 'RUNNING', $3) RETURNING trial_id",
+                    &[P::I(number), P::I(study_id), P::S(start.clone())],
+                )?
                 .first()
                 .map(|r| r[0].i())
                 .ok_or("no trial id")?;
@@ -278,16 +290,27 @@ impl Storage {
             if budget.is_some_and(|b| Self::started(db, study_id).is_ok_and(|n| n >= b)) {
                 return Ok(None);
             }
-            let next = db.query("SELECT trial_id, number FROM trials WHERE study_id = $1 AND state = 'WAITING' ORDER BY trial_id LIMIT 1", &[P::I(study_id)])?;
+            let next =
+                db.query("SELECT trial_id, number FROM trials WHERE study_id = $1 AND state = 'WAITING' ORDER BY trial_id LIMIT 1", &[P::I(study_id)])?;
             let Some(row) = next.first() else { return Ok(None) };
             let (id, number) = (row[0].i(), row[1].i());
             let start = now();
-            let changed = db.exec("UPDATE trials SET state = 'RUNNING', datetime_start = $1 WHERE trial_id = $2 AND state = 'WAITING'", &[P::S(start), P::I(id)])?;
+            let changed =
+                db.exec("UPDATE trials SET state = 'RUNNING', datetime_start = $1 WHERE trial_id = $2 AND state = 'WAITING'", &[P::S(start), P::I(id)])?;
             if changed != 1 {
                 return Ok(None);
             }
-            db.exec(&format!("INSERT INTO trial_heartbeats (trial_id, heartbeat) VALUES ($1, {}) ON CONFLICT (trial_id) DO UPDATE SET heartbeat = excluded.heartbeat", db_now(db)), &[P::I(id)])?;
-            let fixed = db.query("SELECT value_json FROM trial_system_attributes WHERE trial_id = $1 AND \"key\" = 'fixed_params'", &[P::I(id)])?.first().map(|r| r[0].s());
+            db.exec(
+                &format!(
+                    "INSERT INTO trial_heartbeats (trial_id, heartbeat) VALUES ($1, {}) ON CONFLICT (trial_id) DO UPDATE SET heartbeat = excluded.heartbeat",
+                    db_now(db)
+                ),
+                &[P::I(id)],
+            )?;
+            let fixed = db
+                .query("SELECT value_json FROM trial_system_attributes WHERE trial_id = $1 AND \"key\" = 'fixed_params'", &[P::I(id)])?
+                .first()
+                .map(|r| r[0].s());
             Ok(Some((id, number as u64, fixed)))
         })?;
         Ok(popped.map(|(id, number, fixed)| {
@@ -317,11 +340,17 @@ impl Storage {
     /// RUNNING (failed as stale meanwhile) is left as it is.
     pub fn finish(&mut self, trial_id: i64, state: State, value: Option<f64>) -> Result<bool, String> {
         self.db.tx(|db| {
-            let changed = db.exec(&format!("UPDATE trials SET state = '{}', datetime_complete = $1 WHERE trial_id = $2 AND state = 'RUNNING'", state.name()), &[P::S(now()), P::I(trial_id)])?;
+            let changed = db.exec(
+                &format!("UPDATE trials SET state = '{}', datetime_complete = $1 WHERE trial_id = $2 AND state = 'RUNNING'", state.name()),
+                &[P::S(now()), P::I(trial_id)],
+            )?;
             if changed == 1 {
                 if let Some(v) = value.filter(|v| !v.is_nan()) {
                     let (x, tag) = tag_sql(v);
-                    db.exec(&format!("INSERT INTO trial_values (trial_id, objective, value, value_type) VALUES ($1, 0, $2, '{tag}')"), &[P::I(trial_id), P::F(x)])?;
+                    db.exec(
+                        &format!("INSERT INTO trial_values (trial_id, objective, value, value_type) VALUES ($1, 0, $2, '{tag}')"),
+                        &[P::I(trial_id), P::F(x)],
+                    )?;
                 }
                 db.exec("DELETE FROM trial_heartbeats WHERE trial_id = $1", &[P::I(trial_id)])?;
             }
@@ -330,7 +359,10 @@ impl Storage {
     }
 
     pub fn heartbeat(&mut self, trial_id: i64) -> Result<(), String> {
-        let sql = format!("INSERT INTO trial_heartbeats (trial_id, heartbeat) VALUES ($1, {}) ON CONFLICT (trial_id) DO UPDATE SET heartbeat = excluded.heartbeat", db_now(&self.db));
+        let sql = format!(
+            "INSERT INTO trial_heartbeats (trial_id, heartbeat) VALUES ($1, {}) ON CONFLICT (trial_id) DO UPDATE SET heartbeat = excluded.heartbeat",
+            db_now(&self.db)
+        );
         self.db.exec(&sql, &[P::I(trial_id)]).map(|_| ())
     }
 
@@ -362,7 +394,11 @@ impl Storage {
     }
 
     pub fn trial_id(&mut self, number: u64) -> Result<Option<i64>, String> {
-        Ok(self.db.query("SELECT trial_id FROM trials WHERE study_id = $1 AND number = $2", &[P::I(self.study_id), P::I(number as i64)])?.first().map(|r| r[0].i()))
+        Ok(self
+            .db
+            .query("SELECT trial_id FROM trials WHERE study_id = $1 AND number = $2", &[P::I(self.study_id), P::I(number as i64)])?
+            .first()
+            .map(|r| r[0].i()))
     }
 
     /// Every trial of the study, with params, value and intermediate values, in number order.
@@ -380,7 +416,10 @@ impl Storage {
                 t.params.insert(name, (r[2].f().unwrap_or(f64::NAN), d));
             }
         }
-        for r in self.db.query("SELECT v.trial_id, v.value, v.value_type FROM trial_values v JOIN trials t ON t.trial_id = v.trial_id WHERE t.study_id = $1 AND v.objective = 0", &sid)? {
+        for r in self.db.query(
+            "SELECT v.trial_id, v.value, v.value_type FROM trial_values v JOIN trials t ON t.trial_id = v.trial_id WHERE t.study_id = $1 AND v.objective = 0",
+            &sid,
+        )? {
             if let Some(t) = out.get_mut(&r[0].i()) {
                 t.value = Some(untagged(r[1].f(), &r[2].s()));
             }

@@ -54,10 +54,8 @@ impl TpeSampler {
             return out;
         }
 
-        let mut considered: Vec<&FrozenTrial> = trials
-            .iter()
-            .filter(|t| finished(t) || (self.constant_liar && t.state == State::Running && t.number != number))
-            .collect();
+        let mut considered: Vec<&FrozenTrial> =
+            trials.iter().filter(|t| finished(t) || (self.constant_liar && t.state == State::Running && t.number != number)).collect();
         considered.sort_by_key(|t| t.number);
         let n = considered.iter().filter(|t| t.state != State::Running).count();
         let (below, above) = split_trials(&considered, default_gamma(n), direction);
@@ -123,9 +121,7 @@ fn default_weights(n: usize) -> Vec<f64> {
     }
     let ramp = n - 25;
     let start = 1.0 / n as f64;
-    let mut w: Vec<f64> = (0..ramp)
-        .map(|i| if ramp == 1 { start } else { start + (1.0 - start) * i as f64 / (ramp - 1) as f64 })
-        .collect();
+    let mut w: Vec<f64> = (0..ramp).map(|i| if ramp == 1 { start } else { start + (1.0 - start) * i as f64 / (ramp - 1) as f64 }).collect();
     w.extend(std::iter::repeat_n(1.0, 25));
     w
 }
@@ -292,9 +288,16 @@ struct Mixture {
 }
 
 enum Dim {
-    Num { mu: Vec<f64>, sigma: Vec<f64> },
+    Num {
+        mu: Vec<f64>,
+        sigma: Vec<f64>,
+    },
     /// `k × n` probabilities, row per kernel, and their logs.
-    Cat { n: usize, p: Vec<f64>, log_p: Vec<f64> },
+    Cat {
+        n: usize,
+        p: Vec<f64>,
+        log_p: Vec<f64>,
+    },
 }
 
 impl Mixture {
@@ -375,11 +378,12 @@ impl Mixture {
                     let u: f64 = rng.random();
                     let row = &p[i * n..(i + 1) * n];
                     let mut acc = 0.0;
-                    row.iter().position(|x| {
-                        acc += x;
-                        u < acc
-                    })
-                    .unwrap_or(n - 1) as f64
+                    row.iter()
+                        .position(|x| {
+                            acc += x;
+                            u < acc
+                        })
+                        .unwrap_or(n - 1) as f64
                 }
                 _ => unreachable!("dims are built from specs"),
             })
@@ -702,7 +706,16 @@ mod tests {
             assert!((erfc(t) / r - 1.0).abs() < 5e-14 * t.max(1.0).powi(2), "erfc({t}) = {} vs {r}", erfc(t));
             assert!((erfc(-t) - (2.0 - r)).abs() < 1e-15);
         }
-        let ppf_ref = [(1e-300, -37.0470962993612), (1e-20, -9.262340089798405), (1e-5, -4.2648907939228256), (0.02, -2.0537489106318225), (0.3, -0.5244005127080407), (0.5, 0.0), (0.9, 1.2815515655446008), (0.999999, 4.753424308817089)];
+        let ppf_ref = [
+            (1e-300, -37.0470962993612),
+            (1e-20, -9.262340089798405),
+            (1e-5, -4.2648907939228256),
+            (0.02, -2.0537489106318225),
+            (0.3, -0.5244005127080407),
+            (0.5, 0.0),
+            (0.9, 1.2815515655446008),
+            (0.999999, 4.753424308817089),
+        ];
         for (p, r) in ppf_ref {
             assert!((norm_ppf(p) - r).abs() < 1e-9 * r.abs().max(1.0), "ppf({p}) = {} vs {r}", norm_ppf(p));
         }
@@ -883,7 +896,8 @@ mod tests {
         }
         // One trial saw `x` with other bounds: `x` leaves the joint space, yet its value still counts.
         trials.push(trial(30, State::Complete, Some(0.5), &[("x", 1.5, &wider), ("y", 3.0, &y)]));
-        let space: Space = vec![("x".into(), x.clone()), ("y".into(), y.clone()), ("z".into(), Distribution::Categorical { choices: vec![json!(1), json!(2)] })];
+        let space: Space =
+            vec![("x".into(), x.clone()), ("y".into(), y.clone()), ("z".into(), Distribution::Categorical { choices: vec![json!(1), json!(2)] })];
         for direction in [Direction::Minimize, Direction::Maximize] {
             for number in 31..60 {
                 let p = TpeSampler::default().sample(&space, &trials, direction, number);

@@ -121,7 +121,19 @@ impl StudyTuner {
             })
             .ok();
         let (study, direction) = (storage.study.clone(), storage.direction);
-        Ok(StudyTuner { storage: Mutex::new(storage), study, direction, space, sampler, pruner, budget, running, grace: heartbeat * 2 + Duration::from_secs(1), stop, heartbeat: handle })
+        Ok(StudyTuner {
+            storage: Mutex::new(storage),
+            study,
+            direction,
+            space,
+            sampler,
+            pruner,
+            budget,
+            running,
+            grace: heartbeat * 2 + Duration::from_secs(1),
+            stop,
+            heartbeat: handle,
+        })
     }
 
     fn st(&self) -> Result<MutexGuard<'_, Storage>, String> {
@@ -179,7 +191,8 @@ impl StudyTuner {
     fn next_grid_point(&self, trials: &[FrozenTrial]) -> Option<BTreeMap<String, f64>> {
         let axes: Vec<(String, Vec<f64>)> = self.space.iter().filter_map(|(n, d)| grid_values(d).map(|v| (n.clone(), v))).collect();
         let total: usize = axes.iter().map(|(_, v)| v.len().max(1)).product();
-        let taken = |point: &BTreeMap<String, f64>| trials.iter().any(|t| point.iter().all(|(n, v)| t.params.get(n).is_some_and(|(x, _)| (x - v).abs() < 1e-9)));
+        let taken =
+            |point: &BTreeMap<String, f64>| trials.iter().any(|t| point.iter().all(|(n, v)| t.params.get(n).is_some_and(|(x, _)| (x - v).abs() < 1e-9)));
         for mut i in 0..total.min(1_000_000) {
             let mut point = BTreeMap::new();
             for (name, values) in &axes {
@@ -231,7 +244,10 @@ impl StudyTuner {
         let finished = self.st()?.finish(id, state, value)?;
         self.running.lock().map_err(|e| e.to_string())?.remove(&number);
         if !finished {
-            return Err(format!("trial {number} had already been failed as stale (no heartbeat for over {} s), so its result is not in the study", self.grace.as_secs()));
+            return Err(format!(
+                "trial {number} had already been failed as stale (no heartbeat for over {} s), so its result is not in the study",
+                self.grace.as_secs()
+            ));
         }
         Ok(())
     }
@@ -246,14 +262,13 @@ impl StudyTuner {
             Direction::Minimize => a < b,
             Direction::Maximize => a > b,
         };
-        let best = trials
-            .iter()
-            .filter(|t| t.state == State::Complete)
-            .filter_map(|t| t.value.filter(|v| !v.is_nan()).map(|v| (t, v)))
-            .fold(None::<(&FrozenTrial, f64)>, |acc, (t, v)| match acc {
+        let best = trials.iter().filter(|t| t.state == State::Complete).filter_map(|t| t.value.filter(|v| !v.is_nan()).map(|v| (t, v))).fold(
+            None::<(&FrozenTrial, f64)>,
+            |acc, (t, v)| match acc {
                 Some((_, bv)) if !better(v, bv) => acc,
                 _ => Some((t, v)),
-            });
+            },
+        );
         let best = best.map(|(t, v)| {
             let params: Map<String, Value> = t.params.iter().map(|(n, (x, d))| (n.clone(), d.external(*x))).collect();
             json!({ "number": t.number, "value": v, "params": params })
@@ -298,7 +313,8 @@ pub fn parse_space(v: &Value) -> Result<Space, String> {
                 Distribution::Float { low, high, log, step }
             }
             Some("int") => {
-                let (low, high) = (p["low"].as_i64().ok_or_else(|| bad("`low` must be an integer"))?, p["high"].as_i64().ok_or_else(|| bad("`high` must be an integer"))?);
+                let (low, high) =
+                    (p["low"].as_i64().ok_or_else(|| bad("`low` must be an integer"))?, p["high"].as_i64().ok_or_else(|| bad("`high` must be an integer"))?);
                 let step = p["step"].as_i64().unwrap_or(1);
                 if low > high {
                     return Err(bad("`low` must not exceed `high`"));

@@ -54,14 +54,22 @@ impl Writer {
 
     /// Markdown text (the text plugin renders it).
     pub fn text(&mut self, step: u64, tag: &str, markdown: &str) -> std::io::Result<()> {
-        let tensor = proto::TensorProto { dtype: proto::DT_STRING, tensor_shape: Some(proto::TensorShapeProto { dim: vec![] }), string_val: vec![markdown.as_bytes().to_vec()] };
+        let tensor = proto::TensorProto {
+            dtype: proto::DT_STRING,
+            tensor_shape: Some(proto::TensorShapeProto { dim: vec![] }),
+            string_val: vec![markdown.as_bytes().to_vec()],
+        };
         self.summary(step, vec![proto::Value { tag: tag.into(), metadata: plugin("text", Vec::new()), value: Some(Kind::Tensor(tensor)) }])
     }
 
     fn hparams(&mut self, tag: &str, data: HParamsData) -> std::io::Result<()> {
         let content = proto::HParamsPluginData { version: 0, data: Some(data) }.encode_to_vec();
         // The "null tensor" the hparams plugin expects: DT_FLOAT of shape [0].
-        let tensor = proto::TensorProto { dtype: proto::DT_FLOAT, tensor_shape: Some(proto::TensorShapeProto { dim: vec![proto::Dim { size: 0 }] }), string_val: vec![] };
+        let tensor = proto::TensorProto {
+            dtype: proto::DT_FLOAT,
+            tensor_shape: Some(proto::TensorShapeProto { dim: vec![proto::Dim { size: 0 }] }),
+            string_val: vec![],
+        };
         self.summary(0, vec![proto::Value { tag: tag.into(), metadata: plugin("hparams", content), value: Some(Kind::Tensor(tensor)) }])
     }
 

@@ -59,7 +59,13 @@ fn base_url(cfg: &Value) -> String {
 
 /// `mode` as configured, else WANDB_MODE, else online when a key is found.
 fn mode(cfg: &Value) -> String {
-    cfg["mode"].as_str().map(str::to_string).or_else(|| env("WANDB_MODE")).unwrap_or_else(|| if api_key(&base_url(cfg)).is_some() { "online".into() } else { "offline".into() })
+    cfg["mode"].as_str().map(str::to_string).or_else(|| env("WANDB_MODE")).unwrap_or_else(|| {
+        if api_key(&base_url(cfg)).is_some() {
+            "online".into()
+        } else {
+            "offline".into()
+        }
+    })
 }
 
 /// 8 characters of [a-z0-9], like wandb's run ids.
@@ -113,7 +119,10 @@ impl WandbRun {
         let run_dir = p["run_dir"].as_str().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
         let root = cfg["dir"].as_str().map(PathBuf::from).or_else(|| env("WANDB_DIR").map(PathBuf::from)).unwrap_or(run_dir).join("wandb");
         let mut config = config_from_toml(p["config"].as_str().unwrap_or(""));
-        config.insert("bz".into(), json!({ "run_name": p["run_name"], "params": p["params"], "device": p["device"], "seed": p["seed"], "resumed": p["resumed"] }));
+        config.insert(
+            "bz".into(),
+            json!({ "run_name": p["run_name"], "params": p["params"], "device": p["device"], "seed": p["seed"], "resumed": p["resumed"] }),
+        );
         let info = RunInfo {
             id: run_id(),
             entity: s("entity", "WANDB_ENTITY"),
@@ -161,7 +170,8 @@ impl WandbRun {
 
     fn epoch_end(&mut self, e: &Event<'_>) -> Result<(), PluginError> {
         let p = e.payload();
-        let mut items: Vec<(String, String)> = e.metrics.iter().filter(|m| !m.split.is_empty()).map(|m| (format!("{}/{}", m.split, m.name), values::number(m.value))).collect();
+        let mut items: Vec<(String, String)> =
+            e.metrics.iter().filter(|m| !m.split.is_empty()).map(|m| (format!("{}/{}", m.split, m.name), values::number(m.value))).collect();
         items.push(("epoch".into(), e.epoch.to_string()));
         for (key, name) in [("lr", "lr"), ("epoch_time_s", "time/epoch_s"), ("samples_per_s", "time/samples_per_s")] {
             if let Some(v) = p[key].as_f64() {
@@ -207,7 +217,8 @@ impl WandbRun {
             online.send(Msg::Row(r));
         }
         online.send(Msg::Summary(run.summary_json()));
-        let files = ["config.yaml", "wandb-summary.json", "wandb-metadata.json", "output.log"].iter().map(|n| (n.to_string(), dir.join("files").join(n))).collect();
+        let files =
+            ["config.yaml", "wandb-summary.json", "wandb-metadata.json", "output.log"].iter().map(|n| (n.to_string(), dir.join("files").join(n))).collect();
         match online.finish(exit_code, files, Duration::from_secs(180)) {
             Ok(url) => log!(Level::Info, "synced {url}"),
             Err(why) => {

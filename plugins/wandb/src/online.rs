@@ -34,7 +34,10 @@ pub enum Msg {
     /// The whole summary after values that are not history (e.g. the best value).
     Summary(String),
     /// Upload these files from `files/`, send the rest and the exit code.
-    Finish { exit_code: i32, files: Vec<(String, PathBuf)> },
+    Finish {
+        exit_code: i32,
+        files: Vec<(String, PathBuf)>,
+    },
 }
 
 pub struct Online {
@@ -205,7 +208,8 @@ impl Uploader {
             return Ok(Vec::new());
         }
         let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
-        let data = self.graphql(CREATE_RUN_FILES, "CreateRunFiles", json!({ "entity": self.entity, "project": self.project, "run": self.info.id, "files": names }))?;
+        let data =
+            self.graphql(CREATE_RUN_FILES, "CreateRunFiles", json!({ "entity": self.entity, "project": self.project, "run": self.info.id, "files": names }))?;
         let headers: Vec<(String, String)> = data["createRunFiles"]["uploadHeaders"]
             .as_array()
             .map(|a| a.iter().filter_map(|h| h.as_str()?.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))).collect())

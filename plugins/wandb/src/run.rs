@@ -70,7 +70,8 @@ impl Run {
         let dir = root.join(format!("{prefix}-{}-{}", utc_stamp(started_at), info.id));
         std::fs::create_dir_all(dir.join("files"))?;
         let log = LogWriter::create(&dir.join(format!("run-{}.wandb", info.id)))?;
-        let mut run = Run { dir, info, log, num: 0, started: Instant::now(), started_at, summary: Vec::new(), output: Vec::new(), pending: None, last_step: None };
+        let mut run =
+            Run { dir, info, log, num: 0, started: Instant::now(), started_at, summary: Vec::new(), output: Vec::new(), pending: None, last_step: None };
         run.record(RecordType::Header(proto::HeaderRecord {
             version_info: Some(proto::VersionInfo { producer: format!("bz-wandb {}", env!("CARGO_PKG_VERSION")), min_consumer: "0.70.0".into() }),
         }))?;
