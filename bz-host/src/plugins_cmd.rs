@@ -381,7 +381,11 @@ fn info(name: &str, dir: &Path) -> Result<ExitCode> {
             println!("library sha256  {}", r.library_sha256);
             println!(
                 "signature       {}",
-                r.signed_by.as_deref().map(|k| format!("verified with key {k}")).unwrap_or_else(|| "none (installed with --allow-unsigned)".into())
+                match (&r.signed_by, &r.source) {
+                    (Some(k), _) => format!("verified with key {k}"),
+                    (None, store::Source::Local { .. }) => "none (built here from its source)".into(),
+                    (None, _) => "none (installed with --sha256 or --allow-unsigned)".into(),
+                }
             );
             println!("pinned          {}", if r.pinned { "yes" } else { "no" });
             if let Some(prev) = &r.previous {
@@ -422,7 +426,8 @@ fn new(name: &str, path: Option<PathBuf>) -> Result<ExitCode> {
     std::fs::write(dir.join("src/lib.rs"), lib)?;
     std::fs::write(dir.join(".gitignore"), "/target\n")?;
     println!(
-        "created {} · build it with `cargo build --release` and copy target/release/lib{crate_name}.so to {}",
+        "created {} · build and install it with `bz plugins install {}` (cargo build --release, then into {})",
+        dir.display(),
         dir.display(),
         loader::plugin_dir(None).display()
     );

@@ -276,7 +276,8 @@ pub fn fetch_index(source: &IndexSource, allow_http: bool, trust: &mut Trust) ->
     Ok(Verified { source: source.clone(), index, signer: Some(signer), archive_keys })
 }
 
-fn signature_url(url: &Url) -> Url {
+/// The detached signature beside a file: `<url>.minisig`.
+pub fn signature_url(url: &Url) -> Url {
     let mut u = url.clone();
     u.set_path(&format!("{}.minisig", url.path()));
     u

@@ -86,7 +86,7 @@ pub fn direct(url: &Url, source: Source, staging: &Path, opts: &Options) -> Resu
     let transport = Transport::new(url, opts.allow_http);
     let key = opts.pubkey.as_deref().map(|k| index::check_pubkey(k).map_err(InstallError::Usage)).transpose()?;
     let sig = match &key {
-        Some(_) => Some(read_signature(&signature_url(url), &transport)?),
+        Some(_) => Some(read_signature(&index::signature_url(url), &transport)?),
         None => None,
     };
     let dest = staging.join("archive.tar.gz");
@@ -149,12 +149,6 @@ fn check_sha256_flag(what: &str, sha: &str, opts: &Options) -> Result<()> {
         Some(want) if !want.eq_ignore_ascii_case(sha) => Err(InstallError::Hash { what: what.into(), got: sha.into(), want: want.to_lowercase() }),
         _ => Ok(()),
     }
-}
-
-fn signature_url(url: &Url) -> Url {
-    let mut u = url.clone();
-    u.set_path(&format!("{}.minisig", url.path()));
-    u
 }
 
 fn read_signature(url: &Url, t: &Transport) -> Result<minisign_verify::Signature> {
