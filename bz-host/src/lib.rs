@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod plugins;
+pub mod redact;
 pub mod run_dir;
 pub mod schedule;
 pub mod train;

@@ -196,7 +196,7 @@ fn index_cmd(cmd: IndexCommand) -> Result<ExitCode> {
                 println!(
                     "{:<12} {} ({})",
                     s.name,
-                    install::fetch::redact(&s.url),
+                    bz_host::redact::url(&s.url),
                     if s.pubkey.is_some() { "signed: archives must carry its key's signature" } else { "no key: installs need --allow-unsigned" }
                 );
             }
@@ -231,7 +231,7 @@ fn index_cmd(cmd: IndexCommand) -> Result<ExitCode> {
                 None => bail!("{}: `plugin_index` must be an array of tables ([[plugin_index]])", path.display()),
             }
             write_config(&path, &doc)?;
-            println!("added index '{name}' ({}, {} plugins)", install::fetch::redact(&parsed), idx.plugins.len());
+            println!("added index '{name}' ({}, {} plugins)", bz_host::redact::url(&parsed), idx.plugins.len());
         }
         IndexCommand::Remove { name } => {
             let Some(a) = doc.get_mut("plugin_index").and_then(|i| i.as_array_of_tables_mut()) else {

@@ -190,7 +190,7 @@ pub fn tune(loaded: &Loaded, text: &str, opts: &TuneOptions) -> Result<TuneOutco
     if !opts.quiet {
         println!(
             "study {study} · {} · {direction} {} · {n_trials} trials, {n_jobs} at a time · sampler {} · pruner {}",
-            redacted_storage(&storage),
+            url::Url::parse(&storage).map(|u| crate::redact::url(&u)).unwrap_or_else(|_| storage.clone()),
             tc.metric,
             tc.sampler,
             tc.pruner.get("type").and_then(|t| t.as_str()).unwrap_or("median")
@@ -388,16 +388,5 @@ fn die_with_parent(cmd: &mut Command) {
             }
             Ok(())
         });
-    }
-}
-
-/// The storage URL as the header shows it: without the password a `postgresql://user:password@…` URL carries.
-fn redacted_storage(storage: &str) -> String {
-    match url::Url::parse(storage) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => storage.to_string(),
     }
 }

@@ -189,7 +189,7 @@ pub fn sources(cli_index: Option<&str>, cli_pubkey: Option<&str>) -> Result<Vec<
     let url = parse_location(&given).map_err(|reason| InstallError::Usage(format!("{from} {given:?}: {reason}")))?;
     let pubkey = key.or_else(|| configured.iter().find(|c| c.url == url).and_then(|c| c.pubkey.clone()));
     // Named by its URL, without the credentials it may carry: the name is printed and written to receipts.
-    Ok(vec![IndexSource { name: fetch::redact(&url), url, pubkey }])
+    Ok(vec![IndexSource { name: crate::redact::url(&url), url, pubkey }])
 }
 
 /// A URL (`file://`, `http://`, `https://`) or a path; a directory (or a URL ending in `/`) means its `index.json`.
@@ -235,7 +235,7 @@ pub struct Verified {
 pub fn fetch_index(source: &IndexSource, allow_http: bool, trust: &mut Trust) -> Result<Verified, InstallError> {
     let transport = fetch::Transport::new(&source.url, allow_http);
     let bytes = fetch::get_small(&source.url, 64 << 20, &transport)?;
-    let bad = |reason: String| InstallError::Index { url: fetch::redact(&source.url), reason };
+    let bad = |reason: String| InstallError::Index { url: crate::redact::url(&source.url), reason };
     let index: Index = serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a bz plugin index: {e}")))?;
     if index.schema != 1 && index.schema != 2 {
         return Err(bad(format!("index schema {} is not one this bz reads (1, 2); update bz", index.schema)));
@@ -248,11 +248,11 @@ pub fn fetch_index(source: &IndexSource, allow_http: bool, trust: &mut Trust) ->
     let sig_text = fetch::get_small(&sig_url, 1 << 16, &transport).map_err(|e| {
         bad(format!(
             "its key requires a signed index, and its signature {} cannot be read ({e}); ask its publisher to sign it (bz-package sign-index)",
-            fetch::redact(&sig_url)
+            crate::redact::url(&sig_url)
         ))
     })?;
     let sig = minisign_verify::Signature::decode(&String::from_utf8_lossy(&sig_text))
-        .map_err(|e| bad(format!("unreadable signature {}: {e}", fetch::redact(&sig_url))))?;
+        .map_err(|e| bad(format!("unreadable signature {}: {e}", crate::redact::url(&sig_url))))?;
     let root = key_line(root).to_string();
     let seen = trust.seen(&root).cloned();
     let signer = check_signer(&bytes, &sig, &index, &root, seen.as_ref()).map_err(&bad)?;
@@ -266,7 +266,7 @@ pub fn fetch_index(source: &IndexSource, allow_http: bool, trust: &mut Trust) ->
         );
     }
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    trust.record(&root, Seen { version, key: signer.clone(), url: fetch::redact(&source.url), seen_at: now });
+    trust.record(&root, Seen { version, key: signer.clone(), url: crate::redact::url(&source.url), seen_at: now });
     let mut archive_keys = vec![signer.clone()];
     for k in [seen.map(|s| s.key), Some(root)].into_iter().flatten() {
         if !archive_keys.contains(&k) {
@@ -437,8 +437,9 @@ pub fn resolve(indexes: &[Verified], name: &str, want: Option<&semver::Version>,
             continue;
         };
         let src = &verified.source;
-        let join =
-            |u: &str| src.url.join(u).map_err(|e| InstallError::Index { url: fetch::redact(&src.url), reason: format!("{name} {ver}: bad URL {u:?} ({e})") });
+        let join = |u: &str| {
+            src.url.join(u).map_err(|e| InstallError::Index { url: crate::redact::url(&src.url), reason: format!("{name} {ver}: bad URL {u:?} ({e})") })
+        };
         let url = join(&artifact.url)?;
         let minisig = artifact.minisig.as_deref().map(join).transpose()?;
         return Ok(Candidate {

@@ -178,7 +178,7 @@ pub fn install(req: &Request, opts: &Options) -> Result<Outcome> {
             let url = Url::from_file_path(path).map_err(|_| InstallError::Usage(format!("{} is not an absolute path", path.display())))?;
             obtain::direct(&url, Source::Archive { path: path.display().to_string() }, staging.path(), opts)?
         }
-        Request::Url(url) => obtain::direct(url, Source::Url { url: fetch::redact(url) }, staging.path(), opts)?,
+        Request::Url(url) => obtain::direct(url, Source::Url { url: crate::redact::url(url) }, staging.path(), opts)?,
         Request::Crate(dir) => obtain::build_crate(dir, staging.path())?,
     };
     place::place(&layout, &mut receipts, fetched, staging.path(), opts)

@@ -36,7 +36,7 @@ pub struct Fetched {
 
 /// Downloads an index's artifact into staging, checking signature, size and hash.
 pub fn from_index(c: &Candidate, staging: &Path, opts: &Options) -> Result<Fetched> {
-    let what = format!("{} {} ({})", c.name, c.entry.version, fetch::redact(&c.url));
+    let what = format!("{} {} ({})", c.name, c.entry.version, crate::redact::url(&c.url));
     let transport = Transport::new(&c.source.url, opts.allow_http);
     let keyed = !c.keys.is_empty();
     let sig = match (keyed, &c.minisig) {
@@ -74,7 +74,7 @@ pub fn from_index(c: &Candidate, staging: &Path, opts: &Options) -> Result<Fetch
         check,
         signed_by: key.map(|(_, line)| line),
         binding: sig.map(|s| s.trusted_comment().to_string()),
-        source: Source::Index { index: c.source.name.clone(), index_url: fetch::redact(&c.source.url), url: fetch::redact(&c.url) },
+        source: Source::Index { index: c.source.name.clone(), index_url: crate::redact::url(&c.source.url), url: crate::redact::url(&c.url) },
         expect: Some((c.name.clone(), c.entry.version.clone(), c.entry.plugin_api.clone())),
     })
 }
@@ -82,7 +82,7 @@ pub fn from_index(c: &Candidate, staging: &Path, opts: &Options) -> Result<Fetch
 /// An archive given directly, as a path (`file://`) or a URL: copied into staging once; `--sha256`, `--pubkey`
 /// (with its `.minisig` beside it) or an explicit `--allow-unsigned` must vouch for it.
 pub fn direct(url: &Url, source: Source, staging: &Path, opts: &Options) -> Result<Fetched> {
-    let what = fetch::redact(url);
+    let what = crate::redact::url(url);
     let transport = Transport::new(url, opts.allow_http);
     let key = opts.pubkey.as_deref().map(|k| index::check_pubkey(k).map_err(InstallError::Usage)).transpose()?;
     let sig = match &key {
@@ -154,7 +154,7 @@ fn check_sha256_flag(what: &str, sha: &str, opts: &Options) -> Result<()> {
 fn read_signature(url: &Url, t: &Transport) -> Result<minisign_verify::Signature> {
     let bytes = fetch::get_small(url, 1 << 16, t)?;
     minisign_verify::Signature::decode(&String::from_utf8_lossy(&bytes))
-        .map_err(|e| InstallError::Signature { what: fetch::redact(url), reason: format!("unreadable signature file: {e}") })
+        .map_err(|e| InstallError::Signature { what: crate::redact::url(url), reason: format!("unreadable signature file: {e}") })
 }
 
 /// Checks that a signature's trusted comment (`bz-plugin name=… version=… target=… sha256=…`, signed together
