@@ -16,8 +16,9 @@ const MAX_ARCHIVE: u64 = 256 << 20;
 pub enum Payload {
     /// A `.tar.gz`, still to unpack.
     Archive(PathBuf),
-    /// A directory laid out as an unpacked archive (a local build).
-    Unpacked(PathBuf),
+    /// A directory laid out as an unpacked archive (a local build), and the probe of its library that made its
+    /// plugin.toml (so it is not probed twice).
+    Unpacked(PathBuf, Box<crate::plugins::probe::Probed>),
 }
 
 /// A plugin on its way in: where it came from, how it was checked.
@@ -206,7 +207,7 @@ pub fn build_crate(dir: &Path, staging: &Path) -> Result<Fetched> {
     }
     let sha256 = super::store::sha256_file(&pkg.join(&file))?;
     Ok(Fetched {
-        payload: Payload::Unpacked(pkg),
+        payload: Payload::Unpacked(pkg, Box::new(probed)),
         sha256,
         check: Check::LocalBuild,
         signed_by: None,

@@ -10,7 +10,7 @@ use crate::plugins::{api_compatible, probe, HOST_TARGET};
 use std::path::{Path, PathBuf};
 
 pub fn place(layout: &Layout, receipts: &mut Receipts, f: Fetched, staging: &Path, opts: &Options) -> Result<Outcome> {
-    let (pkg, m) = unpacked(&f, staging)?;
+    let (pkg, m) = unpacked(&f.payload, staging)?;
     check_manifest(&f, &m)?;
     let existing = receipts.plugins.get(&m.name).cloned();
     if existing.as_ref().is_some_and(|r| r.version == m.version && r.archive_sha256.eq_ignore_ascii_case(&f.sha256) && !opts.force && super::healthy(layout, r))
@@ -19,7 +19,10 @@ pub fn place(layout: &Layout, receipts: &mut Receipts, f: Fetched, staging: &Pat
     }
     super::check_unmanaged(layout, &m.name, existing.is_some(), opts.force)?;
     let lib = pkg.join(&m.library);
-    let probed = probe::probe_child(&lib).map_err(|reason| InstallError::Probe { name: m.name.clone(), reason })?;
+    let probed = match &f.payload {
+        Payload::Unpacked(_, probed) => (**probed).clone(),
+        Payload::Archive(_) => probe::probe_child(&lib).map_err(|reason| InstallError::Probe { name: m.name.clone(), reason })?,
+    };
     let meta = &probed.metadata;
     if (&meta.name, &meta.version, &meta.api_version) != (&m.name, &m.version, &m.plugin_api) {
         return Err(mismatch(
@@ -67,15 +70,15 @@ pub fn place(layout: &Layout, receipts: &mut Receipts, f: Fetched, staging: &Pat
 }
 
 /// The package directory in staging and its manifest.
-fn unpacked(f: &Fetched, staging: &Path) -> Result<(PathBuf, archive::Manifest)> {
-    match &f.payload {
+fn unpacked(payload: &Payload, staging: &Path) -> Result<(PathBuf, archive::Manifest)> {
+    match payload {
         Payload::Archive(a) => {
             let pkg = staging.join("pkg");
             std::fs::create_dir(&pkg).map_err(|e| InstallError::io(&pkg, e))?;
             let m = archive::unpack(a, &pkg)?;
             Ok((pkg, m))
         }
-        Payload::Unpacked(pkg) => {
+        Payload::Unpacked(pkg, _) => {
             let text = std::fs::read_to_string(pkg.join("plugin.toml")).map_err(|e| InstallError::io(pkg, e))?;
             let m = toml::from_str(&text).map_err(|e| InstallError::Archive { path: pkg.clone(), reason: e.to_string() })?;
             Ok((pkg.clone(), m))
