@@ -88,6 +88,15 @@ pub fn without_test_env(c: &mut Command) -> &mut Command {
     c
 }
 
+/// Waits until `path` exists, failing the test with `what` after `limit` (tests never hang).
+pub fn wait_for_file(path: &Path, limit: Duration, what: &str) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(start.elapsed() < limit, "{what} ({} never appeared)", path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Runs bz with a 5-minute limit.
 pub fn bz(cwd: &Path, args: &[&str]) -> Output {
     bz_in(cwd, args, Duration::from_secs(300))

@@ -305,11 +305,7 @@ fn upgrading_while_a_run_uses_the_old_library_leaves_the_run_intact() {
     let run = bz_command(e.tmp.path(), &["train", "slow.toml", "--run-name", "slow"], &env).spawn().unwrap();
     let pid = run.id();
     let events = e.path("runs/slow/fixture-events.jsonl");
-    let start = Instant::now();
-    while !events.exists() {
-        assert!(start.elapsed() < Duration::from_secs(60), "the run never started its plugin");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_file(&events, Duration::from_secs(60), "the run never started its plugin");
     let maps = || std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
     assert!(maps().contains("store/fixture/0.3.0/libbz_fixture.so"), "the run maps {}", maps());
     let out = e.ok(&["plugins", "install", "fixture"]);

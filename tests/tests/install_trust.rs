@@ -204,14 +204,9 @@ impl Https {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let start = Instant::now();
-        let port = loop {
-            if let Ok(p) = std::fs::read_to_string(&port_file) {
-                break p.trim().parse().unwrap();
-            }
-            assert!(start.elapsed() < Duration::from_secs(30), "the https server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        // The server writes the file by rename, so it exists only whole.
+        wait_for_file(&port_file, Duration::from_secs(30), "the https server did not start");
+        let port = std::fs::read_to_string(&port_file).unwrap().trim().parse().unwrap();
         Https { child, port }
     }
 }
@@ -311,11 +306,7 @@ fn changing_file(path: &Path, payloads: &[&Path]) -> std::process::Child {
     let file = path.with_extension("py");
     std::fs::write(&file, script).unwrap();
     let child = Command::new(python()).arg(&file).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap();
-    let start = Instant::now();
-    while !path.exists() {
-        assert!(start.elapsed() < Duration::from_secs(30), "the fifo never appeared");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_file(path, Duration::from_secs(30), "the fifo never appeared");
     child
 }
 

@@ -283,11 +283,7 @@ fn runs_never_share_a_run_directory() {
     // checkpoints.
     write_config(dir.path(), "long.toml", &MLP.replace("epochs = 4", "epochs = 100000"));
     let mut long = spawn_bz(dir.path(), &["train", "long.toml", "--run-name", "busy"]);
-    let start = Instant::now();
-    while !dir.path().join("runs/busy/checkpoints/last").exists() {
-        assert!(start.elapsed() < Duration::from_secs(120), "the long run never checkpointed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_file(&dir.path().join("runs/busy/checkpoints/last"), Duration::from_secs(120), "the long run never checkpointed");
     let out = bz(dir.path(), &["train", "long.toml", "--run-name", "busy", "--resume"]);
     let _ = long.kill();
     let _ = long.wait();

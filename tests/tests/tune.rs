@@ -269,12 +269,7 @@ fn worker_with_trial_0_started(dir: &Path, output: fn() -> Stdio) -> std::proces
         .stderr(output())
         .spawn()
         .unwrap();
-    let metrics = dir.join("runs/s/trial-0/metrics.jsonl");
-    let start = Instant::now();
-    while !metrics.exists() {
-        assert!(start.elapsed() < Duration::from_secs(60), "trial 0 never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_file(&dir.join("runs/s/trial-0/metrics.jsonl"), Duration::from_secs(60), "trial 0 never started");
     worker
 }
 
