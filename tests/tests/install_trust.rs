@@ -240,6 +240,18 @@ fn a_redirect_from_https_to_http_is_refused() {
     assert!(out.stderr.contains("redirected from https to http"), "{}", out.stderr);
     assert!(plain.requests().is_empty(), "{:?}", plain.requests());
     assert_eq!(e.installed_version().as_deref(), Some("0.3.0"));
+    // A CA file that cannot be read is said so, not silently replaced by the built-in roots.
+    let out = e.bz_with(
+        &["plugins", "install", "fixture@0.4.0", "--index", &format!("https://127.0.0.1:{}/files/index.json", https.port), "--pubkey", &e.pubkey],
+        &[("SSL_CERT_FILE", &certs.join("missing.pem"))],
+    );
+    let errors: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert!(out.code != 0 && errors.len() == 1 && errors[0].contains("SSL_CERT_FILE=") && errors[0].contains("missing.pem"), "{}", out.all());
+    let out = e.bz_with(
+        &["plugins", "install", "fixture@0.4.0", "--index", &format!("https://127.0.0.1:{}/files/index.json", https.port), "--pubkey", &e.pubkey],
+        &[("SSL_CERT_FILE", &certs.join("leaf.ext"))],
+    );
+    assert!(out.code != 0 && out.stderr.contains("holds no PEM certificate"), "{}", out.all());
     // Without the CA, the server is not trusted at all.
     let out = e.bz(&["plugins", "install", "fixture@0.4.0", "--index", &format!("https://127.0.0.1:{}/files/index.json", https.port), "--pubkey", &e.pubkey]);
     assert_ne!(out.code, 0, "{}", out.all());

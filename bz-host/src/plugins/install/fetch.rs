@@ -103,38 +103,47 @@ fn netrc_entry(host: &str) -> Option<(String, String)> {
 }
 
 /// The CA certificates in `SSL_CERT_FILE` (a PEM bundle, as OpenSSL-based tools read it) replace the built-in
-/// Mozilla roots: for a company's own CA, or a test server. `None` when unset or unreadable.
-fn custom_roots() -> Option<ureq::tls::RootCerts> {
-    let pem = std::fs::read(std::env::var_os("SSL_CERT_FILE")?).ok()?;
+/// Mozilla roots: for a company's own CA, or a test server. Unset: the built-in roots. Set but unreadable, or
+/// holding no certificate: an error, since falling back silently would hide why the company's server fails.
+fn custom_roots() -> Result<Option<ureq::tls::RootCerts>, String> {
+    let Some(path) = std::env::var_os("SSL_CERT_FILE") else { return Ok(None) };
+    let shown = std::path::Path::new(&path).display().to_string();
+    let pem = std::fs::read(&path).map_err(|e| format!("SSL_CERT_FILE={shown}: {e}; point it at a PEM bundle of CA certificates, or unset it"))?;
     let certs: Vec<_> = ureq::tls::parse_pem(&pem)
         .filter_map(|item| match item {
             Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
             _ => None,
         })
         .collect();
-    (!certs.is_empty()).then(|| ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs)))
+    if certs.is_empty() {
+        return Err(format!("SSL_CERT_FILE={shown} holds no PEM certificate; point it at a bundle of CA certificates, or unset it"));
+    }
+    Ok(Some(ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs))))
 }
 
-fn agent() -> &'static ureq::Agent {
-    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
-    AGENT.get_or_init(|| {
-        let tls = match custom_roots() {
-            Some(roots) => ureq::tls::TlsConfig::builder().root_certs(roots).build(),
-            None => ureq::tls::TlsConfig::default(),
-        };
-        ureq::Agent::config_builder()
-            .tls_config(tls)
-            .user_agent(format!("bz/{}", env!("CARGO_PKG_VERSION")))
-            .timeout_connect(Some(Duration::from_secs(15)))
-            .timeout_recv_response(Some(Duration::from_secs(60)))
-            // A stalled server fails the download instead of hanging it; a slow but live one is fine.
-            .timeout_per_read(Some(Duration::from_secs(60)))
-            // Redirects are followed in `open_http`, so every hop passes the transport policy.
-            .max_redirects(0)
-            .http_status_as_error(false)
-            .build()
-            .into()
-    })
+fn agent() -> Result<&'static ureq::Agent, String> {
+    static AGENT: OnceLock<Result<ureq::Agent, String>> = OnceLock::new();
+    AGENT
+        .get_or_init(|| {
+            let tls = match custom_roots()? {
+                Some(roots) => ureq::tls::TlsConfig::builder().root_certs(roots).build(),
+                None => ureq::tls::TlsConfig::default(),
+            };
+            Ok(ureq::Agent::config_builder()
+                .tls_config(tls)
+                .user_agent(format!("bz/{}", env!("CARGO_PKG_VERSION")))
+                .timeout_connect(Some(Duration::from_secs(15)))
+                .timeout_recv_response(Some(Duration::from_secs(60)))
+                // A stalled server fails the download instead of hanging it; a slow but live one is fine.
+                .timeout_per_read(Some(Duration::from_secs(60)))
+                // Redirects are followed in `open_http`, so every hop passes the transport policy.
+                .max_redirects(0)
+                .http_status_as_error(false)
+                .build()
+                .into())
+        })
+        .as_ref()
+        .map_err(Clone::clone)
 }
 
 /// Opens a URL for reading: the reader and the length when known.
@@ -160,7 +169,7 @@ fn open_http(url: &Url, t: &Transport) -> Result<(Box<dyn Read>, Option<u64>), I
         let mut clean = current.clone();
         let _ = clean.set_username("");
         let _ = clean.set_password(None);
-        let mut req = agent().get(clean.as_str());
+        let mut req = agent().map_err(fail)?.get(clean.as_str());
         if let Some(a) = &auth {
             req = req.header("Authorization", a);
         }
