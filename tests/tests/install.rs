@@ -505,3 +505,21 @@ fn a_private_index_takes_credentials_from_the_url_or_netrc_and_never_records_the
     let out = e.ok(&["plugins", "install", "fixture", "--index", &server.url("/"), "--pubkey", &e.pubkey]);
     assert!(out.stdout.contains("installed fixture 0.4.0"), "{}", out.stdout);
 }
+
+#[test]
+fn a_crate_directory_that_does_not_build_installs_nothing() {
+    let e = Env::new();
+    let dir = e.path("broken-plugin");
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    // An edition cargo does not know: it refuses the manifest at once, before compiling anything.
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        "[package]\nname = \"broken\"\nversion = \"0.1.0\"\nedition = \"1999\"\n[workspace]\n[lib]\ncrate-type = [\"cdylib\"]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("src/lib.rs"), "").unwrap();
+    let err = e.fails(&["plugins", "install", dir.to_str().unwrap()]);
+    assert!(err.contains("cargo build failed") && err.contains("nothing installed"), "{err}");
+    assert!(e.staging_is_empty());
+    assert_eq!(e.receipts(), Value::Null);
+}

@@ -226,11 +226,17 @@ fn cargo_build(manifest: &Path) -> Result<PathBuf> {
         .args(["build", "--release", "--lib", "--message-format=json-render-diagnostics", "--manifest-path"])
         .arg(manifest)
         .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
+        // Kept, not shown: bz says one line; the whole report is one cargo command away.
+        .stderr(std::process::Stdio::piped())
         .output()
         .map_err(|e| fail(format!("cannot run cargo ({e}); install Rust, or install a packed archive instead")))?;
     if !out.status.success() {
-        return Err(fail("cargo build failed (its errors are above); nothing installed".into()));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let first = stderr.lines().find(|l| l.starts_with("error")).unwrap_or("no error message").trim_start_matches("error: ");
+        return Err(fail(format!(
+            "cargo build failed: {first} (`cargo build --release --manifest-path {}` shows all of it); nothing installed",
+            manifest.display()
+        )));
     }
     let want = std::fs::canonicalize(manifest).map_err(|e| InstallError::io(manifest, e))?;
     let mut found = None;
