@@ -1,0 +1,48 @@
+//! The arguments of the commands that read a config, and the one place where their flags become config overrides.
+
+use anyhow::Result;
+use bz_host::config::{self, Loaded};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct ConfigArgs {
+    /// The run's TOML config (see `bz init`).
+    pub config: PathBuf,
+    /// Override any config key, e.g. `--set optimizer.lr=0.01 --set model.layers[1].out=128`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Where plugin libraries are (default: BZ_PLUGIN_DIR, else ~/.bz/plugins).
+    #[arg(long, value_name = "DIR")]
+    pub plugin_dir: Option<PathBuf>,
+}
+
+/// A dedicated flag that stands for a config key (`--epochs N` for `train.epochs = N`), as a `--set` item.
+pub struct KeyFlag(String);
+
+impl KeyFlag {
+    pub fn int(key: &str, value: Option<u64>) -> Option<KeyFlag> {
+        // TOML integers are i64; more than that many trials or epochs is "unlimited" either way.
+        value.map(|n| Self::toml(key, toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))))
+    }
+
+    fn toml(key: &str, value: toml::Value) -> KeyFlag {
+        KeyFlag(format!("{key}={value}"))
+    }
+}
+
+impl ConfigArgs {
+    /// Reads the config file once and applies every override in one order, the same for every command: the file,
+    /// then each `--set` in command-line order, then the dedicated flags. So `--epochs 3 --set train.epochs=9`
+    /// trains 3 epochs, and `bz tune --n-trials 4 --set tune.n_trials=9` runs 4 trials, as both always did.
+    pub fn load(&self, flags: impl IntoIterator<Item = Option<KeyFlag>>) -> Result<Loaded> {
+        let mut overrides = self.set.clone();
+        overrides.extend(flags.into_iter().flatten().map(|f| f.0));
+        Ok(config::load(&self.config, &overrides)?)
+    }
+
+    /// The plugin directory this command uses.
+    pub fn plugin_dir(&self) -> PathBuf {
+        bz_host::plugins::loader::plugin_dir(self.plugin_dir.as_deref())
+    }
+}

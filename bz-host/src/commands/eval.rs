@@ -1,0 +1,79 @@
+//! `bz eval`: a checkpoint's metrics on the validation (or training) split.
+
+use super::config_args::ConfigArgs;
+use super::exit::Status;
+use anyhow::{Context, Result};
+use bz_host::config::Loaded;
+use bz_host::evaluate::Evaluation;
+use bz_host::train;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    cfg: ConfigArgs,
+    /// A checkpoint directory (default: the run's `best`, else `last`).
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// The run whose checkpoint to use (default: run.name, else the config file's name).
+    #[arg(long)]
+    run_name: Option<String>,
+    #[arg(long, default_value = "val", value_parser = ["val", "train"])]
+    split: String,
+    /// Print the metrics as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+impl EvalArgs {
+    pub fn run(self) -> Result<Status> {
+        let loaded = self.cfg.load([])?;
+        let dir = self.checkpoint_dir(&loaded);
+        if !dir.join("model.safetensors").exists() {
+            anyhow::bail!("{} is not a checkpoint (no model.safetensors); train first or pass --checkpoint DIR", dir.display());
+        }
+        // A TorchScript model's buffers live only in the module the checkpoint saved, so evaluate that module.
+        let mut c = loaded.config.clone();
+        if c.model.torchscript.is_some() {
+            c.model.torchscript = Some(std::fs::canonicalize(dir.join("model.pt")).with_context(|| format!("{} has no model.pt", dir.display()))?);
+        }
+        let (data, mut vs, model, objective, _device) = train::prepare(&c, &loaded.path)?;
+        bz_host::checkpoint::load_model(&dir, &mut vs)?;
+        let (set, name) = if self.split == "train" { (&data.train, "train") } else { (&data.val, "val") };
+        if set.is_empty() {
+            anyhow::bail!("the {name} split is empty (data.val_split = 0?)");
+        }
+        let val_bs = c.train.val_batch_size.unwrap_or(c.train.batch_size);
+        let ev = bz_host::evaluate::evaluate(&model, &objective, set, val_bs, 0, name, |_, _| Ok(()))?;
+        self.print(&ev, dir);
+        Ok(Status::Success)
+    }
+
+    /// `--checkpoint`, else the run's `best`, else its `last`.
+    fn checkpoint_dir(&self, loaded: &Loaded) -> PathBuf {
+        if let Some(p) = &self.checkpoint {
+            return p.clone();
+        }
+        let name = self.run_name.clone().or_else(|| loaded.config.run.name.clone()).unwrap_or_else(|| loaded.stem.clone());
+        let ckpts = loaded.config.run.dir.join(name).join("checkpoints");
+        let best = ckpts.join("best");
+        if best.exists() {
+            best
+        } else {
+            ckpts.join("last")
+        }
+    }
+
+    fn print(&self, ev: &Evaluation, dir: PathBuf) {
+        if self.json {
+            let map: serde_json::Map<String, serde_json::Value> = ev.metrics.iter().map(|m| (m.key(), serde_json::json!(m.value))).collect();
+            println!("{}", serde_json::Value::Object(map));
+        } else {
+            println!("checkpoint {}", std::fs::canonicalize(&dir).unwrap_or(dir).display());
+            for m in &ev.metrics {
+                println!("{:<24} {}", m.key(), bz_host::console::fmt_value(m.value));
+            }
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! `bz init`: a commented starter config.
+
+use super::exit::Status;
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+
+const STARTER: &str = include_str!("../../../examples/digits.toml");
+
+#[derive(Args)]
+pub struct InitArgs {
+    #[arg(default_value = "bz.toml")]
+    path: PathBuf,
+    /// Overwrite an existing file.
+    #[arg(long)]
+    force: bool,
+}
+
+impl InitArgs {
+    pub fn run(self) -> Result<Status> {
+        let path = &self.path;
+        if path.exists() && !self.force {
+            anyhow::bail!("{} already exists; pass --force to overwrite it", path.display());
+        }
+        bz_host::train::write_atomic(path, STARTER.as_bytes())?;
+        println!("wrote {} · train it with `bz train {}`", path.display(), path.display());
+        Ok(Status::Success)
+    }
+}
