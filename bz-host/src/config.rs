@@ -492,6 +492,8 @@ pub struct Loaded {
     pub path: PathBuf,
     /// The file's stem: the default run name.
     pub stem: String,
+    /// The file as read, for parsing it again with other overrides (`bz tune`'s probes and best config).
+    pub text: String,
 }
 
 /// Reads, overrides and checks a config file.
@@ -504,7 +506,7 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Loaded, ConfigError> {
     })?;
     let config = parse(&text, path, overrides)?;
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
-    Ok(Loaded { config, path: path.to_path_buf(), stem })
+    Ok(Loaded { config, path: path.to_path_buf(), stem, text })
 }
 
 /// Parses config text; `file` is only used in messages.

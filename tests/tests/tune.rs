@@ -490,3 +490,31 @@ fn a_result_that_arrives_after_its_trial_was_failed_as_stale_is_not_reported_as_
     let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
     assert_eq!(study["trials"][0]["state"], "FAIL", "{study}");
 }
+
+#[test]
+fn a_tune_flag_and_the_same_set_agree_and_the_flag_wins() {
+    // `--timeout 0` starts no trial; the header shows the settings the study runs with.
+    let header = |args: &[&str]| {
+        let dir = setup(BASE);
+        let out = tune(dir.path(), args);
+        assert_eq!(out.code, 0, "{}", out.all());
+        out.stdout.lines().next().unwrap_or_default().replace(&dir.path().display().to_string(), "DIR")
+    };
+    let by_flags = header(&["--study", "x", "--n-trials", "3", "--n-jobs", "4", "--timeout", "0"]);
+    assert!(by_flags.starts_with("study x · sqlite:///DIR/runs/x/study.db") && by_flags.contains("3 trials, 4 at a time"), "{by_flags}");
+    let by_sets = header(&["--set", "tune.study=x", "--set", "tune.n_trials=3", "--set", "tune.n_jobs=4", "--set", "tune.timeout=0"]);
+    assert_eq!(by_flags, by_sets);
+    // A flag wins over a --set of its key, wherever each stands on the command line (as --epochs does).
+    let both = header(&["--n-trials", "3", "--set", "tune.n_trials=9", "--study", "x", "--set", "tune.study=y", "--n-jobs", "4", "--timeout", "0"]);
+    assert_eq!(by_flags, both);
+}
+
+#[test]
+fn a_timeout_that_is_not_a_duration_is_a_config_error() {
+    let dir = setup(BASE);
+    for args in [&["--timeout=-1"][..], &["--set", "tune.timeout=-1"], &["--set", "tune.timeout=nan"]] {
+        let out = tune(dir.path(), args);
+        assert_eq!(out.code, 2, "{args:?}: {}", out.all());
+        assert!(out.stderr.contains("`tune.timeout`") && !out.stderr.contains("panicked"), "{args:?}: {}", out.stderr);
+    }
+}

@@ -26,6 +26,14 @@ impl KeyFlag {
         value.map(|n| Self::toml(key, toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))))
     }
 
+    pub fn float(key: &str, value: Option<f64>) -> Option<KeyFlag> {
+        value.map(|x| Self::toml(key, toml::Value::Float(x)))
+    }
+
+    pub fn string(key: &str, value: Option<&str>) -> Option<KeyFlag> {
+        value.map(|s| Self::toml(key, toml::Value::String(s.to_string())))
+    }
+
     fn toml(key: &str, value: toml::Value) -> KeyFlag {
         KeyFlag(format!("{key}={value}"))
     }

@@ -1,12 +1,11 @@
 //! `bz tune`: a hyperparameter search whose trials run as child `bz train` processes.
 
-use super::config_args::ConfigArgs;
+use super::config_args::{ConfigArgs, KeyFlag};
 use super::exit::Status;
 use super::interrupt;
-use anyhow::{Context, Result};
-use bz_host::tune::{self, TuneOptions, TuneOutcome};
+use anyhow::Result;
+use bz_host::tune::{self, Interrupt, TuneOptions, TuneOutcome};
 use clap::Args;
-use std::sync::atomic::Ordering;
 
 #[derive(Args)]
 pub struct TuneArgs {
@@ -37,22 +36,20 @@ pub struct TuneArgs {
 
 impl TuneArgs {
     pub fn run(self) -> Result<Status> {
-        let loaded = self.cfg.load([])?;
-        let text = std::fs::read_to_string(&self.cfg.config).with_context(|| format!("cannot read {}", self.cfg.config.display()))?;
-        interrupt::on_ctrl_c("stopping the running trials and marking them failed", || tune::TUNE_INTERRUPTED.swap(true, Ordering::SeqCst))?;
+        let loaded = self.cfg.load([
+            KeyFlag::string("tune.study", self.study.as_deref()),
+            KeyFlag::string("tune.storage", self.storage.as_deref()),
+            KeyFlag::int("tune.n_trials", self.n_trials),
+            KeyFlag::int("tune.n_jobs", self.n_jobs.map(|n| n as u64)),
+            KeyFlag::float("tune.timeout", self.timeout),
+        ])?;
+        let interrupted = Interrupt::new();
+        let handle = interrupted.clone();
+        interrupt::on_ctrl_c("stopping the running trials and marking them failed", move || handle.request())?;
         let plugin_dir = self.cfg.plugin_dir();
-        let opts = TuneOptions {
-            resume: self.resume,
-            study: self.study,
-            storage: self.storage,
-            n_trials: self.n_trials,
-            n_jobs: self.n_jobs,
-            timeout: self.timeout,
-            plugin_dir: std::fs::canonicalize(&plugin_dir).unwrap_or(plugin_dir),
-            sets: self.cfg.set.clone(),
-            quiet: self.quiet,
-        };
-        Ok(match tune::tune(&loaded, &text, &opts)? {
+        let opts =
+            TuneOptions { resume: self.resume, plugin_dir: std::fs::canonicalize(&plugin_dir).unwrap_or(plugin_dir), sets: self.cfg.set, quiet: self.quiet };
+        Ok(match tune::tune(&loaded, &opts, &interrupted)? {
             TuneOutcome::Finished => Status::Success,
             TuneOutcome::Interrupted => Status::Interrupted,
         })

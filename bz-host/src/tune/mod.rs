@@ -1,0 +1,101 @@
+//! `bz tune`: hyperparameter search. A tuner plugin (optuna by default) proposes trials and keeps the study;
+//! each trial runs as a child `bz train --set …` process (a crash or a leak in one trial cannot harm the next;
+//! libtorch starts fresh), its epoch lines are read as they are written and reported for pruning; a trial to
+//! prune gets SIGINT and stops after its current batch. Complete / Pruned / Failed go back to the tuner, and a
+//! killed or crashed child is Failed, never left running.
+//!
+//! `study` resolves the settings, `space` the search space, `trial` runs one trial process, `scheduler` keeps
+//! up to `n_jobs` of them going, `summary` writes the study's result.
+
+mod scheduler;
+mod space;
+mod study;
+mod summary;
+mod trial;
+
+use crate::config::Loaded;
+use crate::plugins::{self, loader};
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub struct TuneOptions {
+    pub resume: bool,
+    pub plugin_dir: PathBuf,
+    /// `--set` given to `bz tune`: every trial gets them too. (The tune flags are already in the config.)
+    pub sets: Vec<String>,
+    pub quiet: bool,
+}
+
+pub enum TuneOutcome {
+    Finished,
+    Interrupted,
+}
+
+/// Ctrl-C for a study: once requested, no trial starts, the running ones are stopped and marked failed.
+#[derive(Clone, Default)]
+pub struct Interrupt(Arc<AtomicBool>);
+
+impl Interrupt {
+    pub fn new() -> Interrupt {
+        Interrupt::default()
+    }
+
+    /// Asks the study to stop; returns whether that had been asked before.
+    pub fn request(&self) -> bool {
+        self.0.swap(true, Ordering::SeqCst)
+    }
+
+    pub fn is_requested(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Runs the study `loaded`'s `[tune]` describes until its trials are done, its timeout passes, or `interrupt`.
+pub fn tune(loaded: &Loaded, opts: &TuneOptions, interrupt: &Interrupt) -> Result<TuneOutcome> {
+    let tc = study::tune_section(loaded)?;
+    let space = space::search_space(loaded, tc)?;
+    let study = study::Study::resolve(loaded, tc)?;
+    let path = loader::find(&opts.plugin_dir, &study.tune.plugin)?;
+    let lib = loader::load(&path, &study.tune.plugin)?;
+    let mut tuner = plugins::create_tuner(&study.tune.plugin, &lib, &study.tuner_config(opts.resume)?.to_string(), &space.to_string())?;
+    let launcher = trial::Launcher {
+        exe: std::fs::canonicalize("/proc/self/exe").or_else(|_| std::env::current_exe()).context("cannot find the bz executable")?,
+        config: std::fs::canonicalize(&loaded.path)?,
+        plugin_dir: opts.plugin_dir.clone(),
+        sets: opts.sets.clone(),
+        root: study.root.clone(),
+        study: study.name.clone(),
+    };
+    if !opts.quiet {
+        println!("{}", study.header());
+    }
+    scheduler::Scheduler::new(&mut tuner, &launcher, &study, interrupt, opts.quiet).run()?;
+    summary::finish(&tuner, &study, loaded, &opts.sets)?;
+    Ok(if interrupt.is_requested() { TuneOutcome::Interrupted } else { TuneOutcome::Finished })
+}
+
+/// A value as a `--set` item's TOML: strings quoted, numbers and booleans as they are.
+fn toml_literal(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => serde_json::to_string(s).unwrap_or_default(),
+        Value::Number(n) => match n.as_f64() {
+            Some(x) if n.is_f64() => format!("{x:?}"),
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// A trial's params on one line, floats shortened.
+fn fmt_params(p: &serde_json::Map<String, serde_json::Value>) -> String {
+    p.iter()
+        .map(|(k, v)| match v.as_f64() {
+            Some(x) if v.is_f64() => format!("{k}={}", crate::console::fmt_value(x)),
+            _ => format!("{k}={v}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,51 @@
+//! `[tune.params]` as the tuner's search space, each key checked against the config before any trial runs.
+
+use super::toml_literal;
+use crate::config::{self, ConfigError, Loaded, TuneConfig};
+use anyhow::{bail, Result};
+use serde_json::{json, Value};
+
+/// The search space (a list, in config order). Each key is checked by applying the values of its range to the
+/// config: a typo fails here, not in every trial.
+pub fn search_space(loaded: &Loaded, tc: &TuneConfig) -> Result<Value> {
+    let error = |key: String, message: String| ConfigError { file: loaded.path.clone(), location: None, key: Some(key), message };
+    if tc.params.is_empty() {
+        bail!(error(
+            "tune.params".into(),
+            "no parameters to search: add e.g. `\"optimizer.lr\" = { type = \"float\", low = 1e-4, high = 1e-1, log = true }`".into()
+        ));
+    }
+    let mut out = Vec::new();
+    for (name, spec) in &tc.params {
+        let key = format!("tune.params.\"{name}\"");
+        let Some(table) = spec.as_table() else {
+            bail!(error(key, "must be a table like { type = \"float\", low = 0.001, high = 0.1 }".into()));
+        };
+        let mut j = serde_json::to_value(table)?;
+        j["name"] = json!(name);
+        if let Some(message) = no_valid_value(loaded, name, &j) {
+            bail!(error(key, format!("no value of this range makes a valid config: {message}")));
+        }
+        out.push(j);
+    }
+    Ok(Value::Array(out))
+}
+
+/// The first error, when no probe of the range (its choices, or its low and high) makes a valid config: the key
+/// is right if some value does (one bad choice only fails its trials).
+fn no_valid_value(loaded: &Loaded, name: &str, spec: &Value) -> Option<String> {
+    let probes: Vec<Value> = match spec["choices"].as_array() {
+        Some(c) => c.clone(),
+        None => ["low", "high"].iter().filter_map(|k| spec.get(*k).cloned()).collect(),
+    };
+    let mut first_error = None;
+    for probe in &probes {
+        match config::parse(&loaded.text, &loaded.path, &[format!("{name}={}", toml_literal(probe))]) {
+            Ok(_) => return None,
+            Err(e) => {
+                first_error.get_or_insert(e.message);
+            }
+        }
+    }
+    first_error
+}

@@ -1,0 +1,195 @@
+//! One trial: a child `bz train` process, the metrics file it writes, and the values reported from it.
+
+use super::toml_literal;
+use anyhow::{Context, Result};
+use bz_plugin_api::{TrialState, TunerBox};
+use serde_json::{json, Map, Value};
+use std::io::{BufRead, Seek};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+/// How trials are started: the same bz, config, plugins and `--set`s for each, in the study's directory.
+pub struct Launcher {
+    pub exe: PathBuf,
+    pub config: PathBuf,
+    pub plugin_dir: PathBuf,
+    /// The user's `--set`s, before the trial's params.
+    pub sets: Vec<String>,
+    pub root: PathBuf,
+    pub study: String,
+}
+
+impl Launcher {
+    /// Starts the tuner's trial `number` with `params`, its output going to `trial-N.log`.
+    pub fn start(&self, number: u64, params: Map<String, Value>) -> Result<Trial> {
+        let run_name = format!("trial-{number}");
+        let log = self.root.join(format!("{run_name}.log"));
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("train").arg(&self.config).arg("--run-name").arg(&run_name).arg("--plugin-dir").arg(&self.plugin_dir).arg("-q");
+        cmd.arg("--set").arg(format!("run.dir={}", toml_literal(&json!(self.root.display().to_string()))));
+        for s in &self.sets {
+            cmd.arg("--set").arg(s);
+        }
+        for (k, v) in &params {
+            cmd.arg("--set").arg(format!("{k}={}", toml_literal(v)));
+        }
+        // Tracking plugins group a study's trials (W&B reads this; TensorBoard shows the runs side by side).
+        cmd.env("WANDB_RUN_GROUP", &self.study).env("BZ_TUNE_STUDY", &self.study).env("BZ_TUNE_TRIAL", number.to_string());
+        let out = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn().context("cannot start a trial")?;
+        let metrics = self.root.join(&run_name).join("metrics.jsonl");
+        // A rerun of a number (never happens within a study) would read old lines: start clean.
+        let _ = std::fs::remove_file(&metrics);
+        Ok(Trial { number, params, child, metrics: MetricsTail { path: metrics, offset: 0 }, last: None, epochs: 0, pruning: false, exited: false, log })
+    }
+}
+
+pub struct Trial {
+    pub number: u64,
+    pub params: Map<String, Value>,
+    child: Child,
+    metrics: MetricsTail,
+    /// The last objective value reported to the tuner: the trial's value.
+    last: Option<f64>,
+    pub epochs: u64,
+    /// The tuner said prune and the child got SIGINT.
+    pruning: bool,
+    /// The child is reaped: it must not be signalled again (its pid may be reused).
+    exited: bool,
+    log: PathBuf,
+}
+
+/// A finished trial's result for the tuner, and the words that describe it.
+pub struct Verdict {
+    pub state: TrialState,
+    pub value: Option<f64>,
+    pub what: String,
+}
+
+impl Trial {
+    /// Reports the objective of each new epoch line to the tuner, and stops the child when the tuner prunes it.
+    pub fn report_new_epochs(&mut self, tuner: &mut TunerBox, metric: &str) {
+        for line in self.metrics.new_lines() {
+            if line["event"] != "epoch" {
+                continue;
+            }
+            let epoch = line["epoch"].as_u64().unwrap_or(self.epochs + 1);
+            self.epochs = epoch;
+            // After a prune the tuner keeps the last reported value; later epochs are not part of the trial.
+            let Some(v) = line.get(metric).and_then(Value::as_f64).filter(|_| !self.pruning) else { continue };
+            self.last = Some(v);
+            match tuner.report(self.number, epoch, v).into_result() {
+                // A child that already finished ran to its end: the prune comes too late to stop anything.
+                Ok(true) if !self.exited => {
+                    self.pruning = true;
+                    self.interrupt();
+                }
+                Ok(_) => {}
+                Err(e) => eprintln!("warning: the tuner could not record trial {}'s epoch {epoch}: {}", self.number, e.message),
+            }
+        }
+    }
+
+    /// The child's exit status once it has ended; then the lines it wrote since the last poll are reported too.
+    pub fn try_finish(&mut self, tuner: &mut TunerBox, metric: &str) -> Result<Option<ExitStatus>> {
+        let status = self.child.try_wait()?;
+        if status.is_some() {
+            self.exited = true;
+            self.report_new_epochs(tuner, metric);
+        }
+        Ok(status)
+    }
+
+    /// What to tell the tuner about a trial whose child ended with `status`.
+    pub fn verdict(&self, status: ExitStatus, metric: &str, interrupted: bool) -> Verdict {
+        let code = status.code().unwrap_or(-1);
+        let (state, value, what) = if self.pruning {
+            (TrialState::PRUNED, self.last, "PRUNED".to_string())
+        } else if code == 0 && self.last.is_some() {
+            (TrialState::COMPLETE, self.last, "COMPLETE".to_string())
+        } else if code == 0 {
+            (TrialState::FAILED, None, format!("FAILED (no `{metric}` in its epoch lines; see {})", self.log.display()))
+        } else if interrupted {
+            (TrialState::FAILED, None, "FAILED (interrupted)".to_string())
+        } else {
+            (TrialState::FAILED, None, format!("FAILED (exit {code}; see {})", self.log.display()))
+        };
+        Verdict { state, value, what }
+    }
+
+    /// SIGINT: the trial stops after its current batch, as on Ctrl-C.
+    pub fn interrupt(&self) {
+        if !self.exited {
+            // SAFETY: signalling our own child, which is not yet reaped.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        }
+    }
+
+    /// Whether the child is still running (it is reaped when it is not).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Kills the child if it still runs, and reaps it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The complete lines a trial has appended to its `metrics.jsonl` since the last read.
+struct MetricsTail {
+    path: PathBuf,
+    offset: u64,
+}
+
+impl MetricsTail {
+    /// Bounded per call, so one huge file cannot stall the scheduler; the rest comes next time.
+    const MAX_LINES: usize = 100_000;
+
+    fn new_lines(&mut self) -> Vec<Value> {
+        let Ok(mut f) = std::fs::File::open(&self.path) else { return Vec::new() };
+        if f.seek(std::io::SeekFrom::Start(self.offset)).is_err() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let mut reader = std::io::BufReader::new(f);
+        let mut line = String::new();
+        for _ in 0..Self::MAX_LINES {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                // A line still being written: read it again next time.
+                Ok(_) if !line.ends_with('\n') => break,
+                Ok(n) => {
+                    self.offset += n as u64;
+                    if let Ok(v) = serde_json::from_str::<Value>(line.trim()) {
+                        out.push(v);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A trial must not outlive its `bz tune`, however that ends (`kill -9` included): the kernel sends the trial
+/// SIGINT when the parent goes, and the trial stops after its current batch as on Ctrl-C. Its study row stays
+/// RUNNING until the next worker fails it through the stale heartbeat.
+fn die_with_parent(cmd: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: between fork and exec only async-signal-safe calls (prctl, getppid, raise).
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT);
+            // The parent may have died before prctl took effect.
+            if libc::getppid() as u32 != parent {
+                libc::raise(libc::SIGINT);
+            }
+            Ok(())
+        });
+    }
+}
