@@ -1,6 +1,6 @@
 //! bz: trains PyTorch models on libtorch from a TOML file.
 //!
-//! The binary's commands live in `main.rs`; everything they use is here so integration tests can reach it.
+//! The binary's commands live in `main.rs` and `commands/`; everything they use is here so integration tests can reach it.
 
 pub mod atomic;
 pub mod checkpoint;

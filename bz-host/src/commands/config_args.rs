@@ -54,3 +54,23 @@ impl ConfigArgs {
         bz_host::plugins::loader::plugin_dir(self.plugin_dir.as_deref())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::KeyFlag;
+
+    fn item(f: Option<KeyFlag>) -> String {
+        f.map(|f| f.0).unwrap_or_default()
+    }
+
+    #[test]
+    fn flags_become_toml_set_items() {
+        assert_eq!(item(KeyFlag::int("tune.n_trials", Some(4))), "tune.n_trials=4");
+        assert_eq!(item(KeyFlag::int("tune.n_trials", Some(u64::MAX))), format!("tune.n_trials={}", i64::MAX));
+        assert_eq!(item(KeyFlag::float("tune.timeout", Some(2.0))), "tune.timeout=2.0");
+        // A string that looks like a number, or holds quotes, stays a string.
+        assert_eq!(item(KeyFlag::string("tune.study", Some("123"))), "tune.study=\"123\"");
+        assert_eq!(item(KeyFlag::string("tune.study", Some("a\"b"))), "tune.study='a\"b'");
+        assert!(KeyFlag::int("train.epochs", None).is_none());
+    }
+}

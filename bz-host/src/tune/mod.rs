@@ -99,3 +99,16 @@ fn fmt_params(p: &serde_json::Map<String, serde_json::Value>) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn params_become_toml_literals() {
+        assert_eq!(super::toml_literal(&json!("adam")), "\"adam\"");
+        assert_eq!(super::toml_literal(&json!(32)), "32");
+        assert_eq!(super::toml_literal(&json!(1.0)), "1.0");
+        assert_eq!(super::toml_literal(&json!(true)), "true");
+    }
+}

@@ -12,7 +12,7 @@ pub fn search_space(loaded: &Loaded, tc: &TuneConfig) -> Result<Value> {
     if tc.params.is_empty() {
         bail!(error(
             "tune.params".into(),
-            "no parameters to search: add e.g. `\"optimizer.lr\" = { type = \"float\", low = 1e-4, high = 1e-1, log = true }`".into()
+            "no parameters to search: add a [tune.params] table with e.g. `\"optimizer.lr\" = { type = \"float\", low = 1e-4, high = 1e-1, log = true }`, as in examples/digits-tune.toml".into()
         ));
     }
     let mut out = Vec::new();

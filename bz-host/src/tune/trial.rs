@@ -193,3 +193,23 @@ fn die_with_parent(cmd: &mut Command) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::MetricsTail;
+    use std::io::Write;
+
+    #[test]
+    fn a_line_still_being_written_is_read_once_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        let mut tail = MetricsTail { path: path.clone(), offset: 0 };
+        assert!(tail.new_lines().is_empty(), "no file yet");
+        let mut f = std::fs::File::create(&path).unwrap();
+        write!(f, "{{\"epoch\": 1}}\n{{\"epo").unwrap();
+        assert_eq!(tail.new_lines(), vec![serde_json::json!({"epoch": 1})]);
+        writeln!(f, "ch\": 2}}").unwrap();
+        assert_eq!(tail.new_lines(), vec![serde_json::json!({"epoch": 2})]);
+        assert!(tail.new_lines().is_empty());
+    }
+}
