@@ -18,6 +18,8 @@ pub struct ConfigArgs {
 }
 
 /// A dedicated flag that stands for a config key (`--epochs N` for `train.epochs = N`), as a `--set` item.
+/// `--run-name` is not one: it picks a run directory (train and eval alike, `run.name` being its default) and is
+/// not recorded in the run's resolved config or the hyperparameters plugins see.
 pub struct KeyFlag(String);
 
 impl KeyFlag {

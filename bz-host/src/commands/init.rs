@@ -1,7 +1,7 @@
 //! `bz init`: a commented starter config.
 
 use super::exit::Status;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -22,7 +22,7 @@ impl InitArgs {
         if path.exists() && !self.force {
             anyhow::bail!("{} already exists; pass --force to overwrite it", path.display());
         }
-        bz_host::train::write_atomic(path, STARTER.as_bytes())?;
+        bz_host::atomic::write(path, STARTER.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
         println!("wrote {} · train it with `bz train {}`", path.display(), path.display());
         Ok(Status::Success)
     }

@@ -3,7 +3,7 @@
 use super::study::Study;
 use super::{fmt_params, toml_literal};
 use crate::config::{self, Loaded};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use bz_plugin_api::TunerBox;
 use serde_json::{Map, Value};
 
@@ -39,6 +39,6 @@ fn write_best_config(study: &Study, loaded: &Loaded, sets: &[String], best: &Map
     best_cfg.tune = None;
     let path = study.root.join("best.toml");
     let header = format!("# best trial {} of study {}: {} = {}\n", best["number"], study.name, study.tune.metric, best["value"]);
-    crate::train::write_atomic(&path, format!("{header}{}", config::to_toml(&best_cfg)).as_bytes())?;
+    crate::atomic::write(&path, format!("{header}{}", config::to_toml(&best_cfg)).as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }
