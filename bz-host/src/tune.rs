@@ -76,13 +76,7 @@ fn search_space(loaded: &Loaded, text: &str) -> Result<Value> {
     }
     let mut out = Vec::new();
     for (name, spec) in &tc.params {
-        let table = spec.as_table().ok_or_else(|| config::ConfigError {
-            file: loaded.path.clone(),
-            location: None,
-            key: Some(format!("tune.params.\"{name}\"")),
-            message: "must be a table like { type = \"float\", low = 0.001, high = 0.1 }".into(),
-        })?;
-        let mut j = serde_json::to_value(table)?;
+        let mut j = serde_json::to_value(spec)?;
         j["name"] = json!(name);
         // The key is right if some value of the range makes a valid config (one bad choice only fails its trials).
         let probes: Vec<Value> = match j["choices"].as_array() {
@@ -193,7 +187,7 @@ pub fn tune(loaded: &Loaded, text: &str, opts: &TuneOptions) -> Result<TuneOutco
             url::Url::parse(&storage).map(|u| crate::redact::url(&u)).unwrap_or_else(|_| storage.clone()),
             tc.metric,
             tc.sampler,
-            tc.pruner.get("type").and_then(|t| t.as_str()).unwrap_or("median")
+            tc.pruner.name()
         );
     }
 

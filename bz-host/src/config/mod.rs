@@ -3,6 +3,27 @@
 //! Every unknown key, wrong type or bad value becomes a [`ConfigError`] that names the file, line, column and key,
 //! with a suggestion when a key or choice looks misspelled.
 
+mod data;
+mod hyperparameters;
+mod optimizer;
+mod overrides;
+mod scheduler;
+mod tagged;
+mod tune;
+#[cfg(test)]
+mod typed_tests;
+
+pub use data::{Column, CsvData, DataConfig, DataSource, IdxData, SafetensorsData, SyntheticData, TaskKind};
+pub use hyperparameters::hyperparameters;
+pub use optimizer::{AdamOptions, OptimizerConfig, OptimizerKind, RmspropOptions, SgdOptions};
+pub use overrides::apply_override;
+pub use scheduler::{CosineOptions, OneCycleOptions, PlateauOptions, SchedulerConfig, SchedulerKind, StepOptions};
+pub use tagged::SectionError;
+pub use tune::{
+    Choices, FloatRange, HalvingOptions, HyperbandOptions, IntRange, MedianOptions, ParamSpec, PercentileOptions, PrunerConfig, TuneConfig, TuneDirection,
+};
+
+use overrides::split_key;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -34,72 +55,6 @@ pub struct Config {
     pub tune: Option<TuneConfig>,
 }
 
-/// `[tune]`: what `bz tune` searches, and how.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TuneConfig {
-    /// The objective: a metric of the epoch lines, e.g. `val/loss`.
-    #[serde(default = "default_tune_metric")]
-    pub metric: String,
-    #[serde(default)]
-    pub direction: TuneDirection,
-    /// The study's total number of trials (every worker counts towards it).
-    #[serde(default = "default_n_trials")]
-    pub n_trials: u64,
-    /// Seconds after which no new trial starts.
-    pub timeout: Option<f64>,
-    /// Trials run at once by this worker.
-    #[serde(default = "one_job")]
-    pub n_jobs: usize,
-    /// Default: the config file's name.
-    pub study: Option<String>,
-    /// Default: `sqlite:///<run.dir>/<study>/study.db`.
-    pub storage: Option<String>,
-    #[serde(default = "default_sampler")]
-    pub sampler: String,
-    /// Default: run.seed.
-    pub seed: Option<u64>,
-    pub n_startup_trials: Option<u64>,
-    /// Seconds between a running trial's heartbeats; a trial silent for twice as long is failed.
-    pub heartbeat_interval: Option<f64>,
-    /// The tuner plugin.
-    #[serde(default = "default_tuner")]
-    pub plugin: String,
-    /// `type = "median" | "percentile" | "successive_halving" | "hyperband" | "none"` and its options.
-    #[serde(default)]
-    pub pruner: toml::Table,
-    /// Config key → `{ type = "float" | "int" | "categorical", low, high, log, step, choices }`.
-    #[serde(default)]
-    pub params: toml::Table,
-    /// Trials to run first, as `{ "config.key" = value, … }`.
-    #[serde(default)]
-    pub enqueue: Vec<toml::Table>,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum TuneDirection {
-    #[default]
-    Minimize,
-    Maximize,
-}
-
-fn default_tune_metric() -> String {
-    "val/loss".into()
-}
-fn default_n_trials() -> u64 {
-    20
-}
-fn one_job() -> usize {
-    1
-}
-fn default_sampler() -> String {
-    "tpe".into()
-}
-fn default_tuner() -> String {
-    "optuna".into()
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RunConfig {
@@ -120,82 +75,6 @@ impl Default for RunConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum DataSource {
-    Digits,
-    Synthetic,
-    Idx,
-    Csv,
-    Safetensors,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskKind {
-    Classification,
-    Regression,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(untagged)]
-pub enum Column {
-    Index(usize),
-    Name(String),
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct DataConfig {
-    pub source: DataSource,
-    /// File or directory of the training data (idx: a directory; csv, safetensors: a file).
-    pub path: Option<PathBuf>,
-    /// Separate validation data: for idx `"test"` uses the t10k files; for csv/safetensors a file path.
-    pub val: Option<String>,
-    /// Fraction of the training data held out for validation when `val` is not given.
-    pub val_split: f64,
-    /// Standardise features with the training split's mean and std (per channel for images, per column otherwise).
-    pub normalize: bool,
-    pub task: TaskKind,
-    // csv
-    pub target: Option<Column>,
-    pub features: Option<Vec<Column>>,
-    pub header: bool,
-    pub delimiter: String,
-    // safetensors
-    pub features_key: String,
-    pub targets_key: String,
-    // synthetic
-    pub samples: usize,
-    pub num_features: usize,
-    pub classes: usize,
-    pub noise: f32,
-}
-
-impl Default for DataConfig {
-    fn default() -> Self {
-        DataConfig {
-            source: DataSource::Digits,
-            path: None,
-            val: None,
-            val_split: 0.2,
-            normalize: false,
-            task: TaskKind::Classification,
-            target: None,
-            features: None,
-            header: true,
-            delimiter: ",".into(),
-            features_key: "x".into(),
-            targets_key: "y".into(),
-            samples: 2000,
-            num_features: 20,
-            classes: 3,
-            noise: 1.0,
-        }
-    }
-}
-
-/// One layer of a config-built model. Input sizes are inferred from the data and the layers before.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LayerSpec {
@@ -313,107 +192,9 @@ impl Default for TrainConfig {
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-pub enum OptimizerKind {
-    Sgd,
-    Adam,
-    Adamw,
-    Rmsprop,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct OptimizerConfig {
-    pub name: OptimizerKind,
-    pub lr: f64,
-    /// Default: 0, or 0.01 for adamw (as PyTorch).
-    pub weight_decay: Option<f64>,
-    pub momentum: f64,
-    pub dampening: f64,
-    pub nesterov: bool,
-    pub betas: [f64; 2],
-    pub eps: f64,
-    /// RMSprop smoothing constant.
-    pub alpha: f64,
-    pub centered: bool,
-}
-
-impl Default for OptimizerConfig {
-    fn default() -> Self {
-        OptimizerConfig {
-            name: OptimizerKind::Adam,
-            lr: 1e-3,
-            weight_decay: None,
-            momentum: 0.0,
-            dampening: 0.0,
-            nesterov: false,
-            betas: [0.9, 0.999],
-            eps: 1e-8,
-            alpha: 0.99,
-            centered: false,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum SchedulerKind {
-    Constant,
-    Step,
-    Cosine,
-    OneCycle,
-    Plateau,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
 pub enum Mode {
     Min,
     Max,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct SchedulerConfig {
-    pub name: SchedulerKind,
-    /// Linear warm-up from ~0 to the schedule's starting lr, in optimizer steps or epochs (not both).
-    pub warmup_steps: usize,
-    pub warmup_epochs: f64,
-    /// step: decay every `step_size` epochs by `gamma`.
-    pub step_size: usize,
-    pub gamma: f64,
-    /// cosine and plateau: the floor.
-    pub min_lr: f64,
-    /// one_cycle (PyTorch's OneCycleLR with cosine annealing; `optimizer.lr` is the peak).
-    pub pct_start: f64,
-    pub div_factor: f64,
-    pub final_div_factor: f64,
-    /// plateau (PyTorch's ReduceLROnPlateau, relative threshold).
-    pub monitor: String,
-    pub mode: Option<Mode>,
-    pub factor: f64,
-    pub patience: usize,
-    pub threshold: f64,
-}
-
-impl Default for SchedulerConfig {
-    fn default() -> Self {
-        SchedulerConfig {
-            name: SchedulerKind::Constant,
-            warmup_steps: 0,
-            warmup_epochs: 0.0,
-            step_size: 10,
-            gamma: 0.1,
-            min_lr: 0.0,
-            pct_start: 0.3,
-            div_factor: 25.0,
-            final_div_factor: 1e4,
-            monitor: "val/loss".into(),
-            mode: None,
-            factor: 0.1,
-            patience: 10,
-            threshold: 1e-4,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -485,6 +266,23 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// A config value found wrong only later, e.g. once the data are loaded; the caller knows the file
+/// ([`in_file`]), so it still becomes a [`ConfigError`] (exit 2) naming the key.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("`{key}`: {message}")]
+pub struct KeyError {
+    pub key: String,
+    pub message: String,
+}
+
+/// Turns a [`KeyError`] inside `error` into a [`ConfigError`] for `file`; other errors pass unchanged.
+pub fn in_file(error: anyhow::Error, file: &Path) -> anyhow::Error {
+    match error.downcast::<KeyError>() {
+        Ok(k) => ConfigError { file: file.to_path_buf(), location: None, key: Some(k.key), message: k.message }.into(),
+        Err(e) => e,
+    }
+}
+
 /// A loaded config together with where it came from.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -521,15 +319,19 @@ pub fn parse(text: &str, file: &Path, overrides: &[String]) -> Result<Config, Co
         let key = apply_override(&mut value, item).map_err(|m| err(None, None, format!("--set {item}: {m}")))?;
         overridden.push(key);
     }
-    let config: Config = serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
-        let path = e.path().to_string();
-        let message = with_suggestion(&first_line(&e.inner().to_string()));
-        let key = if path == "." { String::new() } else { path.clone() };
+    // A key from --set has no place in the file; any other error points at its line and column.
+    let report = |key: String, message: String| {
+        let message = with_suggestion(&message);
         if let Some(o) = overridden.iter().find(|o| key == **o || key.starts_with(&format!("{o}.")) || key.starts_with(&format!("{o}["))) {
             return err(None, Some(key.clone()), format!("{message} (from --set {o}=…)"));
         }
         let loc = span_of(&doc, &key, &message).map(|off| line_col(text, off));
         err(loc, Some(key), message)
+    };
+    check_tagged(&value).map_err(|(key, message)| report(key, message))?;
+    let config: Config = serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| {
+        let path = e.path().to_string();
+        report(if path == "." { String::new() } else { path }, first_line(&e.inner().to_string()))
     })?;
     check(&config).map_err(|(key, message)| {
         let loc = span_of(&doc, &key, "").map(|off| line_col(text, off));
@@ -543,6 +345,42 @@ pub fn parse(text: &str, file: &Path, overrides: &[String]) -> Result<Config, Co
         err(loc, Some(format!("plugins.{shown}{}", field.map(|f| format!(".{f}")).unwrap_or_default())), message)
     })?;
     Ok(config)
+}
+
+/// Types the sections whose keys depend on a tag before the whole config, so that their errors keep the key path
+/// (see `tagged`). Returns the offending key and why.
+fn check_tagged(root: &toml::Table) -> Result<(), (String, String)> {
+    fn section<T: tagged::Tagged>(table: Option<&toml::Value>, at: &str) -> Result<(), (String, String)> {
+        match table.and_then(toml::Value::as_table).map(tagged::resolve::<T>) {
+            Some(Err(e)) => Err((if e.path.is_empty() { at.to_string() } else { format!("{at}.{}", e.path) }, e.message)),
+            _ => Ok(()),
+        }
+    }
+    section::<DataConfig>(root.get("data"), "data")?;
+    section::<OptimizerConfig>(root.get("optimizer"), "optimizer")?;
+    section::<SchedulerConfig>(root.get("scheduler"), "scheduler")?;
+    let tune = root.get("tune").and_then(toml::Value::as_table);
+    section::<PrunerConfig>(tune.and_then(|t| t.get("pruner")), "tune.pruner")?;
+    for (name, spec) in tune.and_then(|t| t.get("params")).and_then(toml::Value::as_table).into_iter().flatten() {
+        section::<ParamSpec>(Some(spec), &format!("tune.params.{name:?}"))?;
+    }
+    Ok(())
+}
+
+/// Reads a run directory's resolved `config.toml`. Those written before sections were typed hold every
+/// variant's keys at their defaults; the keys that do not apply are dropped, as that version ignored them.
+pub fn parse_resolved(text: &str) -> Result<Config, toml::de::Error> {
+    let mut table: toml::Table = toml::from_str(text)?;
+    if let Some(t) = table.get_mut("data").and_then(toml::Value::as_table_mut) {
+        tagged::retain_applicable::<DataConfig>(t);
+    }
+    if let Some(t) = table.get_mut("optimizer").and_then(toml::Value::as_table_mut) {
+        tagged::retain_applicable::<OptimizerConfig>(t);
+    }
+    if let Some(t) = table.get_mut("scheduler").and_then(toml::Value::as_table_mut) {
+        tagged::retain_applicable::<SchedulerConfig>(t);
+    }
+    toml::Value::Table(table).try_into()
 }
 
 /// Plugin section names and `library` values name files in the plugin directory, so only plain names may: a
@@ -604,43 +442,13 @@ fn check(c: &Config) -> Result<(), (String, String)> {
             }
         }
     }
-    if !(0.0..1.0).contains(&c.data.val_split) {
-        return bad("data.val_split", format!("{} is outside [0, 1); use `data.val` for a separate validation set", c.data.val_split));
-    }
-    if c.data.delimiter.len() != 1 {
-        return bad("data.delimiter", format!("{:?} must be a single one-byte character", c.data.delimiter));
-    }
-    let o = &c.optimizer;
-    if !(o.lr > 0.0 && o.lr.is_finite()) {
-        return bad("optimizer.lr", format!("{} must be a positive number", o.lr));
-    }
-    if o.momentum < 0.0 {
-        return bad("optimizer.momentum", format!("{} must be >= 0", o.momentum));
-    }
-    if o.nesterov && (o.momentum <= 0.0 || o.dampening != 0.0) {
-        return bad("optimizer.nesterov", "needs momentum > 0 and dampening = 0 (as in PyTorch)".into());
-    }
-    if o.betas.iter().any(|b| !(0.0..1.0).contains(b)) {
-        return bad("optimizer.betas", format!("{:?}: each beta must be in [0, 1)", o.betas));
-    }
-    if o.weight_decay.is_some_and(|w| w < 0.0) {
-        return bad("optimizer.weight_decay", "must be >= 0".into());
-    }
-    let s = &c.scheduler;
-    if s.warmup_steps > 0 && s.warmup_epochs > 0.0 {
-        return bad("scheduler.warmup_epochs", "give warmup_steps or warmup_epochs, not both".into());
-    }
-    if s.name == SchedulerKind::OneCycle && (s.warmup_steps > 0 || s.warmup_epochs > 0.0) {
-        return bad("scheduler.name", "one_cycle has its own warm-up (pct_start); remove warmup_steps/warmup_epochs".into());
-    }
-    if s.name == SchedulerKind::Step && s.step_size == 0 {
-        return bad("scheduler.step_size", "must be at least 1 epoch".into());
-    }
-    if !(s.pct_start > 0.0 && s.pct_start < 1.0) {
-        return bad("scheduler.pct_start", format!("{} is outside (0, 1)", s.pct_start));
-    }
-    if !(s.factor > 0.0 && s.factor < 1.0) {
-        return bad("scheduler.factor", format!("{} is outside (0, 1)", s.factor));
+    check_data(&c.data)?;
+    check_optimizer(&c.optimizer)?;
+    check_scheduler(&c.scheduler)?;
+    if let Some(PrunerConfig::Percentile(p)) = c.tune.as_ref().map(|t| &t.pruner) {
+        if !(0.0..=100.0).contains(&p.percentile) {
+            return bad("tune.pruner.percentile", format!("{} is outside [0, 100]", p.percentile));
+        }
     }
     if c.model.torchscript.is_some() && !c.model.layers.is_empty() {
         return bad("model.torchscript", "give either `layers` or `torchscript`, not both".into());
@@ -655,6 +463,63 @@ fn check(c: &Config) -> Result<(), (String, String)> {
         d => return bad("run.device", format!("unknown device {d:?}: use \"auto\", \"cpu\", \"cuda\" or \"cuda:N\"")),
     }
     Ok(())
+}
+
+fn check_data(d: &DataConfig) -> Result<(), (String, String)> {
+    let bad = |k: &str, m: String| Err((k.to_string(), m));
+    if !(0.0..1.0).contains(&d.val_split) {
+        return bad("data.val_split", format!("{} is outside [0, 1); use `data.val` for a separate validation set", d.val_split));
+    }
+    match &d.source {
+        DataSource::Csv(csv) if csv.delimiter.len() != 1 => bad("data.delimiter", format!("{:?} must be a single one-byte character", csv.delimiter)),
+        DataSource::Idx(IdxData { val: Some(v), .. }) if v != "test" => {
+            bad("data.val", format!("{v:?}: for idx data use \"test\" (the t10k files) or leave it out and set val_split"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_optimizer(o: &OptimizerConfig) -> Result<(), (String, String)> {
+    let bad = |k: &str, m: String| Err((k.to_string(), m));
+    if !(o.lr > 0.0 && o.lr.is_finite()) {
+        return bad("optimizer.lr", format!("{} must be a positive number", o.lr));
+    }
+    if o.weight_decay.is_some_and(|w| w < 0.0) {
+        return bad("optimizer.weight_decay", "must be >= 0".into());
+    }
+    let momentum = match &o.kind {
+        OptimizerKind::Sgd(s) => s.momentum,
+        OptimizerKind::Rmsprop(r) => r.momentum,
+        OptimizerKind::Adam(_) | OptimizerKind::Adamw(_) => 0.0,
+    };
+    if momentum < 0.0 {
+        return bad("optimizer.momentum", format!("{momentum} must be >= 0"));
+    }
+    match &o.kind {
+        OptimizerKind::Sgd(s) if s.nesterov && (s.momentum <= 0.0 || s.dampening != 0.0) => {
+            bad("optimizer.nesterov", "needs momentum > 0 and dampening = 0 (as in PyTorch)".into())
+        }
+        OptimizerKind::Adam(a) | OptimizerKind::Adamw(a) if a.betas.iter().any(|b| !(0.0..1.0).contains(b)) => {
+            bad("optimizer.betas", format!("{:?}: each beta must be in [0, 1)", a.betas))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_scheduler(s: &SchedulerConfig) -> Result<(), (String, String)> {
+    let bad = |k: &str, m: String| Err((k.to_string(), m));
+    if s.warmup_steps > 0 && s.warmup_epochs > 0.0 {
+        return bad("scheduler.warmup_epochs", "give warmup_steps or warmup_epochs, not both".into());
+    }
+    match &s.kind {
+        SchedulerKind::OneCycle(_) if s.warmup_steps > 0 || s.warmup_epochs > 0.0 => {
+            bad("scheduler.name", "one_cycle has its own warm-up (pct_start); remove warmup_steps/warmup_epochs".into())
+        }
+        SchedulerKind::Step(step) if step.step_size == 0 => bad("scheduler.step_size", "must be at least 1 epoch".into()),
+        SchedulerKind::OneCycle(o) if !(o.pct_start > 0.0 && o.pct_start < 1.0) => bad("scheduler.pct_start", format!("{} is outside (0, 1)", o.pct_start)),
+        SchedulerKind::Plateau(p) if !(p.factor > 0.0 && p.factor < 1.0) => bad("scheduler.factor", format!("{} is outside (0, 1)", p.factor)),
+        _ => Ok(()),
+    }
 }
 
 fn check_layers(layers: &[LayerSpec], at: &str) -> Result<(), (String, String)> {
@@ -695,77 +560,6 @@ fn check_layers(layers: &[LayerSpec], at: &str) -> Result<(), (String, String)> 
         }
     }
     Ok(())
-}
-
-/// Applies `a.b[2].c=value` to the table; the value is TOML (`0.1`, `true`, `"x"`, `[1, 2]`) or else a bare string.
-/// Returns the key path in the same spelling serde_path_to_error uses.
-pub fn apply_override(table: &mut toml::Table, item: &str) -> Result<String, String> {
-    let (key, raw) = item.split_once('=').ok_or("expected key=value, e.g. --set optimizer.lr=0.01")?;
-    let key = key.trim();
-    let raw = raw.trim();
-    let value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        Ok(mut t) => t.remove("v").ok_or("no value")?,
-        Err(_) => toml::Value::String(raw.to_string()),
-    };
-    let segments = split_key(key)?;
-    let mut cur = table;
-    let mut normalized = String::new();
-    for (i, seg) in segments.iter().enumerate() {
-        let last = i + 1 == segments.len();
-        if !normalized.is_empty() {
-            normalized.push('.');
-        }
-        normalized.push_str(&seg.name);
-        if seg.indexes.is_empty() {
-            if last {
-                cur.insert(seg.name.clone(), value.clone());
-                return Ok(normalized);
-            }
-            let entry = cur.entry(seg.name.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            cur = entry.as_table_mut().ok_or_else(|| format!("`{normalized}` is not a table"))?;
-            continue;
-        }
-        let mut v = cur.get_mut(&seg.name).ok_or_else(|| format!("`{normalized}` is not in the config, so it cannot be indexed"))?;
-        for (j, idx) in seg.indexes.iter().enumerate() {
-            normalized.push_str(&format!("[{idx}]"));
-            let arr = v.as_array_mut().ok_or_else(|| format!("`{normalized}`: not a list"))?;
-            let len = arr.len();
-            v = arr.get_mut(*idx).ok_or_else(|| format!("index {idx} is out of range (the list has {len} entries)"))?;
-            if last && j + 1 == seg.indexes.len() {
-                *v = value.clone();
-                return Ok(normalized);
-            }
-        }
-        cur = v.as_table_mut().ok_or_else(|| format!("`{normalized}` is not a table"))?;
-    }
-    Err("empty key".into())
-}
-
-struct Segment {
-    name: String,
-    indexes: Vec<usize>,
-}
-
-fn split_key(key: &str) -> Result<Vec<Segment>, String> {
-    if key.is_empty() {
-        return Err("empty key".into());
-    }
-    key.split('.')
-        .map(|part| {
-            let (name, rest) = part.split_once('[').map(|(n, r)| (n, Some(r))).unwrap_or((part, None));
-            if name.is_empty() {
-                return Err(format!("bad key {key:?}"));
-            }
-            let mut indexes = Vec::new();
-            if let Some(rest) = rest {
-                for idx in format!("[{rest}").split('[').skip(1) {
-                    let n = idx.strip_suffix(']').and_then(|n| n.parse().ok()).ok_or_else(|| format!("bad index in {key:?}"))?;
-                    indexes.push(n);
-                }
-            }
-            Ok(Segment { name: name.to_string(), indexes })
-        })
-        .collect()
 }
 
 /// Byte offset of a key path in the document: the offending key for unknown-field errors, otherwise the value.
@@ -939,7 +733,7 @@ mod tests {
     fn overrides_apply_and_type_check() {
         let c = parse(MINIMAL, Path::new("c.toml"), &["optimizer.lr=0.5".into(), "model.layers[1].out=7".into(), "optimizer.name=sgd".into()]).unwrap();
         assert_eq!(c.optimizer.lr, 0.5);
-        assert_eq!(c.optimizer.name, OptimizerKind::Sgd);
+        assert_eq!(c.optimizer.kind, OptimizerKind::Sgd(SgdOptions::default()));
         assert_eq!(c.model.layers[1], LayerSpec::Linear { out: 7, bias: true });
         let e = parse(MINIMAL, Path::new("c.toml"), &["train.epochs=abc".into()]).unwrap_err();
         assert!(e.message.contains("--set train.epochs"), "{e}");
