@@ -362,7 +362,11 @@ fn check_tagged(root: &toml::Table) -> Result<(), (String, String)> {
     let tune = root.get("tune").and_then(toml::Value::as_table);
     section::<PrunerConfig>(tune.and_then(|t| t.get("pruner")), "tune.pruner")?;
     for (name, spec) in tune.and_then(|t| t.get("params")).and_then(toml::Value::as_table).into_iter().flatten() {
-        section::<ParamSpec>(Some(spec), &format!("tune.params.{name:?}"))?;
+        let at = format!("tune.params.{name:?}");
+        if !spec.is_table() {
+            return Err((at, "must be a table like { type = \"float\", low = 0.001, high = 0.1 }".into()));
+        }
+        section::<ParamSpec>(Some(spec), &at)?;
     }
     Ok(())
 }

@@ -103,6 +103,8 @@ fn pruner_and_params_are_typed() {
     assert_eq!((e.key.as_deref(), e.location.map(|l| l.0)), (Some("tune.params.\"optimizer.lr\".low"), Some(4)), "{e}");
     let e = err("[tune.params]\n\"optimizer.lr\" = { type = \"float\", low = 0.1, high = 1, choices = [1] }\n");
     assert!(e.message.contains("type = \"categorical\""), "{e}");
+    let e = err("[tune.params]\n\"optimizer.lr\" = 0.1\n");
+    assert_eq!((e.key.as_deref(), e.location.map(|l| l.0)), (Some("tune.params.\"optimizer.lr\""), Some(4)), "{e}");
     let e = err("[tune.params]\n\"optimizer.lr\" = { low = 0.1, high = 1 }\n");
     assert!(e.message.contains("missing field `type`"), "{e}");
     let c = parse_str("[tune.pruner]\ntype = \"hyperband\"\nmin_resource = 2\n[tune.params]\nb = { type = \"int\", low = 1, high = 4 }\na = { type = \"categorical\", choices = [\"x\"] }\n").unwrap();
