@@ -213,7 +213,7 @@ fn data_settings_that_cannot_work_are_config_errors() {
         ("[data]\nsource = \"idx\"\npath = \"d\"\nval = \"t10k\"\n", "c.toml:6:7: `data.val`: \"t10k\": for idx data use \"test\""),
         ("[data]\nsource = \"csv\"\npath = \"r.csv\"\ntarget = \"y\"\nval_split = 0.1\n", "c.toml: `data.val_split`: 0.1 leaves 0 of 3 samples"),
         ("[data]\nval_split = 0.0\n", "c.toml: `data.val_split`: is 0, so there is no validation set"),
-        ("[data]\nsource = \"synthetic\"\nsamples = 0\n", "c.toml: `data`: "),
+        ("[data]\nsource = \"synthetic\"\nsamples = 0\n", "c.toml: `data.samples`: synthetic dataset: 0 samples"),
     ];
     for (data, want) in cases {
         write_config(dir.path(), "c.toml", &format!("{model}{data}"));

@@ -53,7 +53,10 @@ pub fn load(cfg: &DataConfig, seed: u64, base: &Path, device: Device) -> Result<
         DataSource::Digits => (formats::digits()?, None, "digits (scikit-learn, 1,797 8x8 images, embedded)".to_string()),
         DataSource::Synthetic(s) => {
             let set = formats::synthetic(task, s.samples, s.num_features, s.classes, s.noise, seed).map_err(|e| match e {
-                DataError::Settings { .. } => anyhow::Error::from(KeyError { key: "data".into(), message: e.to_string() }),
+                DataError::Settings { setting, .. } => {
+                    let key = if setting == "features" { "data.num_features".to_string() } else { format!("data.{setting}") };
+                    key_error(&key, e.to_string())
+                }
                 other => other.into(),
             })?;
             (set, None, format!("synthetic {} ({} samples, {} features)", task_name(cfg.task), s.samples, s.num_features))
