@@ -149,3 +149,22 @@ fn run_directories_of_flat_configs_still_load() {
     assert_eq!(c.scheduler.warmup_epochs, 1.0);
     assert_eq!(c.scheduler.kind, SchedulerKind::Cosine(CosineOptions { min_lr: 0.0 }));
 }
+
+/// The tag names the resolver accepts are the ones serde writes back, for every variant.
+#[test]
+fn every_kind_round_trips_its_tag() {
+    fn check<T: tagged::Tagged + Serialize>(required: &str) {
+        for kind in T::KINDS {
+            let mut table: toml::Table = toml::from_str(required).unwrap();
+            table.insert(T::TAG.into(), toml::Value::String(kind.to_string()));
+            table.retain(|k, _| k == T::TAG || T::common_fields().contains(&k) || T::variant_fields(kind).contains(&k));
+            let typed: T = tagged::resolve(&table).unwrap_or_else(|e| panic!("{kind}: {e}"));
+            assert_eq!(serde_json::to_value(&typed).unwrap()[T::TAG], *kind);
+        }
+    }
+    check::<DataConfig>("path = \"p\"\ntarget = 0\n");
+    check::<OptimizerConfig>("");
+    check::<SchedulerConfig>("");
+    check::<PrunerConfig>("percentile = 50.0\n");
+    check::<ParamSpec>("low = 1\nhigh = 2\nchoices = [1]\n");
+}
