@@ -4,7 +4,7 @@
 //! resume. These follow PyTorch's update rules op for op (`torch.optim.SGD`, `Adam`, `AdamW`, `RMSprop`, the
 //! single-tensor "for-loop" path) with every state buffer a named tensor that the checkpoint saves and restores.
 
-use crate::config::{OptimizerConfig, OptimizerKind};
+use crate::config::{AdamOptions, OptimizerConfig, OptimizerKind, RmspropOptions, SgdOptions};
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use tch::Tensor;
@@ -29,7 +29,7 @@ struct Param {
 
 impl Optimizer {
     pub fn new(cfg: &OptimizerConfig, params: Vec<(String, Tensor)>) -> Optimizer {
-        let weight_decay = cfg.weight_decay.unwrap_or(if cfg.name == OptimizerKind::Adamw { 0.01 } else { 0.0 });
+        let weight_decay = cfg.weight_decay.unwrap_or(if matches!(cfg.kind, OptimizerKind::Adamw(_)) { 0.01 } else { 0.0 });
         let tensors = params.iter().map(|(_, t)| t.shallow_clone()).collect();
         let params = params.into_iter().map(|(name, tensor)| Param { name, tensor, state: HashMap::new() }).collect();
         Optimizer { cfg: cfg.clone(), weight_decay, params, tensors, steps: 0, lr: cfg.lr }
@@ -113,10 +113,11 @@ impl Optimizer {
             }
             let grad = grad.shallow_clone();
             let neg_lr = if p.tensor.kind() == tch::Kind::Double { &neg_lr_f64 } else { &neg_lr_f32 };
-            match cfg.name {
-                OptimizerKind::Sgd => sgd(p, grad, cfg, neg_lr, wd),
-                OptimizerKind::Adam | OptimizerKind::Adamw => adam(p, grad, cfg, lr, wd, steps),
-                OptimizerKind::Rmsprop => rmsprop(p, grad, cfg, lr, neg_lr, wd),
+            match &cfg.kind {
+                OptimizerKind::Sgd(o) => sgd(p, grad, o, neg_lr, wd),
+                OptimizerKind::Adam(o) => adam(p, grad, o, false, lr, wd, steps),
+                OptimizerKind::Adamw(o) => adam(p, grad, o, true, lr, wd, steps),
+                OptimizerKind::Rmsprop(o) => rmsprop(p, grad, o, lr, neg_lr, wd),
             }
             .with_context(|| format!("optimizer step failed for parameter {}", p.name))?;
         }
@@ -174,7 +175,7 @@ fn zeros(t: &Tensor) -> Result<Tensor, tch::TchError> {
     t.f_zeros_like()
 }
 
-fn sgd(p: &mut Param, grad: Tensor, cfg: &OptimizerConfig, neg_lr: &Tensor, wd: f64) -> Result<()> {
+fn sgd(p: &mut Param, grad: Tensor, cfg: &SgdOptions, neg_lr: &Tensor, wd: f64) -> Result<()> {
     let mut d_p = if wd != 0.0 { grad.f_add(&p.tensor.f_mul_scalar(wd)?)? } else { grad };
     if cfg.momentum != 0.0 {
         let fresh = !p.state.contains_key("momentum_buffer");
@@ -194,9 +195,10 @@ fn sgd(p: &mut Param, grad: Tensor, cfg: &OptimizerConfig, neg_lr: &Tensor, wd: 
     Ok(())
 }
 
-fn adam(p: &mut Param, grad: Tensor, cfg: &OptimizerConfig, lr: f64, wd: f64, step: i64) -> Result<()> {
+/// `decoupled`: AdamW's weight decay, applied to the weights instead of the gradient.
+fn adam(p: &mut Param, grad: Tensor, cfg: &AdamOptions, decoupled: bool, lr: f64, wd: f64, step: i64) -> Result<()> {
     let [b1, b2] = cfg.betas;
-    let grad = if cfg.name == OptimizerKind::Adamw {
+    let grad = if decoupled {
         if wd != 0.0 {
             let _ = p.tensor.f_mul_scalar_(1.0 - lr * wd)?;
         }
@@ -223,7 +225,7 @@ fn adam(p: &mut Param, grad: Tensor, cfg: &OptimizerConfig, lr: f64, wd: f64, st
     Ok(())
 }
 
-fn rmsprop(p: &mut Param, grad: Tensor, cfg: &OptimizerConfig, lr: f64, neg_lr: &Tensor, wd: f64) -> Result<()> {
+fn rmsprop(p: &mut Param, grad: Tensor, cfg: &RmspropOptions, lr: f64, neg_lr: &Tensor, wd: f64) -> Result<()> {
     let grad = if wd != 0.0 { grad.f_add(&p.tensor.f_mul_scalar(wd)?)? } else { grad };
     let square_avg = buffer(p, "square_avg", zeros)?;
     let _ = square_avg.f_mul_scalar_(cfg.alpha)?;
@@ -268,21 +270,24 @@ mod tests {
         (&x - 3.0).abs().max().double_value(&[])
     }
 
+    fn with_lr(kind: OptimizerKind, lr: f64) -> OptimizerConfig {
+        OptimizerConfig { lr, ..OptimizerConfig::new(kind) }
+    }
+
     #[test]
     fn every_optimizer_converges() {
-        let base = OptimizerConfig::default();
         let cases = [
-            OptimizerConfig { name: OptimizerKind::Sgd, lr: 0.1, ..base.clone() },
-            OptimizerConfig { name: OptimizerKind::Sgd, lr: 0.05, momentum: 0.9, nesterov: true, ..base.clone() },
-            OptimizerConfig { name: OptimizerKind::Sgd, lr: 0.05, momentum: 0.9, dampening: 0.1, ..base.clone() },
-            OptimizerConfig { name: OptimizerKind::Adam, lr: 0.1, ..base.clone() },
-            OptimizerConfig { name: OptimizerKind::Adamw, lr: 0.1, weight_decay: Some(0.0), ..base.clone() },
-            OptimizerConfig { name: OptimizerKind::Rmsprop, lr: 0.01, ..base.clone() },
-            OptimizerConfig { name: OptimizerKind::Rmsprop, lr: 0.01, momentum: 0.5, centered: true, ..base.clone() },
+            with_lr(OptimizerKind::Sgd(SgdOptions::default()), 0.1),
+            with_lr(OptimizerKind::Sgd(SgdOptions { momentum: 0.9, nesterov: true, ..SgdOptions::default() }), 0.05),
+            with_lr(OptimizerKind::Sgd(SgdOptions { momentum: 0.9, dampening: 0.1, ..SgdOptions::default() }), 0.05),
+            with_lr(OptimizerKind::Adam(AdamOptions::default()), 0.1),
+            OptimizerConfig { weight_decay: Some(0.0), ..with_lr(OptimizerKind::Adamw(AdamOptions::default()), 0.1) },
+            with_lr(OptimizerKind::Rmsprop(RmspropOptions::default()), 0.01),
+            with_lr(OptimizerKind::Rmsprop(RmspropOptions { momentum: 0.5, centered: true, ..RmspropOptions::default() }), 0.01),
         ];
         for c in cases {
             let err = converges(c.clone(), 500);
-            assert!(err < 1e-2, "{:?} ended {err} away from the optimum", c.name);
+            assert!(err < 1e-2, "{:?} ended {err} away from the optimum", c.kind);
         }
     }
 
@@ -291,7 +296,7 @@ mod tests {
         // torch.optim.SGD([x], lr=0.1, momentum=0.9) on f = x^2 from x = 1:
         // step 1: g = 2, buf = 2, x = 1 - 0.2 = 0.8; step 2: g = 1.6, buf = 0.9*2 + 1.6 = 3.4, x = 0.8 - 0.34 = 0.46
         let x = Tensor::from_slice(&[1.0f64]).set_requires_grad(true);
-        let cfg = OptimizerConfig { name: OptimizerKind::Sgd, lr: 0.1, momentum: 0.9, ..OptimizerConfig::default() };
+        let cfg = with_lr(OptimizerKind::Sgd(SgdOptions { momentum: 0.9, ..SgdOptions::default() }), 0.1);
         let mut opt = Optimizer::new(&cfg, vec![("x".into(), x.shallow_clone())]);
         let mut seen = vec![];
         for _ in 0..2 {
@@ -307,7 +312,7 @@ mod tests {
     fn adam_first_step_moves_by_lr() {
         // With bias correction Adam's first update is lr * g / (|g| + eps) = lr * sign(g).
         let x = Tensor::from_slice(&[1.0f64, -2.0]).set_requires_grad(true);
-        let cfg = OptimizerConfig { name: OptimizerKind::Adam, lr: 0.01, ..OptimizerConfig::default() };
+        let cfg = with_lr(OptimizerKind::Adam(AdamOptions::default()), 0.01);
         let mut opt = Optimizer::new(&cfg, vec![("x".into(), x.shallow_clone())]);
         let mut grads = vec![];
         opt.backward(&x.square().sum(Kind::Double), &mut grads).unwrap();
@@ -319,7 +324,7 @@ mod tests {
     #[test]
     fn state_round_trips() {
         let x = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
-        let cfg = OptimizerConfig { name: OptimizerKind::Adam, ..OptimizerConfig::default() };
+        let cfg = OptimizerConfig::default();
         let mut opt = Optimizer::new(&cfg, vec![("x".into(), x.shallow_clone())]);
         let mut grads = vec![];
         opt.backward(&x.square().sum(Kind::Float), &mut grads).unwrap();

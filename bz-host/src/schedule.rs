@@ -3,7 +3,7 @@
 //! All schedules but `plateau` are pure functions of the step, so resuming needs only the step count;
 //! `plateau` carries a little state that goes into the checkpoint.
 
-use crate::config::{Mode, SchedulerConfig, SchedulerKind};
+use crate::config::{Mode, OneCycleOptions, SchedulerConfig, SchedulerKind};
 use serde::{Deserialize, Serialize};
 use std::f64::consts::PI;
 
@@ -48,27 +48,27 @@ impl Schedule {
         let t = step - self.warmup;
         let span = self.total_steps.saturating_sub(self.warmup).max(1);
         let base = self.base_lr;
-        match self.cfg.name {
+        match &self.cfg.kind {
             SchedulerKind::Constant => base,
-            SchedulerKind::Step => {
+            SchedulerKind::Step(s) => {
                 let epoch = t / self.steps_per_epoch;
-                base * self.cfg.gamma.powi((epoch / self.cfg.step_size) as i32)
+                base * s.gamma.powi((epoch / s.step_size.max(1)) as i32)
             }
-            SchedulerKind::Cosine => {
+            SchedulerKind::Cosine(c) => {
                 let p = (t as f64 / span as f64).min(1.0);
-                self.cfg.min_lr + (base - self.cfg.min_lr) * 0.5 * (1.0 + (PI * p).cos())
+                c.min_lr + (base - c.min_lr) * 0.5 * (1.0 + (PI * p).cos())
             }
-            SchedulerKind::OneCycle => self.one_cycle(t, span),
-            SchedulerKind::Plateau => (base * self.plateau.scale).max(self.cfg.min_lr.min(base)),
+            SchedulerKind::OneCycle(o) => self.one_cycle(o, t, span),
+            SchedulerKind::Plateau(p) => (base * self.plateau.scale).max(p.min_lr.min(base)),
         }
     }
 
     /// PyTorch's OneCycleLR (anneal_strategy = "cos", three_phase = false).
-    fn one_cycle(&self, t: usize, total: usize) -> f64 {
+    fn one_cycle(&self, o: &OneCycleOptions, t: usize, total: usize) -> f64 {
         let max_lr = self.base_lr;
-        let initial = max_lr / self.cfg.div_factor;
-        let min_lr = initial / self.cfg.final_div_factor;
-        let up_end = self.cfg.pct_start * total as f64 - 1.0;
+        let initial = max_lr / o.div_factor;
+        let min_lr = initial / o.final_div_factor;
+        let up_end = o.pct_start * total as f64 - 1.0;
         let down_end = total as f64 - 1.0;
         let cos = |start: f64, end: f64, pct: f64| end + (start - end) / 2.0 * ((PI * pct.clamp(0.0, 1.0)).cos() + 1.0);
         let t = t as f64;
@@ -82,15 +82,16 @@ impl Schedule {
 
     /// Feeds an epoch's monitored value to `plateau`; returns true when the rate was reduced.
     pub fn observe(&mut self, value: f64) -> bool {
-        if self.cfg.name != SchedulerKind::Plateau || !value.is_finite() {
+        let SchedulerKind::Plateau(cfg) = &self.cfg.kind else { return false };
+        if !value.is_finite() {
             return false;
         }
-        let mode = self.cfg.mode.unwrap_or_else(|| crate::config::default_mode(&self.cfg.monitor));
+        let mode = cfg.mode.unwrap_or_else(|| crate::config::default_mode(&cfg.monitor));
         let improved = match self.plateau.best {
             None => true,
             Some(best) => match mode {
-                Mode::Min => value < best * (1.0 - self.cfg.threshold),
-                Mode::Max => value > best * (1.0 + self.cfg.threshold),
+                Mode::Min => value < best * (1.0 - cfg.threshold),
+                Mode::Max => value > best * (1.0 + cfg.threshold),
             },
         };
         if improved {
@@ -99,9 +100,9 @@ impl Schedule {
             return false;
         }
         self.plateau.bad_epochs += 1;
-        if self.plateau.bad_epochs > self.cfg.patience {
-            let floor = if self.base_lr > 0.0 { self.cfg.min_lr / self.base_lr } else { 0.0 };
-            self.plateau.scale = (self.plateau.scale * self.cfg.factor).max(floor);
+        if self.plateau.bad_epochs > cfg.patience {
+            let floor = if self.base_lr > 0.0 { cfg.min_lr / self.base_lr } else { 0.0 };
+            self.plateau.scale = (self.plateau.scale * cfg.factor).max(floor);
             self.plateau.bad_epochs = 0;
             return true;
         }
@@ -109,7 +110,7 @@ impl Schedule {
     }
 
     pub fn monitor(&self) -> Option<&str> {
-        (self.cfg.name == SchedulerKind::Plateau).then_some(self.cfg.monitor.as_str())
+        self.cfg.plateau_monitor()
     }
 }
 
@@ -117,8 +118,10 @@ impl Schedule {
 mod tests {
     use super::*;
 
-    fn cfg(name: SchedulerKind) -> SchedulerConfig {
-        SchedulerConfig { name, ..SchedulerConfig::default() }
+    use crate::config::{CosineOptions, PlateauOptions, StepOptions};
+
+    fn cfg(kind: SchedulerKind) -> SchedulerConfig {
+        SchedulerConfig::new(kind)
     }
 
     #[test]
@@ -131,7 +134,7 @@ mod tests {
 
     #[test]
     fn step_decays_every_step_size_epochs() {
-        let c = SchedulerConfig { step_size: 2, gamma: 0.5, ..cfg(SchedulerKind::Step) };
+        let c = cfg(SchedulerKind::Step(StepOptions { step_size: 2, gamma: 0.5 }));
         let s = Schedule::new(&c, 1.0, 6, 10);
         assert_eq!(s.lr(0), 1.0);
         assert_eq!(s.lr(19), 1.0);
@@ -141,7 +144,7 @@ mod tests {
 
     #[test]
     fn cosine_runs_from_base_to_min() {
-        let c = SchedulerConfig { min_lr: 0.1, ..cfg(SchedulerKind::Cosine) };
+        let c = cfg(SchedulerKind::Cosine(CosineOptions { min_lr: 0.1 }));
         let s = Schedule::new(&c, 1.1, 1, 100);
         assert!((s.lr(0) - 1.1).abs() < 1e-12);
         assert!((s.lr(50) - 0.6).abs() < 1e-12);
@@ -152,7 +155,7 @@ mod tests {
     fn one_cycle_matches_pytorch_shape() {
         // PyTorch OneCycleLR(max_lr=1, total_steps=100, pct_start=0.3): starts at 1/25, peaks at step 29
         // (pct_start * total - 1), ends at 1/25/1e4.
-        let s = Schedule::new(&cfg(SchedulerKind::OneCycle), 1.0, 1, 100);
+        let s = Schedule::new(&cfg(SchedulerKind::OneCycle(OneCycleOptions::default())), 1.0, 1, 100);
         assert!((s.lr(0) - 0.04).abs() < 1e-12);
         assert!((s.lr(29) - 1.0).abs() < 1e-12);
         assert!((s.lr(99) - 0.04e-4).abs() < 1e-15);
@@ -161,7 +164,7 @@ mod tests {
 
     #[test]
     fn plateau_reduces_after_patience() {
-        let c = SchedulerConfig { patience: 1, factor: 0.5, ..cfg(SchedulerKind::Plateau) };
+        let c = cfg(SchedulerKind::Plateau(PlateauOptions { patience: 1, factor: 0.5, ..PlateauOptions::default() }));
         let mut s = Schedule::new(&c, 1.0, 10, 10);
         assert!(!s.observe(1.0));
         assert!(!s.observe(1.0)); // first bad epoch: within patience

@@ -55,7 +55,7 @@ pub fn prepare(cfg: &Config, config_path: &Path) -> Result<(Dataset, nn::VarStor
     let device = model::device(&cfg.run.device)?;
     tch::manual_seed(cfg.run.seed as i64);
     let base = config_path.parent().unwrap_or(Path::new("."));
-    let data = data::load(&cfg.data, cfg.run.seed, base, device)?;
+    let data = data::load(&cfg.data, cfg.run.seed, base, device).map_err(|e| config::in_file(e, config_path))?;
     let vs = nn::VarStore::new(device);
     // Problems that the config can fix are config errors (exit 2), even when found only now that shapes are known.
     let config_error = |key: &str, message: String| -> anyhow::Error {
@@ -78,13 +78,14 @@ pub fn prepare(cfg: &Config, config_path: &Path) -> Result<(Dataset, nn::VarStor
         Ok(())
     };
     check_metric("checkpoint.monitor", &cfg.checkpoint.monitor)?;
-    if cfg.scheduler.name == config::SchedulerKind::Plateau {
-        check_metric("scheduler.monitor", &cfg.scheduler.monitor)?;
+    if let Some(monitor) = cfg.scheduler.plateau_monitor() {
+        check_metric("scheduler.monitor", monitor)?;
     }
-    if data.val.is_empty()
-        && (cfg.checkpoint.monitor.starts_with("val/") || cfg.scheduler.monitor.starts_with("val/") && cfg.scheduler.name == config::SchedulerKind::Plateau)
-    {
-        bail!("there is no validation set (data.val_split = 0) but a val/ metric is monitored: set data.val_split > 0, data.val, or monitor train/loss");
+    if data.val.is_empty() && (cfg.checkpoint.monitor.starts_with("val/") || cfg.scheduler.plateau_monitor().is_some_and(|m| m.starts_with("val/"))) {
+        return Err(config_error(
+            "data.val_split",
+            "is 0, so there is no validation set, but a val/ metric is monitored: set data.val_split > 0, data.val, or monitor train/loss".into(),
+        ));
     }
     Ok((data, vs, model, objective, device))
 }
@@ -204,36 +205,6 @@ impl Phases {
     }
 }
 
-/// The config's scalar settings as flat `section.key` pairs (TensorBoard's HParams, W&B's config, tuner trials).
-/// Layers are summarised by count; plugin sections are left out.
-pub fn hyperparameters(cfg: &Config) -> Value {
-    fn walk(prefix: &str, v: &toml::Value, out: &mut Map<String, Value>) {
-        match v {
-            toml::Value::Table(t) => {
-                for (k, v) in t {
-                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                    if key != "plugins" && key != "model.layers" {
-                        walk(&key, v, out);
-                    }
-                }
-            }
-            toml::Value::Array(a) if a.iter().all(|x| !x.is_table() && !x.is_array()) => {
-                out.insert(prefix.to_string(), serde_json::to_value(a).unwrap_or(Value::Null));
-            }
-            toml::Value::Array(_) => {}
-            other => {
-                out.insert(prefix.to_string(), serde_json::to_value(other).unwrap_or(Value::Null));
-            }
-        }
-    }
-    let mut out = Map::new();
-    if let Ok(v) = toml::Value::try_from(cfg) {
-        walk("", &v, &mut out);
-    }
-    out.insert("model.layers".into(), json!(cfg.model.layers.len()));
-    Value::Object(out)
-}
-
 /// Mixes seed and step into libtorch's seed for one batch.
 fn step_seed(seed: u64, step: usize) -> i64 {
     let mut z = seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -349,7 +320,7 @@ fn train_in(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher, dir: PathB
 
     crate::plugins::set_run_dir(&dir);
     let threads = tch::get_num_threads();
-    let mut hyperparameters = hyperparameters(cfg);
+    let mut hyperparameters = config::hyperparameters(cfg);
     hyperparameters["model.params"] = json!(model.param_count());
     let run_payload = json!({
         "run_dir": dir.display().to_string(),
@@ -644,25 +615,24 @@ fn interrupted(
 fn check_resume_compatible(dir: &Path, cfg: &Config) -> Result<()> {
     let path = dir.join("config.toml");
     let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let old: Config = toml::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?;
+    let old = config::parse_resolved(&text).with_context(|| format!("{} is damaged", path.display()))?;
     let sections: [(&str, bool); 5] = [
         ("data", old.data == cfg.data),
         ("model", old.model == cfg.model),
         ("run.seed", old.run.seed == cfg.run.seed),
         ("train.batch_size", old.train.batch_size == cfg.train.batch_size),
-        ("optimizer.name", old.optimizer.name == cfg.optimizer.name),
+        ("optimizer.name", old.optimizer.name() == cfg.optimizer.name()),
     ];
     if let Some((what, _)) = sections.iter().find(|(_, same)| !same) {
         bail!("cannot resume {}: `{what}` differs from the run's config.toml; resume with the same settings or start a new run", dir.display());
     }
     // These schedules are shaped by the run's length: more epochs stretch the curve from here on.
-    let shaped = matches!(cfg.scheduler.name, config::SchedulerKind::Cosine | config::SchedulerKind::OneCycle);
-    if shaped && old.train.epochs != cfg.train.epochs {
+    if cfg.scheduler.depends_on_run_length() && old.train.epochs != cfg.train.epochs {
         eprintln!(
             "warning: resuming with {} epochs instead of {}: the {} learning-rate curve is stretched from here on, so the run is not the one a {}-epoch run would have been",
             cfg.train.epochs,
             old.train.epochs,
-            if cfg.scheduler.name == config::SchedulerKind::Cosine { "cosine" } else { "one-cycle" },
+            cfg.scheduler.name(),
             cfg.train.epochs
         );
     }

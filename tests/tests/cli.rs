@@ -43,7 +43,7 @@ fn bad_values_are_config_errors() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&str, &str); 5] = [
         ("[optimizer]\nlr = -1.0\n", "`optimizer.lr`: -1 must be a positive number"),
-        ("[optimizer]\nmomentum = \"high\"\n", "`optimizer.momentum`: invalid type"),
+        ("[optimizer]\nname = \"sgd\"\nmomentum = \"high\"\n", "`optimizer.momentum`: invalid type"),
         ("[run]\ndevice = \"gpu\"\n", "unknown device \"gpu\""),
         ("[checkpoint]\nmonitor = \"val/acc\"\n", "\"val/acc\" is not a metric of this run; choose one of: train/loss"),
         ("[scheduler]\nname = \"cosin\"\n", "did you mean `cosine`?"),

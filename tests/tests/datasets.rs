@@ -199,3 +199,27 @@ top_k = 2
     assert!(best(&run, "val/accuracy") > 0.85);
     assert!(best(&run, "val/top2_accuracy") >= best(&run, "val/accuracy"));
 }
+
+/// Every data setting the config must fix exits 2 with the file (and line:col where the file holds the key),
+/// whether found while parsing or only once the data are loaded.
+#[test]
+fn data_settings_that_cannot_work_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("r.csv"), "x,y\n0.5,1.25\n1.5,2.5\n2.5,0.75\n").unwrap();
+    let model = "[model]\nlayers = [{ type = \"flatten\" }, { type = \"linear\", out = 10 }]\n";
+    let cases: [(&str, &str); 6] = [
+        ("[data]\nsource = \"digits\"\ntarget = \"y\"\n", "c.toml:5:10: `data.target`: `target` applies to source = \"csv\""),
+        ("[data]\nsource = \"csv\"\npath = \"r.csv\"\n", "c.toml:3:1: `data`: missing field `target`; source = \"csv\" needs `target`"),
+        ("[data]\nsource = \"idx\"\npath = \"d\"\nval = \"t10k\"\n", "c.toml:6:7: `data.val`: \"t10k\": for idx data use \"test\""),
+        ("[data]\nsource = \"csv\"\npath = \"r.csv\"\ntarget = \"y\"\nval_split = 0.1\n", "c.toml: `data.val_split`: 0.1 leaves 0 of 3 samples"),
+        ("[data]\nval_split = 0.0\n", "c.toml: `data.val_split`: is 0, so there is no validation set"),
+        ("[data]\nsource = \"synthetic\"\nsamples = 0\n", "c.toml: `data.samples`: synthetic dataset: 0 samples"),
+    ];
+    for (data, want) in cases {
+        write_config(dir.path(), "c.toml", &format!("{model}{data}"));
+        let out = bz(dir.path(), &["train", "c.toml"]);
+        assert_eq!(out.code, 2, "{data}: {}", out.all());
+        assert!(out.stderr.contains(want), "{data}: expected {want:?} in {}", out.stderr);
+        assert_eq!(out.stderr.trim().lines().count(), 1, "one line: {}", out.stderr);
+    }
+}

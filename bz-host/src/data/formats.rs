@@ -171,6 +171,8 @@ pub enum DataError {
     Settings {
         /// Which generator or built-in set.
         source_name: String,
+        /// The setting at fault, named as the generator's parameter (`samples`, `features`, `classes`, `noise`).
+        setting: &'static str,
         /// What is wrong.
         problem: String,
         /// What to do about it.
@@ -1047,28 +1049,29 @@ const CENTRE_GROWTH: f64 = 1.05;
 /// Placing centres costs O(classes² · features); this keeps it to a few seconds at most.
 const MAX_SYNTHETIC_CLASSES: usize = 10_000;
 
-fn settings_error(problem: String, fix: &str) -> DataError {
-    DataError::Settings { source_name: "synthetic dataset".to_owned(), problem, fix: fix.to_owned() }
+fn settings_error(setting: &'static str, problem: String, fix: &str) -> DataError {
+    DataError::Settings { source_name: "synthetic dataset".to_owned(), setting, problem, fix: fix.to_owned() }
 }
 
 fn check_synthetic(task: Task, samples: usize, features: usize, classes: usize, noise: f32) -> Result<(), DataError> {
     if samples == 0 || features == 0 {
-        return Err(settings_error(format!("{samples} samples of {features} features is empty"), "ask for at least 1 sample and 1 feature"));
+        let setting = if samples == 0 { "samples" } else { "features" };
+        return Err(settings_error(setting, format!("{samples} samples of {features} features is empty"), "ask for at least 1 sample and 1 feature"));
     }
     if samples.checked_mul(features).is_none_or(|n| n > isize::MAX as usize / 4) {
-        return Err(settings_error(format!("{samples} samples of {features} features do not fit in memory"), "ask for fewer samples or features"));
+        return Err(settings_error("samples", format!("{samples} samples of {features} features do not fit in memory"), "ask for fewer samples or features"));
     }
     if !noise.is_finite() || noise < 0.0 {
-        return Err(settings_error(format!("noise {noise} is not a finite number >= 0"), "use a noise level such as 1.0"));
+        return Err(settings_error("noise", format!("noise {noise} is not a finite number >= 0"), "use a noise level such as 1.0"));
     }
     if task == Task::Classification && classes < 2 {
-        return Err(settings_error(format!("{classes} classes cannot make a classification task"), "ask for at least 2 classes"));
+        return Err(settings_error("classes", format!("{classes} classes cannot make a classification task"), "ask for at least 2 classes"));
     }
     if task == Task::Classification && classes > MAX_SYNTHETIC_CLASSES {
-        return Err(settings_error(format!("{classes} classes is more than the {MAX_SYNTHETIC_CLASSES} supported"), "ask for fewer classes"));
+        return Err(settings_error("classes", format!("{classes} classes is more than the {MAX_SYNTHETIC_CLASSES} supported"), "ask for fewer classes"));
     }
     if task == Task::Classification && classes > samples {
-        return Err(settings_error(format!("{samples} samples cannot cover {classes} classes"), "ask for at least as many samples as classes"));
+        return Err(settings_error("classes", format!("{samples} samples cannot cover {classes} classes"), "ask for at least as many samples as classes"));
     }
     Ok(())
 }

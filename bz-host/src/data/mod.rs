@@ -3,13 +3,13 @@
 
 pub mod formats;
 
-use crate::config::{Column, DataConfig, DataSource, TaskKind};
-use anyhow::{bail, Context, Result};
-use formats::{RawSet, Targets, Task};
+use crate::config::{Column, CsvData, DataConfig, DataSource, KeyError, TaskKind};
+use anyhow::{bail, Result};
+use formats::{DataError, RawSet, Targets, Task};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 /// Features and targets of one split, on the training device.
@@ -43,62 +43,61 @@ pub struct Dataset {
 }
 
 /// Loads the dataset a config describes. Relative paths are taken from `base` (the config file's directory).
+/// A problem the config must fix is a [`KeyError`] naming the key (see `config::in_file`).
 pub fn load(cfg: &DataConfig, seed: u64, base: &Path, device: Device) -> Result<Dataset> {
     let task = match cfg.task {
         TaskKind::Classification => Task::Classification,
         TaskKind::Regression => Task::Regression,
     };
-    let path = || -> Result<PathBuf> {
-        let p = cfg.path.as_ref().with_context(|| format!("data.source = {:?} needs `data.path`", source_name(cfg.source)))?;
-        Ok(base.join(p))
-    };
-    let (train, val, description) = match cfg.source {
+    let (train, val, description) = match &cfg.source {
         DataSource::Digits => (formats::digits()?, None, "digits (scikit-learn, 1,797 8x8 images, embedded)".to_string()),
-        DataSource::Synthetic => {
-            let set = formats::synthetic(task, cfg.samples, cfg.num_features, cfg.classes, cfg.noise, seed)?;
-            (set, None, format!("synthetic {} ({} samples, {} features)", task_name(cfg.task), cfg.samples, cfg.num_features))
+        DataSource::Synthetic(s) => {
+            let set = formats::synthetic(task, s.samples, s.num_features, s.classes, s.noise, seed).map_err(|e| match e {
+                DataError::Settings { setting, .. } => {
+                    let key = if setting == "features" { "data.num_features".to_string() } else { format!("data.{setting}") };
+                    key_error(&key, e.to_string())
+                }
+                other => other.into(),
+            })?;
+            (set, None, format!("synthetic {} ({} samples, {} features)", task_name(cfg.task), s.samples, s.num_features))
         }
-        DataSource::Idx => {
-            let dir = path()?;
+        DataSource::Idx(idx) => {
+            let dir = base.join(&idx.path);
             let train = formats::idx_dir(&dir, "train")?;
-            let val = match cfg.val.as_deref() {
-                None => None,
-                Some("test") => Some(formats::idx_dir(&dir, "t10k")?),
-                Some(other) => bail!("data.val = {other:?}: for idx data use \"test\" (the t10k files) or leave it out and set val_split"),
-            };
+            // config::check allows only "test".
+            let val = if idx.val.is_some() { Some(formats::idx_dir(&dir, "t10k")?) } else { None };
             (train, val, format!("idx {}", dir.display()))
         }
-        DataSource::Csv => {
-            let file = path()?;
-            let target = match &cfg.target {
-                Some(c) => column(c),
-                None => bail!("data.source = \"csv\" needs `data.target` (the target column's name or 0-based index)"),
-            };
-            let features = cfg.features.as_ref().map(|f| f.iter().map(column).collect());
-            let delimiter = cfg.delimiter.as_bytes().first().copied().unwrap_or(b',');
-            let spec = formats::CsvSpec { target: target.clone(), features: features.clone(), has_header: cfg.header, delimiter, task, known_classes: None };
-            let train = formats::csv(&file, &spec)?;
-            let val = match &cfg.val {
-                Some(v) => {
-                    let known = train.class_names.clone();
-                    let spec = formats::CsvSpec { target, features, has_header: cfg.header, delimiter, task, known_classes: known.as_deref() };
-                    Some(formats::csv(&base.join(v), &spec)?)
-                }
-                None => None,
-            };
-            (train, val, format!("csv {}", file.display()))
-        }
-        DataSource::Safetensors => {
-            let file = path()?;
-            let train = formats::safetensors(&file, &cfg.features_key, &cfg.targets_key, task)?;
-            let val = match &cfg.val {
-                Some(v) => Some(formats::safetensors(&base.join(v), &cfg.features_key, &cfg.targets_key, task)?),
+        DataSource::Csv(csv) => load_csv(csv, task, base)?,
+        DataSource::Safetensors(st) => {
+            let file = base.join(&st.path);
+            let train = formats::safetensors(&file, &st.features_key, &st.targets_key, task)?;
+            let val = match &st.val {
+                Some(v) => Some(formats::safetensors(&base.join(v), &st.features_key, &st.targets_key, task)?),
                 None => None,
             };
             (train, val, format!("safetensors {}", file.display()))
         }
     };
     assemble(train, val, cfg, seed, device, description)
+}
+
+fn load_csv(cfg: &CsvData, task: Task, base: &Path) -> Result<(RawSet, Option<RawSet>, String)> {
+    let file = base.join(&cfg.path);
+    let target = column(&cfg.target);
+    let features: Option<Vec<_>> = cfg.features.as_ref().map(|f| f.iter().map(column).collect());
+    let delimiter = cfg.delimiter.as_bytes().first().copied().unwrap_or(b',');
+    let spec = formats::CsvSpec { target: target.clone(), features: features.clone(), has_header: cfg.header, delimiter, task, known_classes: None };
+    let train = formats::csv(&file, &spec)?;
+    let val = match &cfg.val {
+        Some(v) => {
+            let known = train.class_names.clone();
+            let spec = formats::CsvSpec { target, features, has_header: cfg.header, delimiter, task, known_classes: known.as_deref() };
+            Some(formats::csv(&base.join(v), &spec)?)
+        }
+        None => None,
+    };
+    Ok((train, val, format!("csv {}", file.display())))
 }
 
 fn assemble(train: RawSet, val: Option<RawSet>, cfg: &DataConfig, seed: u64, device: Device, description: String) -> Result<Dataset> {
@@ -115,7 +114,10 @@ fn assemble(train: RawSet, val: Option<RawSet>, cfg: &DataConfig, seed: u64, dev
         (Targets::Values { .. }, TaskKind::Regression) => TaskKind::Regression,
         (Targets::Classes(_), TaskKind::Regression) => TaskKind::Regression,
         (Targets::Values { .. }, TaskKind::Classification) => {
-            bail!("{description}: the targets are real numbers; set data.task = \"regression\" or give integer class labels")
+            return Err(key_error(
+                "data.task",
+                format!("{description}: the targets are real numbers; set data.task = \"regression\" or give integer class labels"),
+            ))
         }
     };
     let input_shape: Vec<i64> = train.shape.iter().map(|d| *d as i64).collect();
@@ -172,7 +174,10 @@ fn split(x: Tensor, y: Tensor, fraction: f64, seed: u64) -> Result<(Split, Split
     let n = x.size()[0] as usize;
     let n_val = (n as f64 * fraction).round() as usize;
     if fraction > 0.0 && (n_val == 0 || n_val == n) {
-        bail!("data.val_split = {fraction} leaves {n_val} of {n} samples for validation; choose a fraction that leaves both sides non-empty");
+        return Err(key_error(
+            "data.val_split",
+            format!("{fraction} leaves {n_val} of {n} samples for validation; choose a fraction that leaves both sides non-empty"),
+        ));
     }
     let mut order: Vec<i64> = (0..n as i64).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_da7a));
@@ -211,14 +216,8 @@ fn column(c: &Column) -> formats::ColumnRef {
     }
 }
 
-fn source_name(s: DataSource) -> &'static str {
-    match s {
-        DataSource::Digits => "digits",
-        DataSource::Synthetic => "synthetic",
-        DataSource::Idx => "idx",
-        DataSource::Csv => "csv",
-        DataSource::Safetensors => "safetensors",
-    }
+fn key_error(key: &str, message: String) -> anyhow::Error {
+    KeyError { key: key.into(), message }.into()
 }
 
 fn task_name(t: TaskKind) -> &'static str {

@@ -18,10 +18,7 @@ pub fn search_space(loaded: &Loaded, tc: &TuneConfig) -> Result<Value> {
     let mut out = Vec::new();
     for (name, spec) in &tc.params {
         let key = format!("tune.params.\"{name}\"");
-        let Some(table) = spec.as_table() else {
-            bail!(error(key, "must be a table like { type = \"float\", low = 0.001, high = 0.1 }".into()));
-        };
-        let mut j = serde_json::to_value(table)?;
+        let mut j = serde_json::to_value(spec)?;
         j["name"] = json!(name);
         if let Some(message) = no_valid_value(loaded, name, &j) {
             bail!(error(key, format!("no value of this range makes a valid config: {message}")));

@@ -99,7 +99,7 @@ impl Study {
             self.n_trials,
             self.n_jobs,
             tc.sampler,
-            tc.pruner.get("type").and_then(|t| t.as_str()).unwrap_or("median")
+            tc.pruner.name()
         )
     }
 }
