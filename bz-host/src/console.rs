@@ -2,6 +2,7 @@
 //! on a terminal, plain lines otherwise, and a summary line per epoch.
 
 use crate::events::{Callback, Directive, Event, EventKind, RunStatus};
+use crate::fmt::{fmt_rate, fmt_value};
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::Write;
@@ -48,25 +49,6 @@ fn str_of<'a>(e: &'a Event, key: &str) -> Option<&'a str> {
 
 fn num_of(e: &Event, key: &str) -> Option<f64> {
     e.payload.get(key).and_then(|v| v.as_f64())
-}
-
-/// `1.23e-3`-style for small or large values, plain decimals otherwise.
-pub fn fmt_value(v: f64) -> String {
-    if v == 0.0 || (1e-3..1e5).contains(&v.abs()) {
-        format!("{v:.4}")
-    } else {
-        format!("{v:.3e}")
-    }
-}
-
-pub fn fmt_rate(samples_per_s: f64) -> String {
-    if samples_per_s >= 1e6 {
-        format!("{:.2}M", samples_per_s / 1e6)
-    } else if samples_per_s >= 1e3 {
-        format!("{:.1}k", samples_per_s / 1e3)
-    } else {
-        format!("{samples_per_s:.0}")
-    }
 }
 
 impl Callback for Console {

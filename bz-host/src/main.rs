@@ -425,7 +425,7 @@ fn cmd_validate(cfg: ConfigArgs) -> Result<ExitCode> {
         data.description,
         data.train.len(),
         data.val.len(),
-        bz_host::model::fmt_shape(&data.input_shape)
+        bz_host::fmt::fmt_shape(&data.input_shape)
     );
     println!("{}", model.summary());
     println!("metrics {}", objective.metric_names().join(", "));
@@ -477,7 +477,7 @@ fn cmd_eval(cfg: ConfigArgs, checkpoint: Option<PathBuf>, run_name: Option<Strin
     } else {
         println!("checkpoint {}", std::fs::canonicalize(&dir).unwrap_or(dir).display());
         for m in &ev.metrics {
-            println!("{:<24} {}", m.key(), bz_host::console::fmt_value(m.value));
+            println!("{:<24} {}", m.key(), bz_host::fmt::fmt_value(m.value));
         }
     }
     Ok(ExitCode::SUCCESS)

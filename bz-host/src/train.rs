@@ -581,7 +581,7 @@ fn train_in(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher, dir: PathB
     }
     let outcome = if state.epoch < tc.epochs { Outcome::Stopped } else { Outcome::Completed };
     let best = match (state.best, state.best_epoch) {
-        (Some(v), Some(e)) => format!("; best {} {} at epoch {e}", cfg.checkpoint.monitor, crate::console::fmt_value(v)),
+        (Some(v), Some(e)) => format!("; best {} {} at epoch {e}", cfg.checkpoint.monitor, crate::fmt::fmt_value(v)),
         _ => String::new(),
     };
     let what = if outcome == Outcome::Stopped { "stopped early" } else { "done" };

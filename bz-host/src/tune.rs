@@ -147,7 +147,7 @@ fn read_new_lines(path: &Path, offset: &mut u64) -> Vec<Value> {
 fn fmt_params(p: &Map<String, Value>) -> String {
     p.iter()
         .map(|(k, v)| match v.as_f64() {
-            Some(x) if v.is_f64() => format!("{k}={}", crate::console::fmt_value(x)),
+            Some(x) if v.is_f64() => format!("{k}={}", crate::fmt::fmt_value(x)),
             _ => format!("{k}={v}"),
         })
         .collect::<Vec<_>>()
@@ -315,8 +315,8 @@ pub fn tune(loaded: &Loaded, text: &str, opts: &TuneOptions) -> Result<TuneOutco
                 }
             }
             if !opts.quiet {
-                let v = value.map(|v| format!("{} {} · ", tc.metric, crate::console::fmt_value(v))).unwrap_or_default();
-                let b = best.map(|(n, v)| format!(" · best {} (trial {n})", crate::console::fmt_value(v))).unwrap_or_default();
+                let v = value.map(|v| format!("{} {} · ", tc.metric, crate::fmt::fmt_value(v))).unwrap_or_default();
+                let b = best.map(|(n, v)| format!(" · best {} (trial {n})", crate::fmt::fmt_value(v))).unwrap_or_default();
                 println!("trial {:>3} {:<9} {v}{} epochs · {}{b}", r.number, what, r.epochs, fmt_params(&r.params));
             }
         }
@@ -362,7 +362,7 @@ pub fn tune(loaded: &Loaded, text: &str, opts: &TuneOptions) -> Result<TuneOutco
                 "best trial {} · {} {} · {}\nstudy {study}: {counts} · best config {} (`bz train {}`)",
                 b["number"],
                 tc.metric,
-                b["value"].as_f64().map(crate::console::fmt_value).unwrap_or_default(),
+                b["value"].as_f64().map(crate::fmt::fmt_value).unwrap_or_default(),
                 fmt_params(&params),
                 best_path.display(),
                 best_path.display()

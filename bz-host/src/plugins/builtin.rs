@@ -156,7 +156,7 @@ impl Callback for EarlyStopping {
                         "early stopping: {} has not improved for {} epoch(s); best {} at epoch {}",
                         self.monitor,
                         self.wait,
-                        self.best.map(crate::console::fmt_value).unwrap_or_else(|| "none".into()),
+                        self.best.map(crate::fmt::fmt_value).unwrap_or_else(|| "none".into()),
                         self.best_epoch
                     );
                     return Ok(Directive::STOP_TRAINING);
