@@ -489,7 +489,7 @@ fn cmd_init(path: &Path, force: bool) -> Result<ExitCode> {
     if path.exists() && !force {
         anyhow::bail!("{} already exists; pass --force to overwrite it", path.display());
     }
-    train::write_atomic(path, STARTER.as_bytes())?;
+    bz_host::atomic::write(path, STARTER.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
     println!("wrote {} · train it with `bz train {}`", path.display(), path.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -136,11 +136,6 @@ fn latest_run(root: &Path, stem: &str) -> Option<PathBuf> {
     best.map(|(_, p)| p)
 }
 
-/// Writes a file through a temporary and a rename, so readers never see half of it.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::atomic::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
-}
-
 /// Appends JSON lines to metrics.jsonl, flushed at every epoch so a crash keeps what was measured.
 struct MetricsLog {
     out: std::io::BufWriter<fs::File>,
@@ -155,7 +150,7 @@ impl MetricsLog {
                 .filter(|l| serde_json::from_str::<Value>(l).ok().and_then(|v| v.get("step")?.as_u64()).is_some_and(|s| s as usize <= step))
                 .map(|l| format!("{l}\n"))
                 .collect();
-            write_atomic(path, kept.as_bytes())?;
+            crate::atomic::write(path, kept.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
         }
         let file = fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot open {}", path.display()))?;
         Ok(MetricsLog { out: std::io::BufWriter::new(file) })
@@ -344,10 +339,10 @@ fn train_in(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher, dir: PathB
     let dir = fs::canonicalize(&dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
     let ckpt_root = dir.join("checkpoints");
     // Rewritten on resume too: `--epochs` may have grown.
-    write_atomic(&dir.join("config.toml"), config::to_toml(cfg).as_bytes())?;
+    let config_file = dir.join("config.toml");
+    crate::atomic::write(&config_file, config::to_toml(cfg).as_bytes()).with_context(|| format!("cannot write {}", config_file.display()))?;
     let mut log = MetricsLog::open(&dir.join("metrics.jsonl"), opts.resume.then_some(state.global_step))?;
 
-    crate::plugins::set_run_dir(&dir);
     let threads = tch::get_num_threads();
     let mut hyperparameters = hyperparameters(cfg);
     hyperparameters["model.params"] = json!(model.param_count());

@@ -354,10 +354,11 @@ pub fn tune(loaded: &Loaded, text: &str, opts: &TuneOptions) -> Result<TuneOutco
             let mut best_cfg = config::parse(text, &loaded.path, &sets)?;
             best_cfg.tune = None;
             let best_path = root.join("best.toml");
-            crate::train::write_atomic(
+            crate::atomic::write(
                 &best_path,
                 format!("# best trial {} of study {study}: {} = {}\n{}", b["number"], tc.metric, b["value"], config::to_toml(&best_cfg)).as_bytes(),
-            )?;
+            )
+            .with_context(|| format!("cannot write {}", best_path.display()))?;
             println!(
                 "best trial {} · {} {} · {}\nstudy {study}: {counts} · best config {} (`bz train {}`)",
                 b["number"],

@@ -4,7 +4,7 @@
 use super::Spec;
 use crate::config::{default_mode, Mode};
 use crate::events::{Callback, Directive, Event, EventKind, RunStatus};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 
@@ -265,7 +265,8 @@ impl Callback for Profiler {
             EventKind::RunEnd => {
                 if let Some(dir) = &self.run_dir {
                     let path = dir.join(&self.output);
-                    crate::train::write_atomic(&path, serde_json::to_string_pretty(&self.report())?.as_bytes())?;
+                    crate::atomic::write(&path, serde_json::to_string_pretty(&self.report())?.as_bytes())
+                        .with_context(|| format!("cannot write {}", path.display()))?;
                 }
                 println!("{}", self.table());
             }
@@ -278,7 +279,7 @@ impl Callback for Profiler {
         // A failed or interrupted run still leaves its profile (RUN_END is not sent on failure).
         if status == RunStatus::Failed {
             if let Some(dir) = &self.run_dir {
-                let _ = crate::train::write_atomic(&dir.join(&self.output), self.report().to_string().as_bytes());
+                let _ = crate::atomic::write(&dir.join(&self.output), self.report().to_string().as_bytes());
             }
         }
     }

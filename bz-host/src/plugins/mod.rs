@@ -270,6 +270,12 @@ impl Callback for FfiCallback {
         let metrics: Vec<api::Metric<'_>> =
             e.metrics.iter().map(|m| api::Metric { name: RStr::from(m.name.as_str()), split: RStr::from(m.split), value: m.value }).collect();
         // Batch events carry no payload; skip serialising (and allocating) for them.
+        if e.kind == EventKind::RunStart {
+            // Before the library sees RUN_START, so `host.run_dir()` already answers inside its handler.
+            if let Some(dir) = e.payload.get("run_dir").and_then(|d| d.as_str()) {
+                record_run_dir(dir);
+            }
+        }
         let payload = if e.payload.is_null() { std::borrow::Cow::Borrowed("null") } else { std::borrow::Cow::Owned(e.payload.to_string()) };
         let event = api::Event {
             kind: api::EventKind(e.kind as u16),
@@ -298,12 +304,13 @@ impl Callback for FfiCallback {
     }
 }
 
+/// Where the run writes, for `HostApi::run_dir`: learned from RUN_START's payload as it is forwarded, so the
+/// trainer need not know that plugins exist beyond the event stream.
 static RUN_DIR: Mutex<String> = Mutex::new(String::new());
 
-/// Tells plugins (through `HostApi::run_dir`) where the run writes.
-pub fn set_run_dir(dir: &Path) {
+fn record_run_dir(dir: &str) {
     if let Ok(mut d) = RUN_DIR.lock() {
-        *d = dir.display().to_string();
+        *d = dir.to_string();
     }
 }
 
