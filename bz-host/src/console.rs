@@ -1,7 +1,7 @@
 //! Console output, the first callback on the event stream: a progress bar per epoch (loss, throughput, ETA)
 //! on a terminal, plain lines otherwise, and a summary line per epoch.
 
-use crate::events::{Callback, Directive, Event, EventKind, RunStatus};
+use crate::events::{self, Callback, Directive, Event, EventKind, RunStatus};
 use crate::fmt::{fmt_rate, fmt_value};
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -58,18 +58,18 @@ impl Callback for Console {
 
     fn subscriptions(&self) -> u32 {
         if self.verbosity == Verbosity::Quiet {
-            return EventKind::RunEnd.bit();
+            return events::mask(&[EventKind::RUN_END]);
         }
-        let mut mask = EventKind::RunStart.bit() | EventKind::CheckpointLoaded.bit() | EventKind::EpochEnd.bit() | EventKind::RunEnd.bit();
+        let mut mask = events::mask(&[EventKind::RUN_START, EventKind::CHECKPOINT_LOADED, EventKind::EPOCH_END, EventKind::RUN_END]);
         if self.interactive {
-            mask |= EventKind::TrainLoopStart.bit() | EventKind::TrainBatchEnd.bit() | EventKind::TrainLoopEnd.bit();
+            mask |= events::mask(&[EventKind::TRAIN_LOOP_START, EventKind::TRAIN_BATCH_END, EventKind::TRAIN_LOOP_END]);
         }
         mask
     }
 
     fn on_event(&mut self, e: &Event) -> Result<Directive> {
         match e.kind {
-            EventKind::RunStart => {
+            EventKind::RUN_START => {
                 self.epochs = num_of(e, "epochs").unwrap_or(0.0) as usize;
                 self.samples_per_batch = num_of(e, "batch_size").unwrap_or(0.0);
                 let line = |k: &str| str_of(e, k).unwrap_or("?").to_string();
@@ -80,10 +80,10 @@ impl Callback for Console {
                     self.say(summary);
                 }
             }
-            EventKind::CheckpointLoaded => {
+            EventKind::CHECKPOINT_LOADED => {
                 self.say(&format!("resumed from {} (epoch {}, step {})", str_of(e, "path").unwrap_or("?"), e.epoch, e.global_step));
             }
-            EventKind::TrainLoopStart => {
+            EventKind::TRAIN_LOOP_START => {
                 let batches = num_of(e, "batches").unwrap_or(0.0) as u64;
                 let bar = ProgressBar::with_draw_target(Some(batches), ProgressDrawTarget::stdout_with_hz(10));
                 let style = ProgressStyle::with_template("epoch {prefix} {bar:28.cyan/blue} {pos}/{len} {msg} eta {eta}")
@@ -96,7 +96,7 @@ impl Callback for Console {
                 self.loop_start = Instant::now();
                 self.last_draw = Instant::now() - Duration::from_secs(1);
             }
-            EventKind::TrainBatchEnd => {
+            EventKind::TRAIN_BATCH_END => {
                 if let Some(bar) = &self.bar {
                     bar.inc(1);
                     // Formatting a message every batch would cost more than a small model's step.
@@ -109,12 +109,12 @@ impl Callback for Console {
                     }
                 }
             }
-            EventKind::TrainLoopEnd => {
+            EventKind::TRAIN_LOOP_END => {
                 if let Some(bar) = self.bar.take() {
                     bar.finish_and_clear();
                 }
             }
-            EventKind::EpochEnd => {
+            EventKind::EPOCH_END => {
                 let mut parts = vec![format!("epoch {}/{}", e.epoch, self.epochs)];
                 let verbose = self.verbosity >= Verbosity::Verbose;
                 for m in e.metrics {
@@ -136,7 +136,7 @@ impl Callback for Console {
                 }
                 self.say(&parts.join("  "));
             }
-            EventKind::RunEnd => {
+            EventKind::RUN_END => {
                 if let Some(bar) = self.bar.take() {
                     bar.finish_and_clear();
                 }

@@ -252,10 +252,10 @@ fn emit(d: &mut Dispatcher, kind: EventKind, epoch: usize, step: usize, batch: u
 pub fn train(loaded: &Loaded, opts: &TrainOptions, dispatcher: &mut Dispatcher) -> Result<Outcome> {
     let result = train_inner(loaded, opts, dispatcher);
     let status = match &result {
-        Ok(Outcome::Completed) => RunStatus::Completed,
-        Ok(Outcome::Stopped) => RunStatus::Stopped,
-        Ok(Outcome::Interrupted) => RunStatus::Interrupted,
-        Err(_) => RunStatus::Failed,
+        Ok(Outcome::Completed) => RunStatus::COMPLETED,
+        Ok(Outcome::Stopped) => RunStatus::STOPPED,
+        Ok(Outcome::Interrupted) => RunStatus::INTERRUPTED,
+        Err(_) => RunStatus::FAILED,
     };
     if let Err(e) = &result {
         // A run that started ends with a RUN_END too, so plugins can record why and with which exit code; the
@@ -263,7 +263,7 @@ pub fn train(loaded: &Loaded, opts: &TrainOptions, dispatcher: &mut Dispatcher) 
         if dispatcher.started() {
             let code = if e.downcast_ref::<NonFiniteLoss>().is_some() { 3 } else { 1 };
             let payload = json!({ "status": "failed", "message": format!("{e:#}"), "exit_code": code });
-            let _ = dispatcher.emit(&Event { kind: EventKind::RunEnd, epoch: 0, global_step: 0, batch_in_epoch: 0, metrics: &[], payload: &payload });
+            let _ = dispatcher.emit(&Event { kind: EventKind::RUN_END, epoch: 0, global_step: 0, batch_in_epoch: 0, metrics: &[], payload: &payload });
         }
     }
     dispatcher.finish(status);
@@ -363,9 +363,9 @@ fn train_in(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher, dir: PathB
         "metric_names": objective.metric_names(),
         "hyperparameters": hyperparameters,
     });
-    let mut stop = emit(d, EventKind::RunStart, state.epoch, state.global_step, 0, &[], &run_payload)?.contains(Directive::STOP_TRAINING);
+    let mut stop = emit(d, EventKind::RUN_START, state.epoch, state.global_step, 0, &[], &run_payload)?.contains(Directive::STOP_TRAINING);
     if let Some(path) = &loaded_from {
-        emit(d, EventKind::CheckpointLoaded, state.epoch, state.global_step, state.batch_in_epoch, &[], &json!({ "path": path.display().to_string() }))?;
+        emit(d, EventKind::CHECKPOINT_LOADED, state.epoch, state.global_step, state.batch_in_epoch, &[], &json!({ "path": path.display().to_string() }))?;
     }
 
     let val_bs = tc.val_batch_size.unwrap_or(bs);
@@ -390,9 +390,9 @@ fn train_in(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher, dir: PathB
         phases.lap(t, Phase::Data);
         if state.batch_in_epoch == 0 {
             state.partial = PartialEpoch::default();
-            stop |= emit(d, EventKind::EpochStart, e1, state.global_step, 0, &[], &empty)?.contains(Directive::STOP_TRAINING);
+            stop |= emit(d, EventKind::EPOCH_START, e1, state.global_step, 0, &[], &empty)?.contains(Directive::STOP_TRAINING);
         }
-        stop |= emit(d, EventKind::TrainLoopStart, e1, state.global_step, state.batch_in_epoch, &[], &json!({ "batches": batches }))?
+        stop |= emit(d, EventKind::TRAIN_LOOP_START, e1, state.global_step, state.batch_in_epoch, &[], &json!({ "batches": batches }))?
             .contains(Directive::STOP_TRAINING);
         let mut correct = Tensor::f_zeros([], (Kind::Int64, device))?;
         // Gradients of the optimizer step being accumulated (grad_accumulation micro-batches).
@@ -414,7 +414,7 @@ fn train_in(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher, dir: PathB
             if reseed {
                 tch::manual_seed(step_seed(seed, state.global_step));
             }
-            emit(d, EventKind::TrainBatchStart, e1, state.global_step, b, &[], &empty)?;
+            emit(d, EventKind::TRAIN_BATCH_START, e1, state.global_step, b, &[], &empty)?;
             let start = b * bs;
             let len = bs.min(n_train - start);
             let mut step = || -> Result<(f64, Tensor)> {
@@ -472,9 +472,9 @@ fn train_in(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher, dir: PathB
             state.partial.samples += len as i64;
             state.global_step += 1;
             state.batch_in_epoch += 1;
-            if d.wants(EventKind::TrainBatchEnd) {
+            if d.wants(EventKind::TRAIN_BATCH_END) {
                 let m = [Metric::new("train", "loss", loss)];
-                stop |= emit(d, EventKind::TrainBatchEnd, e1, state.global_step, b, &m, &empty)?.contains(Directive::STOP_TRAINING);
+                stop |= emit(d, EventKind::TRAIN_BATCH_END, e1, state.global_step, b, &m, &empty)?.contains(Directive::STOP_TRAINING);
             }
             if tc.log_every_n_steps > 0 && state.global_step.is_multiple_of(tc.log_every_n_steps) {
                 log.write(&json!({ "event": "step", "epoch": e1, "step": state.global_step, "train/loss": loss, "lr": opt.lr() }))?;
@@ -488,7 +488,7 @@ fn train_in(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher, dir: PathB
         if objective.task == TaskKind::Classification {
             metrics.push(Metric::new("train", "accuracy", state.partial.correct as f64 / samples));
         }
-        stop |= emit(d, EventKind::TrainLoopEnd, e1, state.global_step, batches, &metrics, &empty)?.contains(Directive::STOP_TRAINING);
+        stop |= emit(d, EventKind::TRAIN_LOOP_END, e1, state.global_step, batches, &metrics, &empty)?.contains(Directive::STOP_TRAINING);
         if let Some((t0, s0)) = bench.take() {
             let secs = t0.elapsed().as_secs_f64();
             let steps = state.global_step - s0;
@@ -500,17 +500,17 @@ fn train_in(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher, dir: PathB
         let t_val = Instant::now();
         let mut confusion = None;
         if !data.val.is_empty() {
-            emit(d, EventKind::ValLoopStart, e1, state.global_step, 0, &[], &empty)?;
+            emit(d, EventKind::VAL_LOOP_START, e1, state.global_step, 0, &[], &empty)?;
             let gs = state.global_step;
-            let wants_batches = d.wants(EventKind::ValBatchStart) || d.wants(EventKind::ValBatchEnd);
+            let wants_batches = d.wants(EventKind::VAL_BATCH_START) || d.wants(EventKind::VAL_BATCH_END);
             let ev = evaluate(&model, &objective, &data.val, val_bs, tc.limit_val_batches, "val", |vb, loss| {
                 if wants_batches {
-                    emit(d, EventKind::ValBatchStart, e1, gs, vb, &[], &empty)?;
-                    emit(d, EventKind::ValBatchEnd, e1, gs, vb, &[Metric::new("val", "loss", loss)], &empty)?;
+                    emit(d, EventKind::VAL_BATCH_START, e1, gs, vb, &[], &empty)?;
+                    emit(d, EventKind::VAL_BATCH_END, e1, gs, vb, &[Metric::new("val", "loss", loss)], &empty)?;
                 }
                 Ok(())
             })?;
-            stop |= emit(d, EventKind::ValLoopEnd, e1, state.global_step, 0, &ev.metrics, &empty)?.contains(Directive::STOP_TRAINING);
+            stop |= emit(d, EventKind::VAL_LOOP_END, e1, state.global_step, 0, &ev.metrics, &empty)?.contains(Directive::STOP_TRAINING);
             metrics.extend(ev.metrics);
             confusion = ev.confusion;
         }
@@ -558,7 +558,7 @@ fn train_in(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher, dir: PathB
             let script = |p: &Path| model.save_script(p);
             let saved = checkpoint::save(&ckpt_root, &vs, &opt.state_tensors(), &state, Some(&script), is_best)?;
             last_saved = Some(saved.clone());
-            emit(d, EventKind::CheckpointSaved, e1, state.global_step, 0, &[], &json!({ "path": saved.display().to_string(), "is_best": is_best }))?;
+            emit(d, EventKind::CHECKPOINT_SAVED, e1, state.global_step, 0, &[], &json!({ "path": saved.display().to_string(), "is_best": is_best }))?;
         }
         phases.lap(t_ckpt, Phase::Checkpoint);
         let mut payload = line;
@@ -572,7 +572,7 @@ fn train_in(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher, dir: PathB
                 obj.insert("histograms".into(), json!({ "weights": weights, "gradients": grad_histograms.take().unwrap_or(json!({})) }));
             }
         }
-        stop |= emit(d, EventKind::EpochEnd, e1, state.global_step, batches, &metrics, &payload)?.contains(Directive::STOP_TRAINING);
+        stop |= emit(d, EventKind::EPOCH_END, e1, state.global_step, batches, &metrics, &payload)?.contains(Directive::STOP_TRAINING);
     }
     let outcome = if state.epoch < tc.epochs { Outcome::Stopped } else { Outcome::Completed };
     let best = match (state.best, state.best_epoch) {
@@ -583,7 +583,7 @@ fn train_in(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher, dir: PathB
     let message = format!("{what}: {} epochs in {:.1}s{best} · {}", state.epoch, state.elapsed_s, dir.display());
     emit(
         d,
-        EventKind::RunEnd,
+        EventKind::RUN_END,
         state.epoch,
         state.global_step,
         0,
@@ -624,7 +624,7 @@ fn interrupted(
     );
     emit(
         d,
-        EventKind::RunEnd,
+        EventKind::RUN_END,
         state.epoch + 1,
         state.global_step,
         state.batch_in_epoch,

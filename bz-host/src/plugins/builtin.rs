@@ -3,7 +3,7 @@
 
 use super::Spec;
 use crate::config::{default_mode, Mode};
-use crate::events::{Callback, Directive, Event, EventKind, RunStatus};
+use crate::events::{self, Callback, Directive, Event, EventKind, RunStatus};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
@@ -129,12 +129,12 @@ impl Callback for EarlyStopping {
     }
 
     fn subscriptions(&self) -> u32 {
-        EventKind::RunStart.bit() | EventKind::EpochEnd.bit()
+        events::mask(&[EventKind::RUN_START, EventKind::EPOCH_END])
     }
 
     fn on_event(&mut self, e: &Event) -> Result<Directive> {
         match e.kind {
-            EventKind::RunStart => {
+            EventKind::RUN_START => {
                 let names: Vec<&str> = e.payload["metric_names"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
                 if !names.is_empty() && !names.contains(&self.monitor.as_str()) {
                     bail!("plugins.early_stopping.monitor = {:?} is not a metric of this run; choose one of: {}", self.monitor, names.join(", "));
@@ -146,7 +146,7 @@ impl Callback for EarlyStopping {
                 }
                 Ok(Directive::NONE)
             }
-            EventKind::EpochEnd => {
+            EventKind::EPOCH_END => {
                 let key = self.monitor.split_once('/').unwrap_or(("", &self.monitor));
                 let Some(value) = e.metrics.iter().find(|m| m.split == key.0 && m.name == key.1).map(|m| m.value) else {
                     bail!("metric {:?} is missing at epoch {}", self.monitor, e.epoch)
@@ -243,16 +243,16 @@ impl Callback for Profiler {
     }
 
     fn subscriptions(&self) -> u32 {
-        EventKind::RunStart.bit() | EventKind::EpochEnd.bit() | EventKind::RunEnd.bit()
+        events::mask(&[EventKind::RUN_START, EventKind::EPOCH_END, EventKind::RUN_END])
     }
 
     fn on_event(&mut self, e: &Event) -> Result<Directive> {
         match e.kind {
-            EventKind::RunStart => {
+            EventKind::RUN_START => {
                 self.run_dir = e.payload["run_dir"].as_str().map(PathBuf::from);
                 self.sample();
             }
-            EventKind::EpochEnd => {
+            EventKind::EPOCH_END => {
                 Self::add_all(&mut self.phases, &e.payload["phases_s"]);
                 if let Some(p) = e.payload["plugins_s"].as_object() {
                     // The dispatcher's totals are cumulative: keep the latest.
@@ -262,7 +262,7 @@ impl Callback for Profiler {
                 self.peak_rss = self.peak_rss.max(rss);
                 self.epochs.push(json!({ "epoch": e.epoch, "phases_s": e.payload["phases_s"], "cpu_percent": cpu, "rss_bytes": rss }));
             }
-            EventKind::RunEnd => {
+            EventKind::RUN_END => {
                 if let Some(dir) = &self.run_dir {
                     let path = dir.join(&self.output);
                     crate::atomic::write(&path, serde_json::to_string_pretty(&self.report())?.as_bytes())
@@ -277,7 +277,7 @@ impl Callback for Profiler {
 
     fn finish(&mut self, status: RunStatus) {
         // A failed or interrupted run still leaves its profile (RUN_END is not sent on failure).
-        if status == RunStatus::Failed {
+        if status == RunStatus::FAILED {
             if let Some(dir) = &self.run_dir {
                 let _ = crate::atomic::write(&dir.join(&self.output), self.report().to_string().as_bytes());
             }

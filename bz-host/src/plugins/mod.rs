@@ -252,7 +252,7 @@ struct FfiCallback {
 impl FfiCallback {
     fn new(name: String, inner: api::CallbackBox) -> FfiCallback {
         // Kinds this bz does not know (a newer plugin) are ignored.
-        let mask = inner.subscriptions().iter().filter_map(|k| events::EventKind::ALL.get(k.0 as usize)).fold(0, |m, k| m | k.bit());
+        let mask = inner.subscriptions().iter().filter(|k| EventKind::ALL.contains(k)).fold(0, |m, k| m | events::bit(*k));
         FfiCallback { name, inner, mask }
     }
 }
@@ -270,7 +270,7 @@ impl Callback for FfiCallback {
         let metrics: Vec<api::Metric<'_>> =
             e.metrics.iter().map(|m| api::Metric { name: RStr::from(m.name.as_str()), split: RStr::from(m.split), value: m.value }).collect();
         // Batch events carry no payload; skip serialising (and allocating) for them.
-        if e.kind == EventKind::RunStart {
+        if e.kind == EventKind::RUN_START {
             // Before the library sees RUN_START, so `host.run_dir()` already answers inside its handler.
             if let Some(dir) = e.payload.get("run_dir").and_then(|d| d.as_str()) {
                 record_run_dir(dir);
@@ -278,7 +278,7 @@ impl Callback for FfiCallback {
         }
         let payload = if e.payload.is_null() { std::borrow::Cow::Borrowed("null") } else { std::borrow::Cow::Owned(e.payload.to_string()) };
         let event = api::Event {
-            kind: api::EventKind(e.kind as u16),
+            kind: e.kind,
             epoch: e.epoch as u64,
             global_step: e.global_step as u64,
             batch_in_epoch: e.batch_in_epoch as u64,
@@ -286,19 +286,13 @@ impl Callback for FfiCallback {
             payload_json: RStr::from(payload.as_ref()),
         };
         match self.inner.on_event(&event).into_result() {
-            Ok(d) => Ok(Directive(d.0 & Directive::KNOWN.0)),
+            Ok(d) => Ok(Directive(d.0 & events::KNOWN_DIRECTIVES.0)),
             Err(err) => Err(anyhow::anyhow!("{}", err.message)),
         }
     }
 
     fn finish(&mut self, status: RunStatus) {
-        let s = match status {
-            RunStatus::Completed => api::RunStatus::COMPLETED,
-            RunStatus::Stopped => api::RunStatus::STOPPED,
-            RunStatus::Interrupted => api::RunStatus::INTERRUPTED,
-            RunStatus::Failed => api::RunStatus::FAILED,
-        };
-        if let Err(e) = self.inner.finish(s).into_result() {
+        if let Err(e) = self.inner.finish(status).into_result() {
             eprintln!("warning: plugin '{}' failed to finish: {}", self.name, e.message);
         }
     }
@@ -361,13 +355,6 @@ pub fn name_from_file(path: &Path) -> String {
     }
     stem
 }
-
-// bz's internal kinds and the API's must be the same numbers: the adapter casts one to the other.
-const _: () = assert!(EventKind::RunEnd as u16 == api::EventKind::RUN_END.0);
-const _: () = assert!(EventKind::TrainBatchEnd as u16 == api::EventKind::TRAIN_BATCH_END.0);
-const _: () = assert!(EventKind::ALL.len() == api::EventKind::ALL.len());
-const _: () = assert!(Directive::STOP_TRAINING.0 == api::Directive::STOP_TRAINING.0);
-const _: () = assert!(Directive::WANT_HISTOGRAMS.0 == api::Directive::WANT_HISTOGRAMS.0);
 
 #[cfg(test)]
 mod tests {
