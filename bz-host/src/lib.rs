@@ -16,7 +16,6 @@ pub mod model;
 pub mod optim;
 pub mod plugins;
 pub mod redact;
-pub mod run_dir;
 pub mod schedule;
 pub mod train;
 pub mod tune;

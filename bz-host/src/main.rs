@@ -6,7 +6,7 @@
 use anyhow::{Context, Result};
 use bz_host::config::{self, ConfigError};
 use bz_host::console::Verbosity;
-use bz_host::train::{self, NonFiniteLoss, Outcome, TrainOptions, INTERRUPTED};
+use bz_host::train::{self, Interrupt, NonFiniteLoss, Outcome, Session, TrainOptions};
 use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -351,8 +351,10 @@ fn load(cfg: &ConfigArgs, extra: &[String]) -> Result<config::Loaded> {
 fn cmd_train(cfg: ConfigArgs, epochs: Option<usize>, resume: bool, run_name: Option<String>, quiet: bool, verbose: bool) -> Result<ExitCode> {
     let extra: Vec<String> = epochs.map(|n| format!("train.epochs={n}")).into_iter().collect();
     let loaded = load(&cfg, &extra)?;
-    ctrlc::set_handler(|| {
-        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+    let interrupt = Interrupt::default();
+    let handler = interrupt.clone();
+    ctrlc::set_handler(move || {
+        if handler.raise() {
             // A second Ctrl-C: the user does not want to wait for the checkpoint.
             std::process::exit(130);
         }
@@ -369,7 +371,7 @@ fn cmd_train(cfg: ConfigArgs, epochs: Option<usize>, resume: bool, run_name: Opt
     let dir = bz_host::plugins::loader::plugin_dir(cfg.plugin_dir.as_deref());
     let prepared = bz_host::plugins::prepare(&loaded.config, &loaded.path, &dir, verbose)?;
     let mut dispatcher = bz_host::plugins::dispatcher(prepared, &loaded.config, verbosity, std::io::stdout().is_terminal())?;
-    let outcome = train::train(&loaded, &TrainOptions { resume, run_name }, &mut dispatcher)?;
+    let outcome = train::train(&loaded, &TrainOptions { resume, run_name }, &mut dispatcher, &interrupt)?;
     Ok(match outcome {
         Outcome::Completed | Outcome::Stopped => ExitCode::SUCCESS,
         Outcome::Interrupted => ExitCode::from(130),
@@ -418,7 +420,7 @@ fn cmd_validate(cfg: ConfigArgs) -> Result<ExitCode> {
     let loaded = load(&cfg, &[])?;
     let dir = bz_host::plugins::loader::plugin_dir(cfg.plugin_dir.as_deref());
     let plugins = bz_host::plugins::validate_in_child(&loaded.config, &loaded.path, &dir)?;
-    let (data, _vs, model, objective, _device) = train::prepare(&loaded.config, &loaded.path)?;
+    let Session { data, model, objective, .. } = Session::prepare(&loaded.config, &loaded.path)?;
     println!("{}: ok", loaded.path.display());
     println!(
         "data    {} · {} train / {} val samples · input {}",
@@ -463,7 +465,7 @@ fn cmd_eval(cfg: ConfigArgs, checkpoint: Option<PathBuf>, run_name: Option<Strin
         c.model.torchscript = Some(std::fs::canonicalize(dir.join("model.pt")).with_context(|| format!("{} has no model.pt", dir.display()))?);
     }
     let c = &c;
-    let (data, mut vs, model, objective, _device) = train::prepare(c, &loaded.path)?;
+    let Session { data, mut vs, model, objective, .. } = Session::prepare(c, &loaded.path)?;
     bz_host::checkpoint::load_model(&dir, &mut vs)?;
     let (set, name) = if split == "train" { (&data.train, "train") } else { (&data.val, "val") };
     if set.is_empty() {
