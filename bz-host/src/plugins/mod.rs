@@ -246,6 +246,7 @@ pub fn create_tuner(name: &str, lib: &loader::Library, config: &str, space: &str
 struct FfiCallback {
     name: String,
     inner: api::CallbackBox,
+    /// The kinds the library subscribed to.
     mask: u32,
 }
 
@@ -262,8 +263,9 @@ impl Callback for FfiCallback {
         &self.name
     }
 
+    /// RUN_START always, for the run dir (see `record_run_dir`), even when the library did not ask for it.
     fn subscriptions(&self) -> u32 {
-        self.mask
+        self.mask | events::bit(EventKind::RUN_START)
     }
 
     fn on_event(&mut self, e: &Event) -> Result<Directive> {
@@ -275,6 +277,9 @@ impl Callback for FfiCallback {
             if let Some(dir) = e.payload.get("run_dir").and_then(|d| d.as_str()) {
                 record_run_dir(dir);
             }
+        }
+        if self.mask & events::bit(e.kind) == 0 {
+            return Ok(Directive::NONE);
         }
         let payload = if e.payload.is_null() { std::borrow::Cow::Borrowed("null") } else { std::borrow::Cow::Owned(e.payload.to_string()) };
         let event = api::Event {
