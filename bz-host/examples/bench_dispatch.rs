@@ -30,8 +30,7 @@ fn main() -> Result<()> {
             let start = Instant::now();
             for step in 0..events {
                 if d.wants(EventKind::TRAIN_BATCH_END) {
-                    let ev =
-                        Event { kind: EventKind::TRAIN_BATCH_END, epoch: 1, global_step: step, batch_in_epoch: step, metrics: &metrics, payload: &payload };
+                    let ev = Event::new(EventKind::TRAIN_BATCH_END, 1, step, step, &metrics, &payload);
                     std::hint::black_box(d.emit(&ev)?);
                 }
             }

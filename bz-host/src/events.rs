@@ -52,6 +52,22 @@ pub struct Event<'a> {
     pub batch_in_epoch: usize,
     pub metrics: &'a [Metric],
     pub payload: &'a Value,
+    /// The payload as JSON text, made on first use and shared by every library callback of this event.
+    json: std::cell::OnceCell<String>,
+}
+
+impl<'a> Event<'a> {
+    pub fn new(kind: EventKind, epoch: usize, global_step: usize, batch_in_epoch: usize, metrics: &'a [Metric], payload: &'a Value) -> Event<'a> {
+        Event { kind, epoch, global_step, batch_in_epoch, metrics, payload, json: Default::default() }
+    }
+
+    /// The payload serialised once, however many plugins receive it (batch events carry none: no allocation).
+    pub fn payload_json(&self) -> &str {
+        if self.payload.is_null() {
+            return "null";
+        }
+        self.json.get_or_init(|| self.payload.to_string())
+    }
 }
 
 /// Every directive this bz acts on; other bits from newer plugins are dropped.
@@ -216,7 +232,7 @@ mod tests {
         d.add(Box::new(Rec { mask: bit(EventKind::EPOCH_END), seen: seen.clone(), stop_on: Some(EventKind::EPOCH_END) }), OnError::Abort);
         assert!(d.wants(EventKind::EPOCH_END) && !d.wants(EventKind::TRAIN_BATCH_END));
         let payload = Value::Null;
-        let ev = |kind| Event { kind, epoch: 1, global_step: 0, batch_in_epoch: 0, metrics: &[], payload: &payload };
+        let ev = |kind| Event::new(kind, 1, 0, 0, &[], &payload);
         assert_eq!(d.emit(&ev(EventKind::TRAIN_BATCH_END)).unwrap(), Directive::NONE);
         assert!(d.emit(&ev(EventKind::EPOCH_END)).unwrap().contains(Directive::STOP_TRAINING));
         assert_eq!(*seen.borrow(), vec![EventKind::EPOCH_END]);

@@ -269,9 +269,6 @@ impl Callback for FfiCallback {
     }
 
     fn on_event(&mut self, e: &Event) -> Result<Directive> {
-        let metrics: Vec<api::Metric<'_>> =
-            e.metrics.iter().map(|m| api::Metric { name: RStr::from(m.name.as_str()), split: RStr::from(m.split), value: m.value }).collect();
-        // Batch events carry no payload; skip serialising (and allocating) for them.
         if e.kind == EventKind::RUN_START {
             // Before the library sees RUN_START, so `host.run_dir()` already answers inside its handler.
             if let Some(dir) = e.payload.get("run_dir").and_then(|d| d.as_str()) {
@@ -281,14 +278,15 @@ impl Callback for FfiCallback {
         if self.mask & events::bit(e.kind) == 0 {
             return Ok(Directive::NONE);
         }
-        let payload = if e.payload.is_null() { std::borrow::Cow::Borrowed("null") } else { std::borrow::Cow::Owned(e.payload.to_string()) };
+        let metrics: Vec<api::Metric<'_>> =
+            e.metrics.iter().map(|m| api::Metric { name: RStr::from(m.name.as_str()), split: RStr::from(m.split), value: m.value }).collect();
         let event = api::Event {
             kind: e.kind,
             epoch: e.epoch as u64,
             global_step: e.global_step as u64,
             batch_in_epoch: e.batch_in_epoch as u64,
             metrics: RSlice::from_slice(&metrics),
-            payload_json: RStr::from(payload.as_ref()),
+            payload_json: RStr::from(e.payload_json()),
         };
         match self.inner.on_event(&event).into_result() {
             Ok(d) => Ok(Directive(d.0 & events::KNOWN_DIRECTIVES.0)),

@@ -68,7 +68,7 @@ pub fn train(loaded: &Loaded, opts: &TrainOptions, dispatcher: &mut Dispatcher, 
             let code = if e.downcast_ref::<NonFiniteLoss>().is_some() { 3 } else { 1 };
             let end = RunEnd { status: Status::Failed, message: format!("{e:#}"), exit_code: code, best: None };
             if let Ok(payload) = serde_json::to_value(&end) {
-                let _ = dispatcher.emit(&Event { kind: EventKind::RUN_END, epoch: 0, global_step: 0, batch_in_epoch: 0, metrics: &[], payload: &payload });
+                let _ = dispatcher.emit(&Event::new(EventKind::RUN_END, 0, 0, 0, &[], &payload));
             }
         }
     }

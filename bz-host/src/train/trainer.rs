@@ -236,7 +236,7 @@ pub(super) fn emit(d: &mut Dispatcher, kind: EventKind, at: At, metrics: &[Metri
     if !d.wants(kind) {
         return Ok(Directive::NONE);
     }
-    d.emit(&Event { kind, epoch: at.epoch, global_step: at.step, batch_in_epoch: at.batch, metrics, payload })
+    d.emit(&Event::new(kind, at.epoch, at.step, at.batch, metrics, payload))
 }
 
 /// A typed payload as the event stream carries it, serialised once for every callback.
