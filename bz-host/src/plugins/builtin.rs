@@ -5,6 +5,7 @@ use super::Spec;
 use crate::config::{default_mode, Mode};
 use crate::events::{self, Callback, Directive, Event, EventKind, RunStatus};
 use anyhow::{bail, Context, Result};
+use bz_plugin_api::payload::RunStart;
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 
@@ -135,14 +136,13 @@ impl Callback for EarlyStopping {
     fn on_event(&mut self, e: &Event) -> Result<Directive> {
         match e.kind {
             EventKind::RUN_START => {
-                let names: Vec<&str> = e.payload["metric_names"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
-                if !names.is_empty() && !names.contains(&self.monitor.as_str()) {
+                let start: RunStart = serde_json::from_value(e.payload.clone())?;
+                let names = &start.metric_names;
+                if !names.is_empty() && !names.contains(&self.monitor) {
                     bail!("plugins.early_stopping.monitor = {:?} is not a metric of this run; choose one of: {}", self.monitor, names.join(", "));
                 }
-                if e.payload["resumed"] == true {
-                    if let Some(dir) = e.payload["run_dir"].as_str() {
-                        self.replay(dir, e.epoch);
-                    }
+                if start.resumed && !start.run_dir.is_empty() {
+                    self.replay(&start.run_dir, e.epoch);
                 }
                 Ok(Directive::NONE)
             }
