@@ -238,4 +238,15 @@ mod tests {
         assert_eq!(*seen.borrow(), vec![EventKind::EPOCH_END]);
         assert_eq!(EventKind::ALL.iter().fold(0, |m, k| m | bit(*k)), ALL_EVENTS);
     }
+
+    #[test]
+    fn kinds_beyond_the_mask_subscribe_to_nothing_and_payload_json_is_made_once() {
+        assert_eq!(bit(EventKind(40)), 0);
+        assert_eq!(mask(&[EventKind::RUN_START, EventKind::RUN_END]), 1 | 1 << 13);
+        let payload = serde_json::json!({ "batches": 3 });
+        let e = Event::new(EventKind::TRAIN_LOOP_START, 1, 0, 0, &[], &payload);
+        assert_eq!(e.payload_json(), r#"{"batches":3}"#);
+        assert!(std::ptr::eq(e.payload_json(), e.payload_json()), "serialised once");
+        assert_eq!(Event::new(EventKind::TRAIN_BATCH_END, 1, 0, 0, &[], &Value::Null).payload_json(), "null");
+    }
 }
