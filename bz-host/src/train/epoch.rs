@@ -133,7 +133,7 @@ impl Trainer<'_> {
         }
         let every = self.cfg.train.log_every_n_steps;
         if every > 0 && self.state.global_step.is_multiple_of(every) {
-            self.log.write(&json!({ "event": "step", "epoch": ep.e1, "step": self.state.global_step, "train/loss": loss, "lr": self.opt.lr() }))?;
+            self.run.log.write(&json!({ "event": "step", "epoch": ep.e1, "step": self.state.global_step, "train/loss": loss, "lr": self.opt.lr() }))?;
         }
         Ok(())
     }
@@ -191,7 +191,7 @@ impl Trainer<'_> {
             let secs = t0.elapsed().as_secs_f64();
             let steps = self.state.global_step - s0;
             let samples_per_s = (steps * self.plan.batch_size) as f64 / secs.max(1e-12);
-            self.log.write(&json!({ "event": "throughput", "step": self.state.global_step, "warmup_steps": s0, "steps": steps, "seconds": secs,
+            self.run.log.write(&json!({ "event": "throughput", "step": self.state.global_step, "warmup_steps": s0, "steps": steps, "seconds": secs,
                                     "samples_per_s": samples_per_s }))?;
         }
         Ok(())
@@ -237,8 +237,8 @@ impl Trainer<'_> {
         self.state.elapsed_s += ep.train_seconds;
         self.state.metrics = by_name.clone();
         let summary = self.summary(&ep, by_name);
-        self.log.write(&serde_json::to_value(&summary)?)?;
-        self.log.flush()?;
+        self.run.log.write(&serde_json::to_value(&summary)?)?;
+        self.run.log.flush()?;
         let t_ckpt = Instant::now();
         if self.cfg.checkpoint.enabled {
             let saved = self.save_checkpoint(is_best)?;

@@ -3,11 +3,37 @@
 //! to be the same run when resumed.
 
 use super::claim::{self, Claim};
+use super::metrics_log::MetricsLog;
 use super::TrainOptions;
 use crate::config::{self, Config, Loaded};
 use anyhow::{bail, Context, Result};
 use std::fs;
 use std::path::{Path, PathBuf};
+
+/// An open run directory: its absolute path (plugins get it in payloads and may change their working directory),
+/// its checkpoints and its metrics.jsonl.
+pub struct RunDir {
+    pub path: PathBuf,
+    pub checkpoints: PathBuf,
+    pub log: MetricsLog,
+}
+
+impl RunDir {
+    /// Writes the resolved config (on resume too: `--epochs` may have grown) and opens metrics.jsonl, keeping
+    /// only lines up to `resumed_at_step` when resuming.
+    pub fn open(dir: &Path, cfg: &Config, resumed_at_step: Option<usize>) -> Result<RunDir> {
+        let path = fs::canonicalize(dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
+        let config_file = path.join("config.toml");
+        crate::atomic::write(&config_file, config::to_toml(cfg).as_bytes()).with_context(|| format!("cannot write {}", config_file.display()))?;
+        let log = MetricsLog::open(&path.join("metrics.jsonl"), resumed_at_step)?;
+        Ok(RunDir { checkpoints: path.join("checkpoints"), path, log })
+    }
+
+    /// The directory's name, as `--run-name` takes it.
+    pub fn name(&self) -> Option<String> {
+        self.path.file_name().map(|n| n.to_string_lossy().into_owned())
+    }
+}
 
 /// The run directory for a new run, or the one to resume, claimed for this process.
 pub fn claim(loaded: &Loaded, opts: &TrainOptions) -> Result<Claim> {

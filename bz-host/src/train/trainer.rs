@@ -1,7 +1,7 @@
 //! The trainer: set-up (fresh or resumed), the run's start and end, and Ctrl-C. The epoch itself is in `epoch`.
 
-use super::metrics_log::MetricsLog;
-use super::{hyperparameters, run_dir, Interrupt, Outcome, Session, TrainOptions};
+use super::run_dir::{self, RunDir};
+use super::{hyperparameters, Interrupt, Outcome, Session, TrainOptions};
 use crate::checkpoint::{self, PartialEpoch, TrainerState};
 use crate::config::{self, Config, Loaded, Mode};
 use crate::events::{Directive, Dispatcher, Event, EventKind, Metric};
@@ -71,10 +71,7 @@ pub(super) struct Trainer<'a> {
     pub opt: Optimizer,
     pub schedule: Schedule,
     pub state: TrainerState,
-    pub log: MetricsLog,
-    /// Absolute: plugins get it in payloads and may change their working directory.
-    pub dir: PathBuf,
-    pub ckpt_root: PathBuf,
+    pub run: RunDir,
     pub resumed: bool,
     /// The checkpoint this run resumed from, then the last one it saved.
     pub last_saved: Option<PathBuf>,
@@ -104,28 +101,8 @@ impl<'a> Trainer<'a> {
             fs::create_dir_all(dir).with_context(|| format!("cannot create the run directory {}", dir.display()))?;
             (fresh_state(&schedule), None)
         };
-        let dir = fs::canonicalize(dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
-        // Rewritten on resume too: `--epochs` may have grown.
-        let config_file = dir.join("config.toml");
-        crate::atomic::write(&config_file, config::to_toml(cfg).as_bytes()).with_context(|| format!("cannot write {}", config_file.display()))?;
-        let log = MetricsLog::open(&dir.join("metrics.jsonl"), opts.resume.then_some(state.global_step))?;
-        Ok(Trainer {
-            cfg,
-            d,
-            interrupt,
-            session,
-            plan,
-            opt,
-            schedule,
-            state,
-            log,
-            ckpt_root: dir.join("checkpoints"),
-            dir,
-            resumed: opts.resume,
-            last_saved,
-            bench: None,
-            stop: false,
-        })
+        let run = RunDir::open(dir, cfg, opts.resume.then_some(state.global_step))?;
+        Ok(Trainer { cfg, d, interrupt, session, plan, opt, schedule, state, run, resumed: opts.resume, last_saved, bench: None, stop: false })
     }
 
     /// Epochs until the last, a stop request or Ctrl-C.
@@ -160,8 +137,8 @@ impl<'a> Trainer<'a> {
         let mut hyperparameters = hyperparameters(cfg);
         hyperparameters["model.params"] = s.model.param_count().into();
         RunStart {
-            run_dir: self.dir.display().to_string(),
-            run_name: self.dir.file_name().map(|n| n.to_string_lossy().into_owned()),
+            run_dir: self.run.path.display().to_string(),
+            run_name: self.run.name(),
             config: config::to_toml(cfg),
             data: format!("{} · {} train / {} val samples", s.data.description, self.plan.n_train, s.data.val.len()),
             device: format!("{:?}", s.device).to_lowercase(),
@@ -190,7 +167,7 @@ impl<'a> Trainer<'a> {
             _ => String::new(),
         };
         let what = if outcome == Outcome::Stopped { "stopped early" } else { "done" };
-        let message = format!("{what}: {} epochs in {:.1}s{best} · {}", state.epoch, state.elapsed_s, self.dir.display());
+        let message = format!("{what}: {} epochs in {:.1}s{best} · {}", state.epoch, state.elapsed_s, self.run.path.display());
         let status = if outcome == Outcome::Stopped { Status::Stopped } else { Status::Completed };
         let payload = to_payload(&RunEnd { status, message, exit_code: 0, best: state.best })?;
         let at = At { epoch: state.epoch, step: state.global_step, batch: 0 };
@@ -201,7 +178,7 @@ impl<'a> Trainer<'a> {
     /// Ctrl-C: save where we are (unless nothing changed since the last checkpoint), report, and let the caller
     /// exit 130.
     pub fn save_interrupted(mut self) -> Result<Outcome> {
-        self.log.flush()?;
+        self.run.log.flush()?;
         self.state.optimizer_steps = self.opt.steps;
         let last = self.last_saved.as_deref();
         let unchanged = last.and_then(|p| checkpoint::read_state(p).ok()).is_some_and(|s| s.global_step == self.state.global_step);
@@ -212,7 +189,7 @@ impl<'a> Trainer<'a> {
             state.epoch + 1,
             state.batch_in_epoch,
             path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()),
-            self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            self.run.name().unwrap_or_default()
         );
         let payload = to_payload(&RunEnd { status: Status::Interrupted, message, exit_code: 130, best: None })?;
         let at = At { epoch: state.epoch + 1, step: state.global_step, batch: state.batch_in_epoch };
@@ -223,7 +200,7 @@ impl<'a> Trainer<'a> {
     /// Writes a checkpoint of the current state (with the TorchScript module, if the model is one).
     pub fn save_checkpoint(&self, is_best: bool) -> Result<PathBuf> {
         let script = |p: &Path| self.session.model.save_script(p);
-        checkpoint::save(&self.ckpt_root, &self.session.vs, &self.opt.state_tensors(), &self.state, Some(&script), is_best)
+        checkpoint::save(&self.run.checkpoints, &self.session.vs, &self.opt.state_tensors(), &self.state, Some(&script), is_best)
     }
 
     /// Sends an event, unless no callback subscribes to its kind.
