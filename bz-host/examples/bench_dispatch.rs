@@ -29,8 +29,8 @@ fn main() -> Result<()> {
         for _ in 0..5 {
             let start = Instant::now();
             for step in 0..events {
-                if d.wants(EventKind::TrainBatchEnd) {
-                    let ev = Event { kind: EventKind::TrainBatchEnd, epoch: 1, global_step: step, batch_in_epoch: step, metrics: &metrics, payload: &payload };
+                if d.wants(EventKind::TRAIN_BATCH_END) {
+                    let ev = Event::new(EventKind::TRAIN_BATCH_END, 1, step, step, &metrics, &payload);
                     std::hint::black_box(d.emit(&ev)?);
                 }
             }

@@ -1,8 +1,10 @@
 //! Console output, the first callback on the event stream: a progress bar per epoch (loss, throughput, ETA)
 //! on a terminal, plain lines otherwise, and a summary line per epoch.
 
-use crate::events::{Callback, Directive, Event, EventKind, RunStatus};
+use crate::events::{self, Callback, Directive, Event, EventKind, RunStatus};
+use crate::fmt::{fmt_rate, fmt_value};
 use anyhow::Result;
+use bz_plugin_api::payload::RunStart;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -40,6 +42,76 @@ impl Console {
             }
         }
     }
+
+    fn clear_bar(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    /// The run's header: directory, data, device and the model's layer table.
+    fn run_start(&mut self, e: &Event) {
+        let p: RunStart = serde_json::from_value(e.payload.clone()).unwrap_or_default();
+        self.epochs = p.epochs as usize;
+        self.samples_per_batch = p.batch_size as f64;
+        self.say(&format!("bz {} · run {}", env!("CARGO_PKG_VERSION"), p.run_dir));
+        self.say(&format!("data    {}", p.data));
+        self.say(&format!("device  {} · {} threads · seed {}", p.device, p.threads, p.seed));
+        if !p.model_summary.is_empty() {
+            self.say(&p.model_summary);
+        }
+    }
+
+    fn progress_start(&mut self, e: &Event) {
+        let batches = num_of(e, "batches").unwrap_or(0.0) as u64;
+        let bar = ProgressBar::with_draw_target(Some(batches), ProgressDrawTarget::stdout_with_hz(10));
+        let style = ProgressStyle::with_template("epoch {prefix} {bar:28.cyan/blue} {pos}/{len} {msg} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("━╸─");
+        bar.set_style(style);
+        bar.set_prefix(format!("{}/{}", e.epoch, self.epochs));
+        bar.set_position(e.batch_in_epoch as u64);
+        self.bar = Some(bar);
+        self.loop_start = Instant::now();
+        self.last_draw = Instant::now() - Duration::from_secs(1);
+    }
+
+    fn progress_batch(&mut self, e: &Event) {
+        let Some(bar) = &self.bar else { return };
+        bar.inc(1);
+        // Formatting a message every batch would cost more than a small model's step.
+        if self.last_draw.elapsed() >= Duration::from_millis(100) {
+            self.last_draw = Instant::now();
+            let loss = e.metrics.iter().find(|m| m.name == "loss").map(|m| m.value).unwrap_or(f64::NAN);
+            let secs = self.loop_start.elapsed().as_secs_f64().max(1e-9);
+            let rate = bar.position() as f64 * self.samples_per_batch / secs;
+            bar.set_message(format!("loss {} · {} samples/s", fmt_value(loss), fmt_rate(rate)));
+        }
+    }
+
+    /// `epoch 3/10  train/loss 0.31  val/accuracy 91.20%  lr 0.0010  1.2s · 52.1k samples/s  ★ best`.
+    fn epoch_line(&self, e: &Event) -> String {
+        let mut parts = vec![format!("epoch {}/{}", e.epoch, self.epochs)];
+        let verbose = self.verbosity >= Verbosity::Verbose;
+        for m in e.metrics {
+            let headline = matches!(m.name.as_str(), "loss" | "accuracy" | "f1_macro" | "mse" | "mae" | "r2");
+            if m.split.is_empty() || !(headline || verbose) {
+                continue;
+            }
+            let v = if m.name.contains("accuracy") { format!("{:.2}%", 100.0 * m.value) } else { fmt_value(m.value) };
+            parts.push(format!("{} {v}", m.key()));
+        }
+        if let Some(lr) = num_of(e, "lr") {
+            parts.push(format!("lr {}", fmt_value(lr)));
+        }
+        if let (Some(t), Some(r)) = (num_of(e, "epoch_time_s"), num_of(e, "samples_per_s")) {
+            parts.push(format!("{t:.1}s · {} samples/s", fmt_rate(r)));
+        }
+        if e.payload.get("is_best").and_then(|b| b.as_bool()) == Some(true) {
+            parts.push("★ best".into());
+        }
+        parts.join("  ")
+    }
 }
 
 fn str_of<'a>(e: &'a Event, key: &str) -> Option<&'a str> {
@@ -50,25 +122,6 @@ fn num_of(e: &Event, key: &str) -> Option<f64> {
     e.payload.get(key).and_then(|v| v.as_f64())
 }
 
-/// `1.23e-3`-style for small or large values, plain decimals otherwise.
-pub fn fmt_value(v: f64) -> String {
-    if v == 0.0 || (1e-3..1e5).contains(&v.abs()) {
-        format!("{v:.4}")
-    } else {
-        format!("{v:.3e}")
-    }
-}
-
-pub fn fmt_rate(samples_per_s: f64) -> String {
-    if samples_per_s >= 1e6 {
-        format!("{:.2}M", samples_per_s / 1e6)
-    } else if samples_per_s >= 1e3 {
-        format!("{:.1}k", samples_per_s / 1e3)
-    } else {
-        format!("{samples_per_s:.0}")
-    }
-}
-
 impl Callback for Console {
     fn name(&self) -> &str {
         "console_out"
@@ -76,88 +129,30 @@ impl Callback for Console {
 
     fn subscriptions(&self) -> u32 {
         if self.verbosity == Verbosity::Quiet {
-            return EventKind::RunEnd.bit();
+            return events::mask(&[EventKind::RUN_END]);
         }
-        let mut mask = EventKind::RunStart.bit() | EventKind::CheckpointLoaded.bit() | EventKind::EpochEnd.bit() | EventKind::RunEnd.bit();
+        let mut mask = events::mask(&[EventKind::RUN_START, EventKind::CHECKPOINT_LOADED, EventKind::EPOCH_END, EventKind::RUN_END]);
         if self.interactive {
-            mask |= EventKind::TrainLoopStart.bit() | EventKind::TrainBatchEnd.bit() | EventKind::TrainLoopEnd.bit();
+            mask |= events::mask(&[EventKind::TRAIN_LOOP_START, EventKind::TRAIN_BATCH_END, EventKind::TRAIN_LOOP_END]);
         }
         mask
     }
 
     fn on_event(&mut self, e: &Event) -> Result<Directive> {
         match e.kind {
-            EventKind::RunStart => {
-                self.epochs = num_of(e, "epochs").unwrap_or(0.0) as usize;
-                self.samples_per_batch = num_of(e, "batch_size").unwrap_or(0.0);
-                let line = |k: &str| str_of(e, k).unwrap_or("?").to_string();
-                self.say(&format!("bz {} · run {}", env!("CARGO_PKG_VERSION"), line("run_dir")));
-                self.say(&format!("data    {}", line("data")));
-                self.say(&format!("device  {} · {} threads · seed {}", line("device"), num_of(e, "threads").unwrap_or(0.0), num_of(e, "seed").unwrap_or(0.0)));
-                if let Some(summary) = str_of(e, "model_summary") {
-                    self.say(summary);
-                }
-            }
-            EventKind::CheckpointLoaded => {
+            EventKind::RUN_START => self.run_start(e),
+            EventKind::CHECKPOINT_LOADED => {
                 self.say(&format!("resumed from {} (epoch {}, step {})", str_of(e, "path").unwrap_or("?"), e.epoch, e.global_step));
             }
-            EventKind::TrainLoopStart => {
-                let batches = num_of(e, "batches").unwrap_or(0.0) as u64;
-                let bar = ProgressBar::with_draw_target(Some(batches), ProgressDrawTarget::stdout_with_hz(10));
-                let style = ProgressStyle::with_template("epoch {prefix} {bar:28.cyan/blue} {pos}/{len} {msg} eta {eta}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("━╸─");
-                bar.set_style(style);
-                bar.set_prefix(format!("{}/{}", e.epoch, self.epochs));
-                bar.set_position(e.batch_in_epoch as u64);
-                self.bar = Some(bar);
-                self.loop_start = Instant::now();
-                self.last_draw = Instant::now() - Duration::from_secs(1);
+            EventKind::TRAIN_LOOP_START => self.progress_start(e),
+            EventKind::TRAIN_BATCH_END => self.progress_batch(e),
+            EventKind::TRAIN_LOOP_END => self.clear_bar(),
+            EventKind::EPOCH_END => {
+                let line = self.epoch_line(e);
+                self.say(&line);
             }
-            EventKind::TrainBatchEnd => {
-                if let Some(bar) = &self.bar {
-                    bar.inc(1);
-                    // Formatting a message every batch would cost more than a small model's step.
-                    if self.last_draw.elapsed() >= Duration::from_millis(100) {
-                        self.last_draw = Instant::now();
-                        let loss = e.metrics.iter().find(|m| m.name == "loss").map(|m| m.value).unwrap_or(f64::NAN);
-                        let secs = self.loop_start.elapsed().as_secs_f64().max(1e-9);
-                        let rate = bar.position() as f64 * self.samples_per_batch / secs;
-                        bar.set_message(format!("loss {} · {} samples/s", fmt_value(loss), fmt_rate(rate)));
-                    }
-                }
-            }
-            EventKind::TrainLoopEnd => {
-                if let Some(bar) = self.bar.take() {
-                    bar.finish_and_clear();
-                }
-            }
-            EventKind::EpochEnd => {
-                let mut parts = vec![format!("epoch {}/{}", e.epoch, self.epochs)];
-                let verbose = self.verbosity >= Verbosity::Verbose;
-                for m in e.metrics {
-                    let headline = matches!(m.name.as_str(), "loss" | "accuracy" | "f1_macro" | "mse" | "mae" | "r2");
-                    if m.split.is_empty() || !(headline || verbose) {
-                        continue;
-                    }
-                    let v = if m.name.contains("accuracy") { format!("{:.2}%", 100.0 * m.value) } else { fmt_value(m.value) };
-                    parts.push(format!("{} {v}", m.key()));
-                }
-                if let Some(lr) = num_of(e, "lr") {
-                    parts.push(format!("lr {}", fmt_value(lr)));
-                }
-                if let (Some(t), Some(r)) = (num_of(e, "epoch_time_s"), num_of(e, "samples_per_s")) {
-                    parts.push(format!("{t:.1}s · {} samples/s", fmt_rate(r)));
-                }
-                if e.payload.get("is_best").and_then(|b| b.as_bool()) == Some(true) {
-                    parts.push("★ best".into());
-                }
-                self.say(&parts.join("  "));
-            }
-            EventKind::RunEnd => {
-                if let Some(bar) = self.bar.take() {
-                    bar.finish_and_clear();
-                }
+            EventKind::RUN_END => {
+                self.clear_bar();
                 if self.verbosity > Verbosity::Quiet {
                     if let Some(msg) = str_of(e, "message") {
                         self.say(msg);
@@ -170,8 +165,6 @@ impl Callback for Console {
     }
 
     fn finish(&mut self, _status: RunStatus) {
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
-        }
+        self.clear_bar();
     }
 }

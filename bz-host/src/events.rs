@@ -4,67 +4,17 @@
 //! callback subscribes to them.
 
 use anyhow::Result;
+pub use bz_plugin_api::{Directive, EventKind, RunStatus};
 use serde_json::Value;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum EventKind {
-    RunStart,
-    CheckpointLoaded,
-    EpochStart,
-    TrainLoopStart,
-    TrainBatchStart,
-    TrainBatchEnd,
-    TrainLoopEnd,
-    ValLoopStart,
-    ValBatchStart,
-    ValBatchEnd,
-    ValLoopEnd,
-    CheckpointSaved,
-    EpochEnd,
-    RunEnd,
+/// A kind's bit in a subscription mask (0 for kinds beyond the mask, which no callback can subscribe to).
+pub fn bit(kind: EventKind) -> u32 {
+    1u32.checked_shl(kind.0 as u32).unwrap_or(0)
 }
 
-impl EventKind {
-    pub const ALL: [EventKind; 14] = [
-        EventKind::RunStart,
-        EventKind::CheckpointLoaded,
-        EventKind::EpochStart,
-        EventKind::TrainLoopStart,
-        EventKind::TrainBatchStart,
-        EventKind::TrainBatchEnd,
-        EventKind::TrainLoopEnd,
-        EventKind::ValLoopStart,
-        EventKind::ValBatchStart,
-        EventKind::ValBatchEnd,
-        EventKind::ValLoopEnd,
-        EventKind::CheckpointSaved,
-        EventKind::EpochEnd,
-        EventKind::RunEnd,
-    ];
-
-    /// The kind's bit in a subscription mask.
-    pub fn bit(self) -> u32 {
-        1 << (self as u32)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            EventKind::RunStart => "RUN_START",
-            EventKind::CheckpointLoaded => "CHECKPOINT_LOADED",
-            EventKind::EpochStart => "EPOCH_START",
-            EventKind::TrainLoopStart => "TRAIN_LOOP_START",
-            EventKind::TrainBatchStart => "TRAIN_BATCH_START",
-            EventKind::TrainBatchEnd => "TRAIN_BATCH_END",
-            EventKind::TrainLoopEnd => "TRAIN_LOOP_END",
-            EventKind::ValLoopStart => "VAL_LOOP_START",
-            EventKind::ValBatchStart => "VAL_BATCH_START",
-            EventKind::ValBatchEnd => "VAL_BATCH_END",
-            EventKind::ValLoopEnd => "VAL_LOOP_END",
-            EventKind::CheckpointSaved => "CHECKPOINT_SAVED",
-            EventKind::EpochEnd => "EPOCH_END",
-            EventKind::RunEnd => "RUN_END",
-        }
-    }
+/// The subscription mask of `kinds`.
+pub fn mask(kinds: &[EventKind]) -> u32 {
+    kinds.iter().fold(0, |m, k| m | bit(*k))
 }
 
 /// Subscribe to every kind.
@@ -102,56 +52,30 @@ pub struct Event<'a> {
     pub batch_in_epoch: usize,
     pub metrics: &'a [Metric],
     pub payload: &'a Value,
+    /// The payload as JSON text, made on first use and shared by every library callback of this event.
+    json: std::cell::OnceCell<String>,
 }
 
-/// What a callback asks of the trainer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Directive(pub u32);
-
-impl Directive {
-    pub const NONE: Directive = Directive(0);
-    /// Finish the current epoch (validation, checkpoint, EPOCH_END), then end the run.
-    pub const STOP_TRAINING: Directive = Directive(1);
-    /// Put parameter and gradient histograms into this epoch's EPOCH_END payload.
-    pub const WANT_HISTOGRAMS: Directive = Directive(2);
-    /// Every directive this bz acts on; other bits from newer plugins are dropped.
-    pub const KNOWN: Directive = Directive(1 | 2);
-
-    pub fn contains(self, other: Directive) -> bool {
-        self.0 & other.0 == other.0 && other.0 != 0
+impl<'a> Event<'a> {
+    pub fn new(kind: EventKind, epoch: usize, global_step: usize, batch_in_epoch: usize, metrics: &'a [Metric], payload: &'a Value) -> Event<'a> {
+        Event { kind, epoch, global_step, batch_in_epoch, metrics, payload, json: Default::default() }
     }
-}
 
-impl std::ops::BitOr for Directive {
-    type Output = Directive;
-    fn bitor(self, rhs: Directive) -> Directive {
-        Directive(self.0 | rhs.0)
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RunStatus {
-    Completed,
-    /// A callback asked to stop early.
-    Stopped,
-    Interrupted,
-    Failed,
-}
-
-impl RunStatus {
-    pub fn name(self) -> &'static str {
-        match self {
-            RunStatus::Completed => "completed",
-            RunStatus::Stopped => "stopped",
-            RunStatus::Interrupted => "interrupted",
-            RunStatus::Failed => "failed",
+    /// The payload serialised once, however many plugins receive it (batch events carry none: no allocation).
+    pub fn payload_json(&self) -> &str {
+        if self.payload.is_null() {
+            return "null";
         }
+        self.json.get_or_init(|| self.payload.to_string())
     }
 }
+
+/// Every directive this bz acts on; other bits from newer plugins are dropped.
+pub const KNOWN_DIRECTIVES: Directive = Directive(Directive::STOP_TRAINING.0 | Directive::WANT_HISTOGRAMS.0);
 
 pub trait Callback {
     fn name(&self) -> &str;
-    /// A mask of [`EventKind::bit`]s.
+    /// A mask of [`bit`]s.
     fn subscriptions(&self) -> u32;
     fn on_event(&mut self, event: &Event) -> Result<Directive>;
     fn finish(&mut self, _status: RunStatus) {}
@@ -201,15 +125,15 @@ impl Dispatcher {
     /// Whether any callback wants `kind`: the trainer skips building the event otherwise.
     #[inline]
     pub fn wants(&self, kind: EventKind) -> bool {
-        self.mask & kind.bit() != 0
+        self.mask & bit(kind) != 0
     }
 
     pub fn emit(&mut self, event: &Event) -> Result<Directive> {
-        self.started |= event.kind == EventKind::RunStart;
+        self.started |= event.kind == EventKind::RUN_START;
         let mut directive = Directive::NONE;
         let mut mask_changed = false;
         for e in &mut self.entries {
-            if e.disabled || e.mask & event.kind.bit() == 0 {
+            if e.disabled || e.mask & bit(event.kind) == 0 {
                 continue;
             }
             let start = std::time::Instant::now();
@@ -305,13 +229,24 @@ mod tests {
     fn subscriptions_filter_and_directives_merge() {
         let seen = std::rc::Rc::new(std::cell::RefCell::new(vec![]));
         let mut d = Dispatcher::default();
-        d.add(Box::new(Rec { mask: EventKind::EpochEnd.bit(), seen: seen.clone(), stop_on: Some(EventKind::EpochEnd) }), OnError::Abort);
-        assert!(d.wants(EventKind::EpochEnd) && !d.wants(EventKind::TrainBatchEnd));
+        d.add(Box::new(Rec { mask: bit(EventKind::EPOCH_END), seen: seen.clone(), stop_on: Some(EventKind::EPOCH_END) }), OnError::Abort);
+        assert!(d.wants(EventKind::EPOCH_END) && !d.wants(EventKind::TRAIN_BATCH_END));
         let payload = Value::Null;
-        let ev = |kind| Event { kind, epoch: 1, global_step: 0, batch_in_epoch: 0, metrics: &[], payload: &payload };
-        assert_eq!(d.emit(&ev(EventKind::TrainBatchEnd)).unwrap(), Directive::NONE);
-        assert!(d.emit(&ev(EventKind::EpochEnd)).unwrap().contains(Directive::STOP_TRAINING));
-        assert_eq!(*seen.borrow(), vec![EventKind::EpochEnd]);
-        assert_eq!(EventKind::ALL.iter().fold(0, |m, k| m | k.bit()), ALL_EVENTS);
+        let ev = |kind| Event::new(kind, 1, 0, 0, &[], &payload);
+        assert_eq!(d.emit(&ev(EventKind::TRAIN_BATCH_END)).unwrap(), Directive::NONE);
+        assert!(d.emit(&ev(EventKind::EPOCH_END)).unwrap().contains(Directive::STOP_TRAINING));
+        assert_eq!(*seen.borrow(), vec![EventKind::EPOCH_END]);
+        assert_eq!(EventKind::ALL.iter().fold(0, |m, k| m | bit(*k)), ALL_EVENTS);
+    }
+
+    #[test]
+    fn kinds_beyond_the_mask_subscribe_to_nothing_and_payload_json_is_made_once() {
+        assert_eq!(bit(EventKind(40)), 0);
+        assert_eq!(mask(&[EventKind::RUN_START, EventKind::RUN_END]), 1 | 1 << 13);
+        let payload = serde_json::json!({ "batches": 3 });
+        let e = Event::new(EventKind::TRAIN_LOOP_START, 1, 0, 0, &[], &payload);
+        assert_eq!(e.payload_json(), r#"{"batches":3}"#);
+        assert!(std::ptr::eq(e.payload_json(), e.payload_json()), "serialised once");
+        assert_eq!(Event::new(EventKind::TRAIN_BATCH_END, 1, 0, 0, &[], &Value::Null).payload_json(), "null");
     }
 }

@@ -5,6 +5,7 @@
 //! residual bodies `4.body.0.weight`), so the saved safetensors load into the same Python `nn.Sequential`.
 
 use crate::config::LayerSpec;
+use crate::fmt::fmt_shape;
 use anyhow::{bail, Context, Result};
 use std::cell::RefCell;
 use std::path::Path;
@@ -274,10 +275,6 @@ impl Model {
         s.push_str(&format!("total parameters: {}", group_digits(self.param_count())));
         s
     }
-}
-
-pub fn fmt_shape(shape: &[i64]) -> String {
-    format!("[{}]", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))
 }
 
 pub fn group_digits(n: i64) -> String {

@@ -91,6 +91,7 @@
 pub mod ffi;
 pub mod harness;
 pub mod kit;
+pub mod payload;
 
 /// The pinned abi_stable, re-exported so plugins never pick another version.
 pub use abi_stable;

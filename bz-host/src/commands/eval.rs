@@ -5,7 +5,7 @@ use super::exit::Status;
 use anyhow::{Context, Result};
 use bz_host::config::Loaded;
 use bz_host::evaluate::Evaluation;
-use bz_host::train;
+use bz_host::train::Session;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -38,7 +38,7 @@ impl EvalArgs {
         if c.model.torchscript.is_some() {
             c.model.torchscript = Some(std::fs::canonicalize(dir.join("model.pt")).with_context(|| format!("{} has no model.pt", dir.display()))?);
         }
-        let (data, mut vs, model, objective, _device) = train::prepare(&c, &loaded.path)?;
+        let Session { data, mut vs, model, objective, .. } = Session::prepare(&c, &loaded.path)?;
         bz_host::checkpoint::load_model(&dir, &mut vs)?;
         let (set, name) = if self.split == "train" { (&data.train, "train") } else { (&data.val, "val") };
         if set.is_empty() {
@@ -72,7 +72,7 @@ impl EvalArgs {
         } else {
             println!("checkpoint {}", std::fs::canonicalize(&dir).unwrap_or(dir).display());
             for m in &ev.metrics {
-                println!("{:<24} {}", m.key(), bz_host::console::fmt_value(m.value));
+                println!("{:<24} {}", m.key(), bz_host::fmt::fmt_value(m.value));
             }
         }
     }

@@ -5,10 +5,10 @@ use super::exit::Status;
 use super::interrupt;
 use anyhow::Result;
 use bz_host::console::Verbosity;
-use bz_host::train::{self, Outcome, TrainOptions, INTERRUPTED};
+use bz_host::interrupt::Interrupt;
+use bz_host::train::{self, Outcome, TrainOptions};
 use clap::Args;
 use std::io::IsTerminal;
-use std::sync::atomic::Ordering;
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -34,7 +34,9 @@ pub struct TrainArgs {
 impl TrainArgs {
     pub fn run(self) -> Result<Status> {
         let loaded = self.cfg.load([KeyFlag::int("train.epochs", self.epochs.map(|n| n as u64))])?;
-        interrupt::on_ctrl_c("saving a checkpoint after this batch", || INTERRUPTED.swap(true, Ordering::SeqCst))?;
+        let interrupted = Interrupt::default();
+        let handle = interrupted.clone();
+        interrupt::on_ctrl_c("saving a checkpoint after this batch", move || handle.raise())?;
         let verbosity = match (self.quiet, self.verbose) {
             (true, _) => Verbosity::Quiet,
             (false, true) => Verbosity::Verbose,
@@ -42,7 +44,7 @@ impl TrainArgs {
         };
         let prepared = bz_host::plugins::prepare(&loaded.config, &loaded.path, &self.cfg.plugin_dir(), self.verbose)?;
         let mut dispatcher = bz_host::plugins::dispatcher(prepared, &loaded.config, verbosity, std::io::stdout().is_terminal())?;
-        let outcome = train::train(&loaded, &TrainOptions { resume: self.resume, run_name: self.run_name }, &mut dispatcher)?;
+        let outcome = train::train(&loaded, &TrainOptions { resume: self.resume, run_name: self.run_name }, &mut dispatcher, &interrupted)?;
         Ok(match outcome {
             Outcome::Completed | Outcome::Stopped => Status::Success,
             Outcome::Interrupted => Status::Interrupted,

@@ -3,7 +3,7 @@
 use super::config_args::ConfigArgs;
 use super::exit::Status;
 use anyhow::Result;
-use bz_host::train;
+use bz_host::train::Session;
 use clap::Args;
 
 #[derive(Args)]
@@ -16,14 +16,14 @@ impl ValidateArgs {
     pub fn run(self) -> Result<Status> {
         let loaded = self.cfg.load([])?;
         let plugins = bz_host::plugins::validate_in_child(&loaded.config, &loaded.path, &self.cfg.plugin_dir())?;
-        let (data, _vs, model, objective, _device) = train::prepare(&loaded.config, &loaded.path)?;
+        let Session { data, model, objective, .. } = Session::prepare(&loaded.config, &loaded.path)?;
         println!("{}: ok", loaded.path.display());
         println!(
             "data    {} · {} train / {} val samples · input {}",
             data.description,
             data.train.len(),
             data.val.len(),
-            bz_host::model::fmt_shape(&data.input_shape)
+            bz_host::fmt::fmt_shape(&data.input_shape)
         );
         println!("{}", model.summary());
         println!("metrics {}", objective.metric_names().join(", "));

@@ -3,8 +3,9 @@
 
 use super::Spec;
 use crate::config::{default_mode, Mode};
-use crate::events::{Callback, Directive, Event, EventKind, RunStatus};
-use anyhow::{bail, Result};
+use crate::events::{self, Callback, Directive, Event, EventKind, RunStatus};
+use anyhow::{bail, Context, Result};
+use bz_plugin_api::payload::RunStart;
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 
@@ -129,24 +130,23 @@ impl Callback for EarlyStopping {
     }
 
     fn subscriptions(&self) -> u32 {
-        EventKind::RunStart.bit() | EventKind::EpochEnd.bit()
+        events::mask(&[EventKind::RUN_START, EventKind::EPOCH_END])
     }
 
     fn on_event(&mut self, e: &Event) -> Result<Directive> {
         match e.kind {
-            EventKind::RunStart => {
-                let names: Vec<&str> = e.payload["metric_names"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
-                if !names.is_empty() && !names.contains(&self.monitor.as_str()) {
+            EventKind::RUN_START => {
+                let start: RunStart = serde_json::from_value(e.payload.clone())?;
+                let names = &start.metric_names;
+                if !names.is_empty() && !names.contains(&self.monitor) {
                     bail!("plugins.early_stopping.monitor = {:?} is not a metric of this run; choose one of: {}", self.monitor, names.join(", "));
                 }
-                if e.payload["resumed"] == true {
-                    if let Some(dir) = e.payload["run_dir"].as_str() {
-                        self.replay(dir, e.epoch);
-                    }
+                if start.resumed && !start.run_dir.is_empty() {
+                    self.replay(&start.run_dir, e.epoch);
                 }
                 Ok(Directive::NONE)
             }
-            EventKind::EpochEnd => {
+            EventKind::EPOCH_END => {
                 let key = self.monitor.split_once('/').unwrap_or(("", &self.monitor));
                 let Some(value) = e.metrics.iter().find(|m| m.split == key.0 && m.name == key.1).map(|m| m.value) else {
                     bail!("metric {:?} is missing at epoch {}", self.monitor, e.epoch)
@@ -156,7 +156,7 @@ impl Callback for EarlyStopping {
                         "early stopping: {} has not improved for {} epoch(s); best {} at epoch {}",
                         self.monitor,
                         self.wait,
-                        self.best.map(crate::console::fmt_value).unwrap_or_else(|| "none".into()),
+                        self.best.map(crate::fmt::fmt_value).unwrap_or_else(|| "none".into()),
                         self.best_epoch
                     );
                     return Ok(Directive::STOP_TRAINING);
@@ -243,16 +243,16 @@ impl Callback for Profiler {
     }
 
     fn subscriptions(&self) -> u32 {
-        EventKind::RunStart.bit() | EventKind::EpochEnd.bit() | EventKind::RunEnd.bit()
+        events::mask(&[EventKind::RUN_START, EventKind::EPOCH_END, EventKind::RUN_END])
     }
 
     fn on_event(&mut self, e: &Event) -> Result<Directive> {
         match e.kind {
-            EventKind::RunStart => {
+            EventKind::RUN_START => {
                 self.run_dir = e.payload["run_dir"].as_str().map(PathBuf::from);
                 self.sample();
             }
-            EventKind::EpochEnd => {
+            EventKind::EPOCH_END => {
                 Self::add_all(&mut self.phases, &e.payload["phases_s"]);
                 if let Some(p) = e.payload["plugins_s"].as_object() {
                     // The dispatcher's totals are cumulative: keep the latest.
@@ -262,10 +262,11 @@ impl Callback for Profiler {
                 self.peak_rss = self.peak_rss.max(rss);
                 self.epochs.push(json!({ "epoch": e.epoch, "phases_s": e.payload["phases_s"], "cpu_percent": cpu, "rss_bytes": rss }));
             }
-            EventKind::RunEnd => {
+            EventKind::RUN_END => {
                 if let Some(dir) = &self.run_dir {
                     let path = dir.join(&self.output);
-                    crate::train::write_atomic(&path, serde_json::to_string_pretty(&self.report())?.as_bytes())?;
+                    crate::atomic::write(&path, serde_json::to_string_pretty(&self.report())?.as_bytes())
+                        .with_context(|| format!("cannot write {}", path.display()))?;
                 }
                 println!("{}", self.table());
             }
@@ -276,9 +277,9 @@ impl Callback for Profiler {
 
     fn finish(&mut self, status: RunStatus) {
         // A failed or interrupted run still leaves its profile (RUN_END is not sent on failure).
-        if status == RunStatus::Failed {
+        if status == RunStatus::FAILED {
             if let Some(dir) = &self.run_dir {
-                let _ = crate::train::write_atomic(&dir.join(&self.output), self.report().to_string().as_bytes());
+                let _ = crate::atomic::write(&dir.join(&self.output), self.report().to_string().as_bytes());
             }
         }
     }

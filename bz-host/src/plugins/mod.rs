@@ -246,13 +246,14 @@ pub fn create_tuner(name: &str, lib: &loader::Library, config: &str, space: &str
 struct FfiCallback {
     name: String,
     inner: api::CallbackBox,
+    /// The kinds the library subscribed to.
     mask: u32,
 }
 
 impl FfiCallback {
     fn new(name: String, inner: api::CallbackBox) -> FfiCallback {
         // Kinds this bz does not know (a newer plugin) are ignored.
-        let mask = inner.subscriptions().iter().filter_map(|k| events::EventKind::ALL.get(k.0 as usize)).fold(0, |m, k| m | k.bit());
+        let mask = inner.subscriptions().iter().filter(|k| EventKind::ALL.contains(k)).fold(0, |m, k| m | events::bit(*k));
         FfiCallback { name, inner, mask }
     }
 }
@@ -262,48 +263,51 @@ impl Callback for FfiCallback {
         &self.name
     }
 
+    /// RUN_START always, for the run dir (see `record_run_dir`), even when the library did not ask for it.
     fn subscriptions(&self) -> u32 {
-        self.mask
+        self.mask | events::bit(EventKind::RUN_START)
     }
 
     fn on_event(&mut self, e: &Event) -> Result<Directive> {
+        if e.kind == EventKind::RUN_START {
+            // Before the library sees RUN_START, so `host.run_dir()` already answers inside its handler.
+            if let Some(dir) = e.payload.get("run_dir").and_then(|d| d.as_str()) {
+                record_run_dir(dir);
+            }
+        }
+        if self.mask & events::bit(e.kind) == 0 {
+            return Ok(Directive::NONE);
+        }
         let metrics: Vec<api::Metric<'_>> =
             e.metrics.iter().map(|m| api::Metric { name: RStr::from(m.name.as_str()), split: RStr::from(m.split), value: m.value }).collect();
-        // Batch events carry no payload; skip serialising (and allocating) for them.
-        let payload = if e.payload.is_null() { std::borrow::Cow::Borrowed("null") } else { std::borrow::Cow::Owned(e.payload.to_string()) };
         let event = api::Event {
-            kind: api::EventKind(e.kind as u16),
+            kind: e.kind,
             epoch: e.epoch as u64,
             global_step: e.global_step as u64,
             batch_in_epoch: e.batch_in_epoch as u64,
             metrics: RSlice::from_slice(&metrics),
-            payload_json: RStr::from(payload.as_ref()),
+            payload_json: RStr::from(e.payload_json()),
         };
         match self.inner.on_event(&event).into_result() {
-            Ok(d) => Ok(Directive(d.0 & Directive::KNOWN.0)),
+            Ok(d) => Ok(Directive(d.0 & events::KNOWN_DIRECTIVES.0)),
             Err(err) => Err(anyhow::anyhow!("{}", err.message)),
         }
     }
 
     fn finish(&mut self, status: RunStatus) {
-        let s = match status {
-            RunStatus::Completed => api::RunStatus::COMPLETED,
-            RunStatus::Stopped => api::RunStatus::STOPPED,
-            RunStatus::Interrupted => api::RunStatus::INTERRUPTED,
-            RunStatus::Failed => api::RunStatus::FAILED,
-        };
-        if let Err(e) = self.inner.finish(s).into_result() {
+        if let Err(e) = self.inner.finish(status).into_result() {
             eprintln!("warning: plugin '{}' failed to finish: {}", self.name, e.message);
         }
     }
 }
 
+/// Where the run writes, for `HostApi::run_dir`: learned from RUN_START's payload as it is forwarded, so the
+/// trainer need not know that plugins exist beyond the event stream.
 static RUN_DIR: Mutex<String> = Mutex::new(String::new());
 
-/// Tells plugins (through `HostApi::run_dir`) where the run writes.
-pub fn set_run_dir(dir: &Path) {
+fn record_run_dir(dir: &str) {
     if let Ok(mut d) = RUN_DIR.lock() {
-        *d = dir.display().to_string();
+        *d = dir.to_string();
     }
 }
 
@@ -354,13 +358,6 @@ pub fn name_from_file(path: &Path) -> String {
     }
     stem
 }
-
-// bz's internal kinds and the API's must be the same numbers: the adapter casts one to the other.
-const _: () = assert!(EventKind::RunEnd as u16 == api::EventKind::RUN_END.0);
-const _: () = assert!(EventKind::TrainBatchEnd as u16 == api::EventKind::TRAIN_BATCH_END.0);
-const _: () = assert!(EventKind::ALL.len() == api::EventKind::ALL.len());
-const _: () = assert!(Directive::STOP_TRAINING.0 == api::Directive::STOP_TRAINING.0);
-const _: () = assert!(Directive::WANT_HISTOGRAMS.0 == api::Directive::WANT_HISTOGRAMS.0);
 
 #[cfg(test)]
 mod tests {

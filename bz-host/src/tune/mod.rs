@@ -14,11 +14,10 @@ mod summary;
 mod trial;
 
 use crate::config::Loaded;
+use crate::interrupt::Interrupt;
 use crate::plugins::{self, loader};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 pub struct TuneOptions {
     pub resume: bool,
@@ -31,25 +30,6 @@ pub struct TuneOptions {
 pub enum TuneOutcome {
     Finished,
     Interrupted,
-}
-
-/// Ctrl-C for a study: once requested, no trial starts, the running ones are stopped and marked failed.
-#[derive(Clone, Default)]
-pub struct Interrupt(Arc<AtomicBool>);
-
-impl Interrupt {
-    pub fn new() -> Interrupt {
-        Interrupt::default()
-    }
-
-    /// Asks the study to stop; returns whether that had been asked before.
-    pub fn request(&self) -> bool {
-        self.0.swap(true, Ordering::SeqCst)
-    }
-
-    pub fn is_requested(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
 }
 
 /// Runs the study `loaded`'s `[tune]` describes until its trials are done, its timeout passes, or `interrupt`.
@@ -73,7 +53,7 @@ pub fn tune(loaded: &Loaded, opts: &TuneOptions, interrupt: &Interrupt) -> Resul
     }
     scheduler::Scheduler::new(&mut tuner, &launcher, &study, interrupt, opts.quiet).run()?;
     summary::finish(&tuner, &study, loaded, &opts.sets)?;
-    Ok(if interrupt.is_requested() { TuneOutcome::Interrupted } else { TuneOutcome::Finished })
+    Ok(if interrupt.is_raised() { TuneOutcome::Interrupted } else { TuneOutcome::Finished })
 }
 
 /// A value as a `--set` item's TOML: strings quoted, numbers and booleans as they are.
@@ -93,7 +73,7 @@ fn toml_literal(v: &serde_json::Value) -> String {
 fn fmt_params(p: &serde_json::Map<String, serde_json::Value>) -> String {
     p.iter()
         .map(|(k, v)| match v.as_f64() {
-            Some(x) if v.is_f64() => format!("{k}={}", crate::console::fmt_value(x)),
+            Some(x) if v.is_f64() => format!("{k}={}", crate::fmt::fmt_value(x)),
             _ => format!("{k}={v}"),
         })
         .collect::<Vec<_>>()

@@ -1,9 +1,10 @@
 //! The study's loop: ask the tuner for trials while fewer than `n_jobs` run, poll them, tell it how each ended;
 //! stop asking at the timeout, when the tuner has no more trials, or on Ctrl-C (which also stops the running ones).
 
+use super::fmt_params;
 use super::study::Study;
 use super::trial::{Launcher, Trial};
-use super::{fmt_params, Interrupt};
+use crate::interrupt::Interrupt;
 use anyhow::{bail, Result};
 use bz_plugin_api::abi_stable::std_types::{RNone, RSome};
 use bz_plugin_api::{TrialState, TunerBox};
@@ -43,7 +44,7 @@ impl<'a> Scheduler<'a> {
                 return Ok(());
             }
             self.poll()?;
-            if self.interrupt.is_requested() {
+            if self.interrupt.is_raised() {
                 self.stop_all();
                 return Ok(());
             }
@@ -54,7 +55,7 @@ impl<'a> Scheduler<'a> {
     /// Whether a new trial may start: not interrupted, not past the timeout, and the tuner may have more.
     fn may_start(&self) -> bool {
         let timed_out = self.study.timeout.is_some_and(|t| self.start.elapsed() >= t);
-        !self.exhausted && !timed_out && !self.interrupt.is_requested()
+        !self.exhausted && !timed_out && !self.interrupt.is_raised()
     }
 
     /// Asks for trials and starts them until `n_jobs` run.
@@ -93,7 +94,7 @@ impl<'a> Scheduler<'a> {
     /// Tells the tuner how a trial ended, and says so.
     fn finish(&mut self, trial: &Trial, status: ExitStatus) {
         let metric = &self.study.tune.metric;
-        let mut verdict = trial.verdict(status, metric, self.interrupt.is_requested());
+        let mut verdict = trial.verdict(status, metric, self.interrupt.is_raised());
         let value = match verdict.value {
             Some(v) => RSome(v),
             None => RNone,
@@ -110,8 +111,8 @@ impl<'a> Scheduler<'a> {
             Err(e) => verdict.what = format!("{}, NOT RECORDED: {}", verdict.what, e.message),
         }
         if !self.quiet {
-            let v = verdict.value.map(|v| format!("{metric} {} · ", crate::console::fmt_value(v))).unwrap_or_default();
-            let b = self.best.map(|(n, v)| format!(" · best {} (trial {n})", crate::console::fmt_value(v))).unwrap_or_default();
+            let v = verdict.value.map(|v| format!("{metric} {} · ", crate::fmt::fmt_value(v))).unwrap_or_default();
+            let b = self.best.map(|(n, v)| format!(" · best {} (trial {n})", crate::fmt::fmt_value(v))).unwrap_or_default();
             println!("trial {:>3} {:<9} {v}{} epochs · {}{b}", trial.number, verdict.what, trial.epochs, fmt_params(&trial.params));
         }
     }

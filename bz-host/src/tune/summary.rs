@@ -23,7 +23,7 @@ pub fn finish(tuner: &TunerBox, study: &Study, loaded: &Loaded, sets: &[String])
     println!(
         "best trial {} · {metric} {} · {}\nstudy {name}: {counts} · best config {} (`bz train {}`)",
         best["number"],
-        best["value"].as_f64().map(crate::console::fmt_value).unwrap_or_default(),
+        best["value"].as_f64().map(crate::fmt::fmt_value).unwrap_or_default(),
         fmt_params(&params),
         best_path.display(),
         best_path.display()

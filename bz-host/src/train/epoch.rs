@@ -1,0 +1,306 @@
+//! One epoch: the batch loop with gradient accumulation and clipping, validation, best tracking, the
+//! metrics.jsonl line, the checkpoint and EPOCH_END.
+
+use super::phases::{Phase, Phases};
+use super::trainer::{emit, to_payload, At, Trainer};
+use super::NonFiniteLoss;
+use crate::checkpoint::PartialEpoch;
+use crate::config::{Mode, TaskKind};
+use crate::data;
+use crate::evaluate::evaluate;
+use crate::events::{Directive, EventKind, Metric};
+use crate::metrics::ConfusionMatrix;
+use crate::optim::Optimizer;
+use anyhow::{Context, Result};
+use bz_plugin_api::payload::{CheckpointSaved, EpochEnd, EpochSummary, Histograms, TrainLoopStart};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::time::Instant;
+use tch::{Kind, Tensor};
+
+/// The epoch in progress.
+pub(super) struct EpochRun {
+    /// 1-based, as events and logs count.
+    e1: usize,
+    start: Instant,
+    phases: Phases,
+    /// The training split in this epoch's sample order.
+    x: Tensor,
+    y: Tensor,
+    metrics: Vec<Metric>,
+    confusion: Option<ConfusionMatrix>,
+    /// The epoch's last step's gradients, for a plugin that asked for histograms this epoch.
+    grad_histograms: Option<Value>,
+    train_seconds: f64,
+}
+
+/// The optimizer step being accumulated (`grad_accumulation` micro-batches) and the epoch's correct predictions.
+struct Accumulated {
+    grads: Vec<Tensor>,
+    correct: Tensor,
+}
+
+impl Trainer<'_> {
+    fn at(&self, batch: usize) -> At {
+        At { epoch: self.state.epoch + 1, step: self.state.global_step, batch }
+    }
+
+    fn stop_if(&mut self, d: Directive) {
+        self.stop |= d.contains(Directive::STOP_TRAINING);
+    }
+
+    /// Orders the training split for this epoch (a function of seed and epoch, so a resume sees the same order).
+    pub(super) fn begin_epoch(&mut self) -> Result<EpochRun> {
+        let mut phases = Phases::default();
+        let t = Instant::now();
+        let order = data::epoch_order(self.plan.n_train, self.cfg.run.seed, self.state.epoch);
+        let order = Tensor::f_from_slice(&order)?.f_to_device(self.session.device)?;
+        let x = self.session.data.train.x.f_index_select(0, &order)?;
+        let y = self.session.data.train.y.f_index_select(0, &order)?;
+        phases.lap(t, Phase::Data);
+        let e1 = self.state.epoch + 1;
+        Ok(EpochRun { e1, start: t, phases, x, y, metrics: vec![], confusion: None, grad_histograms: None, train_seconds: 0.0 })
+    }
+
+    /// The batch loop; true when Ctrl-C ended it (the caller saves and ends the run).
+    pub(super) fn train_epoch(&mut self, ep: &mut EpochRun) -> Result<bool> {
+        if self.state.batch_in_epoch == 0 {
+            self.state.partial = PartialEpoch::default();
+            let d = self.emit(EventKind::EPOCH_START, self.at(0), &[], &Value::Null)?;
+            self.stop_if(d);
+        }
+        let payload = to_payload(&TrainLoopStart { batches: self.plan.batches as u64 })?;
+        let d = self.emit(EventKind::TRAIN_LOOP_START, self.at(self.state.batch_in_epoch), &[], &payload)?;
+        self.stop_if(d);
+        let mut acc = Accumulated { grads: Vec::new(), correct: Tensor::f_zeros([], (Kind::Int64, self.session.device))? };
+        let loop_start = Instant::now();
+        let seconds_before = self.state.partial.seconds;
+        while self.state.batch_in_epoch < self.plan.batches {
+            // Only between optimizer steps: gradients of a half-accumulated step are not part of a checkpoint.
+            if acc.grads.is_empty() && self.interrupt.is_raised() {
+                self.state.partial.correct += acc.correct.f_int64_value(&[])?;
+                self.state.partial.seconds = seconds_before + loop_start.elapsed().as_secs_f64();
+                return Ok(true);
+            }
+            self.train_batch(ep, &mut acc)?;
+        }
+        self.state.partial.correct += acc.correct.f_int64_value(&[])?;
+        self.state.partial.seconds = seconds_before + loop_start.elapsed().as_secs_f64();
+        ep.train_seconds = self.state.partial.seconds;
+        let samples = self.state.partial.samples.max(1) as f64;
+        ep.metrics.push(Metric::new("train", "loss", self.state.partial.loss_sum / samples));
+        if self.session.objective.task == TaskKind::Classification {
+            ep.metrics.push(Metric::new("train", "accuracy", self.state.partial.correct as f64 / samples));
+        }
+        let d = self.emit(EventKind::TRAIN_LOOP_END, self.at(self.plan.batches), &ep.metrics, &Value::Null)?;
+        self.stop_if(d);
+        self.log_throughput()?;
+        Ok(false)
+    }
+
+    fn train_batch(&mut self, ep: &mut EpochRun, acc: &mut Accumulated) -> Result<()> {
+        let b = self.state.batch_in_epoch;
+        if self.cfg.train.bench_warmup_steps == Some(self.state.global_step) {
+            self.bench = Some((Instant::now(), self.state.global_step));
+        }
+        if self.plan.reseed {
+            tch::manual_seed(super::step_seed(self.cfg.run.seed, self.state.global_step));
+        }
+        self.emit(EventKind::TRAIN_BATCH_START, self.at(b), &[], &Value::Null)?;
+        let start = b * self.plan.batch_size;
+        let len = self.plan.batch_size.min(self.plan.n_train - start);
+        let (loss, hits) = self
+            .forward_backward(ep, start, len, &mut acc.grads)
+            .with_context(|| format!("training failed at epoch {}, batch {b} (step {})", ep.e1, self.state.global_step))?;
+        if !loss.is_finite() {
+            let checkpoint = self.last_saved.clone();
+            return Err(NonFiniteLoss { value: loss, epoch: ep.e1, batch: b, step: self.state.global_step, checkpoint }.into());
+        }
+        if hits.defined() {
+            acc.correct = acc.correct.f_add(&hits)?;
+        }
+        if (b + 1).is_multiple_of(self.plan.accum) || b + 1 == self.plan.batches {
+            self.optimizer_step(ep, &mut acc.grads, b + 1 == self.plan.batches)?;
+        }
+        self.state.partial.loss_sum += loss * len as f64;
+        self.state.partial.samples += len as i64;
+        self.state.global_step += 1;
+        self.state.batch_in_epoch += 1;
+        if self.d.wants(EventKind::TRAIN_BATCH_END) {
+            let m = [Metric::new("train", "loss", loss)];
+            let d = self.emit(EventKind::TRAIN_BATCH_END, self.at(b), &m, &Value::Null)?;
+            self.stop_if(d);
+        }
+        let every = self.cfg.train.log_every_n_steps;
+        if every > 0 && self.state.global_step.is_multiple_of(every) {
+            self.run.log.write(&json!({ "event": "step", "epoch": ep.e1, "step": self.state.global_step, "train/loss": loss, "lr": self.opt.lr() }))?;
+        }
+        Ok(())
+    }
+
+    /// One micro-batch: forward, loss, backward into `grads`, and the correct predictions (classification).
+    /// A non-finite loss comes back before backward, for the caller to stop on.
+    fn forward_backward(&mut self, ep: &mut EpochRun, start: usize, len: usize, grads: &mut Vec<Tensor>) -> Result<(f64, Tensor)> {
+        let (model, objective) = (&self.session.model, &self.session.objective);
+        let t = Instant::now();
+        let x = ep.x.f_narrow(0, start as i64, len as i64)?;
+        let y = ep.y.f_narrow(0, start as i64, len as i64)?;
+        let t = ep.phases.lap(t, Phase::Data);
+        let out = model.forward_t(&x, true)?;
+        let loss = objective.loss(&out, &y)?;
+        let value = loss.f_double_value(&[])?;
+        let t = ep.phases.lap(t, Phase::Forward);
+        if !value.is_finite() {
+            return Ok((value, Tensor::new()));
+        }
+        if self.plan.accum > 1 {
+            self.opt.backward(&loss.f_div_scalar(self.plan.accum as f64)?, grads)?;
+        } else {
+            self.opt.backward(&loss, grads)?;
+        }
+        let t = ep.phases.lap(t, Phase::Backward);
+        let hits =
+            if objective.task == TaskKind::Classification { objective.predict(&out.f_detach()?)?.f_eq_tensor(&y)?.f_sum(Kind::Int64)? } else { Tensor::new() };
+        ep.phases.lap(t, Phase::Metrics);
+        Ok((value, hits))
+    }
+
+    /// Clips the accumulated gradients, sets the scheduled learning rate and steps.
+    fn optimizer_step(&mut self, ep: &mut EpochRun, grads: &mut Vec<Tensor>, last_of_epoch: bool) -> Result<()> {
+        let t = Instant::now();
+        if let Some(v) = self.cfg.train.clip_grad_value {
+            Optimizer::clip_grad_value(grads, v)?;
+        }
+        if let Some(n) = self.cfg.train.clip_grad_norm {
+            Optimizer::clip_grad_norm(grads, n)?;
+        }
+        self.opt.set_lr(self.schedule.lr(self.opt.steps as usize));
+        if last_of_epoch && self.d.requested(Directive::WANT_HISTOGRAMS) {
+            let names = self.opt.named_params().map(|(n, _)| n);
+            ep.grad_histograms = Some(crate::histogram::named(names.zip(grads.iter()))?);
+        }
+        self.opt.step(grads)?;
+        grads.clear();
+        ep.phases.lap(t, Phase::Optimizer);
+        Ok(())
+    }
+
+    /// The `throughput` line of `train.bench_warmup_steps`, once the epoch that started measuring ends.
+    fn log_throughput(&mut self) -> Result<()> {
+        if let Some((t0, s0)) = self.bench.take() {
+            let secs = t0.elapsed().as_secs_f64();
+            let steps = self.state.global_step - s0;
+            let samples_per_s = (steps * self.plan.batch_size) as f64 / secs.max(1e-12);
+            self.run.log.write(&json!({ "event": "throughput", "step": self.state.global_step, "warmup_steps": s0, "steps": steps, "seconds": secs,
+                                    "samples_per_s": samples_per_s }))?;
+        }
+        Ok(())
+    }
+
+    /// Validation metrics (and VAL_* events), when the run has a validation split.
+    pub(super) fn validate(&mut self, ep: &mut EpochRun) -> Result<()> {
+        let t_val = Instant::now();
+        if !self.session.data.val.is_empty() {
+            let at = self.at(0);
+            emit(self.d, EventKind::VAL_LOOP_START, at, &[], &Value::Null)?;
+            let wants_batches = self.d.wants(EventKind::VAL_BATCH_START) || self.d.wants(EventKind::VAL_BATCH_END);
+            let (s, d) = (&self.session, &mut *self.d);
+            let ev = evaluate(&s.model, &s.objective, &s.data.val, self.plan.val_batch_size, self.cfg.train.limit_val_batches, "val", |vb, loss| {
+                if wants_batches {
+                    emit(d, EventKind::VAL_BATCH_START, At { batch: vb, ..at }, &[], &Value::Null)?;
+                    emit(d, EventKind::VAL_BATCH_END, At { batch: vb, ..at }, &[Metric::new("val", "loss", loss)], &Value::Null)?;
+                }
+                Ok(())
+            })?;
+            let d = emit(self.d, EventKind::VAL_LOOP_END, at, &ev.metrics, &Value::Null)?;
+            self.stop_if(d);
+            ep.metrics.extend(ev.metrics);
+            ep.confusion = ev.confusion;
+        }
+        ep.phases.lap(t_val, Phase::Validation);
+        Ok(())
+    }
+
+    /// Best tracking, the scheduler's plateau, the metrics.jsonl line, the checkpoint and EPOCH_END.
+    pub(super) fn finish_epoch(&mut self, mut ep: EpochRun) -> Result<()> {
+        let by_name: Map<String, Value> = ep.metrics.iter().map(|m| (m.key(), json!(m.value))).collect();
+        if let Some(monitor) = self.schedule.monitor() {
+            if let Some(v) = by_name.get(monitor).and_then(|v| v.as_f64()) {
+                self.schedule.observe(v);
+            }
+        }
+        let is_best = self.track_best(by_name.get(&self.cfg.checkpoint.monitor).and_then(|v| v.as_f64()), ep.e1);
+        self.state.epoch += 1;
+        self.state.batch_in_epoch = 0;
+        self.state.optimizer_steps = self.opt.steps;
+        self.state.plateau = self.schedule.plateau.clone();
+        self.state.elapsed_s += ep.train_seconds;
+        self.state.metrics = by_name.clone();
+        let summary = self.summary(&ep, by_name);
+        self.run.log.write(&serde_json::to_value(&summary)?)?;
+        self.run.log.flush()?;
+        let t_ckpt = Instant::now();
+        if self.cfg.checkpoint.enabled {
+            let saved = self.save_checkpoint(is_best)?;
+            self.last_saved = Some(saved.clone());
+            let payload = to_payload(&CheckpointSaved { path: saved.display().to_string(), is_best })?;
+            self.emit(EventKind::CHECKPOINT_SAVED, At { epoch: ep.e1, step: self.state.global_step, batch: 0 }, &[], &payload)?;
+        }
+        ep.phases.lap(t_ckpt, Phase::Checkpoint);
+        let histograms = match self.d.take(Directive::WANT_HISTOGRAMS) {
+            true => Some(Histograms {
+                weights: object(crate::histogram::named(self.opt.named_params())?),
+                gradients: object(ep.grad_histograms.take().unwrap_or_default()),
+            }),
+            false => None,
+        };
+        let plugins_s: BTreeMap<String, f64> = self.d.timings().into_iter().collect();
+        let end = EpochEnd { summary, is_best, phases_s: ep.phases.seconds(), plugins_s, histograms };
+        let at = At { epoch: ep.e1, step: self.state.global_step, batch: self.plan.batches };
+        let d = self.emit(EventKind::EPOCH_END, at, &ep.metrics, &to_payload(&end)?)?;
+        self.stop_if(d);
+        Ok(())
+    }
+
+    /// Whether the monitored value beats the best so far (a non-finite one never does); records it if so.
+    fn track_best(&mut self, monitored: Option<f64>, e1: usize) -> bool {
+        let is_best = match (monitored, self.state.best) {
+            (Some(v), _) if !v.is_finite() => false,
+            (Some(_), None) => true,
+            (Some(v), Some(best)) => match self.plan.mode {
+                Mode::Min => v < best,
+                Mode::Max => v > best,
+            },
+            (None, _) => false,
+        };
+        if is_best {
+            self.state.best = monitored;
+            self.state.best_epoch = Some(e1);
+        }
+        is_best
+    }
+
+    /// The epoch's metrics.jsonl line.
+    fn summary(&self, ep: &EpochRun, by_name: Map<String, Value>) -> EpochSummary {
+        let samples = self.state.partial.samples.max(1) as f64;
+        let confusion = ep.confusion.as_ref().filter(|_| self.cfg.metrics.confusion_matrix);
+        EpochSummary {
+            event: "epoch".into(),
+            epoch: ep.e1 as u64,
+            step: self.state.global_step as u64,
+            lr: self.schedule.lr(self.opt.steps as usize),
+            epoch_time_s: ep.start.elapsed().as_secs_f64(),
+            train_time_s: ep.train_seconds,
+            samples_per_s: samples / ep.train_seconds.max(1e-12),
+            confusion_matrix: confusion.map(|cm| cm.rows()),
+            metrics: by_name.into_iter().collect(),
+        }
+    }
+}
+
+fn object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}

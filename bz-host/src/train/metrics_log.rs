@@ -1,0 +1,40 @@
+//! The run's `metrics.jsonl`: one JSON object per line (`step`, `epoch` and `throughput` events).
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+/// Appends JSON lines to metrics.jsonl, flushed at every epoch so a crash keeps what was measured.
+pub struct MetricsLog {
+    out: std::io::BufWriter<fs::File>,
+}
+
+impl MetricsLog {
+    pub fn open(path: &Path, keep_up_to_step: Option<usize>) -> Result<MetricsLog> {
+        // On resume, drop lines written after the checkpoint: they will be produced again.
+        if let (Some(step), Ok(text)) = (keep_up_to_step, fs::read_to_string(path)) {
+            let kept: String = text
+                .lines()
+                .filter(|l| serde_json::from_str::<Value>(l).ok().and_then(|v| v.get("step")?.as_u64()).is_some_and(|s| s as usize <= step))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            crate::atomic::write(path, kept.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        let file = fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(MetricsLog { out: std::io::BufWriter::new(file) })
+    }
+
+    /// One line. A `Value` object's keys are sorted, so lines read the same whatever built them.
+    pub fn write(&mut self, v: &Value) -> Result<()> {
+        serde_json::to_writer(&mut self.out, v)?;
+        self.out.write_all(b"\n")?;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        self.out.flush()?;
+        Ok(())
+    }
+}
