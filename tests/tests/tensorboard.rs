@@ -254,3 +254,16 @@ fn a_tensorboard_server_shows_both_runs_with_both_loaders() {
         }
     }
 }
+
+#[test]
+fn a_bad_key_is_named_under_its_plugin_section_and_the_schema_is_shown() {
+    let dir = setup();
+    write_config(dir.path(), "c.toml", &CONFIG.replace("histogram_every_n_epochs = 1", "histogram_every = 1"));
+    let out = bz(dir.path(), &["validate", "c.toml", "--plugin-dir", "plugins"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("`plugins.tensorboard.histogram_every`: unknown key; did you mean `histogram_every_n_epochs`?"), "{}", out.stderr);
+    let out = bz(dir.path(), &["plugins", "info", "tensorboard", "--plugin-dir", "plugins"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let schema = out.stdout.lines().find(|l| l.starts_with("config schema")).unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(schema.contains("\"additionalProperties\":false") && schema.contains("Weight and gradient histograms every N epochs"), "{schema}");
+}

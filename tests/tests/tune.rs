@@ -428,6 +428,16 @@ fn a_misspelled_search_key_is_a_config_error_before_any_trial() {
 }
 
 #[test]
+fn an_unknown_pruner_key_is_a_config_error_naming_it_before_any_trial() {
+    // Optuna's plugin once fell back to the defaults for keys it did not know.
+    let dir = setup(&BASE.replace("n_startup_trials = 2\n", "n_startup_trials = 2\nn_warmup = 3\n"));
+    let out = tune(dir.path(), &[]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("`tune.pruner.n_warmup`") && out.stderr.contains("did you mean `n_warmup_steps`?"), "{}", out.stderr);
+    assert!(!dir.path().join("runs/s/trial-0").exists());
+}
+
+#[test]
 fn the_example_study_runs() {
     // examples/digits-tune.toml as shipped, cut to 3 trials of 2 epochs.
     let dir = setup(&std::fs::read_to_string(repo_root().join("examples/digits-tune.toml")).unwrap());

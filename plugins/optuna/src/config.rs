@@ -8,6 +8,7 @@ use crate::tuner::Sampler;
 use bz_plugin_api::config::{from_value_at, key_error, PluginConfig};
 use bz_plugin_api::PluginError;
 use schemars::JsonSchema;
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
@@ -121,9 +122,23 @@ enum PrunerKind {
     None,
 }
 
+/// What `type = "none"` takes: no options of its own, but the other pruners' stay accepted (and unused), so that
+/// switching pruning off is one line, as before; a key no pruner knows is still an error.
+#[allow(dead_code)] // Read only to be refused when unknown.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NoOptions {}
+struct ParkedOptions {
+    n_startup_trials: Option<IgnoredAny>,
+    n_warmup_steps: Option<IgnoredAny>,
+    interval_steps: Option<IgnoredAny>,
+    n_min_trials: Option<IgnoredAny>,
+    percentile: Option<IgnoredAny>,
+    min_resource: Option<IgnoredAny>,
+    max_resource: Option<IgnoredAny>,
+    reduction_factor: Option<IgnoredAny>,
+    min_early_stopping_rate: Option<IgnoredAny>,
+    bootstrap_count: Option<IgnoredAny>,
+}
 
 // By hand, not serde's internally tagged enum: `type` may be left out (median), and serde's buffering would lose
 // which option key a type error is about.
@@ -141,7 +156,7 @@ impl<'de> Deserialize<'de> for PrunerConfig {
             PrunerKind::SuccessiveHalving => PrunerConfig::SuccessiveHalving(from_value_at("", options)?),
             PrunerKind::Hyperband => PrunerConfig::Hyperband(from_value_at("", options)?),
             PrunerKind::None => {
-                from_value_at::<NoOptions, _>("", options)?;
+                from_value_at::<ParkedOptions, _>("", options)?;
                 PrunerConfig::None
             }
         })
@@ -290,8 +305,11 @@ mod tests {
         assert!(e.starts_with("`pruner.reduction_factor`: unknown key (known keys: `n_startup_trials`"), "{e}");
         let e = parse(json!({ "pruner": { "n_startup_trials": "5" } })).unwrap_err();
         assert!(e.starts_with("`pruner.n_startup_trials`: invalid type: string \"5\""), "{e}");
-        let e = parse(json!({ "pruner": { "type": "none", "x": 1 } })).unwrap_err();
-        assert_eq!(e, "`pruner.x`: unknown key (this table takes no keys)");
+        let e = parse(json!({ "pruner": { "type": "none", "n_warmup": 1 } })).unwrap_err();
+        assert!(e.starts_with("`pruner.n_warmup`: unknown key; did you mean `n_warmup_steps`?"), "{e}");
+        // Pruning switched off keeps the other pruners' options parked.
+        let c = parse(json!({ "pruner": { "type": "none", "n_startup_trials": 2 } })).unwrap();
+        assert_eq!(c.pruner(), Pruner::None);
         let e = parse(json!({ "pruner": { "type": "hyperbnd" } })).unwrap_err();
         assert!(e.starts_with("`pruner.type`: unknown value `hyperbnd`; did you mean `hyperband`?"), "{e}");
     }
