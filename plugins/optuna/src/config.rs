@@ -8,7 +8,7 @@ use crate::tuner::Sampler;
 use bz_plugin_api::config::{from_value_at, key_error, PluginConfig};
 use bz_plugin_api::PluginError;
 use schemars::JsonSchema;
-use serde::de::IgnoredAny;
+use serde::de::{Error as _, IgnoredAny};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
@@ -149,14 +149,17 @@ impl<'de> Deserialize<'de> for PrunerConfig {
             Some(tag) => from_value_at("type", tag)?,
             None => PrunerKind::Median,
         };
-        let options = Value::Object(table);
         Ok(match kind {
-            PrunerKind::Median => PrunerConfig::Median(from_value_at("", options)?),
-            PrunerKind::Percentile => PrunerConfig::Percentile(from_value_at("", options)?),
-            PrunerKind::SuccessiveHalving => PrunerConfig::SuccessiveHalving(from_value_at("", options)?),
-            PrunerKind::Hyperband => PrunerConfig::Hyperband(from_value_at("", options)?),
+            PrunerKind::Median => PrunerConfig::Median(from_value_at("", Value::Object(table))?),
+            PrunerKind::Percentile => {
+                let percentile = table.remove("percentile").ok_or_else(|| D::Error::custom("`percentile`: is required"))?;
+                let percentile = from_value_at("percentile", percentile)?;
+                PrunerConfig::Percentile(PercentileOptions { percentile, options: from_value_at("", Value::Object(table))? })
+            }
+            PrunerKind::SuccessiveHalving => PrunerConfig::SuccessiveHalving(from_value_at("", Value::Object(table))?),
+            PrunerKind::Hyperband => PrunerConfig::Hyperband(from_value_at("", Value::Object(table))?),
             PrunerKind::None => {
-                from_value_at::<ParkedOptions, _>("", options)?;
+                from_value_at::<ParkedOptions, _>("", Value::Object(table))?;
                 PrunerConfig::None
             }
         })
@@ -188,23 +191,12 @@ impl Default for MedianOptions {
 }
 
 /// The median pruner at another percentile (of the best values; flipped when maximising).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct PercentileOptions {
     /// In [0, 100] (required).
     pub percentile: f64,
-    /// Completed trials before any pruning.
-    #[serde(default = "five")]
-    pub n_startup_trials: u64,
-    /// Steps of each trial before it can be pruned.
-    #[serde(default)]
-    pub n_warmup_steps: u64,
-    /// Check every N steps.
-    #[serde(default = "one")]
-    pub interval_steps: u64,
-    /// Trials that must have reported the step.
-    #[serde(default = "one")]
-    pub n_min_trials: u64,
+    #[serde(flatten)]
+    pub options: MedianOptions,
 }
 
 /// Asynchronous successive halving: at each rung a trial must be in the top 1/`reduction_factor`.
@@ -268,7 +260,9 @@ impl PrunerConfig {
         match self {
             PrunerConfig::None => Pruner::None,
             PrunerConfig::Median(o) => percentile(50.0, o.n_startup_trials, o.n_warmup_steps, o.interval_steps, o.n_min_trials),
-            PrunerConfig::Percentile(o) => percentile(o.percentile, o.n_startup_trials, o.n_warmup_steps, o.interval_steps, o.n_min_trials),
+            PrunerConfig::Percentile(PercentileOptions { percentile: p, options: o }) => {
+                percentile(*p, o.n_startup_trials, o.n_warmup_steps, o.interval_steps, o.n_min_trials)
+            }
             PrunerConfig::SuccessiveHalving(o) => Pruner::SuccessiveHalving {
                 min_resource: o.min_resource,
                 reduction_factor: o.reduction_factor.max(2),
