@@ -1,6 +1,7 @@
 //! The authoring kit: plain Rust traits for plugin authors, and the glue that turns them into the FFI root module
 //! with every call wrapped in `catch_unwind` (a panic crossing the FFI boundary would abort bz).
 
+use crate::config::ConfigType;
 use crate::ffi::*;
 use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::sabi_trait::TD_Opaque;
@@ -27,20 +28,43 @@ pub trait Plugin: 'static {
     /// What the plugin creates: [`PluginMetadata::CALLBACK`] and/or [`PluginMetadata::TUNER`].
     const KINDS: u32 = PluginMetadata::CALLBACK;
 
+    /// The configuration's type, from which the three methods below are derived: `ConfigType::of::<Config>()`
+    /// for a [`PluginConfig`](crate::config::PluginConfig) `Config` (see [`crate::config`]). The default,
+    /// [`ConfigType::UNTYPED`], accepts any table; a plugin may instead implement the three methods by hand.
+    ///
+    /// ```
+    /// # #[derive(Default, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
+    /// # #[serde(deny_unknown_fields, default)]
+    /// # struct Config { every: u64 }
+    /// # impl bz_plugin_api::config::PluginConfig for Config {}
+    /// use bz_plugin_api::{config::ConfigType, Plugin};
+    /// struct P;
+    /// impl Plugin for P {
+    ///     const NAME: &'static str = "p";
+    ///     const VERSION: &'static str = "0.1.0";
+    ///     const DESCRIPTION: &'static str = "an example";
+    ///     const CONFIG: ConfigType = ConfigType::of::<Config>();
+    /// }
+    /// assert!(P::validate_config(&serde_json::json!({ "every": 2 })).is_ok());
+    /// assert!(P::validate_config(&serde_json::json!({ "evry": 2 })).unwrap_err().message.contains("did you mean `every`?"));
+    /// ```
+    const CONFIG: ConfigType = ConfigType::UNTYPED;
+
     /// The configuration used when the `[plugins.NAME]` section has no keys.
     fn default_config() -> Value {
-        Value::Object(Default::default())
+        Self::CONFIG.defaults()
     }
 
     /// A JSON Schema for `bz plugins info` and editors.
     fn config_schema() -> Value {
-        serde_json::json!({ "type": "object" })
+        Self::CONFIG.schema()
     }
 
     /// Checks the user's configuration (the `[plugins.NAME]` table as JSON, without `enabled`/`on_error`) and
-    /// returns it normalised. Called by `bz validate` and before training; errors should name the key.
+    /// returns it normalised. Called by `bz validate` and before training; errors should name the key, in the
+    /// form `` `key`: message `` (see [`crate::config::key_error`]) so that bz reports `plugins.NAME.key`.
     fn validate_config(config: &Value) -> Result<Value, PluginError> {
-        Ok(config.clone())
+        Self::CONFIG.validate(config)
     }
 
     /// Creates the run's callback, or `None` if this plugin has none.

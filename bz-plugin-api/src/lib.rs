@@ -19,17 +19,32 @@
 //!
 //! [dependencies]
 //! bz-plugin-api = "1"
+//! serde = { version = "1", features = ["derive"] }
 //! serde_json = "1"
+//! schemars = "1"
 //! ```
 //!
 //! `src/lib.rs`:
 //! ```
+//! use bz_plugin_api::config::{ConfigType, PluginConfig};
 //! use bz_plugin_api::{export_plugin, log, Callback, Directive, Event, EventKind, Host, Level, Plugin, PluginError};
+//! use schemars::JsonSchema;
+//! use serde::{Deserialize, Serialize};
 //! use serde_json::{json, Value};
+//!
+//! /// `[plugins.hello]`: doc comments become the descriptions of `bz plugins info hello`'s schema.
+//! #[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
+//! #[serde(deny_unknown_fields, default)]
+//! struct Config {
+//!     /// Stop when val/loss falls below this.
+//!     target: f64,
+//! }
+//!
+//! impl PluginConfig for Config {}
 //!
 //! /// Logs the validation loss after every epoch; stops when it falls below `target`.
 //! struct Hello {
-//!     target: f64,
+//!     config: Config,
 //! }
 //!
 //! impl Callback for Hello {
@@ -40,7 +55,7 @@
 //!     fn on_event(&mut self, event: &Event<'_>) -> Result<Directive, PluginError> {
 //!         let loss = event.metric("val", "loss").unwrap_or(f64::NAN);
 //!         log!(Level::Info, "epoch {}: val/loss {loss:.4}", event.epoch);
-//!         Ok(if loss < self.target { Directive::STOP_TRAINING } else { Directive::NONE })
+//!         Ok(if loss < self.config.target { Directive::STOP_TRAINING } else { Directive::NONE })
 //!     }
 //! }
 //!
@@ -50,25 +65,11 @@
 //!     const NAME: &'static str = "hello";
 //!     const VERSION: &'static str = "0.1.0";
 //!     const DESCRIPTION: &'static str = "logs val/loss and stops below a target";
-//!
-//!     fn default_config() -> Value {
-//!         json!({ "target": 0.0 })
-//!     }
-//!
-//!     fn validate_config(config: &Value) -> Result<Value, PluginError> {
-//!         let mut out = Self::default_config();
-//!         for (key, value) in config.as_object().into_iter().flatten() {
-//!             match (key.as_str(), value.as_f64()) {
-//!                 ("target", Some(_)) => out[key] = value.clone(),
-//!                 ("target", None) => return Err(PluginError::config("`target` must be a number")),
-//!                 _ => return Err(PluginError::config(format!("unknown key `{key}` (known: target)"))),
-//!             }
-//!         }
-//!         Ok(out)
-//!     }
+//!     // default_config, config_schema and validate_config come from `Config`.
+//!     const CONFIG: ConfigType = ConfigType::of::<Config>();
 //!
 //!     fn create_callback(_host: Host, config: Value) -> Result<Option<Box<dyn Callback>>, PluginError> {
-//!         Ok(Some(Box::new(Hello { target: config["target"].as_f64().unwrap_or(0.0) })))
+//!         Ok(Some(Box::new(Hello { config: Config::parse(&config)? })))
 //!     }
 //! }
 //!
@@ -78,7 +79,8 @@
 //! let mut h = bz_plugin_api::harness::Harness::new::<HelloPlugin>(json!({ "target": 0.3 })).unwrap();
 //! let run = h.run(10, 2, |epoch| vec![("val", "loss", 1.0 / epoch as f64)]).unwrap();
 //! assert_eq!(run.epochs_run, 4); // 1/4 < 0.3
-//! assert!(HelloPlugin::validate_config(&json!({ "targt": 1 })).is_err());
+//! let e = HelloPlugin::validate_config(&json!({ "targt": 1 })).unwrap_err();
+//! assert_eq!(e.message, "`targt`: unknown key; did you mean `target`? (known keys: `target`)");
 //! ```
 //!
 //! Rules for plugin authors:
@@ -87,7 +89,10 @@
 //! - Log through [`log!`], not `println!`: the plugin has its own `std`, and bz owns the terminal.
 //! - No `#[global_allocator]`, no libtorch, no OpenMP: they share the bz process.
 //! - Ignore event kinds and JSON keys you do not know; 1.x only ever adds them.
+//! - Configuration errors name the key as `` `key`: message `` ([`config::key_error`]); a typed
+//!   [`config::PluginConfig`] does this for you, with "did you mean" for unknown keys.
 
+pub mod config;
 pub mod ffi;
 pub mod harness;
 pub mod kit;

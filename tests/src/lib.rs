@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests: run the real `bz` binary in a scratch directory, read what it wrote,
 //! and ask the real tools (PyTorch, scikit-learn in the test venv) about it.
 
+pub mod fixtures;
 pub mod http;
 pub mod install_env;
 pub mod postgres;

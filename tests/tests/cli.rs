@@ -1,15 +1,11 @@
 //! The command line: exit codes, one-line errors that name file, line, column and key, and the helper commands.
 
+use bz_e2e::fixtures::*;
 use bz_e2e::*;
 
-const GOOD: &str = r#"
-[data]
-source = "digits"
-[model]
-layers = [{ type = "flatten" }, { type = "linear", out = 10 }]
-[train]
-epochs = 1
-"#;
+fn good() -> String {
+    Digits { epochs: 1, lr: None, threads: None, ..Digits::default() }.toml()
+}
 
 #[test]
 fn no_arguments_is_a_usage_error() {
@@ -30,7 +26,7 @@ fn missing_config_names_the_file() {
 #[test]
 fn unknown_key_gives_location_and_suggestion() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "c.toml", &format!("{GOOD}[optimizer]\nnmae = \"sgd\"\n"));
+    write_config(dir.path(), "c.toml", &format!("{}[optimizer]\nnmae = \"sgd\"\n", good()));
     let out = bz(dir.path(), &["validate", "c.toml"]);
     assert_eq!(out.code, 2, "{}", out.all());
     assert!(out.stderr.contains("c.toml:9:1: `optimizer.nmae`: unknown field `nmae`"), "{}", out.stderr);
@@ -49,7 +45,7 @@ fn bad_values_are_config_errors() {
         ("[scheduler]\nname = \"cosin\"\n", "did you mean `cosine`?"),
     ];
     for (extra, want) in cases {
-        write_config(dir.path(), "c.toml", &format!("{GOOD}{extra}"));
+        write_config(dir.path(), "c.toml", &format!("{}{extra}", good()));
         let out = bz(dir.path(), &["validate", "c.toml"]);
         assert_eq!(out.code, 2, "{extra}: {}", out.all());
         assert!(out.stderr.contains(want), "{extra}: expected {want:?} in {}", out.stderr);
@@ -60,11 +56,11 @@ fn bad_values_are_config_errors() {
 #[test]
 fn model_shape_errors_say_what_to_add() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "c.toml", &GOOD.replace("{ type = \"flatten\" }, ", ""));
+    write_config(dir.path(), "c.toml", &good().replace("{ type = \"flatten\" }, ", ""));
     let out = bz(dir.path(), &["validate", "c.toml"]);
     assert_eq!(out.code, 2, "{}", out.all());
     assert!(out.stderr.contains("model.layers[0] (linear) needs a flat input but gets [1, 8, 8]: add { type = \"flatten\" }"), "{}", out.stderr);
-    write_config(dir.path(), "c.toml", &GOOD.replace("out = 10", "out = 7"));
+    write_config(dir.path(), "c.toml", &good().replace("out = 10", "out = 7"));
     let out = bz(dir.path(), &["validate", "c.toml"]);
     assert_eq!(out.code, 2, "{}", out.all());
     assert!(out.stderr.contains("outputs 7 values per sample but the data has 10 classes: set the last layer's `out = 10`"), "{}", out.stderr);
@@ -73,7 +69,7 @@ fn model_shape_errors_say_what_to_add() {
 #[test]
 fn set_overrides_and_reports_bad_overrides() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "c.toml", GOOD);
+    write_config(dir.path(), "c.toml", &good());
     let out = bz(dir.path(), &["validate", "c.toml", "--set", "model.layers[1].out=12"]);
     assert_eq!(out.code, 2, "{}", out.all());
     assert!(out.stderr.contains("outputs 12 values"), "{}", out.stderr);
@@ -87,7 +83,7 @@ fn set_overrides_and_reports_bad_overrides() {
 #[test]
 fn validate_prints_summary() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "c.toml", GOOD);
+    write_config(dir.path(), "c.toml", &good());
     let out = bz(dir.path(), &["validate", "c.toml"]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(out.stdout.contains("c.toml: ok"), "{}", out.stdout);
@@ -122,7 +118,7 @@ fn doctor_reports_libtorch() {
 #[test]
 fn existing_named_run_is_not_overwritten() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "c.toml", GOOD);
+    write_config(dir.path(), "c.toml", &good());
     assert_eq!(bz(dir.path(), &["train", "c.toml", "--run-name", "a", "-q"]).code, 0);
     let out = bz(dir.path(), &["train", "c.toml", "--run-name", "a", "-q"]);
     assert_eq!(out.code, 1);

@@ -1,23 +1,14 @@
 //! Plugins end to end: the fixture plugin (tests/fixtures/plugin) records, panics, fails and stops; broken and
 //! foreign libraries are refused with one line each; built-in plugins; the scaffold builds and runs.
 
+use bz_e2e::fixtures::*;
 use bz_e2e::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-const BASE: &str = r#"
-[run]
-threads = 1
-[data]
-source = "digits"
-[model]
-layers = [{ type = "flatten" }, { type = "linear", out = 10 }]
-[train]
-epochs = 3
-batch_size = 256
-[optimizer]
-lr = 0.01
-"#;
+fn base() -> String {
+    Digits { batch_size: Some(256), ..Digits::default() }.toml()
+}
 
 fn fixture_so() -> PathBuf {
     let so = bz_path().parent().unwrap().join("libbz_fixture.so");
@@ -25,12 +16,12 @@ fn fixture_so() -> PathBuf {
     so
 }
 
-/// A scratch dir with `plugins/fixture.so` and a config `c.toml` of BASE + `extra`.
+/// A scratch dir with `plugins/fixture.so` and a config `c.toml` of `base()` + `extra`.
 fn setup(extra: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("plugins")).unwrap();
     std::fs::copy(fixture_so(), dir.path().join("plugins/fixture.so")).unwrap();
-    write_config(dir.path(), "c.toml", &format!("{BASE}{extra}"));
+    write_config(dir.path(), "c.toml", &format!("{}{extra}", base()));
     dir
 }
 
@@ -193,14 +184,14 @@ fn broken_and_foreign_libraries_get_one_line_each() {
         ("missing", "needs a symbol this system does not provide (undefined symbol bz_test_symbol_that_no_library_defines)"),
         ("absent", "plugin 'absent' is not installed"),
     ] {
-        write_config(dir.path(), "c.toml", &format!("{BASE}[plugins.{name}]\n"));
+        write_config(dir.path(), "c.toml", &format!("{}[plugins.{name}]\n", base()));
         let out = train(dir.path(), &[]);
         assert_eq!(out.code, 1, "{name}: {}", out.all());
         assert!(out.stderr.contains(want), "{name}: {}", out.stderr);
         assert!(one_line(&out), "{name}: {}", out.stderr);
     }
     // Broken files the config does not use do not matter to a run...
-    write_config(dir.path(), "c.toml", &format!("{BASE}[plugins.fixture]\n"));
+    write_config(dir.path(), "c.toml", &format!("{}[plugins.fixture]\n", base()));
     assert_eq!(train(dir.path(), &[]).code, 0);
     // ...and `bz plugins list` shows them as broken, found in a child process.
     let out = bz(dir.path(), &["plugins", "list", "--plugin-dir", "plugins"]);
@@ -245,7 +236,7 @@ fn early_stopping_builtin_stops_and_keeps_the_best_checkpoint() {
     assert!(out.stdout.contains("plugin early_stopping"), "{}", out.stdout);
 
     // A monitored metric that does not exist stops the run before the first epoch.
-    write_config(dir.path(), "c.toml", &format!("{BASE}[plugins.early_stopping]\nmonitor = \"val/acc\"\n"));
+    write_config(dir.path(), "c.toml", &format!("{}[plugins.early_stopping]\nmonitor = \"val/acc\"\n", base()));
     let out = bz(dir.path(), &["train", "c.toml", "--plugin-dir", "plugins", "--run-name", "x"]);
     assert_eq!(out.code, 1, "{}", out.all());
     assert!(out.stderr.contains("plugins.early_stopping.monitor = \"val/acc\" is not a metric of this run"), "{}", out.stderr);
@@ -276,7 +267,7 @@ fn scaffold_builds_and_runs_and_another_api_major_is_refused() {
     assert_eq!(built.code, 0, "the scaffold must build as is: {}", built.all());
     let so = repo_root().join("target/plugin-scaffold/debug/libbz_watcher.so");
     std::fs::copy(&so, dir.path().join("plugins/watcher.so")).unwrap();
-    write_config(dir.path(), "c.toml", &format!("{BASE}[plugins.watcher]\ntarget = 100.0\n"));
+    write_config(dir.path(), "c.toml", &format!("{}[plugins.watcher]\ntarget = 100.0\n", base()));
     let out = train(dir.path(), &[]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(out.stderr.contains("info: bz_watcher: epoch 1: val/loss"), "{}", out.stderr);

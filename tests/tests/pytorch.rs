@@ -1,24 +1,14 @@
 //! Interoperability with PyTorch itself (the test venv's torch, same wheel as bz's libtorch): checkpoints load
 //! into `nn.Sequential`, TorchScript modules train in bz, and a failing batch fails the run.
 
+use bz_e2e::fixtures::*;
 use bz_e2e::*;
 
 #[test]
 fn pytorch_loads_the_weights_strictly_and_gets_the_same_accuracy() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = r#"
-[data]
-source = "digits"
-[model]
-layers = [{ type = "flatten" }, { type = "linear", out = 32 }, { type = "relu" }, { type = "linear", out = 10 }]
-[train]
-epochs = 15
-[optimizer]
-lr = 0.01
-[checkpoint]
-monitor = "val/accuracy"
-"#;
-    write_config(dir.path(), "c.toml", cfg);
+    let cfg = Digits { layers: MLP_32, epochs: 15, threads: None, ..Digits::default() }.toml() + "[checkpoint]\nmonitor = \"val/accuracy\"\n";
+    write_config(dir.path(), "c.toml", &cfg);
     assert_eq!(bz(dir.path(), &["train", "c.toml", "-q"]).code, 0);
     let eval = bz(dir.path(), &["eval", "c.toml", "--json", "--split", "train"]);
     assert_eq!(eval.code, 0, "{}", eval.all());

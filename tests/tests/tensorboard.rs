@@ -2,25 +2,17 @@
 //! CRC-checked, every tag and value read back through both loaders and through the HTTP API of a
 //! `tensorboard` server, compared with what bz wrote to metrics.jsonl.
 
+use bz_e2e::fixtures::*;
 use bz_e2e::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const CONFIG: &str = r#"
-[run]
-threads = 1
-[data]
-source = "digits"
-[model]
-layers = [{ type = "flatten" }, { type = "linear", out = 16 }, { type = "relu" }, { type = "linear", out = 10 }]
-[train]
-epochs = 3
-batch_size = 256
-log_every_n_steps = 2
-[optimizer]
-lr = 0.01
-[plugins.tensorboard]
+fn config() -> String {
+    Digits { layers: MLP_16, batch_size: Some(256), log_every_n_steps: Some(2), ..Digits::default() }.toml() + CONFIG_PLUGIN
+}
+
+const CONFIG_PLUGIN: &str = r#"[plugins.tensorboard]
 log_every_n_steps = 2
 histogram_every_n_epochs = 1
 "#;
@@ -58,7 +50,7 @@ fn scalar_at(tb: &Value, tag: &str, step: u64) -> f64 {
 #[test]
 fn every_metric_histogram_text_and_hparam_reads_back_through_tensorboards_loaders() {
     let dir = setup();
-    write_config(dir.path(), "c.toml", CONFIG);
+    write_config(dir.path(), "c.toml", &config());
     let out = train(dir.path(), "c.toml", &["--run-name", "a"]);
     assert_eq!(out.code, 0, "{}", out.all());
     let run = dir.path().join("runs/a");
@@ -138,7 +130,7 @@ fn the_strict_check_catches_a_flipped_byte() {
     // The check above must be able to fail: a damaged copy makes the strict reader raise while TensorBoard's
     // loader silently stops early.
     let dir = setup();
-    write_config(dir.path(), "c.toml", &CONFIG.replace("epochs = 3", "epochs = 1"));
+    write_config(dir.path(), "c.toml", &config().replace("epochs = 3", "epochs = 1"));
     assert_eq!(train(dir.path(), "c.toml", &["--run-name", "a"]).code, 0);
     let run = dir.path().join("runs/a");
     let file = event_files(&run).remove(0);
@@ -169,7 +161,7 @@ fn event_files(run: &Path) -> Vec<PathBuf> {
 #[test]
 fn a_resumed_run_appends_a_file_with_steps_continuing() {
     let dir = setup();
-    write_config(dir.path(), "c.toml", CONFIG);
+    write_config(dir.path(), "c.toml", &config());
     assert_eq!(train(dir.path(), "c.toml", &["--run-name", "r", "--epochs", "2"]).code, 0);
     let out = train(dir.path(), "c.toml", &["--run-name", "r", "--resume", "--epochs", "4"]);
     assert_eq!(out.code, 0, "{}", out.all());
@@ -210,7 +202,7 @@ fn a_failed_run_is_readable_up_to_its_last_epoch_and_marked_failed() {
 #[test]
 fn a_tensorboard_server_shows_both_runs_with_both_loaders() {
     let dir = setup();
-    write_config(dir.path(), "c.toml", &CONFIG.replace("[plugins.tensorboard]", "[plugins.tensorboard]\nlog_dir = \"tb\""));
+    write_config(dir.path(), "c.toml", &config().replace("[plugins.tensorboard]", "[plugins.tensorboard]\nlog_dir = \"tb\""));
     assert_eq!(train(dir.path(), "c.toml", &["--run-name", "lr-a", "-q"]).code, 0);
     assert_eq!(train(dir.path(), "c.toml", &["--run-name", "lr-b", "-q", "--set", "optimizer.lr=0.05", "--epochs", "2"]).code, 0);
     let logdir = dir.path().join("tb");
@@ -253,4 +245,17 @@ fn a_tensorboard_server_shows_both_runs_with_both_loaders() {
             assert!(acc["value"].as_f64().unwrap() > 0.5, "{g}");
         }
     }
+}
+
+#[test]
+fn a_bad_key_is_named_under_its_plugin_section_and_the_schema_is_shown() {
+    let dir = setup();
+    write_config(dir.path(), "c.toml", &config().replace("histogram_every_n_epochs = 1", "histogram_every = 1"));
+    let out = bz(dir.path(), &["validate", "c.toml", "--plugin-dir", "plugins"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("`plugins.tensorboard.histogram_every`: unknown key; did you mean `histogram_every_n_epochs`?"), "{}", out.stderr);
+    let out = bz(dir.path(), &["plugins", "info", "tensorboard", "--plugin-dir", "plugins"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let schema = out.stdout.lines().find(|l| l.starts_with("config schema")).unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(schema.contains("\"additionalProperties\":false") && schema.contains("Weight and gradient histograms every N epochs"), "{schema}");
 }

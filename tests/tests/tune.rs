@@ -3,25 +3,18 @@
 //! share one SQLite study with exact trial accounting, a killed worker's trial is failed, pruning stops trials
 //! early.
 
+use bz_e2e::fixtures::*;
 use bz_e2e::*;
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BASE: &str = r#"
-[run]
-threads = 1
-[data]
-source = "digits"
-[model]
-layers = [{ type = "flatten" }, { type = "linear", out = 32 }, { type = "relu" }, { type = "linear", out = 10 }]
-[train]
-epochs = 4
-batch_size = 128
-[optimizer]
-lr = 0.01
-[tune]
+fn base() -> String {
+    Digits { layers: MLP_32, epochs: 4, batch_size: Some(128), ..Digits::default() }.toml() + TUNE
+}
+
+const TUNE: &str = r#"[tune]
 metric = "val/loss"
 n_trials = 6
 n_jobs = 2
@@ -64,7 +57,7 @@ fn epoch_values(dir: &Path, number: u64) -> Vec<f64> {
 
 #[test]
 fn a_study_written_by_bz_opens_in_optuna_and_optuna_dashboard_with_every_value() {
-    let dir = setup(BASE);
+    let dir = setup(&base());
     let out = tune(dir.path(), &[]);
     assert_eq!(out.code, 0, "{}", out.all());
     let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
@@ -115,7 +108,7 @@ fn a_study_written_by_bz_opens_in_optuna_and_optuna_dashboard_with_every_value()
 
 #[test]
 fn studies_continue_across_python_and_bz() {
-    let dir = setup(BASE);
+    let dir = setup(&base());
     std::fs::create_dir_all(dir.path().join("runs/s")).unwrap();
     // Python starts the study: 3 trials, one pruned.
     let py = optuna(dir.path(), &[&storage(dir.path()), "s", "create", "3"]);
@@ -146,7 +139,7 @@ fn pruning_stops_bad_trials_early() {
     // Two good trials first, then two hopeless learning rates: the median pruner stops those after an epoch or
     // two instead of training all 40 (enough epochs that the stop lands even on a loaded machine, where bz tune
     // reads the epoch lines later than they are written).
-    let cfg = BASE.replace("epochs = 4", "epochs = 40").replace("n_trials = 6", "n_trials = 4").replace("n_jobs = 2", "n_jobs = 1")
+    let cfg = base().replace("epochs = 4", "epochs = 40").replace("n_trials = 6", "n_trials = 4").replace("n_jobs = 2", "n_jobs = 1")
         + r#"
 [[tune.enqueue]]
 "optimizer.lr" = 0.05
@@ -195,7 +188,8 @@ fn four_workers_share_one_study_without_losing_or_repeating_a_trial() {
 
 /// The config for the worker tests: 12 trials of 2 epochs, no pruning, one at a time per worker.
 fn workers_config() -> String {
-    BASE.replace("epochs = 4", "epochs = 2")
+    base()
+        .replace("epochs = 4", "epochs = 2")
         .replace("n_trials = 6", "n_trials = 12")
         .replace("n_jobs = 2", "n_jobs = 1")
         .replace("type = \"median\"", "type = \"none\"")
@@ -275,7 +269,7 @@ fn worker_with_trial_0_started(dir: &Path, output: fn() -> Stdio) -> std::proces
 
 #[test]
 fn a_killed_worker_leaves_no_trial_running() {
-    let cfg = BASE
+    let cfg = base()
         .replace("epochs = 4", "epochs = 200")
         .replace("n_trials = 6", "n_trials = 2")
         .replace("n_jobs = 2", "n_jobs = 1")
@@ -308,7 +302,7 @@ fn a_killed_worker_leaves_no_trial_running() {
 
 #[test]
 fn ctrl_c_fails_the_running_trials_and_exits_130() {
-    let cfg = BASE.replace("epochs = 4", "epochs = 200").replace("n_trials = 6", "n_trials = 4");
+    let cfg = base().replace("epochs = 4", "epochs = 200").replace("n_trials = 6", "n_trials = 4");
     let dir = setup(&cfg);
     let worker = Command::new(bz_path())
         .args(["tune", "s.toml", "--plugin-dir", "plugins"])
@@ -340,7 +334,8 @@ extern "C" {
 
 #[test]
 fn tracking_plugins_see_each_trial_as_a_run_grouped_by_study() {
-    let cfg = BASE.replace("n_trials = 6", "n_trials = 2").replace("epochs = 4", "epochs = 1") + "[plugins.tensorboard]\n[plugins.wandb]\nmode = \"offline\"\n";
+    let cfg =
+        base().replace("n_trials = 6", "n_trials = 2").replace("epochs = 4", "epochs = 1") + "[plugins.tensorboard]\n[plugins.wandb]\nmode = \"offline\"\n";
     let dir = setup(&cfg);
     for lib in ["tensorboard", "wandb"] {
         std::os::unix::fs::symlink(bz_path().parent().unwrap().join(format!("libbz_{lib}.so")), dir.path().join(format!("plugins/{lib}.so"))).unwrap();
@@ -389,7 +384,7 @@ fn four_workers_share_one_postgresql_study() {
 fn a_grid_is_searched_once_and_a_crashing_trial_fails_alone() {
     // A 2 × 2 grid with a budget of 10: four trials, every point once. `out = 0` is an invalid model: that
     // trial's child exits with an error and the trial is FAIL; the others complete.
-    let cfg = BASE
+    let cfg = base()
         .replace("n_trials = 6", "n_trials = 10")
         .replace("epochs = 4", "epochs = 1")
         .replace("type = \"median\"", "type = \"none\"")
@@ -420,10 +415,20 @@ fn a_grid_is_searched_once_and_a_crashing_trial_fails_alone() {
 
 #[test]
 fn a_misspelled_search_key_is_a_config_error_before_any_trial() {
-    let dir = setup(&BASE.replace("\"optimizer.lr\" = {", "\"optimizer.lrr\" = {"));
+    let dir = setup(&base().replace("\"optimizer.lr\" = {", "\"optimizer.lrr\" = {"));
     let out = tune(dir.path(), &[]);
     assert_eq!(out.code, 2, "{}", out.all());
     assert!(out.stderr.contains("tune.params.\"optimizer.lrr\"") && out.stderr.contains("lrr"), "{}", out.stderr);
+    assert!(!dir.path().join("runs/s/trial-0").exists());
+}
+
+#[test]
+fn an_unknown_pruner_key_is_a_config_error_naming_it_before_any_trial() {
+    // Optuna's plugin once fell back to the defaults for keys it did not know.
+    let dir = setup(&base().replace("n_startup_trials = 2\n", "n_startup_trials = 2\nn_warmup = 3\n"));
+    let out = tune(dir.path(), &[]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("`tune.pruner.n_warmup`") && out.stderr.contains("did you mean `n_warmup_steps`?"), "{}", out.stderr);
     assert!(!dir.path().join("runs/s/trial-0").exists());
 }
 
@@ -440,7 +445,7 @@ fn the_example_study_runs() {
 
 #[test]
 fn a_timeout_stops_starting_trials_and_lets_the_running_ones_finish() {
-    let dir = setup(&BASE.replace("n_trials = 6", "n_trials = 500").replace("epochs = 4", "epochs = 1"));
+    let dir = setup(&base().replace("n_trials = 6", "n_trials = 500").replace("epochs = 4", "epochs = 1"));
     let start = Instant::now();
     let out = tune(dir.path(), &["--timeout", "2"]);
     assert_eq!(out.code, 0, "{}", out.all());
@@ -453,7 +458,7 @@ fn a_timeout_stops_starting_trials_and_lets_the_running_ones_finish() {
 
 #[test]
 fn a_storage_password_is_never_printed() {
-    let dir = setup(BASE);
+    let dir = setup(&base());
     // Nothing listens on port 1: the connection fails, and its error names the server without the password.
     let out = tune(dir.path(), &["--storage", "postgresql://bz:s3cr3t@127.0.0.1:1/study"]);
     assert_ne!(out.code, 0, "{}", out.all());
@@ -466,7 +471,7 @@ fn a_storage_password_is_never_printed() {
 
 #[test]
 fn a_result_that_arrives_after_its_trial_was_failed_as_stale_is_not_reported_as_complete() {
-    let cfg = BASE
+    let cfg = base()
         .replace("epochs = 4", "epochs = 400")
         .replace("n_trials = 6", "n_trials = 1")
         .replace("n_jobs = 2", "n_jobs = 1")
@@ -495,7 +500,7 @@ fn a_result_that_arrives_after_its_trial_was_failed_as_stale_is_not_reported_as_
 fn a_tune_flag_and_the_same_set_agree_and_the_flag_wins() {
     // `--timeout 0` starts no trial; the header shows the settings the study runs with.
     let header = |args: &[&str]| {
-        let dir = setup(BASE);
+        let dir = setup(&base());
         let out = tune(dir.path(), args);
         assert_eq!(out.code, 0, "{}", out.all());
         out.stdout.lines().next().unwrap_or_default().replace(&dir.path().display().to_string(), "DIR")
@@ -511,7 +516,7 @@ fn a_tune_flag_and_the_same_set_agree_and_the_flag_wins() {
 
 #[test]
 fn a_timeout_that_is_not_a_duration_is_a_config_error() {
-    let dir = setup(BASE);
+    let dir = setup(&base());
     for args in [&["--timeout=-1"][..], &["--set", "tune.timeout=-1"], &["--set", "tune.timeout=nan"]] {
         let out = tune(dir.path(), args);
         assert_eq!(out.code, 2, "{args:?}: {}", out.all());

@@ -3,6 +3,7 @@
 //! a loopback stand-in backend; and our online mode sends that backend what the real client sends, including
 //! when the server fails twice before recovering.
 
+use bz_e2e::fixtures::*;
 use bz_e2e::wandb_server::WandbServer;
 use bz_e2e::*;
 use serde_json::Value;
@@ -10,20 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const CONFIG: &str = r#"
-[run]
-threads = 1
-[data]
-source = "digits"
-[model]
-layers = [{ type = "flatten" }, { type = "linear", out = 10 }]
-[train]
-epochs = 3
-batch_size = 256
-log_every_n_steps = 2
-[optimizer]
-lr = 0.01
-[plugins.wandb]
+fn config() -> String {
+    Digits { batch_size: Some(256), log_every_n_steps: Some(2), ..Digits::default() }.toml() + CONFIG_PLUGIN
+}
+
+const CONFIG_PLUGIN: &str = r#"[plugins.wandb]
 project = "bz-test"
 tags = ["digits", "linear"]
 notes = "from the tests"
@@ -97,7 +89,7 @@ fn close(a: f64, b: f64) -> bool {
 #[test]
 fn offline_run_reads_back_through_leet_inspect_with_metrics_jsonl_values() {
     let dir = setup();
-    write_config(dir.path(), "c.toml", CONFIG);
+    write_config(dir.path(), "c.toml", &config());
     let out = train(dir.path(), &["--run-name", "digits-a"], &[]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(out.stderr.contains("wandb sync"), "the user is told how to upload: {}", out.stderr);
@@ -176,7 +168,7 @@ fn a_failed_run_is_recorded_as_failed_with_its_exit_code() {
 #[test]
 fn the_real_wandb_sync_uploads_our_offline_run() {
     let dir = setup();
-    write_config(dir.path(), "c.toml", CONFIG);
+    write_config(dir.path(), "c.toml", &config());
     assert_eq!(train(dir.path(), &["--run-name", "to-sync", "-q"], &[]).code, 0);
     let run = run_dirs(&dir.path().join("runs/to-sync/wandb")).remove(0);
     let server = WandbServer::start();
@@ -268,7 +260,7 @@ fn seen(server: &WandbServer) -> Seen {
 #[test]
 fn online_mode_sends_what_the_real_client_sends() {
     let dir = setup();
-    write_config(dir.path(), "c.toml", CONFIG);
+    write_config(dir.path(), "c.toml", &config());
     // The real client: `wandb sync` of an offline run.
     assert_eq!(train(dir.path(), &["--run-name", "same", "-q"], &[]).code, 0);
     let run = run_dirs(&dir.path().join("runs/same/wandb")).remove(0);
@@ -316,7 +308,7 @@ fn online_mode_sends_what_the_real_client_sends() {
 #[test]
 fn online_mode_rides_out_a_server_that_fails_twice() {
     let dir = setup();
-    write_config(dir.path(), "c.toml", CONFIG);
+    write_config(dir.path(), "c.toml", &config());
     let server = WandbServer::start();
     server.fail_file_stream(2);
     let url = server.url();
@@ -336,7 +328,7 @@ fn online_mode_rides_out_a_server_that_fails_twice() {
 #[test]
 fn online_mode_without_a_server_trains_on_and_leaves_the_run_for_wandb_sync() {
     let dir = setup();
-    write_config(dir.path(), "c.toml", &CONFIG.replace("[plugins.wandb]", "[plugins.wandb]\nretries = 1"));
+    write_config(dir.path(), "c.toml", &config().replace("[plugins.wandb]", "[plugins.wandb]\nretries = 1"));
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dead = format!("http://127.0.0.1:{port}");
     let out = train(dir.path(), &["--run-name", "offline-after-all"], &[("WANDB_BASE_URL", &dead), ("WANDB_API_KEY", KEY)]);

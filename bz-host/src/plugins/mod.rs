@@ -133,18 +133,22 @@ pub fn prepare(cfg: &Config, config_path: &Path, plugin_dir: &Path, verbose: boo
         let config = match (lib.module.validate_config())(json.as_rstr()).into_result() {
             Ok(c) => c.to_string(),
             Err(e) => {
-                return Err(ConfigError {
-                    file: config_path.into(),
-                    location: None,
-                    key: Some(format!("plugins.{}", spec.name)),
-                    message: e.message.to_string(),
-                }
-                .into())
+                let (key, message) = plugin_key(&format!("plugins.{}", spec.name), &e.message);
+                return Err(ConfigError { file: config_path.into(), location: None, key: Some(key), message }.into());
             }
         };
         out.push(Prepared::Library { spec, lib, config });
     }
     Ok(out)
+}
+
+/// The key and message of a plugin's CONFIG error about its section `section`: `section.key` when the plugin
+/// named the key in the kit's form (`` `key`: message ``), else `section` and the message as it is.
+fn plugin_key(section: &str, message: &str) -> (String, String) {
+    match api::config::split_key(message) {
+        Some((key, rest)) => (format!("{section}.{key}"), rest.to_string()),
+        None => (section.to_string(), message.to_string()),
+    }
 }
 
 /// A plugin section `bz validate` checked: a built-in, or a library with its version and file.
@@ -174,7 +178,10 @@ pub fn validate_in_child(cfg: &Config, config_path: &Path, plugin_dir: &Path) ->
         })?;
         match p.checked {
             Some(probe::Checked::Valid(_)) => out.push(Validated { name: spec.name, library: Some((p.metadata.version, path)) }),
-            Some(probe::Checked::Rejected(m)) => return Err(config_error(format!("plugins.{}", spec.name), m).into()),
+            Some(probe::Checked::Rejected(m)) => {
+                let (key, message) = plugin_key(&format!("plugins.{}", spec.name), &m);
+                return Err(config_error(key, message).into());
+            }
             None => anyhow::bail!("plugin '{}' ({}): the probe did not check the configuration", spec.library, path.display()),
         }
     }
@@ -236,7 +243,11 @@ pub fn create_tuner(name: &str, lib: &loader::Library, config: &str, space: &str
             .into_option()
             .ok_or_else(|| anyhow::anyhow!("plugin '{name}' ({}) has no tuner; tune.plugin must name a tuner plugin such as optuna", lib.path.display())),
         Err(e) if e.code == api::PluginError::CONFIG => {
-            Err(ConfigError { file: PathBuf::from("[tune]"), location: None, key: None, message: e.message.to_string() }.into())
+            let (key, message) = match api::config::split_key(&e.message) {
+                Some((key, rest)) => (Some(format!("tune.{key}")), rest.to_string()),
+                None => (None, e.message.to_string()),
+            };
+            Err(ConfigError { file: PathBuf::from("[tune]"), location: None, key, message }.into())
         }
         Err(e) => anyhow::bail!("plugin '{name}' ({}): {}", lib.path.display(), e.message),
     }

@@ -5,6 +5,7 @@
 //! percentile, successive-halving, hyperband or no pruning; the study in Optuna's own SQLite schema
 //! (`runs/<study>/study.db` by default), shared by any number of workers, bz or Python.
 
+pub mod config;
 pub mod db;
 pub mod pruners;
 pub mod space;
@@ -12,13 +13,13 @@ pub mod storage;
 pub mod tpe;
 pub mod tuner;
 
+use bz_plugin_api::config::{ConfigType, PluginConfig};
 use bz_plugin_api::{export_plugin, Host, Plugin, PluginError, PluginMetadata, Trial, TrialState, Tuner};
-use pruners::Pruner;
+use config::TunerConfig;
 use serde_json::Value;
-use space::{Direction, State};
+use space::State;
 use std::path::PathBuf;
-use std::time::Duration;
-use tuner::{Sampler, StudyTuner};
+use tuner::StudyTuner;
 
 struct OptunaTuner(StudyTuner);
 
@@ -67,48 +68,6 @@ fn sqlite_path(url: &str) -> Result<Option<PathBuf>, PluginError> {
     Ok(Some(PathBuf::from(url)))
 }
 
-fn pruner(v: &Value, epochs: Option<u64>) -> Result<Pruner, PluginError> {
-    let u = |k: &str, d: u64| v[k].as_u64().unwrap_or(d);
-    Ok(match v["type"].as_str().unwrap_or("median") {
-        "none" => Pruner::None,
-        "median" => Pruner::Percentile {
-            percentile: 50.0,
-            n_startup_trials: u("n_startup_trials", 5) as usize,
-            n_warmup_steps: u("n_warmup_steps", 0),
-            interval_steps: u("interval_steps", 1),
-            n_min_trials: u("n_min_trials", 1) as usize,
-        },
-        "percentile" => {
-            let p = v["percentile"]
-                .as_f64()
-                .filter(|p| (0.0..=100.0).contains(p))
-                .ok_or_else(|| PluginError::config("tune.pruner: `percentile` in [0, 100] is required"))?;
-            Pruner::Percentile {
-                percentile: p,
-                n_startup_trials: u("n_startup_trials", 5) as usize,
-                n_warmup_steps: u("n_warmup_steps", 0),
-                interval_steps: u("interval_steps", 1),
-                n_min_trials: u("n_min_trials", 1) as usize,
-            }
-        }
-        "successive_halving" => Pruner::SuccessiveHalving {
-            min_resource: v["min_resource"].as_u64(),
-            reduction_factor: u("reduction_factor", 4).max(2),
-            min_early_stopping_rate: u("min_early_stopping_rate", 0) as u32,
-            bootstrap_count: u("bootstrap_count", 0) as usize,
-        },
-        "hyperband" => Pruner::Hyperband {
-            min_resource: u("min_resource", 1).max(1),
-            max_resource: v["max_resource"].as_u64().or(epochs),
-            reduction_factor: u("reduction_factor", 3).max(2),
-            bootstrap_count: u("bootstrap_count", 0) as usize,
-        },
-        other => {
-            return Err(PluginError::config(format!("tune.pruner.type = {other:?} is not one of median, percentile, successive_halving, hyperband, none")))
-        }
-    })
-}
-
 pub struct OptunaPlugin;
 
 impl Plugin for OptunaPlugin {
@@ -118,36 +77,22 @@ impl Plugin for OptunaPlugin {
         "hyperparameter search: TPE/random/grid, median/percentile/SH/hyperband pruning, Optuna-compatible SQLite and PostgreSQL studies";
     const KINDS: u32 = PluginMetadata::TUNER;
 
+    const CONFIG: ConfigType = ConfigType::of::<TunerConfig>();
+
     fn create_tuner(_host: Host, config: Value, space: Value) -> Result<Option<Box<dyn Tuner>>, PluginError> {
         let space = tuner::parse_space(&space).map_err(PluginError::config)?;
-        let direction = match config["direction"].as_str().unwrap_or("minimize") {
-            "minimize" => Direction::Minimize,
-            "maximize" => Direction::Maximize,
-            other => return Err(PluginError::config(format!("tune.direction = {other:?} must be \"minimize\" or \"maximize\""))),
-        };
-        let study = config["study"].as_str().ok_or_else(|| PluginError::config("no study name"))?;
-        let url = config["storage"].as_str().ok_or_else(|| PluginError::config("no storage"))?;
+        let cfg = TunerConfig::parse(&config)?;
+        // `check` made sure both are there.
+        let (study, url) = (cfg.study.as_deref().unwrap_or_default(), cfg.storage.as_deref().unwrap_or_default());
         if let Some(db) = sqlite_path(url)? {
             if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).map_err(|e| PluginError::new(PluginError::IO, format!("{}: {e}", parent.display())))?;
             }
         }
-        let resume = config["resume"].as_bool().unwrap_or(false);
-        let storage = storage::Storage::open(url, study, direction, resume).map_err(PluginError::config)?;
-        let seed = config["seed"].as_u64().unwrap_or(0);
-        let sampler = match config["sampler"].as_str().unwrap_or("tpe") {
-            "tpe" => Sampler::Tpe(tpe::TpeSampler { seed, n_startup_trials: config["n_startup_trials"].as_u64().unwrap_or(10) as usize, ..Default::default() }),
-            "random" => Sampler::Random { seed },
-            "grid" => Sampler::Grid,
-            other => return Err(PluginError::config(format!("tune.sampler = {other:?} is not one of tpe, random, grid"))),
-        };
-        let pruner = pruner(&config["pruner"], config["epochs"].as_u64())?;
-        let heartbeat = Duration::from_secs_f64(config["heartbeat_interval"].as_f64().unwrap_or(10.0).max(0.2));
-        let mut t = StudyTuner::new(storage, space, sampler, pruner, config["n_trials"].as_u64(), heartbeat).map_err(PluginError::config)?;
-        for e in config["enqueue"].as_array().into_iter().flatten() {
-            if let Some(fixed) = e.as_object() {
-                t.enqueue(fixed).map_err(PluginError::other)?;
-            }
+        let storage = storage::Storage::open(url, study, cfg.direction, cfg.resume).map_err(PluginError::config)?;
+        let mut t = StudyTuner::new(storage, space, cfg.sampler(), cfg.pruner(), cfg.n_trials, cfg.heartbeat()).map_err(PluginError::config)?;
+        for fixed in &cfg.enqueue {
+            t.enqueue(fixed).map_err(PluginError::other)?;
         }
         Ok(Some(Box::new(OptunaTuner(t))))
     }

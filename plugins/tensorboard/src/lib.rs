@@ -18,24 +18,38 @@ pub mod proto;
 pub mod record;
 pub mod writer;
 
+use bz_plugin_api::config::{self, ConfigType, PluginConfig};
 use bz_plugin_api::{export_plugin, log, Callback, Directive, Event, EventKind, Host, Level, Plugin, PluginError, RunStatus};
-use serde_json::{json, Value};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::path::PathBuf;
 use writer::Writer;
 
-#[derive(Debug, Clone, PartialEq)]
-struct Config {
-    log_dir: Option<PathBuf>,
-    log_every_n_steps: u64,
-    histogram_every_n_epochs: u64,
+/// `[plugins.tensorboard]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Default: the run directory; else `<log_dir>/<run name>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_dir: Option<PathBuf>,
+    /// `train/batch_loss` every N steps; 0 turns it off.
+    pub log_every_n_steps: u64,
+    /// Weight and gradient histograms every N epochs; 0 turns them off.
+    pub histogram_every_n_epochs: u64,
 }
 
-impl Config {
-    fn from_json(v: &Value) -> Config {
-        Config {
-            log_dir: v["log_dir"].as_str().map(PathBuf::from),
-            log_every_n_steps: v["log_every_n_steps"].as_u64().unwrap_or(10),
-            histogram_every_n_epochs: v["histogram_every_n_epochs"].as_u64().unwrap_or(0),
+impl Default for Config {
+    fn default() -> Config {
+        Config { log_dir: None, log_every_n_steps: 10, histogram_every_n_epochs: 0 }
+    }
+}
+
+impl PluginConfig for Config {
+    fn check(&self) -> Result<(), PluginError> {
+        match &self.log_dir {
+            Some(d) if d.as_os_str().is_empty() => Err(config::key_error("log_dir", "must be a non-empty path")),
+            _ => Ok(()),
         }
     }
 }
@@ -186,42 +200,10 @@ impl Plugin for TensorBoardPlugin {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str = "TensorBoard event files: scalars, histograms, text and hparams";
 
-    fn default_config() -> Value {
-        json!({ "log_every_n_steps": 10, "histogram_every_n_epochs": 0 })
-    }
-
-    fn config_schema() -> Value {
-        json!({
-            "type": "object",
-            "additionalProperties": false,
-            "properties": {
-                "log_dir": { "type": "string", "description": "default: the run directory; else <log_dir>/<run name>" },
-                "log_every_n_steps": { "type": "integer", "minimum": 0, "description": "train/batch_loss every N steps; 0 turns it off" },
-                "histogram_every_n_epochs": { "type": "integer", "minimum": 0, "description": "weight and gradient histograms every N epochs; 0 turns them off" }
-            }
-        })
-    }
-
-    fn validate_config(config: &Value) -> Result<Value, PluginError> {
-        let mut out = Self::default_config();
-        for (k, v) in config.as_object().into_iter().flatten() {
-            match k.as_str() {
-                "log_dir" => match v.as_str() {
-                    Some(s) if !s.is_empty() => out[k] = v.clone(),
-                    _ => return Err(PluginError::config(format!("`log_dir` = {v} must be a non-empty path string"))),
-                },
-                "log_every_n_steps" | "histogram_every_n_epochs" => match v.as_u64() {
-                    Some(_) => out[k] = v.clone(),
-                    None => return Err(PluginError::config(format!("`{k}` = {v} must be a whole number ≥ 0 (0 turns it off)"))),
-                },
-                _ => return Err(PluginError::config(format!("unknown key `{k}` (known: log_dir, log_every_n_steps, histogram_every_n_epochs)"))),
-            }
-        }
-        Ok(out)
-    }
+    const CONFIG: ConfigType = ConfigType::of::<Config>();
 
     fn create_callback(host: Host, config: Value) -> Result<Option<Box<dyn Callback>>, PluginError> {
-        Ok(Some(Box::new(TensorBoard { cfg: Config::from_json(&config), host, writer: None, ended: false })))
+        Ok(Some(Box::new(TensorBoard { cfg: Config::parse(&config)?, host, writer: None, ended: false })))
     }
 }
 
@@ -231,12 +213,27 @@ export_plugin!(TensorBoardPlugin);
 mod tests {
     use super::*;
     use bz_plugin_api::harness::Harness;
+    use serde_json::json;
 
     #[test]
     fn config_errors_name_the_key() {
-        assert!(TensorBoardPlugin::validate_config(&json!({ "log_every_n_steps": -1 })).unwrap_err().message.contains("`log_every_n_steps`"));
-        assert!(TensorBoardPlugin::validate_config(&json!({ "histogram_every": 1 })).unwrap_err().message.contains("unknown key `histogram_every`"));
+        let err = |v: Value| TensorBoardPlugin::validate_config(&v).unwrap_err().message.to_string();
+        assert!(err(json!({ "log_every_n_steps": -1 })).starts_with("`log_every_n_steps`: "));
+        assert!(err(json!({ "histogram_every": 1 })).starts_with("`histogram_every`: unknown key; did you mean `histogram_every_n_epochs`?"));
+        assert_eq!(err(json!({ "log_dir": "" })), "`log_dir`: must be a non-empty path");
+        assert!(err(json!({ "log_dir": 3 })).starts_with("`log_dir`: invalid type"));
         assert_eq!(TensorBoardPlugin::validate_config(&json!({ "log_dir": "tb" })).unwrap()["log_dir"], "tb");
+    }
+
+    #[test]
+    fn defaults_and_schema_are_as_documented() {
+        assert_eq!(TensorBoardPlugin::default_config(), json!({ "log_every_n_steps": 10, "histogram_every_n_epochs": 0 }));
+        assert_eq!(TensorBoardPlugin::validate_config(&json!({})).unwrap(), TensorBoardPlugin::default_config());
+        let schema = TensorBoardPlugin::config_schema();
+        assert_eq!(schema["additionalProperties"], false);
+        let keys: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["histogram_every_n_epochs", "log_dir", "log_every_n_steps"]);
+        assert_eq!(schema["properties"]["log_every_n_steps"]["default"], 10);
     }
 
     #[test]

@@ -28,14 +28,110 @@ pub mod proto;
 pub mod run;
 pub mod values;
 
+use bz_plugin_api::config::{self, ConfigType, PluginConfig};
 use bz_plugin_api::{export_plugin, log, Callback, Directive, Event, EventKind, Host, Level, Plugin, PluginError, RunStatus};
 use online::{Endpoint, Msg, Online};
 use run::{Run, RunInfo};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const KEYS: &str = "project, entity, name, tags, notes, group, job_type, mode, base_url, dir, log_every_n_steps, retries";
+/// `[plugins.wandb]`. Unset keys fall back to wandb's environment variables, as the wandb client does.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Default: WANDB_PROJECT, else "bz".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// Default: WANDB_ENTITY, else the key's default entity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
+    /// Default: the bz run name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Default: WANDB_TAGS (comma-separated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    /// Default: WANDB_NOTES.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    /// Default: WANDB_RUN_GROUP (a `bz tune` study groups its trials).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Default: WANDB_JOB_TYPE.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_type: Option<String>,
+    /// Default: WANDB_MODE, else online when an API key is found, else offline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// Default: WANDB_BASE_URL, else https://api.wandb.ai; for self-hosted servers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Where `wandb/` goes. Default: WANDB_DIR, else the run directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    /// `train/batch_loss` every N steps; 0 turns it off.
+    pub log_every_n_steps: u64,
+    /// Online: retries per request (back-off 0.5 s, doubling, at most 30 s).
+    pub retries: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            project: None,
+            entity: None,
+            name: None,
+            tags: None,
+            notes: None,
+            group: None,
+            job_type: None,
+            mode: None,
+            base_url: None,
+            dir: None,
+            log_every_n_steps: 10,
+            retries: 7,
+        }
+    }
+}
+
+impl PluginConfig for Config {
+    fn check(&self) -> Result<(), PluginError> {
+        let strings = [
+            ("project", &self.project),
+            ("entity", &self.entity),
+            ("name", &self.name),
+            ("notes", &self.notes),
+            ("group", &self.group),
+            ("job_type", &self.job_type),
+            ("dir", &self.dir),
+        ];
+        if let Some((key, _)) = strings.iter().find(|(_, v)| v.as_deref() == Some("")) {
+            return Err(config::key_error(key, "must be a non-empty string"));
+        }
+        if let Some(url) = self.base_url.as_deref().filter(|u| !u.starts_with("http://") && !u.starts_with("https://")) {
+            return Err(config::key_error("base_url", format!("{url:?} must be an http:// or https:// URL")));
+        }
+        if mode(self) == Mode::Online && api_key(&base_url(self)).is_none() {
+            return Err(config::key_error("mode", format!("\"online\" needs an API key for {}: set WANDB_API_KEY or run `wandb login`", base_url(self))));
+        }
+        Ok(())
+    }
+}
+
+/// Where a run goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Files that `wandb sync` uploads.
+    Offline,
+    /// The same files, streamed to the server as they are written.
+    Online,
+    /// No run at all.
+    Disabled,
+}
 
 fn env(k: &str) -> Option<String> {
     std::env::var(k).ok().filter(|v| !v.is_empty())
@@ -53,19 +149,21 @@ fn api_key(base_url: &str) -> Option<String> {
     parsed.hosts.into_iter().find(|(h, _)| *h == host).and_then(|(_, m)| m.password)
 }
 
-fn base_url(cfg: &Value) -> String {
-    cfg["base_url"].as_str().map(str::to_string).or_else(|| env("WANDB_BASE_URL")).unwrap_or_else(|| "https://api.wandb.ai".into())
+fn base_url(cfg: &Config) -> String {
+    cfg.base_url.clone().or_else(|| env("WANDB_BASE_URL")).unwrap_or_else(|| "https://api.wandb.ai".into())
 }
 
 /// `mode` as configured, else WANDB_MODE, else online when a key is found.
-fn mode(cfg: &Value) -> String {
-    cfg["mode"].as_str().map(str::to_string).or_else(|| env("WANDB_MODE")).unwrap_or_else(|| {
-        if api_key(&base_url(cfg)).is_some() {
-            "online".into()
-        } else {
-            "offline".into()
-        }
-    })
+fn mode(cfg: &Config) -> Mode {
+    let from_env = || match env("WANDB_MODE").as_deref() {
+        Some("online") => Some(Mode::Online),
+        Some("offline") => Some(Mode::Offline),
+        Some("disabled") => Some(Mode::Disabled),
+        // wandb's older names ("dryrun", "run") and anything else: not online, as before.
+        Some(_) => Some(Mode::Offline),
+        None => None,
+    };
+    cfg.mode.or_else(from_env).unwrap_or_else(|| if api_key(&base_url(cfg)).is_some() { Mode::Online } else { Mode::Offline })
 }
 
 /// 8 characters of [a-z0-9], like wandb's run ids.
@@ -96,7 +194,7 @@ fn config_from_toml(text: &str) -> serde_json::Map<String, Value> {
 }
 
 struct WandbRun {
-    cfg: Value,
+    cfg: Config,
     run: Option<Run>,
     online: Option<Online>,
     ended: bool,
@@ -111,13 +209,13 @@ impl WandbRun {
     fn start(&mut self, e: &Event<'_>) -> Result<(), PluginError> {
         let p = e.payload();
         let cfg = &self.cfg;
-        let s = |k: &str, env_key: &str| cfg[k].as_str().map(str::to_string).or_else(|| env(env_key)).unwrap_or_default();
-        let tags: Vec<String> = match cfg["tags"].as_array() {
-            Some(a) => a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect(),
+        let s = |v: &Option<String>, env_key: &str| v.clone().or_else(|| env(env_key)).unwrap_or_default();
+        let tags: Vec<String> = match &cfg.tags {
+            Some(tags) => tags.clone(),
             None => env("WANDB_TAGS").map(|t| t.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect()).unwrap_or_default(),
         };
         let run_dir = p["run_dir"].as_str().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-        let root = cfg["dir"].as_str().map(PathBuf::from).or_else(|| env("WANDB_DIR").map(PathBuf::from)).unwrap_or(run_dir).join("wandb");
+        let root = cfg.dir.as_ref().map(PathBuf::from).or_else(|| env("WANDB_DIR").map(PathBuf::from)).unwrap_or(run_dir).join("wandb");
         let mut config = config_from_toml(p["config"].as_str().unwrap_or(""));
         config.insert(
             "bz".into(),
@@ -125,28 +223,28 @@ impl WandbRun {
         );
         let info = RunInfo {
             id: run_id(),
-            entity: s("entity", "WANDB_ENTITY"),
-            project: cfg["project"].as_str().map(str::to_string).or_else(|| env("WANDB_PROJECT")).unwrap_or_else(|| "bz".into()),
-            name: cfg["name"].as_str().map(str::to_string).or_else(|| p["run_name"].as_str().map(str::to_string)).unwrap_or_else(|| "bz".into()),
-            group: s("group", "WANDB_RUN_GROUP"),
-            job_type: s("job_type", "WANDB_JOB_TYPE"),
-            notes: s("notes", "WANDB_NOTES"),
+            entity: s(&cfg.entity, "WANDB_ENTITY"),
+            project: cfg.project.clone().or_else(|| env("WANDB_PROJECT")).unwrap_or_else(|| "bz".into()),
+            name: cfg.name.clone().or_else(|| p["run_name"].as_str().map(str::to_string)).unwrap_or_else(|| "bz".into()),
+            group: s(&cfg.group, "WANDB_RUN_GROUP"),
+            job_type: s(&cfg.job_type, "WANDB_JOB_TYPE"),
+            notes: s(&cfg.notes, "WANDB_NOTES"),
             tags,
             host: hostname(),
             config,
             starting_step: e.global_step,
         };
         let mode = mode(cfg);
-        let online = mode == "online";
+        let online = mode == Mode::Online;
         let run = Run::create(&root, info.clone(), online).map_err(|err| io(&root, err))?;
         if online {
             let base = base_url(cfg);
             let key = api_key(&base).ok_or_else(|| PluginError::config("mode = \"online\" needs an API key: set WANDB_API_KEY or run `wandb login`"))?;
-            let attempts = cfg["retries"].as_u64().unwrap_or(7) as u32 + 1;
+            let attempts = u32::try_from(cfg.retries).unwrap_or(u32::MAX).saturating_add(1);
             let ep = Endpoint { base_url: base, api_key: key, interval: Duration::from_secs(2), attempts, backoff: Duration::from_millis(500) };
             self.online = Some(Online::start(ep, info));
         }
-        log!(Level::Info, "{} run {} in {}", mode, run.info.id, run.dir.display());
+        log!(Level::Info, "{} run {} in {}", if online { "online" } else { "offline" }, run.info.id, run.dir.display());
         self.run = Some(run);
         Ok(())
     }
@@ -281,56 +379,15 @@ impl Plugin for WandbPlugin {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str = "Weights & Biases runs: offline files `wandb sync` uploads, or online streaming";
 
-    fn default_config() -> Value {
-        json!({ "log_every_n_steps": 10 })
-    }
-
-    fn config_schema() -> Value {
-        json!({ "type": "object", "additionalProperties": false, "properties": {
-            "project": { "type": "string" }, "entity": { "type": "string" }, "name": { "type": "string" },
-            "tags": { "type": "array", "items": { "type": "string" } }, "notes": { "type": "string" },
-            "group": { "type": "string" }, "job_type": { "type": "string" },
-            "mode": { "enum": ["offline", "online", "disabled"] }, "base_url": { "type": "string" },
-            "dir": { "type": "string" }, "log_every_n_steps": { "type": "integer", "minimum": 0 },
-            "retries": { "type": "integer", "minimum": 0 } } })
-    }
-
-    fn validate_config(config: &Value) -> Result<Value, PluginError> {
-        let mut out = Self::default_config();
-        for (k, v) in config.as_object().into_iter().flatten() {
-            let ok = match k.as_str() {
-                "project" | "entity" | "name" | "notes" | "group" | "job_type" | "dir" => v.as_str().is_some_and(|s| !s.is_empty()),
-                "base_url" => v.as_str().is_some_and(|s| s.starts_with("http://") || s.starts_with("https://")),
-                "tags" => v.as_array().is_some_and(|a| a.iter().all(|t| t.is_string())),
-                "mode" => matches!(v.as_str(), Some("offline" | "online" | "disabled")),
-                "log_every_n_steps" | "retries" => v.as_u64().is_some(),
-                _ => return Err(PluginError::config(format!("unknown key `{k}` (known: {KEYS})"))),
-            };
-            if !ok {
-                let want = match k.as_str() {
-                    "base_url" => "an http:// or https:// URL",
-                    "tags" => "a list of strings",
-                    "mode" => "one of \"offline\", \"online\", \"disabled\"",
-                    "log_every_n_steps" => "a whole number ≥ 0 (0 turns it off)",
-                    "retries" => "a whole number ≥ 0",
-                    _ => "a non-empty string",
-                };
-                return Err(PluginError::config(format!("`{k}` = {v} must be {want}")));
-            }
-            out[k] = v.clone();
-        }
-        if mode(&out) == "online" && api_key(&base_url(&out)).is_none() {
-            return Err(PluginError::config(format!("mode = \"online\" needs an API key for {}: set WANDB_API_KEY or run `wandb login`", base_url(&out))));
-        }
-        Ok(out)
-    }
+    const CONFIG: ConfigType = ConfigType::of::<Config>();
 
     fn create_callback(_host: Host, config: Value) -> Result<Option<Box<dyn Callback>>, PluginError> {
-        if mode(&config) == "disabled" {
+        let cfg = Config::parse(&config)?;
+        if mode(&cfg) == Mode::Disabled {
             return Ok(None);
         }
-        let log_every = config["log_every_n_steps"].as_u64().unwrap_or(10);
-        Ok(Some(Box::new(WandbRun { cfg: config, run: None, online: None, ended: false, log_every })))
+        let log_every = cfg.log_every_n_steps;
+        Ok(Some(Box::new(WandbRun { cfg, run: None, online: None, ended: false, log_every })))
     }
 }
 
@@ -342,10 +399,23 @@ mod tests {
 
     #[test]
     fn config_errors_name_the_key() {
-        assert!(WandbPlugin::validate_config(&json!({ "mode": "sometimes" })).unwrap_err().message.contains("`mode`"));
-        assert!(WandbPlugin::validate_config(&json!({ "projct": "x" })).unwrap_err().message.contains("unknown key `projct`"));
-        assert!(WandbPlugin::validate_config(&json!({ "tags": "a" })).unwrap_err().message.contains("a list of strings"));
+        let err = |v: Value| WandbPlugin::validate_config(&v).unwrap_err().message.to_string();
+        assert!(err(json!({ "mode": "sometimes" })).starts_with("`mode`: unknown value `sometimes`"));
+        assert!(err(json!({ "projct": "x" })).starts_with("`projct`: unknown key; did you mean `project`?"));
+        assert_eq!(err(json!({ "tags": "a" })), "`tags`: invalid type: string \"a\", expected a list");
+        assert_eq!(err(json!({ "group": "" })), "`group`: must be a non-empty string");
+        assert_eq!(err(json!({ "base_url": "ftp://x" })), "`base_url`: \"ftp://x\" must be an http:// or https:// URL");
+        assert!(err(json!({ "retries": 1.5 })).starts_with("`retries`: invalid type: floating point"));
         assert_eq!(WandbPlugin::validate_config(&json!({ "mode": "offline", "project": "p" })).unwrap()["project"], "p");
+    }
+
+    #[test]
+    fn defaults_and_schema_are_as_documented() {
+        assert_eq!(WandbPlugin::default_config(), json!({ "log_every_n_steps": 10, "retries": 7 }));
+        let schema = WandbPlugin::config_schema();
+        assert_eq!(schema["additionalProperties"], false);
+        assert_eq!(schema["properties"].as_object().unwrap().len(), 12);
+        assert!(schema.to_string().contains("\"disabled\""), "{schema}");
     }
 
     #[test]

@@ -1,0 +1,53 @@
+//! The configs that many test files train: one digits classifier, built here instead of pasted into each file.
+//!
+//! ```
+//! use bz_e2e::fixtures::{Digits, MLP_32};
+//! let toml = Digits { layers: MLP_32, epochs: 4, batch_size: Some(128), ..Digits::default() }.toml();
+//! assert!(toml.contains("source = \"digits\"") && toml.contains("epochs = 4\nbatch_size = 128\n"));
+//! ```
+
+/// Flatten and one linear layer: the smallest digits classifier.
+pub const LINEAR: &str = r#"[{ type = "flatten" }, { type = "linear", out = 10 }]"#;
+/// One hidden layer of 16.
+pub const MLP_16: &str = r#"[{ type = "flatten" }, { type = "linear", out = 16 }, { type = "relu" }, { type = "linear", out = 10 }]"#;
+/// One hidden layer of 32.
+pub const MLP_32: &str = r#"[{ type = "flatten" }, { type = "linear", out = 32 }, { type = "relu" }, { type = "linear", out = 10 }]"#;
+
+/// A digits classifier: `[run]` (when `threads` is set), `[data]`, `[model]`, `[train]`, `[optimizer]` (when `lr` is
+/// set), one key per line, so that tests can `.replace("epochs = 4", …)` and append more sections.
+#[derive(Debug, Clone, Copy)]
+pub struct Digits<'a> {
+    pub layers: &'a str,
+    pub epochs: u32,
+    pub batch_size: Option<u32>,
+    pub log_every_n_steps: Option<u32>,
+    pub lr: Option<f64>,
+    /// `run.threads`; tests run two at a time, and one thread each keeps them from slowing each other down.
+    pub threads: Option<u32>,
+}
+
+impl Default for Digits<'_> {
+    fn default() -> Self {
+        Digits { layers: LINEAR, epochs: 3, batch_size: None, log_every_n_steps: None, lr: Some(0.01), threads: Some(1) }
+    }
+}
+
+impl Digits<'_> {
+    pub fn toml(&self) -> String {
+        let mut t = String::from("\n");
+        if let Some(n) = self.threads {
+            t += &format!("[run]\nthreads = {n}\n");
+        }
+        t += &format!("[data]\nsource = \"digits\"\n[model]\nlayers = {}\n[train]\nepochs = {}\n", self.layers, self.epochs);
+        if let Some(n) = self.batch_size {
+            t += &format!("batch_size = {n}\n");
+        }
+        if let Some(n) = self.log_every_n_steps {
+            t += &format!("log_every_n_steps = {n}\n");
+        }
+        if let Some(lr) = self.lr {
+            t += &format!("[optimizer]\nlr = {lr}\n");
+        }
+        t
+    }
+}
