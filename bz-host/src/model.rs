@@ -374,11 +374,11 @@ pub fn device(spec: &str) -> Result<Device> {
         _ => {
             let idx: usize = spec.strip_prefix("cuda:").map(|n| n.parse()).transpose()?.unwrap_or(0);
             if !cuda {
-                bail!("run.device = {spec:?} but CUDA is not available (this build links CUDA only after `scripts/setup --cuda`; see `bz doctor`)");
+                bail!("{spec:?} needs CUDA, which is not available (this build links CUDA only after `scripts/setup --cuda`; see `bz doctor`)");
             }
             let n = tch::Cuda::device_count() as usize;
             if idx >= n {
-                bail!("run.device = {spec:?} but this machine has {n} CUDA device(s)");
+                bail!("{spec:?}: this machine has {n} CUDA device(s)");
             }
             Ok(Device::Cuda(idx))
         }

@@ -37,12 +37,15 @@ fn unknown_key_gives_location_and_suggestion() {
 #[test]
 fn bad_values_are_config_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &str); 5] = [
+    let cases: [(&str, &str); 7] = [
         ("[optimizer]\nlr = -1.0\n", "`optimizer.lr`: -1 must be a positive number"),
         ("[optimizer]\nname = \"sgd\"\nmomentum = \"high\"\n", "`optimizer.momentum`: invalid type"),
         ("[run]\ndevice = \"gpu\"\n", "unknown device \"gpu\""),
         ("[checkpoint]\nmonitor = \"val/acc\"\n", "\"val/acc\" is not a metric of this run; choose one of: train/loss"),
         ("[scheduler]\nname = \"cosin\"\n", "did you mean `cosine`?"),
+        ("[run]\nname = \"../elsewhere\"\n", "`run.name`: \"../elsewhere\" must be a plain directory name"),
+        // No machine here has 100 GPUs; one without CUDA says so. Either way the config can fix it: exit 2.
+        ("[run]\ndevice = \"cuda:99\"\n", "c.toml: `run.device`: \"cuda:99\""),
     ];
     for (extra, want) in cases {
         write_config(dir.path(), "c.toml", &format!("{}{extra}", good()));
@@ -51,6 +54,18 @@ fn bad_values_are_config_errors() {
         assert!(out.stderr.contains(want), "{extra}: expected {want:?} in {}", out.stderr);
         assert_eq!(out.stderr.trim().lines().count(), 1, "one line: {}", out.stderr);
     }
+}
+
+#[test]
+fn a_run_name_flag_that_leaves_the_run_directory_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "c.toml", &good());
+    for args in [&["train", "c.toml", "--run-name", "../x"][..], &["eval", "c.toml", "--run-name", ".hidden"][..]] {
+        let out = bz(dir.path(), args);
+        assert_eq!(out.code, 2, "{args:?}: {}", out.all());
+        assert!(out.stderr.contains("must be a plain directory name"), "{args:?}: {}", out.stderr);
+    }
+    assert!(!dir.path().join("runs").exists(), "nothing is created for a bad flag");
 }
 
 #[test]

@@ -192,7 +192,7 @@ fn workers_config() -> String {
         .replace("epochs = 4", "epochs = 2")
         .replace("n_trials = 6", "n_trials = 12")
         .replace("n_jobs = 2", "n_jobs = 1")
-        .replace("type = \"median\"", "type = \"none\"")
+        .replace("type = \"median\"\nn_startup_trials = 2", "type = \"none\"")
 }
 
 /// Four `bz tune --resume` workers at once on one study; each must succeed, and together they run 12 trials.
@@ -387,7 +387,7 @@ fn a_grid_is_searched_once_and_a_crashing_trial_fails_alone() {
     let cfg = base()
         .replace("n_trials = 6", "n_trials = 10")
         .replace("epochs = 4", "epochs = 1")
-        .replace("type = \"median\"", "type = \"none\"")
+        .replace("type = \"median\"\nn_startup_trials = 2", "type = \"none\"")
         .replace(
             r#""optimizer.lr" = { type = "float", low = 1e-4, high = 0.3, log = true }
 "model.layers[1].out" = { type = "int", low = 8, high = 64, log = true }
@@ -475,7 +475,7 @@ fn a_result_that_arrives_after_its_trial_was_failed_as_stale_is_not_reported_as_
         .replace("epochs = 4", "epochs = 400")
         .replace("n_trials = 6", "n_trials = 1")
         .replace("n_jobs = 2", "n_jobs = 1")
-        .replace("type = \"median\"", "type = \"none\"");
+        .replace("type = \"median\"\nn_startup_trials = 2", "type = \"none\"");
     let dir = setup(&cfg);
     let worker = worker_with_trial_0_started(dir.path(), Stdio::piped);
     // Another worker decided this one was dead and failed its trial (what a stale heartbeat leads to).

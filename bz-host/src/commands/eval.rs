@@ -17,7 +17,7 @@ pub struct EvalArgs {
     #[arg(long)]
     checkpoint: Option<PathBuf>,
     /// The run whose checkpoint to use (default: run.name, else the config file's name).
-    #[arg(long)]
+    #[arg(long, value_parser = bz_host::config::plain_run_name)]
     run_name: Option<String>,
     #[arg(long, default_value = "val", value_parser = ["val", "train"])]
     split: String,

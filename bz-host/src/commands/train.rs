@@ -21,7 +21,7 @@ pub struct TrainArgs {
     #[arg(long)]
     resume: bool,
     /// Run directory name under run.dir (default: run.name, else the config file's name).
-    #[arg(long)]
+    #[arg(long, value_parser = bz_host::config::plain_run_name)]
     run_name: Option<String>,
     /// Only errors and the final line.
     #[arg(short, long)]

@@ -87,12 +87,23 @@ pub(super) fn check(c: &Config) -> Result<(), (String, String)> {
         return bad("model", "no model: add `layers = [...]` or `torchscript = \"model.pt\"` (see `bz init`)".into());
     }
     check_layers(&c.model.layers, "model.layers")?;
+    if let Some(Err(message)) = c.run.name.as_deref().map(plain_run_name) {
+        return bad("run.name", message);
+    }
     match c.run.device.as_str() {
         "auto" | "cpu" | "cuda" => {}
         d if d.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok()) => {}
         d => return bad("run.device", format!("unknown device {d:?}: use \"auto\", \"cpu\", \"cuda\" or \"cuda:N\"")),
     }
     Ok(())
+}
+
+/// A run name is one directory under `run.dir`: never a path that leads out of it, nor a hidden directory.
+pub fn plain_run_name(name: &str) -> Result<String, String> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Err(format!("{name:?} must be a plain directory name (no '/', not starting with '.')"));
+    }
+    Ok(name.to_string())
 }
 
 fn check_data(d: &DataConfig) -> Result<(), (String, String)> {

@@ -17,6 +17,7 @@ mod tune;
 #[cfg(test)]
 mod typed_tests;
 
+pub use check::plain_run_name;
 pub use data::{Column, CsvData, DataConfig, DataSource, IdxData, SafetensorsData, SyntheticData, TaskKind};
 pub use hyperparameters::hyperparameters;
 pub use optimizer::{AdamOptions, OptimizerConfig, OptimizerKind, RmspropOptions, SgdOptions};

@@ -38,12 +38,8 @@ impl RunDir {
 /// The run directory for a new run, or the one to resume, claimed for this process.
 pub fn claim(loaded: &Loaded, opts: &TrainOptions) -> Result<Claim> {
     let root = &loaded.config.run.dir;
+    // Both were checked as plain names where they were given (the config's checks, the flag's parser).
     let explicit = opts.run_name.clone().or_else(|| loaded.config.run.name.clone());
-    if let Some(name) = &explicit {
-        if name.is_empty() || name.contains('/') || name.starts_with('.') {
-            bail!("run name {name:?} must be a plain directory name");
-        }
-    }
     if opts.resume {
         let dir = match &explicit {
             Some(name) => root.join(name),

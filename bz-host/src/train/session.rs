@@ -25,7 +25,7 @@ impl Session {
         if cfg.run.threads > 0 {
             tch::set_num_threads(cfg.run.threads as i32);
         }
-        let device = model::device(&cfg.run.device)?;
+        let device = model::device(&cfg.run.device).map_err(|e| config_error(config_path, "run.device", format!("{e:#}")))?;
         tch::manual_seed(cfg.run.seed as i64);
         let base = config_path.parent().unwrap_or(Path::new("."));
         let data = data::load(&cfg.data, cfg.run.seed, base, device).map_err(|e| config::in_file(e, config_path))?;

@@ -8,7 +8,7 @@ use crate::tuner::Sampler;
 use bz_plugin_api::config::{from_value_at, key_error, PluginConfig};
 use bz_plugin_api::PluginError;
 use schemars::JsonSchema;
-use serde::de::{Error as _, IgnoredAny};
+use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
@@ -122,23 +122,11 @@ enum PrunerKind {
     None,
 }
 
-/// What `type = "none"` takes: no options of its own, but the other pruners' stay accepted (and unused), so that
-/// switching pruning off is one line, as before; a key no pruner knows is still an error.
-#[allow(dead_code)] // Read only to be refused when unknown.
+/// What `type = "none"` takes: nothing. Options of other pruners are refused, as bz refuses them in
+/// `[tune.pruner]`: a key that does not apply is an error, not a setting that silently does nothing.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ParkedOptions {
-    n_startup_trials: Option<IgnoredAny>,
-    n_warmup_steps: Option<IgnoredAny>,
-    interval_steps: Option<IgnoredAny>,
-    n_min_trials: Option<IgnoredAny>,
-    percentile: Option<IgnoredAny>,
-    min_resource: Option<IgnoredAny>,
-    max_resource: Option<IgnoredAny>,
-    reduction_factor: Option<IgnoredAny>,
-    min_early_stopping_rate: Option<IgnoredAny>,
-    bootstrap_count: Option<IgnoredAny>,
-}
+struct NoOptions {}
 
 // By hand, not serde's internally tagged enum: `type` may be left out (median), and serde's buffering would lose
 // which option key a type error is about.
@@ -159,7 +147,7 @@ impl<'de> Deserialize<'de> for PrunerConfig {
             PrunerKind::SuccessiveHalving => PrunerConfig::SuccessiveHalving(from_value_at("", Value::Object(table))?),
             PrunerKind::Hyperband => PrunerConfig::Hyperband(from_value_at("", Value::Object(table))?),
             PrunerKind::None => {
-                from_value_at::<ParkedOptions, _>("", Value::Object(table))?;
+                from_value_at::<NoOptions, _>("", Value::Object(table))?;
                 PrunerConfig::None
             }
         })
@@ -299,11 +287,13 @@ mod tests {
         assert!(e.starts_with("`pruner.reduction_factor`: unknown key (known keys: `n_startup_trials`"), "{e}");
         let e = parse(json!({ "pruner": { "n_startup_trials": "5" } })).unwrap_err();
         assert!(e.starts_with("`pruner.n_startup_trials`: invalid type: string \"5\""), "{e}");
-        let e = parse(json!({ "pruner": { "type": "none", "n_warmup": 1 } })).unwrap_err();
+        let e = parse(json!({ "pruner": { "type": "median", "n_warmup": 1 } })).unwrap_err();
         assert!(e.starts_with("`pruner.n_warmup`: unknown key; did you mean `n_warmup_steps`?"), "{e}");
-        // Pruning switched off keeps the other pruners' options parked.
-        let c = parse(json!({ "pruner": { "type": "none", "n_startup_trials": 2 } })).unwrap();
-        assert_eq!(c.pruner(), Pruner::None);
+        let e = parse(json!({ "pruner": { "type": "none", "n_warmup": 1 } })).unwrap_err();
+        assert!(e.starts_with("`pruner.n_warmup`: unknown key (this table takes no keys)"), "{e}");
+        // Pruning switched off takes no options: another pruner's is refused, as bz refuses it in [tune.pruner].
+        assert!(parse(json!({ "pruner": { "type": "none", "n_startup_trials": 2 } })).unwrap_err().starts_with("`pruner.n_startup_trials`"));
+        assert_eq!(parse(json!({ "pruner": { "type": "none" } })).unwrap().pruner(), Pruner::None);
         let e = parse(json!({ "pruner": { "type": "hyperbnd" } })).unwrap_err();
         assert!(e.starts_with("`pruner.type`: unknown value `hyperbnd`; did you mean `hyperband`?"), "{e}");
     }
