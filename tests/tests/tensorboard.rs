@@ -122,6 +122,10 @@ fn every_metric_histogram_text_and_hparam_reads_back_through_tensorboards_loader
     assert_eq!(hp["start"]["optimizer.lr"], 0.01);
     assert_eq!(hp["start"]["train.batch_size"], 256.0);
     assert_eq!(hp["start"]["data.source"], "digits");
+    // Only the keys that apply to a digits run with adam: none of the other sources' or optimizers' keys.
+    for absent in ["data.classes", "data.delimiter", "data.features_key", "data.noise", "optimizer.momentum", "scheduler.gamma"] {
+        assert!(hp["start"].get(absent).is_none(), "{absent} in HParams: {}", hp["start"]);
+    }
     assert_eq!(hp["end_status"], 1, "STATUS_SUCCESS");
 }
 
