@@ -153,6 +153,10 @@ impl Callback for Console {
             }
             EventKind::RUN_END => {
                 self.clear_bar();
+                if self.verbosity > Verbosity::Quiet && !e.metrics.is_empty() {
+                    let parts: Vec<String> = e.metrics.iter().map(|m| format!("{} {}", m.key(), fmt_value(m.value))).collect();
+                    self.say(&parts.join("  "));
+                }
                 if self.verbosity > Verbosity::Quiet {
                     if let Some(msg) = str_of(e, "message") {
                         self.say(msg);

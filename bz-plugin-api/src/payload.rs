@@ -275,6 +275,10 @@ impl From<Status> for RunStatus {
 
 /// RUN_END: how the run ended, the line bz prints about it, and the process exit code.
 ///
+/// With `data.test` configured, a completed or stopped run's RUN_END event also carries the test split's metrics
+/// in `Event::metrics` (split `"test"`, e.g. `test/accuracy`): the best checkpoint's (else the last weights'),
+/// evaluated after training. Other RUN_END events carry no metrics.
+///
 /// ```
 /// use bz_plugin_api::payload::{RunEnd, Status};
 /// let p: RunEnd = serde_json::from_str(r#"{"status": "failed", "message": "the loss became NaN", "exit_code": 3}"#).unwrap();

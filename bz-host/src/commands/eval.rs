@@ -1,9 +1,9 @@
-//! `bz eval`: a checkpoint's metrics on the validation (or training) split.
+//! `bz eval`: a checkpoint's metrics on the validation, training or test split.
 
 use super::config_args::ConfigArgs;
 use super::exit::Status;
 use anyhow::{Context, Result};
-use bz_host::config::Loaded;
+use bz_host::config::{ConfigError, Loaded};
 use bz_host::evaluate::Evaluation;
 use bz_host::train::Session;
 use clap::Args;
@@ -19,7 +19,8 @@ pub struct EvalArgs {
     /// The run whose checkpoint to use (default: run.name, else the config file's name).
     #[arg(long, value_parser = bz_host::config::plain_run_name)]
     run_name: Option<String>,
-    #[arg(long, default_value = "val", value_parser = ["val", "train"])]
+    /// `test` needs `data.test` in the config.
+    #[arg(long, default_value = "val", value_parser = ["val", "train", "test"])]
     split: String,
     /// Print the metrics as one JSON object.
     #[arg(long)]
@@ -29,6 +30,15 @@ pub struct EvalArgs {
 impl EvalArgs {
     pub fn run(self) -> Result<Status> {
         let loaded = self.cfg.load([])?;
+        if self.split == "test" && !loaded.config.data.has_test() {
+            return Err(ConfigError {
+                file: loaded.path.clone(),
+                location: None,
+                key: Some("data.test".into()),
+                message: "is not set, so there is no test split; name a test file (data.test = \"test.csv\"; \"test\" for idx t10k)".into(),
+            }
+            .into());
+        }
         let dir = self.checkpoint_dir(&loaded);
         if !dir.join("model.safetensors").exists() {
             anyhow::bail!("{} is not a checkpoint (no model.safetensors); train first or pass --checkpoint DIR", dir.display());
@@ -40,7 +50,12 @@ impl EvalArgs {
         }
         let Session { data, mut vs, model, objective, .. } = Session::prepare(&c, &loaded.path)?;
         bz_host::checkpoint::load_model(&dir, &mut vs)?;
-        let (set, name) = if self.split == "train" { (&data.train, "train") } else { (&data.val, "val") };
+        let (set, name) = match self.split.as_str() {
+            "train" => (&data.train, "train"),
+            // Checked above: the config names a test split.
+            "test" => (data.test.as_ref().context("the config names no test split")?, "test"),
+            _ => (&data.val, "val"),
+        };
         if set.is_empty() {
             anyhow::bail!("the {name} split is empty (data.val_split = 0?)");
         }

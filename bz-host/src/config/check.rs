@@ -116,6 +116,13 @@ fn check_data(d: &DataConfig) -> Result<(), (String, String)> {
         DataSource::Idx(IdxData { val: Some(v), .. }) if v != "test" => {
             bad("data.val", format!("{v:?}: for idx data use \"test\" (the t10k files) or leave it out and set val_split"))
         }
+        DataSource::Idx(IdxData { test: Some(t), .. }) if t != "test" => {
+            bad("data.test", format!("{t:?}: for idx data use \"test\" (the t10k files) or leave it out"))
+        }
+        // One set of files cannot be both the split that picks the best checkpoint and the one that judges it.
+        DataSource::Idx(IdxData { val: Some(_), test: Some(_), .. }) => {
+            bad("data.test", "the t10k files are already the validation split (data.val = \"test\"); drop data.val and set val_split to validate on a held-out part of the training files".into())
+        }
         _ => Ok(()),
     }
 }

@@ -65,6 +65,9 @@ pub struct IdxData {
     /// `"test"`: validate on the t10k files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val: Option<String>,
+    /// `"test"`: a test split of the t10k files (`bz eval --split test`, and evaluated at the end of training).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -74,6 +77,9 @@ pub struct CsvData {
     /// A separate validation file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val: Option<PathBuf>,
+    /// A test file, evaluated by `bz eval --split test` and at the end of training; never trained or validated on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<PathBuf>,
     /// The target column's name or 0-based index.
     pub target: Column,
     /// Default: every other column.
@@ -92,6 +98,9 @@ pub struct SafetensorsData {
     /// A separate validation file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val: Option<PathBuf>,
+    /// A test file, evaluated by `bz eval --split test` and at the end of training; never trained or validated on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<PathBuf>,
     #[serde(default = "features_key")]
     pub features_key: String,
     #[serde(default = "targets_key")]
@@ -129,6 +138,16 @@ impl Default for Common {
 impl DataConfig {
     fn from_parts(source: DataSource, c: Common) -> DataConfig {
         DataConfig { source, val_split: c.val_split, normalize: c.normalize, task: c.task }
+    }
+
+    /// Whether `data.test` names a test split.
+    pub fn has_test(&self) -> bool {
+        match &self.source {
+            DataSource::Idx(d) => d.test.is_some(),
+            DataSource::Csv(d) => d.test.is_some(),
+            DataSource::Safetensors(d) => d.test.is_some(),
+            DataSource::Digits | DataSource::Synthetic(_) => false,
+        }
     }
 
     /// The source's name as users write it, e.g. `"csv"`.

@@ -32,6 +32,8 @@ impl Split {
 pub struct Dataset {
     pub train: Split,
     pub val: Split,
+    /// The split of `data.test`, if the config names one: evaluated only, never trained or validated on.
+    pub test: Option<Split>,
     /// Per-sample feature shape, e.g. `[1, 28, 28]` or `[64]`.
     pub input_shape: Vec<i64>,
     pub task: TaskKind,
@@ -49,8 +51,8 @@ pub fn load(cfg: &DataConfig, seed: u64, base: &Path, device: Device) -> Result<
         TaskKind::Classification => Task::Classification,
         TaskKind::Regression => Task::Regression,
     };
-    let (train, val, description) = match &cfg.source {
-        DataSource::Digits => (formats::digits()?, None, "digits (scikit-learn, 1,797 8x8 images, embedded)".to_string()),
+    let raw = match &cfg.source {
+        DataSource::Digits => Raw::train_only(formats::digits()?, "digits (scikit-learn, 1,797 8x8 images, embedded)".to_string()),
         DataSource::Synthetic(s) => {
             let set = formats::synthetic(task, s.samples, s.num_features, s.classes, s.noise, seed).map_err(|e| match e {
                 DataError::Settings { setting, .. } => {
@@ -59,54 +61,74 @@ pub fn load(cfg: &DataConfig, seed: u64, base: &Path, device: Device) -> Result<
                 }
                 other => other.into(),
             })?;
-            (set, None, format!("synthetic {} ({} samples, {} features)", task_name(cfg.task), s.samples, s.num_features))
+            Raw::train_only(set, format!("synthetic {} ({} samples, {} features)", task_name(cfg.task), s.samples, s.num_features))
         }
         DataSource::Idx(idx) => {
             let dir = base.join(&idx.path);
-            let train = formats::idx_dir(&dir, "train")?;
-            // config::check allows only "test".
-            let val = if idx.val.is_some() { Some(formats::idx_dir(&dir, "t10k")?) } else { None };
-            (train, val, format!("idx {}", dir.display()))
+            // config::check allows only "test" for either, and not both.
+            let t10k = |wanted: bool| if wanted { formats::idx_dir(&dir, "t10k").map(Some) } else { Ok(None) };
+            Raw {
+                train: formats::idx_dir(&dir, "train")?,
+                val: t10k(idx.val.is_some())?,
+                test: t10k(idx.test.is_some())?,
+                description: format!("idx {}", dir.display()),
+            }
         }
         DataSource::Csv(csv) => load_csv(csv, task, base)?,
         DataSource::Safetensors(st) => {
             let file = base.join(&st.path);
-            let train = formats::safetensors(&file, &st.features_key, &st.targets_key, task)?;
-            let val = match &st.val {
-                Some(v) => Some(formats::safetensors(&base.join(v), &st.features_key, &st.targets_key, task)?),
-                None => None,
+            let read = |f: &Option<std::path::PathBuf>| match f {
+                Some(v) => formats::safetensors(&base.join(v), &st.features_key, &st.targets_key, task).map(Some),
+                None => Ok(None),
             };
-            (train, val, format!("safetensors {}", file.display()))
+            let train = formats::safetensors(&file, &st.features_key, &st.targets_key, task)?;
+            Raw { train, val: read(&st.val)?, test: read(&st.test)?, description: format!("safetensors {}", file.display()) }
         }
     };
-    assemble(train, val, cfg, seed, device, description)
+    assemble(raw, cfg, seed, device)
 }
 
-fn load_csv(cfg: &CsvData, task: Task, base: &Path) -> Result<(RawSet, Option<RawSet>, String)> {
+/// The splits a source read, before tensors: the training set and the separate files, if any.
+struct Raw {
+    train: RawSet,
+    val: Option<RawSet>,
+    test: Option<RawSet>,
+    description: String,
+}
+
+impl Raw {
+    fn train_only(train: RawSet, description: String) -> Raw {
+        Raw { train, val: None, test: None, description }
+    }
+}
+
+fn load_csv(cfg: &CsvData, task: Task, base: &Path) -> Result<Raw> {
     let file = base.join(&cfg.path);
     let target = column(&cfg.target);
     let features: Option<Vec<_>> = cfg.features.as_ref().map(|f| f.iter().map(column).collect());
     let delimiter = cfg.delimiter.as_bytes().first().copied().unwrap_or(b',');
     let spec = formats::CsvSpec { target: target.clone(), features: features.clone(), has_header: cfg.header, delimiter, task, known_classes: None };
     let train = formats::csv(&file, &spec)?;
-    let val = match &cfg.val {
-        Some(v) => {
-            let known = train.class_names.clone();
-            let spec = formats::CsvSpec { target, features, has_header: cfg.header, delimiter, task, known_classes: known.as_deref() };
-            Some(formats::csv(&base.join(v), &spec)?)
-        }
-        None => None,
+    // Other files map their labels onto the training file's classes.
+    let known = train.class_names.clone();
+    let spec = formats::CsvSpec { known_classes: known.as_deref(), ..spec };
+    let read = |f: &Option<std::path::PathBuf>| match f {
+        Some(v) => formats::csv(&base.join(v), &spec).map(Some),
+        None => Ok(None),
     };
-    Ok((train, val, format!("csv {}", file.display())))
+    Ok(Raw { val: read(&cfg.val)?, test: read(&cfg.test)?, train, description: format!("csv {}", file.display()) })
 }
 
-fn assemble(train: RawSet, val: Option<RawSet>, cfg: &DataConfig, seed: u64, device: Device, description: String) -> Result<Dataset> {
+fn assemble(raw: Raw, cfg: &DataConfig, seed: u64, device: Device) -> Result<Dataset> {
+    let Raw { train, val, test, description } = raw;
     if train.is_empty() {
         bail!("the training data ({description}) has no samples");
     }
-    if let Some(v) = &val {
-        if v.shape != train.shape {
-            bail!("validation samples have shape {:?} but training samples {:?}", v.shape, train.shape);
+    for (name, set) in [("validation", &val), ("test", &test)] {
+        if let Some(s) = set {
+            if s.shape != train.shape {
+                bail!("{name} samples have shape {:?} but training samples {:?}", s.shape, train.shape);
+            }
         }
     }
     let task = match (&train.targets, cfg.task) {
@@ -133,6 +155,13 @@ fn assemble(train: RawSet, val: Option<RawSet>, cfg: &DataConfig, seed: u64, dev
         }
         None => split(train_x, train_y, cfg.val_split, seed)?,
     };
+    let mut test_split = match &test {
+        Some(t) => {
+            let (x, y) = tensors(t, task)?;
+            Some(Split { x, y })
+        }
+        None => None,
+    };
     let outputs = match task {
         TaskKind::Classification => {
             let max = |s: &Split| -> Result<i64> {
@@ -142,16 +171,21 @@ fn assemble(train: RawSet, val: Option<RawSet>, cfg: &DataConfig, seed: u64, dev
                     Ok(s.y.f_max()?.f_int64_value(&[])?)
                 }
             };
-            let n = (max(&train_split)?.max(max(&val_split)?) + 1) as usize;
+            let test_max = match &test_split {
+                Some(t) => max(t)?,
+                None => -1,
+            };
+            let n = (max(&train_split)?.max(max(&val_split)?).max(test_max) + 1) as usize;
             n.max(class_names.as_ref().map_or(0, |c| c.len())).max(2)
         }
         TaskKind::Regression => train_split.y.size().get(1).copied().unwrap_or(1) as usize,
     };
     if cfg.normalize {
-        normalize(&mut train_split, &mut val_split, &input_shape)?;
+        normalize(&mut train_split, [Some(&mut val_split), test_split.as_mut()].into_iter().flatten(), &input_shape)?;
     }
     let to = |s: Split| -> Result<Split> { Ok(Split { x: s.x.f_to_device(device)?, y: s.y.f_to_device(device)? }) };
-    Ok(Dataset { train: to(train_split)?, val: to(val_split)?, input_shape, task, outputs, class_names, description })
+    let test = test_split.map(to).transpose()?;
+    Ok(Dataset { train: to(train_split)?, val: to(val_split)?, test, input_shape, task, outputs, class_names, description })
 }
 
 fn tensors(set: &RawSet, task: TaskKind) -> Result<(Tensor, Tensor)> {
@@ -189,14 +223,15 @@ fn split(x: Tensor, y: Tensor, fraction: f64, seed: u64) -> Result<(Split, Split
     ))
 }
 
-/// Standardises with the training split's statistics: per channel for images, per column for tabular data.
-fn normalize(train: &mut Split, val: &mut Split, shape: &[i64]) -> Result<()> {
+/// Standardises the training split and `others` (validation, test) with the training split's statistics: per
+/// channel for images, per column for tabular data.
+fn normalize<'s>(train: &mut Split, others: impl Iterator<Item = &'s mut Split>, shape: &[i64]) -> Result<()> {
     let dims: Vec<i64> = if shape.len() == 3 { vec![0, 2, 3] } else { vec![0] };
     let mean = train.x.f_mean_dim(&dims[..], true, Kind::Float)?;
     let std = train.x.f_std_dim(&dims[..], false, true)?.f_clamp_min(1e-8)?;
     train.x = train.x.f_sub(&mean)?.f_div(&std)?;
-    if !val.is_empty() {
-        val.x = val.x.f_sub(&mean)?.f_div(&std)?;
+    for split in others.filter(|s| !s.is_empty()) {
+        split.x = split.x.f_sub(&mean)?.f_div(&std)?;
     }
     Ok(())
 }

@@ -172,8 +172,36 @@ impl<'a> Trainer<'a> {
         let status = if outcome == Outcome::Stopped { Status::Stopped } else { Status::Completed };
         let payload = to_payload(&RunEnd { status, message, exit_code: 0, best: state.best })?;
         let at = At { epoch: state.epoch, step: state.global_step, batch: 0 };
-        self.emit(EventKind::RUN_END, at, &[], &payload)?;
+        let test = self.test()?;
+        self.emit(EventKind::RUN_END, at, &test, &payload)?;
         Ok(outcome)
+    }
+
+    /// The test split's metrics for the best checkpoint (else the last weights), as a `test` line in
+    /// metrics.jsonl; none without `data.test`. It runs after the last checkpoint, so resume is unaffected.
+    fn test(&mut self) -> Result<Vec<Metric>> {
+        if self.session.data.test.is_none() {
+            return Ok(Vec::new());
+        }
+        let best = self.run.checkpoints.join("best");
+        let checkpoint = if best.join("model.safetensors").exists() {
+            checkpoint::load_model(&best, &mut self.session.vs)?;
+            "best"
+        } else {
+            "last"
+        };
+        let s = &self.session;
+        let split = s.data.test.as_ref().context("no test split")?;
+        let ev = crate::evaluate::evaluate(&s.model, &s.objective, split, self.plan.val_batch_size, 0, "test", |_, _| Ok(()))?;
+        let mut line = serde_json::Map::new();
+        line.insert("event".into(), "test".into());
+        line.insert("epoch".into(), self.state.epoch.into());
+        line.insert("step".into(), self.state.global_step.into());
+        line.insert("checkpoint".into(), checkpoint.into());
+        line.extend(ev.metrics.iter().map(|m| (m.key(), serde_json::json!(m.value))));
+        self.run.log.write(&Value::Object(line))?;
+        self.run.log.flush()?;
+        Ok(ev.metrics)
     }
 
     /// Ctrl-C: save where we are (unless nothing changed since the last checkpoint), report, and let the caller

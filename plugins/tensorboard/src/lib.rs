@@ -131,6 +131,19 @@ impl TensorBoard {
         result.map_err(|err| io(&path, err))
     }
 
+    /// A RUN_END's metrics (the test split's, evaluated after training) as `test/…` scalars at the final step;
+    /// with no experiment declared, TensorBoard's HParams view lists them as metrics too.
+    fn test_scalars(&mut self, e: &Event<'_>) -> Result<(), PluginError> {
+        let values: Vec<(String, f64)> = e.metrics.iter().filter(|m| !m.split.is_empty()).map(|m| (format!("{}/{}", m.split, m.name), m.value)).collect();
+        if values.is_empty() || self.writer.is_none() {
+            return Ok(());
+        }
+        let step = e.global_step;
+        let w = self.writer()?;
+        let path = w.path().display().to_string();
+        w.scalars(step, &values).and_then(|_| w.flush()).map_err(|err| io(&path, err))
+    }
+
     /// Ends the HParams session once; an interrupted run stays open (it can be resumed).
     fn end(&mut self, status: RunStatus) -> Result<(), PluginError> {
         let Some(w) = self.writer.as_mut() else { return Ok(()) };
@@ -172,6 +185,7 @@ impl Callback for TensorBoard {
             }
             EventKind::EPOCH_END => self.epoch_end(e)?,
             EventKind::RUN_END => {
+                self.test_scalars(e)?;
                 let status = match e.payload()["status"].as_str() {
                     Some("interrupted") => RunStatus::INTERRUPTED,
                     Some("stopped") => RunStatus::STOPPED,

@@ -294,7 +294,8 @@ impl WandbRun {
     }
 
     /// Exit record, files, and the end of the upload; once.
-    fn end(&mut self, exit_code: i32, best: Option<f64>) -> Result<(), PluginError> {
+    /// `summary`: values only the run summary gets (`best`, the test split's metrics).
+    fn end(&mut self, exit_code: i32, summary: Vec<(String, f64)>) -> Result<(), PluginError> {
         if self.ended {
             return Ok(());
         }
@@ -303,8 +304,8 @@ impl WandbRun {
         let dir = run.dir.clone();
         // The pending row first (it goes online too), then the summary-only values after it.
         let last = run.commit().map_err(|e| io(&dir, e))?;
-        if let Some(b) = best {
-            run.summarize(vec![("best".into(), values::number(b))]).map_err(|e| io(&dir, e))?;
+        if !summary.is_empty() {
+            run.summarize(summary.into_iter().map(|(k, v)| (k, values::number(v))).collect()).map_err(|e| io(&dir, e))?;
         }
         run.finish(exit_code).map_err(|e| io(&dir, e))?;
         let Some(mut online) = self.online.take() else {
@@ -355,7 +356,10 @@ impl Callback for WandbRun {
                     Some("interrupted") => 130,
                     _ => 0,
                 });
-                self.end(code as i32, p["best"].as_f64())?;
+                // The test split's metrics come with RUN_END, after the last logged row: summary only.
+                let mut summary: Vec<(String, f64)> = p["best"].as_f64().map(|b| ("best".to_string(), b)).into_iter().collect();
+                summary.extend(e.metrics.iter().filter(|m| !m.split.is_empty()).map(|m| (format!("{}/{}", m.split, m.name), m.value)));
+                self.end(code as i32, summary)?;
             }
             _ => {}
         }
@@ -368,7 +372,7 @@ impl Callback for WandbRun {
             RunStatus::INTERRUPTED => 130,
             _ => 0,
         };
-        self.end(code, None)
+        self.end(code, Vec::new())
     }
 }
 

@@ -1,0 +1,102 @@
+//! `data.test`: a test split evaluated at the end of `bz train` (the `test` line of metrics.jsonl) and by
+//! `bz eval --split test`, and the config errors around it.
+
+use bz_e2e::*;
+use serde_json::{Map, Value};
+use std::path::Path;
+
+/// Three separable classes with string labels, split 240 / 60 / 60 into train, val and test files.
+fn csv_files(dir: &Path) {
+    let mut files = [String::from("a,b,species\n"), String::from("a,b,species\n"), String::from("a,b,species\n")];
+    for i in 0..360 {
+        let (name, cx) = [("setosa", -2.0), ("versicolor", 0.0), ("virginica", 2.0)][i % 3];
+        // Offsets far from zero, so that normalising with anything but the training statistics would show.
+        let line = format!("{},{},{name}\n", 100.0 + cx + (i % 7) as f64 * 0.3, -50.0 - cx + (i % 5) as f64 * 0.3);
+        files[if i < 240 {
+            0
+        } else if i < 300 {
+            1
+        } else {
+            2
+        }]
+        .push_str(&line);
+    }
+    for (name, text) in ["train.csv", "val.csv", "test.csv"].iter().zip(files) {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+}
+
+const CSV_CONFIG: &str = r#"
+[run]
+threads = 1
+[data]
+source = "csv"
+path = "train.csv"
+val = "val.csv"
+test = "test.csv"
+target = "species"
+normalize = true
+[model]
+layers = [{ type = "linear", out = 8 }, { type = "relu" }, { type = "linear", out = 3 }]
+[train]
+epochs = 6
+batch_size = 16
+[optimizer]
+lr = 0.01
+"#;
+
+fn test_metrics(v: &Value) -> Map<String, Value> {
+    v.as_object().unwrap().iter().filter(|(k, _)| k.starts_with("test/")).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+#[test]
+fn the_test_line_equals_eval_on_the_best_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    csv_files(dir.path());
+    write_config(dir.path(), "c.toml", CSV_CONFIG);
+    let out = bz(dir.path(), &["train", "c.toml", "--run-name", "c"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("test/accuracy"), "the test metrics are printed: {}", out.stdout);
+    let lines = read_jsonl(&dir.path().join("runs/c/metrics.jsonl"));
+    let tests: Vec<&Value> = lines.iter().filter(|l| l["event"] == "test").collect();
+    assert_eq!(tests.len(), 1, "one test line: {lines:?}");
+    let line = tests[0];
+    assert_eq!(line["checkpoint"], "best");
+    assert_eq!(line["step"], lines.iter().rfind(|l| l["event"] == "epoch").unwrap()["step"]);
+    let logged = test_metrics(line);
+    assert!(logged.contains_key("test/loss") && logged.contains_key("test/f1_macro"), "{line}");
+    assert!(logged["test/accuracy"].as_f64().unwrap() > 0.9, "{line}");
+
+    let eval = bz(dir.path(), &["eval", "c.toml", "--run-name", "c", "--split", "test", "--json"]);
+    assert_eq!(eval.code, 0, "{}", eval.all());
+    let evaluated: Value = serde_json::from_str(eval.stdout.trim()).unwrap();
+    assert_eq!(logged, test_metrics(&evaluated), "bz eval --split test on the best checkpoint gives the test line's values");
+}
+
+#[test]
+fn eval_split_test_without_a_test_split_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "c.toml", &fixtures::Digits::default().toml());
+    let out = bz(dir.path(), &["eval", "c.toml", "--split", "test"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert_eq!(out.stderr.lines().count(), 1, "one line: {}", out.stderr);
+    assert!(out.stderr.contains("c.toml: `data.test`: is not set"), "{}", out.stderr);
+}
+
+#[test]
+fn a_test_key_where_it_does_not_belong_is_named_with_its_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let digits = fixtures::Digits::default().toml().replace("source = \"digits\"\n", "source = \"digits\"\ntest = \"t.csv\"\n");
+    let line = digits.lines().position(|l| l.starts_with("test =")).unwrap() + 1;
+    write_config(dir.path(), "d.toml", &digits);
+    let out = bz(dir.path(), &["train", "d.toml"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains(&format!("d.toml:{line}:8: `data.test`")) && out.stderr.contains("digits has no `test`"), "{}", out.stderr);
+
+    // idx: "test" is the t10k files, which cannot be the validation split as well.
+    let idx = "[data]\nsource = \"idx\"\npath = \"data\"\nval = \"test\"\ntest = \"test\"\n[model]\nlayers = [{ type = \"flatten\" }, { type = \"linear\", out = 4 }]\n";
+    write_config(dir.path(), "i.toml", idx);
+    let out = bz(dir.path(), &["validate", "i.toml"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("i.toml:5:8: `data.test`") && out.stderr.contains("already the validation split"), "{}", out.stderr);
+}
