@@ -1,4 +1,5 @@
-//! The configs that many test files train: one digits classifier, built here instead of pasted into each file.
+//! The configs that many test files train: one digits classifier, and a CSV problem with a test split, built here
+//! instead of pasted into each file.
 //!
 //! ```
 //! use bz_e2e::fixtures::{Digits, MLP_32};
@@ -51,3 +52,45 @@ impl Digits<'_> {
         t
     }
 }
+
+/// Writes a three-class CSV problem with string labels into `dir` (train.csv 240 rows, val.csv and test.csv 60
+/// each) and returns the config that trains it with `data.test = "test.csv"`. The features sit far from zero, so
+/// normalising any split with statistics other than the training split's would show.
+pub fn csv_with_test_split(dir: &std::path::Path) -> String {
+    let mut files = [String::from("a,b,species\n"), String::from("a,b,species\n"), String::from("a,b,species\n")];
+    for i in 0..360 {
+        let (name, cx) = [("setosa", -2.0), ("versicolor", 0.0), ("virginica", 2.0)][i % 3];
+        let line = format!("{},{},{name}\n", 100.0 + cx + (i % 7) as f64 * 0.3, -50.0 - cx + (i % 5) as f64 * 0.3);
+        files[if i < 240 {
+            0
+        } else if i < 300 {
+            1
+        } else {
+            2
+        }]
+        .push_str(&line);
+    }
+    for (name, text) in ["train.csv", "val.csv", "test.csv"].iter().zip(files) {
+        std::fs::write(dir.join(name), text).expect("write a CSV file");
+    }
+    CSV_WITH_TEST_SPLIT.to_string()
+}
+
+const CSV_WITH_TEST_SPLIT: &str = r#"
+[run]
+threads = 1
+[data]
+source = "csv"
+path = "train.csv"
+val = "val.csv"
+test = "test.csv"
+target = "species"
+normalize = true
+[model]
+layers = [{ type = "linear", out = 8 }, { type = "relu" }, { type = "linear", out = 3 }]
+[train]
+epochs = 6
+batch_size = 16
+[optimizer]
+lr = 0.01
+"#;

@@ -130,6 +130,23 @@ fn every_metric_histogram_text_and_hparam_reads_back_through_tensorboards_loader
 }
 
 #[test]
+fn the_test_splits_metrics_are_test_scalars_at_the_final_step() {
+    let dir = setup();
+    write_config(dir.path(), "c.toml", &(csv_with_test_split(dir.path()) + "[plugins.tensorboard]\n"));
+    let out = train(dir.path(), "c.toml", &["--run-name", "t"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let run = dir.path().join("runs/t");
+    let line = read_jsonl(&run.join("metrics.jsonl")).into_iter().find(|l| l["event"] == "test").expect("a test line in metrics.jsonl");
+    let tb = read(&run);
+    let step = line["step"].as_u64().unwrap();
+    for key in ["test/loss", "test/accuracy", "test/f1_macro"] {
+        let want = line[key].as_f64().unwrap_or_else(|| panic!("{key} missing in {line}"));
+        let got = scalar_at(&tb, key, step);
+        assert!(close(want, got), "{key} at step {step}: TensorBoard {got}, metrics.jsonl {want}");
+    }
+}
+
+#[test]
 fn the_strict_check_catches_a_flipped_byte() {
     // The check above must be able to fail: a damaged copy makes the strict reader raise while TensorBoard's
     // loader silently stops early.

@@ -3,47 +3,6 @@
 
 use bz_e2e::*;
 use serde_json::{Map, Value};
-use std::path::Path;
-
-/// Three separable classes with string labels, split 240 / 60 / 60 into train, val and test files.
-fn csv_files(dir: &Path) {
-    let mut files = [String::from("a,b,species\n"), String::from("a,b,species\n"), String::from("a,b,species\n")];
-    for i in 0..360 {
-        let (name, cx) = [("setosa", -2.0), ("versicolor", 0.0), ("virginica", 2.0)][i % 3];
-        // Offsets far from zero, so that normalising with anything but the training statistics would show.
-        let line = format!("{},{},{name}\n", 100.0 + cx + (i % 7) as f64 * 0.3, -50.0 - cx + (i % 5) as f64 * 0.3);
-        files[if i < 240 {
-            0
-        } else if i < 300 {
-            1
-        } else {
-            2
-        }]
-        .push_str(&line);
-    }
-    for (name, text) in ["train.csv", "val.csv", "test.csv"].iter().zip(files) {
-        std::fs::write(dir.join(name), text).unwrap();
-    }
-}
-
-const CSV_CONFIG: &str = r#"
-[run]
-threads = 1
-[data]
-source = "csv"
-path = "train.csv"
-val = "val.csv"
-test = "test.csv"
-target = "species"
-normalize = true
-[model]
-layers = [{ type = "linear", out = 8 }, { type = "relu" }, { type = "linear", out = 3 }]
-[train]
-epochs = 6
-batch_size = 16
-[optimizer]
-lr = 0.01
-"#;
 
 fn test_metrics(v: &Value) -> Map<String, Value> {
     v.as_object().unwrap().iter().filter(|(k, _)| k.starts_with("test/")).map(|(k, v)| (k.clone(), v.clone())).collect()
@@ -52,8 +11,7 @@ fn test_metrics(v: &Value) -> Map<String, Value> {
 #[test]
 fn the_test_line_equals_eval_on_the_best_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    csv_files(dir.path());
-    write_config(dir.path(), "c.toml", CSV_CONFIG);
+    write_config(dir.path(), "c.toml", &fixtures::csv_with_test_split(dir.path()));
     let out = bz(dir.path(), &["train", "c.toml", "--run-name", "c"]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(out.stdout.contains("test/accuracy"), "the test metrics are printed: {}", out.stdout);

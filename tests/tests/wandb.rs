@@ -148,6 +148,24 @@ fn offline_run_reads_back_through_leet_inspect_with_metrics_jsonl_values() {
 }
 
 #[test]
+fn the_test_splits_metrics_are_in_the_run_summary() {
+    let dir = setup();
+    write_config(dir.path(), "c.toml", &(csv_with_test_split(dir.path()) + "[plugins.wandb]\nproject = \"bz-test\"\n"));
+    let out = train(dir.path(), &["--run-name", "t"], &[]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let run_root = dir.path().join("runs/t");
+    let line = read_jsonl(&run_root.join("metrics.jsonl")).into_iter().find(|l| l["event"] == "test").expect("a test line in metrics.jsonl");
+    let runs = run_dirs(&run_root.join("wandb"));
+    let summary = inspect_summary(dir.path(), &runs[0]);
+    assert_eq!(summary["state"], "finished");
+    for key in ["test/loss", "test/accuracy", "test/f1_macro"] {
+        let want = line[key].as_f64().unwrap_or_else(|| panic!("{key} missing in {line}"));
+        let got = summary["summary"][key].as_f64().unwrap_or_else(|| panic!("{key} not in the summary: {summary}"));
+        assert!(close(want, got), "{key}: W&B {got}, metrics.jsonl {want}");
+    }
+}
+
+#[test]
 fn a_failed_run_is_recorded_as_failed_with_its_exit_code() {
     let dir = setup();
     let cfg = format!("{DIVERGING}[plugins.wandb]\n");
