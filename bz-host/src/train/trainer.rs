@@ -191,8 +191,17 @@ impl<'a> Trainer<'a> {
             "last"
         };
         let s = &self.session;
+        // A TorchScript model's buffers live only in the module the checkpoint saved: evaluate that one, as `bz eval`.
+        let script = match (checkpoint, &self.cfg.model.torchscript) {
+            ("best", Some(_)) => {
+                let vs = tch::nn::VarStore::new(s.device);
+                Some((crate::model::Model::from_torchscript(&vs, &best.join("model.pt"), &s.data.input_shape)?, vs))
+            }
+            _ => None,
+        };
+        let model = script.as_ref().map_or(&s.model, |(m, _)| m);
         let split = s.data.test.as_ref().context("no test split")?;
-        let ev = crate::evaluate::evaluate(&s.model, &s.objective, split, self.plan.val_batch_size, 0, "test", |_, _| Ok(()))?;
+        let ev = crate::evaluate::evaluate(model, &s.objective, split, self.plan.val_batch_size, 0, "test", |_, _| Ok(()))?;
         let mut line = serde_json::Map::new();
         line.insert("event".into(), "test".into());
         line.insert("epoch".into(), self.state.epoch.into());
