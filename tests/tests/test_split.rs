@@ -29,6 +29,14 @@ fn the_test_line_equals_eval_on_the_best_checkpoint() {
     assert_eq!(eval.code, 0, "{}", eval.all());
     let evaluated: Value = serde_json::from_str(eval.stdout.trim()).unwrap();
     assert_eq!(logged, test_metrics(&evaluated), "bz eval --split test on the best checkpoint gives the test line's values");
+
+    // Training on from the last checkpoint replaces the test line: one per run, for the run as it ended.
+    let out = bz(dir.path(), &["train", "c.toml", "--run-name", "c", "--resume", "--epochs", "8"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let lines = read_jsonl(&dir.path().join("runs/c/metrics.jsonl"));
+    let tests: Vec<&Value> = lines.iter().filter(|l| l["event"] == "test").collect();
+    assert_eq!(tests.len(), 1, "one test line after resuming: {lines:?}");
+    assert_eq!(tests[0]["epoch"], 8);
 }
 
 #[test]

@@ -278,6 +278,20 @@ mod tests {
     }
 
     #[test]
+    fn every_split_is_normalised_with_the_training_statistics() {
+        let train_x = Tensor::from_slice(&[1.0f32, 3.0, 5.0, 7.0]).reshape([4, 1]);
+        let mut train = Split { x: train_x, y: Tensor::from_slice(&[0i64, 1, 0, 1]) };
+        let mut val = Split { x: Tensor::from_slice(&[4.0f32]).reshape([1, 1]), y: Tensor::from_slice(&[0i64]) };
+        let mut test = Split { x: Tensor::from_slice(&[100.0f32, 4.0]).reshape([2, 1]), y: Tensor::from_slice(&[0i64, 1]) };
+        normalize(&mut train, [&mut val, &mut test].into_iter(), &[1]).unwrap();
+        // Training mean 4, population std sqrt(5): the test split's own statistics play no part.
+        let std = 5f64.sqrt();
+        let test_x: Vec<f32> = Vec::try_from(test.x.flatten(0, -1)).unwrap();
+        assert!((test_x[0] as f64 - 96.0 / std).abs() < 1e-4 && test_x[1].abs() < 1e-6, "{test_x:?}");
+        assert!(val.x.double_value(&[0, 0]).abs() < 1e-6);
+    }
+
+    #[test]
     fn digits_split_and_normalise() {
         let cfg = DataConfig { normalize: true, ..DataConfig::default() };
         let d = load(&cfg, 0, Path::new("."), Device::Cpu).unwrap();

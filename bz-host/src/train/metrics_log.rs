@@ -1,4 +1,4 @@
-//! The run's `metrics.jsonl`: one JSON object per line (`step`, `epoch` and `throughput` events).
+//! The run's `metrics.jsonl`: one JSON object per line (`step`, `epoch`, `throughput` and `test` events).
 
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -13,11 +13,16 @@ pub struct MetricsLog {
 
 impl MetricsLog {
     pub fn open(path: &Path, keep_up_to_step: Option<usize>) -> Result<MetricsLog> {
-        // On resume, drop lines written after the checkpoint: they will be produced again.
+        // On resume, drop lines written after the checkpoint: they will be produced again. So will the `test` line,
+        // which a run writes when it ends.
         if let (Some(step), Ok(text)) = (keep_up_to_step, fs::read_to_string(path)) {
             let kept: String = text
                 .lines()
-                .filter(|l| serde_json::from_str::<Value>(l).ok().and_then(|v| v.get("step")?.as_u64()).is_some_and(|s| s as usize <= step))
+                .filter(|l| {
+                    let v = serde_json::from_str::<Value>(l).ok();
+                    let before = v.as_ref().and_then(|v| v.get("step")?.as_u64()).is_some_and(|s| s as usize <= step);
+                    before && v.is_some_and(|v| v["event"] != "test")
+                })
                 .map(|l| format!("{l}\n"))
                 .collect();
             crate::atomic::write(path, kept.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
