@@ -63,6 +63,15 @@ lr = 0.01
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(out.stdout.contains("400 train / 100 val samples"), "{}", out.stdout);
     assert!(best(&dir.path().join("runs/i"), "val/accuracy") > 0.95);
+
+    // The t10k files as the test split instead: validation is held out of the training files.
+    write_config(dir.path(), "t.toml", &cfg.replace("val = \"test\"", "test = \"test\""));
+    let out = bz(dir.path(), &["train", "t.toml", "--run-name", "t"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("320 train / 80 val samples"), "{}", out.stdout);
+    let lines = read_jsonl(&dir.path().join("runs/t/metrics.jsonl"));
+    let test = lines.iter().find(|l| l["event"] == "test").expect("a test line");
+    assert!(test["test/accuracy"].as_f64().unwrap() > 0.95, "{test}");
 }
 
 #[test]
