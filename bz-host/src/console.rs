@@ -4,8 +4,10 @@
 use crate::events::{self, Callback, Directive, Event, EventKind, RunStatus};
 use crate::fmt::{fmt_rate, fmt_value};
 use anyhow::Result;
-use bz_plugin_api::payload::RunStart;
+use bz_plugin_api::payload::{CheckpointLoaded, EpochEnd, RunEnd, RunStart, TrainLoopStart};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -51,7 +53,7 @@ impl Console {
 
     /// The run's header: directory, data, device and the model's layer table.
     fn run_start(&mut self, e: &Event) {
-        let p: RunStart = serde_json::from_value(e.payload.clone()).unwrap_or_default();
+        let p: RunStart = view(e);
         self.epochs = p.epochs as usize;
         self.samples_per_batch = p.batch_size as f64;
         self.say(&format!("bz {} · run {}", env!("CARGO_PKG_VERSION"), p.run_dir));
@@ -63,7 +65,7 @@ impl Console {
     }
 
     fn progress_start(&mut self, e: &Event) {
-        let batches = num_of(e, "batches").unwrap_or(0.0) as u64;
+        let batches = view::<TrainLoopStart>(e).batches;
         let bar = ProgressBar::with_draw_target(Some(batches), ProgressDrawTarget::stdout_with_hz(10));
         let style = ProgressStyle::with_template("epoch {prefix} {bar:28.cyan/blue} {pos}/{len} {msg} eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -101,25 +103,21 @@ impl Console {
             let v = if m.name.contains("accuracy") { format!("{:.2}%", 100.0 * m.value) } else { fmt_value(m.value) };
             parts.push(format!("{} {v}", m.key()));
         }
-        if let Some(lr) = num_of(e, "lr") {
-            parts.push(format!("lr {}", fmt_value(lr)));
-        }
-        if let (Some(t), Some(r)) = (num_of(e, "epoch_time_s"), num_of(e, "samples_per_s")) {
-            parts.push(format!("{t:.1}s · {} samples/s", fmt_rate(r)));
-        }
-        if e.payload.get("is_best").and_then(|b| b.as_bool()) == Some(true) {
+        let end: EpochEnd = view(e);
+        let s = &end.summary;
+        parts.push(format!("lr {}", fmt_value(s.lr)));
+        parts.push(format!("{:.1}s · {} samples/s", s.epoch_time_s, fmt_rate(s.samples_per_s)));
+        if end.is_best {
             parts.push("★ best".into());
         }
         parts.join("  ")
     }
 }
 
-fn str_of<'a>(e: &'a Event, key: &str) -> Option<&'a str> {
-    e.payload.get(key).and_then(|v| v.as_str())
-}
-
-fn num_of(e: &Event, key: &str) -> Option<f64> {
-    e.payload.get(key).and_then(|v| v.as_f64())
+/// The event's payload as its typed view; bz builds every payload from these views, so the defaults only fill in
+/// for a payload some test hand-wrote.
+fn view<T: DeserializeOwned + Default>(e: &Event) -> T {
+    T::deserialize(e.payload).unwrap_or_default()
 }
 
 impl Callback for Console {
@@ -142,7 +140,9 @@ impl Callback for Console {
         match e.kind {
             EventKind::RUN_START => self.run_start(e),
             EventKind::CHECKPOINT_LOADED => {
-                self.say(&format!("resumed from {} (epoch {}, step {})", str_of(e, "path").unwrap_or("?"), e.epoch, e.global_step));
+                let loaded: CheckpointLoaded = view(e);
+                let path = if loaded.path.is_empty() { "?" } else { &loaded.path };
+                self.say(&format!("resumed from {path} (epoch {}, step {})", e.epoch, e.global_step));
             }
             EventKind::TRAIN_LOOP_START => self.progress_start(e),
             EventKind::TRAIN_BATCH_END => self.progress_batch(e),
@@ -157,10 +157,8 @@ impl Callback for Console {
                     let parts: Vec<String> = e.metrics.iter().map(|m| format!("{} {}", m.key(), fmt_value(m.value))).collect();
                     self.say(&parts.join("  "));
                 }
-                if self.verbosity > Verbosity::Quiet {
-                    if let Some(msg) = str_of(e, "message") {
-                        self.say(msg);
-                    }
+                if let (true, Ok(end)) = (self.verbosity > Verbosity::Quiet, RunEnd::deserialize(e.payload)) {
+                    self.say(&end.message);
                 }
             }
             _ => {}

@@ -1,8 +1,8 @@
 //! The PLUGIN_NAME plugin for bz: logs the validation loss each epoch and stops below `target`.
 //!
-//! (The `src/lib.rs` that `bz plugins new` should write, with a typed config; kept here so that it builds and its
-//! test runs with the crate. The scaffold's Cargo.toml then also needs `serde = { version = "1", features =
-//! ["derive"] }` and `schemars = "1"`. The empty `main` is this example's only addition.)
+//! (The `src/lib.rs` that `bz plugins new` writes, less this note and the empty `main` below: the command includes
+//! this file, so the scaffold builds and its test runs with this crate. The scaffold's Cargo.toml adds `serde = {
+//! version = "1", features = ["derive"] }` and `schemars = "1"`.)
 
 use bz_plugin_api::config::{ConfigType, PluginConfig};
 use bz_plugin_api::{export_plugin, log, Callback, Directive, Event, EventKind, Host, Level, Plugin, PluginError};
@@ -51,7 +51,8 @@ impl Plugin for ThisPlugin {
 
 export_plugin!(ThisPlugin);
 
-// An example needs a `main`; the template's test is what runs (`test = true` in Cargo.toml).
+// An example needs a `main`; the scaffold's test is what runs (`test = true` in Cargo.toml). `bz plugins new` drops
+// this comment and the `main`.
 fn main() {}
 
 #[cfg(test)]

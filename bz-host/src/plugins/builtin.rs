@@ -5,8 +5,10 @@ use super::Spec;
 use crate::config::{default_mode, Mode};
 use crate::events::{self, Callback, Directive, Event, EventKind, RunStatus};
 use anyhow::{bail, Context, Result};
-use bz_plugin_api::payload::RunStart;
-use serde_json::{json, Map, Value};
+use bz_plugin_api::payload::{EpochEnd, EpochSummary, RunStart};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Checks a built-in plugin's keys and values; the message names the key.
@@ -112,13 +114,12 @@ impl EarlyStopping {
     fn replay(&mut self, run_dir: &str, up_to_epoch: usize) {
         let Ok(text) = std::fs::read_to_string(PathBuf::from(run_dir).join("metrics.jsonl")) else { return };
         for line in text.lines() {
-            let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
-            if v["event"] != "epoch" {
+            let Ok(s) = serde_json::from_str::<EpochSummary>(line) else { continue };
+            if s.event != "epoch" || s.epoch as usize > up_to_epoch {
                 continue;
             }
-            let epoch = v["epoch"].as_u64().unwrap_or(0) as usize;
-            if let (true, Some(x)) = (epoch <= up_to_epoch, v[self.monitor.as_str()].as_f64()) {
-                self.observe(epoch, x);
+            if let Some(x) = s.metric(&self.monitor) {
+                self.observe(s.epoch as usize, x);
             }
         }
     }
@@ -136,7 +137,7 @@ impl Callback for EarlyStopping {
     fn on_event(&mut self, e: &Event) -> Result<Directive> {
         match e.kind {
             EventKind::RUN_START => {
-                let start: RunStart = serde_json::from_value(e.payload.clone())?;
+                let start = RunStart::deserialize(e.payload)?;
                 let names = &start.metric_names;
                 if !names.is_empty() && !names.contains(&self.monitor) {
                     bail!("plugins.early_stopping.monitor = {:?} is not a metric of this run; choose one of: {}", self.monitor, names.join(", "));
@@ -172,8 +173,8 @@ impl Callback for EarlyStopping {
 pub struct Profiler {
     output: String,
     run_dir: Option<PathBuf>,
-    phases: Map<String, Value>,
-    plugins: Map<String, Value>,
+    phases: BTreeMap<String, f64>,
+    plugins: BTreeMap<String, f64>,
     epochs: Vec<Value>,
     system: sysinfo::System,
     pid: sysinfo::Pid,
@@ -186,8 +187,8 @@ impl Profiler {
         Profiler {
             output: output.to_string(),
             run_dir: None,
-            phases: Map::new(),
-            plugins: Map::new(),
+            phases: BTreeMap::new(),
+            plugins: BTreeMap::new(),
             epochs: Vec::new(),
             system: sysinfo::System::new(),
             pid: sysinfo::Pid::from_u32(std::process::id()),
@@ -205,13 +206,6 @@ impl Profiler {
         }
     }
 
-    fn add_all(total: &mut Map<String, Value>, part: &Value) {
-        for (k, v) in part.as_object().into_iter().flatten() {
-            let sum = total.get(k).and_then(|x| x.as_f64()).unwrap_or(0.0) + v.as_f64().unwrap_or(0.0);
-            total.insert(k.clone(), json!(sum));
-        }
-    }
-
     fn report(&self) -> Value {
         json!({
             "wall_s": self.start.elapsed().as_secs_f64(),
@@ -223,14 +217,13 @@ impl Profiler {
     }
 
     fn table(&self) -> String {
-        let total: f64 = self.phases.values().filter_map(|v| v.as_f64()).sum();
+        let total: f64 = self.phases.values().sum();
         let mut s = format!("{:<22} {:>10} {:>7}\n", "phase", "seconds", "share");
-        for (k, v) in &self.phases {
-            let secs = v.as_f64().unwrap_or(0.0);
+        for (k, secs) in &self.phases {
             s.push_str(&format!("{k:<22} {secs:>10.3} {:>6.1}%\n", 100.0 * secs / total.max(1e-12)));
         }
         for (k, v) in &self.plugins {
-            s.push_str(&format!("{:<22} {:>10.3}\n", format!("plugin {k}"), v.as_f64().unwrap_or(0.0)));
+            s.push_str(&format!("{:<22} {:>10.3}\n", format!("plugin {k}"), v));
         }
         s.push_str(&format!("peak RSS {:.0} MiB", self.peak_rss as f64 / 1048576.0));
         s
@@ -249,18 +242,20 @@ impl Callback for Profiler {
     fn on_event(&mut self, e: &Event) -> Result<Directive> {
         match e.kind {
             EventKind::RUN_START => {
-                self.run_dir = e.payload["run_dir"].as_str().map(PathBuf::from);
+                let start = RunStart::deserialize(e.payload).unwrap_or_default();
+                self.run_dir = Some(start.run_dir).filter(|d| !d.is_empty()).map(PathBuf::from);
                 self.sample();
             }
             EventKind::EPOCH_END => {
-                Self::add_all(&mut self.phases, &e.payload["phases_s"]);
-                if let Some(p) = e.payload["plugins_s"].as_object() {
-                    // The dispatcher's totals are cumulative: keep the latest.
-                    self.plugins = p.clone();
+                let end = EpochEnd::deserialize(e.payload).unwrap_or_default();
+                for (phase, secs) in &end.phases_s {
+                    *self.phases.entry(phase.clone()).or_default() += secs;
                 }
+                // The dispatcher's totals are cumulative: keep the latest.
+                self.plugins = end.plugins_s;
                 let (cpu, rss) = self.sample();
                 self.peak_rss = self.peak_rss.max(rss);
-                self.epochs.push(json!({ "epoch": e.epoch, "phases_s": e.payload["phases_s"], "cpu_percent": cpu, "rss_bytes": rss }));
+                self.epochs.push(json!({ "epoch": e.epoch, "phases_s": end.phases_s, "cpu_percent": cpu, "rss_bytes": rss }));
             }
             EventKind::RUN_END => {
                 if let Some(dir) = &self.run_dir {

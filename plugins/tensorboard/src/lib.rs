@@ -19,6 +19,7 @@ pub mod record;
 pub mod writer;
 
 use bz_plugin_api::config::{self, ConfigType, PluginConfig};
+use bz_plugin_api::payload::{EpochEnd, EventPayload, RunEnd, RunStart};
 use bz_plugin_api::{export_plugin, log, Callback, Directive, Event, EventKind, Host, Level, Plugin, PluginError, RunStatus};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -72,30 +73,28 @@ impl TensorBoard {
     }
 
     fn run_start(&mut self, e: &Event<'_>) -> Result<(), PluginError> {
-        let p = e.payload();
-        let run_dir = p["run_dir"].as_str().map(PathBuf::from).unwrap_or_else(|| self.host.run_dir());
+        let p = RunStart::from_event(e).unwrap_or_default();
         let dir = match &self.cfg.log_dir {
-            Some(d) => d.join(p["run_name"].as_str().unwrap_or("run")),
-            None => run_dir,
+            Some(d) => d.join(p.run_name.as_deref().unwrap_or("run")),
+            None if p.run_dir.is_empty() => self.host.run_dir(),
+            None => PathBuf::from(&p.run_dir),
         };
         let mut w = Writer::create(&dir).map_err(|err| io(&format!("cannot create an event file in {}", dir.display()), err))?;
         log!(Level::Info, "writing {}", w.path().display());
         let path = w.path().display().to_string();
-        let resumed = p["resumed"].as_bool().unwrap_or(false);
         let result = (|| {
-            if resumed {
+            if p.resumed {
                 // The session's start, config and summary are in the first file already. Readers drop stored
                 // points at or after a START's step: the checkpoint's own step (the last epoch's scalars) stays,
                 // anything an interrupted run wrote after it goes.
                 w.session_log_start(e.global_step + 1)?;
             } else {
-                let empty = serde_json::Map::new();
-                w.session_start(p["hyperparameters"].as_object().unwrap_or(&empty), "")?;
-                if let Some(c) = p["config"].as_str() {
-                    w.text(0, "run/config", &format!("```toml\n{c}\n```"))?;
+                w.session_start(&p.hyperparameters, "")?;
+                if !p.config.is_empty() {
+                    w.text(0, "run/config", &format!("```toml\n{}\n```", p.config))?;
                 }
-                if let Some(s) = p["model_summary"].as_str() {
-                    w.text(0, "run/model", &format!("```\n{s}\n```"))?;
+                if !p.model_summary.is_empty() {
+                    w.text(0, "run/model", &format!("```\n{}\n```", p.model_summary))?;
                 }
             }
             w.flush()
@@ -106,22 +105,19 @@ impl TensorBoard {
     }
 
     fn epoch_end(&mut self, e: &Event<'_>) -> Result<(), PluginError> {
-        let p = e.payload();
+        let p = EpochEnd::from_event(e).unwrap_or_default();
         let mut values: Vec<(String, f64)> = e.metrics.iter().filter(|m| !m.split.is_empty()).map(|m| (format!("{}/{}", m.split, m.name), m.value)).collect();
-        for (key, tag) in [("lr", "optim/lr"), ("epoch_time_s", "time/epoch_s"), ("samples_per_s", "time/samples_per_s")] {
-            if let Some(v) = p[key].as_f64() {
-                values.push((tag.into(), v));
-            }
-        }
+        let s = &p.summary;
+        values.extend([("optim/lr".into(), s.lr), ("time/epoch_s".into(), s.epoch_time_s), ("time/samples_per_s".into(), s.samples_per_s)]);
         values.push(("epoch".into(), e.epoch as f64));
         let step = e.global_step;
         let w = self.writer()?;
         let path = w.path().display().to_string();
         let result = (|| {
             w.scalars(step, &values)?;
-            for (group, prefix) in [("weights", "weights"), ("gradients", "gradients")] {
-                if let Some(hs) = p["histograms"][group].as_object() {
-                    for (name, h) in hs {
+            if let Some(hs) = &p.histograms {
+                for (prefix, group) in [("weights", &hs.weights), ("gradients", &hs.gradients)] {
+                    for (name, h) in group {
                         w.histogram(step, &format!("{prefix}/{name}"), h)?;
                     }
                 }
@@ -186,13 +182,7 @@ impl Callback for TensorBoard {
             EventKind::EPOCH_END => self.epoch_end(e)?,
             EventKind::RUN_END => {
                 self.test_scalars(e)?;
-                let status = match e.payload()["status"].as_str() {
-                    Some("interrupted") => RunStatus::INTERRUPTED,
-                    Some("stopped") => RunStatus::STOPPED,
-                    Some("failed") => RunStatus::FAILED,
-                    _ => RunStatus::COMPLETED,
-                };
-                self.end(status)?;
+                self.end(RunEnd::from_event(e).map_or(RunStatus::COMPLETED, |end| end.status.into()))?;
             }
             _ => {}
         }

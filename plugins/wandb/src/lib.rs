@@ -29,6 +29,7 @@ pub mod run;
 pub mod values;
 
 use bz_plugin_api::config::{self, ConfigType, PluginConfig};
+use bz_plugin_api::payload::{EpochEnd, EventPayload, RunEnd, RunStart};
 use bz_plugin_api::{export_plugin, log, Callback, Directive, Event, EventKind, Host, Level, Plugin, PluginError, RunStatus};
 use online::{Endpoint, Msg, Online};
 use run::{Run, RunInfo};
@@ -207,25 +208,22 @@ fn io(dir: &Path, e: std::io::Error) -> PluginError {
 
 impl WandbRun {
     fn start(&mut self, e: &Event<'_>) -> Result<(), PluginError> {
-        let p = e.payload();
+        let p = RunStart::from_event(e).unwrap_or_default();
         let cfg = &self.cfg;
         let s = |v: &Option<String>, env_key: &str| v.clone().or_else(|| env(env_key)).unwrap_or_default();
         let tags: Vec<String> = match &cfg.tags {
             Some(tags) => tags.clone(),
             None => env("WANDB_TAGS").map(|t| t.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect()).unwrap_or_default(),
         };
-        let run_dir = p["run_dir"].as_str().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        let run_dir = PathBuf::from(if p.run_dir.is_empty() { "." } else { &p.run_dir });
         let root = cfg.dir.as_ref().map(PathBuf::from).or_else(|| env("WANDB_DIR").map(PathBuf::from)).unwrap_or(run_dir).join("wandb");
-        let mut config = config_from_toml(p["config"].as_str().unwrap_or(""));
-        config.insert(
-            "bz".into(),
-            json!({ "run_name": p["run_name"], "params": p["params"], "device": p["device"], "seed": p["seed"], "resumed": p["resumed"] }),
-        );
+        let mut config = config_from_toml(&p.config);
+        config.insert("bz".into(), json!({ "run_name": p.run_name, "params": p.params, "device": p.device, "seed": p.seed, "resumed": p.resumed }));
         let info = RunInfo {
             id: run_id(),
             entity: s(&cfg.entity, "WANDB_ENTITY"),
             project: cfg.project.clone().or_else(|| env("WANDB_PROJECT")).unwrap_or_else(|| "bz".into()),
-            name: cfg.name.clone().or_else(|| p["run_name"].as_str().map(str::to_string)).unwrap_or_else(|| "bz".into()),
+            name: cfg.name.clone().or_else(|| p.run_name.clone()).unwrap_or_else(|| "bz".into()),
             group: s(&cfg.group, "WANDB_RUN_GROUP"),
             job_type: s(&cfg.job_type, "WANDB_JOB_TYPE"),
             notes: s(&cfg.notes, "WANDB_NOTES"),
@@ -267,14 +265,12 @@ impl WandbRun {
     }
 
     fn epoch_end(&mut self, e: &Event<'_>) -> Result<(), PluginError> {
-        let p = e.payload();
+        let s = EpochEnd::from_event(e).unwrap_or_default().summary;
         let mut items: Vec<(String, String)> =
             e.metrics.iter().filter(|m| !m.split.is_empty()).map(|m| (format!("{}/{}", m.split, m.name), values::number(m.value))).collect();
         items.push(("epoch".into(), e.epoch.to_string()));
-        for (key, name) in [("lr", "lr"), ("epoch_time_s", "time/epoch_s"), ("samples_per_s", "time/samples_per_s")] {
-            if let Some(v) = p[key].as_f64() {
-                items.push((name.into(), values::number(v)));
-            }
+        for (name, v) in [("lr", s.lr), ("time/epoch_s", s.epoch_time_s), ("time/samples_per_s", s.samples_per_s)] {
+            items.push((name.into(), values::number(v)));
         }
         let line = format!(
             "epoch {} · {}",
@@ -350,16 +346,11 @@ impl Callback for WandbRun {
             }
             EventKind::EPOCH_END => self.epoch_end(e)?,
             EventKind::RUN_END => {
-                let p = e.payload();
-                let code = p["exit_code"].as_i64().unwrap_or(match p["status"].as_str() {
-                    Some("failed") => 1,
-                    Some("interrupted") => 130,
-                    _ => 0,
-                });
+                let (code, best) = RunEnd::from_event(e).map_or((0, None), |end| (end.exit_code, end.best));
                 // The test split's metrics come with RUN_END, after the last logged row: summary only.
-                let mut summary: Vec<(String, f64)> = p["best"].as_f64().map(|b| ("best".to_string(), b)).into_iter().collect();
+                let mut summary: Vec<(String, f64)> = best.map(|b| ("best".to_string(), b)).into_iter().collect();
                 summary.extend(e.metrics.iter().filter(|m| !m.split.is_empty()).map(|m| (format!("{}/{}", m.split, m.name), m.value)));
-                self.end(code as i32, summary)?;
+                self.end(code, summary)?;
             }
             _ => {}
         }

@@ -25,9 +25,9 @@ pub fn new(name: &str, path: Option<PathBuf>) -> Result<Status> {
     };
     let crate_name = format!("bz_{}", name.replace('-', "_"));
     let cargo = format!(
-        "[package]\nname = \"{crate_name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n# A standalone crate, even when created inside another workspace.\n[workspace]\n\n[lib]\ncrate-type = [\"cdylib\", \"rlib\"]\n\n[dependencies]\nbz-plugin-api = {api_dep}\nserde_json = \"1\"\n"
+        "[package]\nname = \"{crate_name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n# A standalone crate, even when created inside another workspace.\n[workspace]\n\n[lib]\ncrate-type = [\"cdylib\", \"rlib\"]\n\n[dependencies]\nbz-plugin-api = {api_dep}\nserde = {{ version = \"1\", features = [\"derive\"] }}\nserde_json = \"1\"\nschemars = \"1\"\n"
     );
-    let lib = TEMPLATE.replace("PLUGIN_NAME", name);
+    let lib = template().replace("PLUGIN_NAME", name);
     std::fs::create_dir_all(dir.join("src")).with_context(|| format!("cannot create {}", dir.display()))?;
     std::fs::write(dir.join("Cargo.toml"), cargo)?;
     std::fs::write(dir.join("src/lib.rs"), lib)?;
@@ -41,67 +41,47 @@ pub fn new(name: &str, path: Option<PathBuf>) -> Result<Status> {
     Ok(Status::Success)
 }
 
-const TEMPLATE: &str = r#"//! The PLUGIN_NAME plugin for bz: logs the validation loss each epoch and stops below `target`.
+/// bz-plugin-api's `scaffold` example, which builds and runs its test with that crate: the one copy of the text.
+const EXAMPLE: &str = include_str!("../../../../bz-plugin-api/examples/scaffold.rs");
 
-use bz_plugin_api::{export_plugin, log, Callback, Directive, Event, EventKind, Host, Level, Plugin, PluginError};
-use serde_json::{json, Value};
-
-struct Watcher {
-    target: f64,
-}
-
-impl Callback for Watcher {
-    fn subscriptions(&self) -> Vec<EventKind> {
-        vec![EventKind::EPOCH_END]
-    }
-
-    fn on_event(&mut self, event: &Event<'_>) -> Result<Directive, PluginError> {
-        let loss = event.metric("val", "loss").unwrap_or(f64::NAN);
-        log!(Level::Info, "epoch {}: val/loss {loss:.4}", event.epoch);
-        Ok(if loss < self.target { Directive::STOP_TRAINING } else { Directive::NONE })
-    }
-}
-
-pub struct ThisPlugin;
-
-impl Plugin for ThisPlugin {
-    const NAME: &'static str = "PLUGIN_NAME";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const DESCRIPTION: &'static str = "logs val/loss and stops below a target";
-
-    fn default_config() -> Value {
-        json!({ "target": 0.0 })
-    }
-
-    fn validate_config(config: &Value) -> Result<Value, PluginError> {
-        let mut out = Self::default_config();
-        for (key, value) in config.as_object().into_iter().flatten() {
-            match (key.as_str(), value.as_f64()) {
-                ("target", Some(_)) => out[key] = value.clone(),
-                ("target", None) => return Err(PluginError::config("`target` must be a number")),
-                _ => return Err(PluginError::config(format!("unknown key `{key}` (known: target)"))),
+/// The scaffold's `src/lib.rs`: [`EXAMPLE`] less what only an example needs (its note on itself in the crate docs,
+/// and its empty `main` with the comment above it).
+fn template() -> String {
+    let mut kept: Vec<&str> = Vec::new();
+    let (mut in_note, mut after_main) = (false, false);
+    for line in EXAMPLE.lines() {
+        if line.starts_with("//! (") {
+            in_note = true;
+            if kept.last() == Some(&"//!") {
+                kept.pop();
             }
         }
-        Ok(out)
+        if in_note {
+            in_note = !line.ends_with(".)");
+        } else if line == "fn main() {}" {
+            while kept.last().is_some_and(|l| l.starts_with("// ")) {
+                kept.pop();
+            }
+            after_main = true;
+        } else if after_main && line.is_empty() {
+            after_main = false;
+        } else {
+            kept.push(line);
+        }
     }
-
-    fn create_callback(_host: Host, config: Value) -> Result<Option<Box<dyn Callback>>, PluginError> {
-        Ok(Some(Box::new(Watcher { target: config["target"].as_f64().unwrap_or(0.0) })))
-    }
+    kept.join("\n") + "\n"
 }
-
-export_plugin!(ThisPlugin);
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use bz_plugin_api::harness::Harness;
-
     #[test]
-    fn stops_below_target() {
-        let mut h = Harness::new::<ThisPlugin>(json!({ "target": 0.3 })).unwrap();
-        let run = h.run(10, 2, |epoch| vec![("val", "loss", 1.0 / epoch as f64)]).unwrap();
-        assert_eq!(run.epochs_run, 4);
+    fn the_template_is_the_example_without_what_only_an_example_needs() {
+        let t = super::template();
+        assert!(t.starts_with("//! The PLUGIN_NAME plugin for bz: logs the validation loss each epoch and stops below `target`.\n\nuse "), "{t}");
+        assert!(!t.contains("fn main") && !t.contains("example"), "{t}");
+        assert!(
+            t.contains("const CONFIG: ConfigType = ConfigType::of::<Config>();") && t.contains("\n}\n\nexport_plugin!(ThisPlugin);\n\n#[cfg(test)]"),
+            "{t}"
+        );
     }
 }
-"#;
