@@ -131,3 +131,69 @@ fn stdin_bad_rows_and_old_checkpoints() {
     assert_eq!(out.code, 1, "{}", out.all());
     assert!(out.stderr.contains("inference.json") && out.stderr.contains("retrain") && out.stderr.trim().lines().count() == 1, "{}", out.stderr);
 }
+
+#[test]
+fn an_image_model_predicts_what_pytorch_computes_from_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = format!("[data]\nnormalize = true\n[model]\nlayers = {}\n[train]\nepochs = 3\n", bz_e2e::fixtures::MLP_16);
+    write_config(d, "c.toml", &cfg);
+    let out = bz(d, &["train", "c.toml", "--run-name", "g", "-q"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    // The digits as bz scales them, one flattened 8x8 image per headerless row.
+    py(d, "import numpy as np\nfrom sklearn.datasets import load_digits\nnp.savetxt('digits.csv', load_digits().data / 16.0, delimiter=',', fmt='%.8g')\n");
+    let out = bz(d, &["predict", "c.toml", "--run-name", "g", "--input", "digits.csv", "--output", "p.jsonl", "--batch-size", "100"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    // PyTorch applies the recorded per-channel statistics to the raw pixels and runs the saved weights.
+    let script = r#"
+import json, torch, numpy as np
+from safetensors.torch import load_file
+ckpt = "runs/g/checkpoints/best/"
+inf = json.load(open(ckpt + "inference.json"))
+m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+m.load_state_dict(load_file(ckpt + "model.safetensors"), strict=True)
+n = inf["normalization"]
+x = torch.tensor(np.loadtxt("digits.csv", delimiter=","), dtype=torch.float32).reshape(-1, *inf["input_shape"])
+x = (x - torch.tensor(n["mean"]).reshape(1, *n["shape"])) / torch.tensor(n["std"]).reshape(1, *n["shape"])
+with torch.no_grad():
+    p = torch.softmax(m(x), 1)
+got = [json.loads(l) for l in open("p.jsonl")]
+labels = [g["label"] for g in got]
+probs = torch.tensor([g["probability"] for g in got])
+print(json.dumps({"n": len(got), "same": labels == p.argmax(1).tolist(), "diff": float((probs - p.max(1).values).abs().max())}))
+"#;
+    let r: serde_json::Value = serde_json::from_str(py(d, script).trim()).unwrap();
+    assert_eq!(r["n"], 1797, "{r}");
+    assert_eq!(r["same"], true, "{r}");
+    assert!(r["diff"].as_f64().unwrap() < 1e-5, "{r}");
+}
+
+#[test]
+fn regression_writes_the_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut text = String::new();
+    let mut targets = Vec::new();
+    for i in 0..400 {
+        let x = (i as f64) / 100.0 - 2.0;
+        let z = ((i * 37) % 11) as f64 / 5.0 - 1.0;
+        let y = 3.0 * x - 2.0 * z + 1.0;
+        text.push_str(&format!("{x},{y},{z}\n"));
+        targets.push(y);
+    }
+    std::fs::write(d.join("r.csv"), text).unwrap();
+    let cfg = "[data]\nsource = \"csv\"\npath = \"r.csv\"\nheader = false\ntarget = 1\ntask = \"regression\"\nnormalize = true\n\
+               [model]\nlayers = [{ type = \"linear\", out = 1 }]\n[train]\nepochs = 30\n[optimizer]\nlr = 0.05\n";
+    write_config(d, "c.toml", cfg);
+    let out = bz(d, &["train", "c.toml", "--run-name", "r", "-q"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    // The rows with their target column (index 1), which predict skips.
+    let out = bz(d, &["predict", "c.toml", "--run-name", "r", "--input", "r.csv"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let mut lines = out.stdout.lines();
+    assert_eq!(lines.next(), Some("value"));
+    let values: Vec<f64> = lines.map(|l| l.parse().unwrap()).collect();
+    assert_eq!(values.len(), targets.len());
+    let mae = values.iter().zip(&targets).map(|(v, t)| (v - t).abs()).sum::<f64>() / targets.len() as f64;
+    assert!(mae < 0.1, "mean absolute error {mae}");
+}
