@@ -140,8 +140,14 @@ fn an_image_model_predicts_what_pytorch_computes_from_the_checkpoint() {
     write_config(d, "c.toml", &cfg);
     let out = bz(d, &["train", "c.toml", "--run-name", "g", "-q"]);
     assert_eq!(out.code, 0, "{}", out.all());
-    // The digits as bz scales them, one flattened 8x8 image per headerless row.
-    py(d, "import numpy as np\nfrom sklearn.datasets import load_digits\nnp.savetxt('digits.csv', load_digits().data / 16.0, delimiter=',', fmt='%.8g')\n");
+    // The digits as bz scales them: one flattened 8x8 image per headerless CSV row, and as safetensors tensors.
+    py(
+        d,
+        "import numpy as np, torch\nfrom safetensors.torch import save_file\nfrom sklearn.datasets import load_digits\n\
+         x = load_digits().data / 16.0\nnp.savetxt('digits.csv', x, delimiter=',', fmt='%.8g')\n\
+         t = torch.tensor(x, dtype=torch.float32)\nsave_file({'x': t.reshape(-1, 1, 8, 8)}, 'digits.safetensors')\n\
+         save_file({'x': t[:, :63].contiguous()}, 'short.safetensors')\n",
+    );
     let out = bz(d, &["predict", "c.toml", "--run-name", "g", "--input", "digits.csv", "--output", "p.jsonl", "--batch-size", "100"]);
     assert_eq!(out.code, 0, "{}", out.all());
     // PyTorch applies the recorded per-channel statistics to the raw pixels and runs the saved weights.
@@ -166,6 +172,15 @@ print(json.dumps({"n": len(got), "same": labels == p.argmax(1).tolist(), "diff":
     assert_eq!(r["n"], 1797, "{r}");
     assert_eq!(r["same"], true, "{r}");
     assert!(r["diff"].as_f64().unwrap() < 1e-5, "{r}");
+
+    // The same images from a safetensors file give the same predictions; a tensor of the wrong shape is exit 2.
+    let out = bz(d, &["predict", "c.toml", "--run-name", "g", "--input", "digits.safetensors", "--output", "s.jsonl"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let label = |v: &serde_json::Value| v["label"].clone();
+    assert_eq!(read_jsonl(&d.join("s.jsonl")).iter().map(label).collect::<Vec<_>>(), read_jsonl(&d.join("p.jsonl")).iter().map(label).collect::<Vec<_>>());
+    let out = bz(d, &["predict", "c.toml", "--run-name", "g", "--input", "short.safetensors"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("short.safetensors: tensor \"x\" has shape [1797, 63]: 63 values per sample, the model takes 64"), "{}", out.stderr);
 }
 
 #[test]

@@ -3,12 +3,14 @@
 use super::config_args::ConfigArgs;
 use super::exit::Status;
 use anyhow::{Context, Result};
-use bz_host::predict::input::{CsvInput, CsvLayout};
+use bz_host::config::DataSource;
+use bz_host::predict::input::{CsvInput, CsvLayout, Samples};
 use bz_host::predict::output::{Format, OutputFile, Writer};
+use bz_host::predict::safetensors_input::SafetensorsInput;
 use bz_host::predict::{self, Options, Predictor};
 use clap::Args;
-use std::io::{BufWriter, Read, Write};
-use std::path::PathBuf;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 pub struct PredictArgs {
@@ -20,7 +22,8 @@ pub struct PredictArgs {
     /// The run whose checkpoint to use (default: run.name, else the config file's name).
     #[arg(long, value_parser = bz_host::config::plain_run_name)]
     run_name: Option<String>,
-    /// The samples: a CSV file laid out as the training CSV (the target column may be left out), or `-` for stdin.
+    /// The samples: a CSV file laid out as the training CSV (the target column may be left out), `-` for CSV on
+    /// stdin, or a `.safetensors` file whose features tensor has shape [N, ...].
     #[arg(long)]
     input: PathBuf,
     /// Where to write the predictions: `.csv` or `.jsonl` (default: CSV on stdout). Written only when complete.
@@ -40,32 +43,41 @@ impl PredictArgs {
         let dir = super::eval::checkpoint_dir(&loaded, self.checkpoint.clone(), self.run_name.clone());
         let format = self.output.as_deref().map(Format::of).transpose().map_err(anyhow::Error::msg)?.unwrap_or(Format::Csv);
         let predictor = Predictor::load(&loaded.config, &loaded.path, &dir)?;
-        let layout = CsvLayout::of(&loaded.config.data.source);
-        let sample_len = predictor.inference.sample_len();
-        let source: Box<dyn Read> = if self.input.as_os_str() == "-" {
-            Box::new(std::io::stdin().lock())
-        } else {
-            Box::new(std::fs::File::open(&self.input).with_context(|| format!("cannot open --input {}", self.input.display()))?)
-        };
-        let name = if self.input.as_os_str() == "-" { "<stdin>".to_string() } else { self.input.display().to_string() };
-        let mut input = CsvInput::new(source, name, layout, sample_len)?;
+        let mut input = open_input(&self.input, &loaded.config.data.source, predictor.inference.sample_len())?;
         let opts = Options { batch_size: self.batch_size as usize, top_k: self.top_k as usize };
         match &self.output {
             Some(path) => {
                 let mut file = OutputFile::create(path)?;
                 let mut writer = Writer::new(BufWriter::new(file.file()), format);
-                predict::run(&predictor, &mut input, &mut writer, &opts)?;
+                predict::run(&predictor, input.as_mut(), &mut writer, &opts)?;
                 writer.into_inner().flush()?;
                 file.commit()?;
             }
             None => {
                 let mut writer = Writer::new(BufWriter::new(std::io::stdout().lock()), format);
-                predict::run(&predictor, &mut input, &mut writer, &opts)?;
+                predict::run(&predictor, input.as_mut(), &mut writer, &opts)?;
                 writer.into_inner().flush()?;
             }
         }
         Ok(Status::Success)
     }
+}
+
+/// A `.safetensors` file (its features tensor, under the config's `features_key` or `x`), else CSV; `-` is CSV on
+/// stdin.
+fn open_input(path: &Path, source: &DataSource, sample_len: usize) -> Result<Box<dyn Samples>> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(CsvInput::new(std::io::stdin().lock(), "<stdin>".into(), CsvLayout::of(source), sample_len)?));
+    }
+    if path.extension().is_some_and(|e| e == "safetensors") {
+        let key = match source {
+            DataSource::Safetensors(s) => s.features_key.as_str(),
+            _ => "x",
+        };
+        return Ok(Box::new(SafetensorsInput::open(path, key, sample_len)?));
+    }
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open --input {}", path.display()))?;
+    Ok(Box::new(CsvInput::new(file, path.display().to_string(), CsvLayout::of(source), sample_len)?))
 }
 
 /// `--output` must name a format by its extension; checked with the command line, so a typo is a usage error.

@@ -5,6 +5,12 @@ use crate::config::{Column, DataSource};
 use anyhow::Result;
 use std::io::Read;
 
+/// A source of samples, read a batch at a time.
+pub trait Samples {
+    /// Appends up to `max` samples to `out`, flat; returns how many (0 at the end of the input).
+    fn next_batch(&mut self, max: usize, out: &mut Vec<f32>) -> Result<usize>;
+}
+
 /// How the input CSV is laid out: the training config's CSV settings, or for other sources one flat sample per
 /// headerless row.
 #[derive(Debug, Clone)]
@@ -62,8 +68,7 @@ impl<R: Read> CsvInput<R> {
         Ok(input)
     }
 
-    /// Appends up to `max` samples to `out`; returns how many (0 at the end of the input).
-    pub fn next_batch(&mut self, max: usize, out: &mut Vec<f32>) -> Result<usize> {
+    fn read_batch(&mut self, max: usize, out: &mut Vec<f32>) -> Result<usize> {
         let mut n = 0;
         while n < max {
             let mut record = std::mem::take(&mut self.record);
@@ -148,6 +153,12 @@ impl<R: Read> CsvInput<R> {
     }
 }
 
+impl<R: Read> Samples for CsvInput<R> {
+    fn next_batch(&mut self, max: usize, out: &mut Vec<f32>) -> Result<usize> {
+        self.read_batch(max, out)
+    }
+}
+
 fn describe(list: &[Column]) -> String {
     list.iter()
         .map(|c| match c {
@@ -165,7 +176,7 @@ mod tests {
     fn read(text: &str, layout: CsvLayout) -> Result<Vec<f32>> {
         let mut input = CsvInput::new(text.as_bytes(), "in.csv".into(), layout, 2)?;
         let mut out = Vec::new();
-        while input.next_batch(1, &mut out)? > 0 {}
+        while input.read_batch(1, &mut out)? > 0 {}
         Ok(out)
     }
 

@@ -3,6 +3,7 @@
 
 pub mod input;
 pub mod output;
+pub mod safetensors_input;
 
 use crate::checkpoint::{self, inference::Inference};
 use crate::config::{Config, LossKind, TaskKind};
@@ -10,7 +11,7 @@ use crate::evaluate::Objective;
 use crate::model::{self, Model};
 use anyhow::{Context, Result};
 use output::{Labels, Prediction};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use tch::{nn, Kind, Tensor};
 
@@ -125,7 +126,7 @@ pub struct Options {
 }
 
 /// Predicts every sample of `input` into `writer`; returns how many.
-pub fn run<R: Read, W: Write>(predictor: &Predictor, input: &mut input::CsvInput<R>, writer: &mut output::Writer<W>, opts: &Options) -> Result<usize> {
+pub fn run<W: Write>(predictor: &Predictor, input: &mut dyn input::Samples, writer: &mut output::Writer<W>, opts: &Options) -> Result<usize> {
     let batch = opts.batch_size.max(1);
     let mut features = Vec::with_capacity(batch * predictor.inference.sample_len());
     let mut total = 0;
