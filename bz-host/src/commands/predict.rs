@@ -4,6 +4,7 @@ use super::config_args::ConfigArgs;
 use super::exit::Status;
 use anyhow::{Context, Result};
 use bz_host::config::DataSource;
+use bz_host::predict::idx_input::IdxInput;
 use bz_host::predict::input::{CsvInput, CsvLayout, Samples};
 use bz_host::predict::output::{Format, OutputFile, Writer};
 use bz_host::predict::safetensors_input::SafetensorsInput;
@@ -23,7 +24,7 @@ pub struct PredictArgs {
     #[arg(long, value_parser = bz_host::config::plain_run_name)]
     run_name: Option<String>,
     /// The samples: a CSV file laid out as the training CSV (the target column may be left out), `-` for CSV on
-    /// stdin, or a `.safetensors` file whose features tensor has shape [N, ...].
+    /// stdin, a `.safetensors` file whose features tensor has shape [N, ...], or an IDX images file (`…idx3-ubyte[.gz]`).
     #[arg(long)]
     input: PathBuf,
     /// Where to write the predictions: `.csv` or `.jsonl` (default: CSV on stdout). Written only when complete.
@@ -63,8 +64,8 @@ impl PredictArgs {
     }
 }
 
-/// A `.safetensors` file (its features tensor, under the config's `features_key` or `x`), else CSV; `-` is CSV on
-/// stdin.
+/// A `.safetensors` file (its features tensor, under the config's `features_key` or `x`), an IDX images file
+/// (`…idx3…`), else CSV; `-` is CSV on stdin.
 fn open_input(path: &Path, source: &DataSource, sample_len: usize) -> Result<Box<dyn Samples>> {
     if path.as_os_str() == "-" {
         return Ok(Box::new(CsvInput::new(std::io::stdin().lock(), "<stdin>".into(), CsvLayout::of(source), sample_len)?));
@@ -75,6 +76,9 @@ fn open_input(path: &Path, source: &DataSource, sample_len: usize) -> Result<Box
             _ => "x",
         };
         return Ok(Box::new(SafetensorsInput::open(path, key, sample_len)?));
+    }
+    if IdxInput::is_idx(path) {
+        return Ok(Box::new(IdxInput::open(path, sample_len)?));
     }
     let file = std::fs::File::open(path).with_context(|| format!("cannot open --input {}", path.display()))?;
     Ok(Box::new(CsvInput::new(file, path.display().to_string(), CsvLayout::of(source), sample_len)?))

@@ -1,6 +1,7 @@
 //! `bz predict`: runs a checkpoint's model on new samples, applying exactly the normalisation training applied
 //! (from the checkpoint's `inference.json`), a batch at a time.
 
+pub mod idx_input;
 pub mod input;
 pub mod output;
 pub mod safetensors_input;
