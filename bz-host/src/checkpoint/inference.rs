@@ -68,7 +68,7 @@ impl Inference {
         let meta = match std::fs::metadata(&path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-                "{} has no {FILE}: it was saved by a bz without inference metadata; retrain (or run one more epoch with `bz train --resume`) to write a checkpoint that has it",
+                "{} has no {FILE}: it was saved by a bz without inference metadata; retrain, or continue the run with `bz train CONFIG --resume --epochs MORE`, to write a checkpoint that has it",
                 dir.display()
             ),
             Err(e) => bail!("cannot read {}: {e}", path.display()),
