@@ -27,7 +27,7 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Evaluate a checkpoint on the validation (or training) split.
     Eval(eval::EvalArgs),
-    /// Run a checkpoint's model on new samples (CSV) and write its predictions (CSV or JSON lines).
+    /// Run a checkpoint's model on new samples (CSV, safetensors, IDX) and write its predictions (CSV or JSON lines).
     Predict(predict::PredictArgs),
     /// Write a commented starter config.
     Init(init::InitArgs),
