@@ -5,7 +5,10 @@
 //! links move (each by an atomic rename of a new link over the old one). A crash at any point leaves `last`
 //! pointing at a complete checkpoint.
 
+pub mod inference;
+
 use anyhow::{bail, Context, Result};
+use inference::Inference;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -58,6 +61,7 @@ pub fn save(
     vs: &tch::nn::VarStore,
     optimizer: &[(String, Tensor)],
     state: &TrainerState,
+    inference: &Inference,
     script: Option<SaveScript<'_>>,
     is_best: bool,
 ) -> Result<PathBuf> {
@@ -83,6 +87,7 @@ pub fn save(
             save_script(&tmp.join("model.pt"))?;
         }
         fs::write(tmp.join("trainer.json"), serde_json::to_vec_pretty(state)?)?;
+        inference.write(&tmp)?;
         for f in fs::read_dir(&tmp)? {
             fs::File::open(f?.path())?.sync_all()?;
         }
@@ -187,9 +192,18 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let w = vs.root().var("w", &[3], nn::Init::Const(2.0));
         let opt = vec![("w/exp_avg".to_string(), Tensor::ones([3], (Kind::Float, Device::Cpu)))];
-        save(&root, &vs, &opt, &state(10), None, true).unwrap();
-        save(&root, &vs, &opt, &state(20), None, false).unwrap();
-        save(&root, &vs, &opt, &state(30), None, false).unwrap();
+        let inf = Inference {
+            format_version: inference::FORMAT_VERSION,
+            task: crate::config::TaskKind::Regression,
+            input_shape: vec![3],
+            outputs: 1,
+            labels: None,
+            normalization: None,
+        };
+        save(&root, &vs, &opt, &state(10), &inf, None, true).unwrap();
+        save(&root, &vs, &opt, &state(20), &inf, None, false).unwrap();
+        save(&root, &vs, &opt, &state(30), &inf, None, false).unwrap();
+        assert_eq!(Inference::read(&root.join("last")).unwrap(), inf);
         assert_eq!(fs::read_link(root.join("last")).unwrap(), PathBuf::from("step-00000030"));
         assert_eq!(fs::read_link(root.join("best")).unwrap(), PathBuf::from("step-00000010"));
         assert!(!root.join("step-00000020").exists(), "unreferenced checkpoints are pruned");

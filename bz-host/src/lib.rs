@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod plugins;
+pub mod predict;
 pub mod redact;
 pub mod schedule;
 pub mod train;

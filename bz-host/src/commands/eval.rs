@@ -39,7 +39,7 @@ impl EvalArgs {
             }
             .into());
         }
-        let dir = self.checkpoint_dir(&loaded);
+        let dir = checkpoint_dir(&loaded, self.checkpoint.clone(), self.run_name.clone());
         if !dir.join("model.safetensors").exists() {
             anyhow::bail!("{} is not a checkpoint (no model.safetensors); train first or pass --checkpoint DIR", dir.display());
         }
@@ -65,21 +65,6 @@ impl EvalArgs {
         Ok(Status::Success)
     }
 
-    /// `--checkpoint`, else the run's `best`, else its `last`.
-    fn checkpoint_dir(&self, loaded: &Loaded) -> PathBuf {
-        if let Some(p) = &self.checkpoint {
-            return p.clone();
-        }
-        let name = self.run_name.clone().or_else(|| loaded.config.run.name.clone()).unwrap_or_else(|| loaded.stem.clone());
-        let ckpts = loaded.config.run.dir.join(name).join("checkpoints");
-        let best = ckpts.join("best");
-        if best.exists() {
-            best
-        } else {
-            ckpts.join("last")
-        }
-    }
-
     fn print(&self, ev: &Evaluation, dir: PathBuf) {
         if self.json {
             let map: serde_json::Map<String, serde_json::Value> = ev.metrics.iter().map(|m| (m.key(), serde_json::json!(m.value))).collect();
@@ -90,5 +75,20 @@ impl EvalArgs {
                 println!("{:<24} {}", m.key(), bz_host::fmt::fmt_value(m.value));
             }
         }
+    }
+}
+
+/// `--checkpoint`, else the run's `best`, else its `last` (`bz eval` and `bz predict` alike).
+pub fn checkpoint_dir(loaded: &Loaded, checkpoint: Option<PathBuf>, run_name: Option<String>) -> PathBuf {
+    if let Some(p) = checkpoint {
+        return p;
+    }
+    let name = run_name.or_else(|| loaded.config.run.name.clone()).unwrap_or_else(|| loaded.stem.clone());
+    let ckpts = loaded.config.run.dir.join(name).join("checkpoints");
+    let best = ckpts.join("best");
+    if best.exists() {
+        best
+    } else {
+        ckpts.join("last")
     }
 }

@@ -1,7 +1,8 @@
-//! The one exit-code policy of `bz`: 0 success (also an early stop), 1 a failed run or command, 2 a bad config or
-//! command line (clap's own usage errors are 2 as well), 3 the loss became NaN/inf, 130 interrupted by Ctrl-C.
+//! The one exit-code policy of `bz`: 0 success (also an early stop), 1 a failed run or command, 2 a bad config, command line or
+//! input file (clap's own usage errors are 2 as well), 3 the loss became NaN/inf, 130 interrupted by Ctrl-C.
 
 use bz_host::config::ConfigError;
+use bz_host::predict::InputError;
 use bz_host::train::NonFiniteLoss;
 use std::process::ExitCode;
 
@@ -32,7 +33,7 @@ pub fn code(result: anyhow::Result<Status>) -> ExitCode {
 }
 
 fn error_code(e: &anyhow::Error) -> u8 {
-    if e.downcast_ref::<ConfigError>().is_some() {
+    if e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<InputError>().is_some() {
         2
     } else if e.downcast_ref::<NonFiniteLoss>().is_some() {
         3

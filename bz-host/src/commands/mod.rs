@@ -8,6 +8,7 @@ pub mod exit;
 mod init;
 mod interrupt;
 mod plugins;
+mod predict;
 mod train;
 mod tune;
 mod validate;
@@ -26,6 +27,8 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Evaluate a checkpoint on the validation (or training) split.
     Eval(eval::EvalArgs),
+    /// Run a checkpoint's model on new samples (CSV, safetensors, IDX) and write its predictions (CSV or JSON lines).
+    Predict(predict::PredictArgs),
     /// Write a commented starter config.
     Init(init::InitArgs),
     /// Show libtorch, CUDA, threads, plugin directory and Python tools: what to check first when something is off.
@@ -41,6 +44,7 @@ impl Command {
             Command::Tune(c) => c.run(),
             Command::Validate(c) => c.run(),
             Command::Eval(c) => c.run(),
+            Command::Predict(c) => c.run(),
             Command::Init(c) => c.run(),
             Command::Doctor(c) => c.run(),
             Command::Plugins(c) => c.run(),

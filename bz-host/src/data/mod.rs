@@ -40,6 +40,8 @@ pub struct Dataset {
     /// Classification: number of classes; regression: target width.
     pub outputs: usize,
     pub class_names: Option<Vec<String>>,
+    /// The standardisation applied to every split (`data.normalize`), which inference must apply too.
+    pub normalization: Option<Normalization>,
     /// Where the data came from, for the console and `bz doctor`-style messages.
     pub description: String,
 }
@@ -180,12 +182,13 @@ fn assemble(raw: Raw, cfg: &DataConfig, seed: u64, device: Device) -> Result<Dat
         }
         TaskKind::Regression => train_split.y.size().get(1).copied().unwrap_or(1) as usize,
     };
-    if cfg.normalize {
-        normalize(&mut train_split, [Some(&mut val_split), test_split.as_mut()].into_iter().flatten(), &input_shape)?;
-    }
+    let normalization = match cfg.normalize {
+        true => Some(normalize(&mut train_split, [Some(&mut val_split), test_split.as_mut()].into_iter().flatten(), &input_shape)?),
+        false => None,
+    };
     let to = |s: Split| -> Result<Split> { Ok(Split { x: s.x.f_to_device(device)?, y: s.y.f_to_device(device)? }) };
     let test = test_split.map(to).transpose()?;
-    Ok(Dataset { train: to(train_split)?, val: to(val_split)?, test, input_shape, task, outputs, class_names, description })
+    Ok(Dataset { train: to(train_split)?, val: to(val_split)?, test, input_shape, task, outputs, class_names, normalization, description })
 }
 
 fn tensors(set: &RawSet, task: TaskKind) -> Result<(Tensor, Tensor)> {
@@ -223,9 +226,30 @@ fn split(x: Tensor, y: Tensor, fraction: f64, seed: u64) -> Result<(Split, Split
     ))
 }
 
+/// Per-feature standardisation statistics: `x' = (x - mean) / std`, broadcast over a sample of `shape`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Normalization {
+    /// The statistics' shape per sample: the sample's shape with reduced dimensions as 1 (`[C, 1, 1]` for images).
+    pub shape: Vec<i64>,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl Normalization {
+    /// Applies the statistics to a batch `[N, ...sample shape]`.
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let mut dims = vec![1];
+        dims.extend(&self.shape);
+        let mean = Tensor::f_from_slice(&self.mean)?.f_reshape(&dims[..])?.f_to_device(x.device())?;
+        let std = Tensor::f_from_slice(&self.std)?.f_reshape(&dims[..])?.f_to_device(x.device())?;
+        Ok(x.f_sub(&mean)?.f_div(&std)?)
+    }
+}
+
 /// Standardises the training split and `others` (validation, test) with the training split's statistics: per
-/// channel for images, per column for tabular data.
-fn normalize<'s>(train: &mut Split, others: impl Iterator<Item = &'s mut Split>, shape: &[i64]) -> Result<()> {
+/// channel for images, per column for tabular data. Returns the statistics, which checkpoints keep for inference.
+fn normalize<'s>(train: &mut Split, others: impl Iterator<Item = &'s mut Split>, shape: &[i64]) -> Result<Normalization> {
     let dims: Vec<i64> = if shape.len() == 3 { vec![0, 2, 3] } else { vec![0] };
     let mean = train.x.f_mean_dim(&dims[..], true, Kind::Float)?;
     let std = train.x.f_std_dim(&dims[..], false, true)?.f_clamp_min(1e-8)?;
@@ -233,7 +257,8 @@ fn normalize<'s>(train: &mut Split, others: impl Iterator<Item = &'s mut Split>,
     for split in others.filter(|s| !s.is_empty()) {
         split.x = split.x.f_sub(&mean)?.f_div(&std)?;
     }
-    Ok(())
+    let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(Vec::<f32>::try_from(&t.f_to_kind(Kind::Float)?.f_flatten(0, -1)?.f_contiguous()?)?) };
+    Ok(Normalization { shape: mean.size()[1..].to_vec(), mean: flat(&mean)?, std: flat(&std)? })
 }
 
 /// The sample order of one epoch: a function of (seed, epoch) only, so a resumed run sees the same batches.

@@ -238,7 +238,8 @@ impl<'a> Trainer<'a> {
     /// Writes a checkpoint of the current state (with the TorchScript module, if the model is one).
     pub fn save_checkpoint(&self, is_best: bool) -> Result<PathBuf> {
         let script = |p: &Path| self.session.model.save_script(p);
-        checkpoint::save(&self.run.checkpoints, &self.session.vs, &self.opt.state_tensors(), &self.state, Some(&script), is_best)
+        let inference = checkpoint::inference::Inference::of(&self.session.data);
+        checkpoint::save(&self.run.checkpoints, &self.session.vs, &self.opt.state_tensors(), &self.state, &inference, Some(&script), is_best)
     }
 
     /// Sends an event, unless no callback subscribes to its kind.

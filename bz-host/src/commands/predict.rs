@@ -1,0 +1,92 @@
+//! `bz predict`: a checkpoint's predictions for new samples.
+
+use super::config_args::ConfigArgs;
+use super::exit::Status;
+use anyhow::{Context, Result};
+use bz_host::config::DataSource;
+use bz_host::predict::idx_input::IdxInput;
+use bz_host::predict::input::{CsvInput, CsvLayout, Samples};
+use bz_host::predict::output::{Format, OutputFile, Writer};
+use bz_host::predict::safetensors_input::SafetensorsInput;
+use bz_host::predict::{self, Options, Predictor};
+use clap::Args;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Args)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    cfg: ConfigArgs,
+    /// A checkpoint directory (default: the run's `best`, else `last`).
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// The run whose checkpoint to use (default: run.name, else the config file's name).
+    #[arg(long, value_parser = bz_host::config::plain_run_name)]
+    run_name: Option<String>,
+    /// The samples: a CSV file laid out as the training CSV (the target column may be left out), `-` for CSV on
+    /// stdin, a `.safetensors` file whose features tensor has shape [N, ...], or an IDX images file (`…idx3-ubyte[.gz]`).
+    #[arg(long)]
+    input: PathBuf,
+    /// Where to write the predictions: `.csv` or `.jsonl` (default: CSV on stdout). Written only when complete.
+    #[arg(long, value_parser = output_path)]
+    output: Option<PathBuf>,
+    /// Also report the K most likely classes with their probabilities.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    top_k: u32,
+    /// Samples per forward pass; memory grows with this, not with the input.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
+}
+
+impl PredictArgs {
+    pub fn run(self) -> Result<Status> {
+        let loaded = self.cfg.load([])?;
+        let dir = super::eval::checkpoint_dir(&loaded, self.checkpoint.clone(), self.run_name.clone());
+        let format = self.output.as_deref().map(Format::of).transpose().map_err(anyhow::Error::msg)?.unwrap_or(Format::Csv);
+        let predictor = Predictor::load(&loaded.config, &loaded.path, &dir)?;
+        let mut input = open_input(&self.input, &loaded.config.data.source, predictor.inference.sample_len())?;
+        let opts = Options { batch_size: self.batch_size as usize, top_k: self.top_k as usize };
+        match &self.output {
+            Some(path) => {
+                let mut file = OutputFile::create(path)?;
+                let mut writer = Writer::new(BufWriter::new(file.file()), format);
+                predict::run(&predictor, input.as_mut(), &mut writer, &opts)?;
+                writer.into_inner().flush()?;
+                file.commit()?;
+            }
+            None => {
+                let mut writer = Writer::new(BufWriter::new(std::io::stdout().lock()), format);
+                predict::run(&predictor, input.as_mut(), &mut writer, &opts)?;
+                writer.into_inner().flush()?;
+            }
+        }
+        Ok(Status::Success)
+    }
+}
+
+/// A `.safetensors` file (its features tensor, under the config's `features_key` or `x`), an IDX images file
+/// (`…idx3…`), else CSV; `-` is CSV on stdin.
+fn open_input(path: &Path, source: &DataSource, sample_len: usize) -> Result<Box<dyn Samples>> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(CsvInput::new(std::io::stdin().lock(), "<stdin>".into(), CsvLayout::of(source), sample_len)?));
+    }
+    if path.extension().is_some_and(|e| e == "safetensors") {
+        let key = match source {
+            DataSource::Safetensors(s) => s.features_key.as_str(),
+            _ => "x",
+        };
+        return Ok(Box::new(SafetensorsInput::open(path, key, sample_len)?));
+    }
+    if IdxInput::is_idx(path) {
+        return Ok(Box::new(IdxInput::open(path, sample_len)?));
+    }
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open --input {}", path.display()))?;
+    Ok(Box::new(CsvInput::new(file, path.display().to_string(), CsvLayout::of(source), sample_len)?))
+}
+
+/// `--output` must name a format by its extension; checked with the command line, so a typo is a usage error.
+fn output_path(s: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    Format::of(&path)?;
+    Ok(path)
+}

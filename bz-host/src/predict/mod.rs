@@ -1,0 +1,145 @@
+//! `bz predict`: runs a checkpoint's model on new samples, applying exactly the normalisation training applied
+//! (from the checkpoint's `inference.json`), a batch at a time.
+
+pub mod idx_input;
+pub mod input;
+pub mod output;
+pub mod safetensors_input;
+
+use crate::checkpoint::{self, inference::Inference};
+use crate::config::{Config, LossKind, TaskKind};
+use crate::evaluate::Objective;
+use crate::model::{self, Model};
+use anyhow::{Context, Result};
+use output::{Labels, Prediction};
+use std::io::Write;
+use std::path::Path;
+use tch::{nn, Kind, Tensor};
+
+/// A bad input sample (wrong field count, a value that is not a number): the user's input to fix, exit 2.
+#[derive(Debug)]
+pub struct InputError {
+    /// The input's path, or `<stdin>`.
+    pub source_name: String,
+    pub line: Option<u64>,
+    pub message: String,
+}
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.source_name, self.message),
+            None => write!(f, "{}: {}", self.source_name, self.message),
+        }
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// A checkpoint's model, ready to predict.
+pub struct Predictor {
+    pub inference: Inference,
+    model: Model,
+    objective: Objective,
+    device: tch::Device,
+    // Owns the weights the model uses.
+    _vs: nn::VarStore,
+}
+
+impl Labels for Inference {
+    fn label(&self, id: usize) -> String {
+        Inference::label(self, id)
+    }
+
+    fn has_names(&self) -> bool {
+        self.labels.is_some()
+    }
+}
+
+impl Predictor {
+    /// Builds the config's model for the shapes the checkpoint records and loads the checkpoint's weights; the
+    /// training data is not read.
+    pub fn load(cfg: &Config, config_path: &Path, dir: &Path) -> Result<Predictor> {
+        if !dir.join("model.safetensors").exists() {
+            anyhow::bail!("{} is not a checkpoint (no model.safetensors); train first or pass --checkpoint DIR", dir.display());
+        }
+        let inference = Inference::read(dir)?;
+        if cfg.run.threads > 0 {
+            tch::set_num_threads(cfg.run.threads as i32);
+        }
+        let device = model::device(&cfg.run.device).with_context(|| format!("{}: run.device", config_path.display()))?;
+        let mut vs = nn::VarStore::new(device);
+        let model = match &cfg.model.torchscript {
+            // A TorchScript model's buffers live only in the module the checkpoint saved.
+            Some(_) => Model::from_torchscript(&vs, &dir.join("model.pt"), &inference.input_shape)?,
+            None => Model::from_layers(&vs, &cfg.model.layers, &inference.input_shape)?,
+        };
+        let objective = Objective::new(cfg.train.loss, inference.task, inference.outputs, &model.output_shape, 0.0, 0)
+            .with_context(|| format!("the model of {} does not fit checkpoint {}", config_path.display(), dir.display()))?;
+        checkpoint::load_model(dir, &mut vs)?;
+        Ok(Predictor { inference, model, objective, device, _vs: vs })
+    }
+
+    /// Predictions for a batch of `n` samples laid out flat in `features`.
+    pub fn predict(&self, features: &[f32], n: usize, top_k: usize) -> Result<Vec<Prediction>> {
+        let _guard = tch::no_grad_guard();
+        let mut dims = vec![n as i64];
+        dims.extend(&self.inference.input_shape);
+        let mut x = Tensor::f_from_slice(features)?.f_reshape(&dims[..])?.f_to_device(self.device)?;
+        if let Some(norm) = &self.inference.normalization {
+            x = norm.apply(&x)?;
+        }
+        let out = self.model.forward_t(&x, false)?.f_to_device(tch::Device::Cpu)?.f_to_kind(Kind::Float)?;
+        if self.inference.task == TaskKind::Regression {
+            let width = self.inference.outputs;
+            let flat = Vec::<f32>::try_from(&out.f_flatten(0, -1)?.f_contiguous()?)?;
+            return Ok(flat.chunks(width).map(|c| Prediction::Values(c.to_vec())).collect());
+        }
+        let probs = self.probabilities(&out)?;
+        let k = top_k.clamp(1, self.inference.outputs) as i64;
+        let (values, ids) = probs.f_topk(k, -1, true, true)?;
+        let values = Vec::<f32>::try_from(&values.f_flatten(0, -1)?.f_contiguous()?)?;
+        let ids = Vec::<i64>::try_from(&ids.f_flatten(0, -1)?.f_contiguous()?)?;
+        Ok(ids
+            .chunks(k as usize)
+            .zip(values.chunks(k as usize))
+            .map(|(i, v)| Prediction::Classes(i.iter().map(|&c| c as usize).zip(v.iter().copied()).collect()))
+            .collect())
+    }
+
+    /// Class probabilities `[N, classes]`: softmax for cross-entropy, sigmoid for one-vs-rest logits.
+    fn probabilities(&self, out: &Tensor) -> Result<Tensor> {
+        Ok(if self.objective.binary_logit {
+            let p = out.f_sigmoid()?;
+            Tensor::f_cat(&[p.f_neg()?.f_add_scalar(1.0)?, p], 1)?
+        } else if self.objective.loss == LossKind::BceWithLogits {
+            out.f_sigmoid()?
+        } else {
+            out.f_softmax(-1, Kind::Float)?
+        })
+    }
+}
+
+/// How `run` batches and what it reports per sample.
+pub struct Options {
+    pub batch_size: usize,
+    pub top_k: usize,
+}
+
+/// Predicts every sample of `input` into `writer`; returns how many.
+pub fn run<W: Write>(predictor: &Predictor, input: &mut dyn input::Samples, writer: &mut output::Writer<W>, opts: &Options) -> Result<usize> {
+    let batch = opts.batch_size.max(1);
+    let mut features = Vec::with_capacity(batch * predictor.inference.sample_len());
+    let mut total = 0;
+    loop {
+        features.clear();
+        let n = input.next_batch(batch, &mut features)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        for p in predictor.predict(&features, n, opts.top_k)? {
+            writer.write(&p, &predictor.inference)?;
+        }
+        total += n;
+    }
+}
