@@ -54,8 +54,16 @@ pub enum Db {
     Pg(Box<postgres::Client>),
 }
 
-fn e(x: impl std::fmt::Display) -> String {
-    x.to_string()
+/// The error with its causes: the postgres crate's own text is just "db error", and the server's reason (a
+/// serialization failure, a unique violation under concurrent workers) is only in its source.
+fn e(x: impl std::error::Error) -> String {
+    let mut text = x.to_string();
+    let mut cause = x.source();
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
+    }
+    text
 }
 
 impl Db {
@@ -200,4 +208,28 @@ fn pg_params(st: &postgres::Statement, params: &[P]) -> Result<Vec<Box<dyn postg
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("db error")
+        }
+    }
+
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn an_error_is_reported_with_its_cause() {
+        let err = Outer(std::io::Error::other("duplicate key value violates unique constraint \"studies_study_name_key\""));
+        assert_eq!(super::e(err), "db error: duplicate key value violates unique constraint \"studies_study_name_key\"");
+    }
 }
