@@ -171,6 +171,18 @@ impl Storage {
     }
 
     fn open_study(&mut self, name: &str, direction: Direction, load_if_exists: bool) -> Result<i64, String> {
+        match self.open_study_once(name, direction, load_if_exists) {
+            // Workers started together can both find no study and both insert it; the second insert then fails on
+            // the unique study name (named in the message whatever the server's language). The study exists now,
+            // so a worker that may load it does, as Optuna's `load_if_exists` does on DuplicatedStudyError.
+            Err(e) if load_if_exists && (e.contains("ix_studies_study_name") || e.contains("studies.study_name")) => {
+                self.open_study_once(name, direction, load_if_exists)
+            }
+            other => other,
+        }
+    }
+
+    fn open_study_once(&mut self, name: &str, direction: Direction, load_if_exists: bool) -> Result<i64, String> {
         let want = dir_name(direction);
         self.db.tx(|db| {
             let existing = db.query("SELECT study_id FROM studies WHERE study_name = $1", &[P::S(name.into())])?;
