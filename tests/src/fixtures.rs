@@ -73,24 +73,28 @@ pub fn csv_with_test_split(dir: &std::path::Path) -> String {
     for (name, text) in ["train.csv", "val.csv", "test.csv"].iter().zip(files) {
         std::fs::write(dir.join(name), text).expect("write a CSV file");
     }
-    CSV_WITH_TEST_SPLIT.to_string()
+    SpeciesCsv { epochs: 6, lr: 0.01, test: true, one_thread: true }.toml()
 }
 
-const CSV_WITH_TEST_SPLIT: &str = r#"
-[run]
-threads = 1
-[data]
-source = "csv"
-path = "train.csv"
-val = "val.csv"
-test = "test.csv"
-target = "species"
-normalize = true
-[model]
-layers = [{ type = "linear", out = 8 }, { type = "relu" }, { type = "linear", out = 3 }]
-[train]
-epochs = 6
-batch_size = 16
-[optimizer]
-lr = 0.01
-"#;
+/// The config of the three-species CSV problem (string labels in column `species`, features `a`, `b`), shared by
+/// the CSV, test-split and predict tests: files train.csv and val.csv, and test.csv when `test` is set.
+pub struct SpeciesCsv {
+    pub epochs: usize,
+    pub lr: f64,
+    pub test: bool,
+    /// One intra-op thread, for runs compared bit for bit.
+    pub one_thread: bool,
+}
+
+impl SpeciesCsv {
+    pub fn toml(&self) -> String {
+        let run = if self.one_thread { "[run]\nthreads = 1\n" } else { "" };
+        let test = if self.test { "test = \"test.csv\"\n" } else { "" };
+        format!(
+            "{run}[data]\nsource = \"csv\"\npath = \"train.csv\"\nval = \"val.csv\"\n{test}target = \"species\"\nnormalize = true\n\
+             [model]\nlayers = [{{ type = \"linear\", out = 8 }}, {{ type = \"relu\" }}, {{ type = \"linear\", out = 3 }}]\n\
+             [train]\nepochs = {}\nbatch_size = 16\n[optimizer]\nlr = {}\n",
+            self.epochs, self.lr
+        )
+    }
+}

@@ -1,6 +1,7 @@
 //! Every dataset source trains end to end through the CLI: IDX (gzipped, with a separate test set), CSV
 //! (string labels, separate validation file, regression), safetensors and synthetic.
 
+use bz_e2e::fixtures::SpeciesCsv;
 use bz_e2e::*;
 use std::io::Write;
 use std::path::Path;
@@ -90,22 +91,8 @@ fn csv_with_string_labels_and_a_validation_file() {
     }
     std::fs::write(dir.path().join("train.csv"), train).unwrap();
     std::fs::write(dir.path().join("val.csv"), val).unwrap();
-    let cfg = r#"
-[data]
-source = "csv"
-path = "train.csv"
-val = "val.csv"
-target = "species"
-normalize = true
-[model]
-layers = [{ type = "linear", out = 8 }, { type = "relu" }, { type = "linear", out = 3 }]
-[train]
-epochs = 30
-batch_size = 16
-[optimizer]
-lr = 0.01
-"#;
-    write_config(dir.path(), "c.toml", cfg);
+    let cfg = SpeciesCsv { epochs: 30, lr: 0.01, test: false, one_thread: false }.toml();
+    write_config(dir.path(), "c.toml", &cfg);
     let out = bz(dir.path(), &["train", "c.toml", "--run-name", "c"]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(best(&dir.path().join("runs/c"), "val/accuracy") > 0.95);

@@ -1,26 +1,15 @@
 //! `bz predict`: a CSV model with string labels predicts on new rows (with or without the target column, from a file
 //! or stdin), its labels round-trip, its accuracy is `bz eval`'s, and bad input is one line, exit 2, no file.
 
+use bz_e2e::fixtures::SpeciesCsv;
 use bz_e2e::*;
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-const CONFIG: &str = r#"
-[data]
-source = "csv"
-path = "train.csv"
-val = "val.csv"
-target = "species"
-normalize = true
-[model]
-layers = [{ type = "linear", out = 8 }, { type = "relu" }, { type = "linear", out = 3 }]
-[train]
-epochs = 10
-batch_size = 16
-[optimizer]
-lr = 0.05
-"#;
+fn config() -> String {
+    SpeciesCsv { epochs: 10, lr: 0.05, test: false, one_thread: false }.toml()
+}
 
 /// Three string classes in two features, with offsets large enough that normalisation matters.
 fn rows(n: usize, seed: usize) -> Vec<(f64, f64, &'static str)> {
@@ -57,7 +46,7 @@ fn trained(dir: &Path) -> Vec<(f64, f64, &'static str)> {
     let train = rows(150, 0);
     write_csv(&dir.join("train.csv"), &train, true);
     write_csv(&dir.join("val.csv"), &rows(30, 1), true);
-    write_config(dir, "c.toml", CONFIG);
+    write_config(dir, "c.toml", &config());
     let out = bz(dir, &["train", "c.toml", "--run-name", "p", "-q"]);
     assert_eq!(out.code, 0, "{}", out.all());
     train

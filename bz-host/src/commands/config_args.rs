@@ -17,6 +17,34 @@ pub struct ConfigArgs {
     pub plugin_dir: Option<PathBuf>,
 }
 
+/// Which checkpoint a command reads (`bz eval`, `bz predict`).
+#[derive(Args)]
+pub struct CheckpointArgs {
+    /// A checkpoint directory (default: the run's `best`, else `last`).
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// The run whose checkpoint to use (default: run.name, else the config file's name).
+    #[arg(long, value_parser = config::plain_run_name)]
+    run_name: Option<String>,
+}
+
+impl CheckpointArgs {
+    /// `--checkpoint`, else the run's `best`, else its `last`.
+    pub fn dir(&self, loaded: &Loaded) -> PathBuf {
+        if let Some(p) = &self.checkpoint {
+            return p.clone();
+        }
+        let name = self.run_name.clone().or_else(|| loaded.config.run.name.clone()).unwrap_or_else(|| loaded.stem.clone());
+        let ckpts = loaded.config.run.dir.join(name).join("checkpoints");
+        let best = ckpts.join("best");
+        if best.exists() {
+            best
+        } else {
+            ckpts.join("last")
+        }
+    }
+}
+
 /// A dedicated flag that stands for a config key (`--epochs N` for `train.epochs = N`), as a `--set` item.
 /// `--run-name` is not one: it picks a run directory (train and eval alike, `run.name` being its default) and is
 /// not recorded in the run's resolved config or the hyperparameters plugins see.

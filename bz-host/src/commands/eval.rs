@@ -1,9 +1,9 @@
 //! `bz eval`: a checkpoint's metrics on the validation, training or test split.
 
-use super::config_args::ConfigArgs;
+use super::config_args::{CheckpointArgs, ConfigArgs};
 use super::exit::Status;
 use anyhow::{Context, Result};
-use bz_host::config::{ConfigError, Loaded};
+use bz_host::config::ConfigError;
 use bz_host::evaluate::Evaluation;
 use bz_host::train::Session;
 use clap::Args;
@@ -13,12 +13,8 @@ use std::path::PathBuf;
 pub struct EvalArgs {
     #[command(flatten)]
     cfg: ConfigArgs,
-    /// A checkpoint directory (default: the run's `best`, else `last`).
-    #[arg(long)]
-    checkpoint: Option<PathBuf>,
-    /// The run whose checkpoint to use (default: run.name, else the config file's name).
-    #[arg(long, value_parser = bz_host::config::plain_run_name)]
-    run_name: Option<String>,
+    #[command(flatten)]
+    checkpoint: CheckpointArgs,
     /// `test` needs `data.test` in the config.
     #[arg(long, default_value = "val", value_parser = ["val", "train", "test"])]
     split: String,
@@ -39,7 +35,7 @@ impl EvalArgs {
             }
             .into());
         }
-        let dir = checkpoint_dir(&loaded, self.checkpoint.clone(), self.run_name.clone());
+        let dir = self.checkpoint.dir(&loaded);
         if !dir.join("model.safetensors").exists() {
             anyhow::bail!("{} is not a checkpoint (no model.safetensors); train first or pass --checkpoint DIR", dir.display());
         }
@@ -75,20 +71,5 @@ impl EvalArgs {
                 println!("{:<24} {}", m.key(), bz_host::fmt::fmt_value(m.value));
             }
         }
-    }
-}
-
-/// `--checkpoint`, else the run's `best`, else its `last` (`bz eval` and `bz predict` alike).
-pub fn checkpoint_dir(loaded: &Loaded, checkpoint: Option<PathBuf>, run_name: Option<String>) -> PathBuf {
-    if let Some(p) = checkpoint {
-        return p;
-    }
-    let name = run_name.or_else(|| loaded.config.run.name.clone()).unwrap_or_else(|| loaded.stem.clone());
-    let ckpts = loaded.config.run.dir.join(name).join("checkpoints");
-    let best = ckpts.join("best");
-    if best.exists() {
-        best
-    } else {
-        ckpts.join("last")
     }
 }

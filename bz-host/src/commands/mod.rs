@@ -25,7 +25,7 @@ pub enum Command {
     Tune(tune::TuneArgs),
     /// Check a config (keys, values, data, model shapes) without training.
     Validate(validate::ValidateArgs),
-    /// Evaluate a checkpoint on the validation (or training) split.
+    /// Evaluate a checkpoint on the validation, training or test split.
     Eval(eval::EvalArgs),
     /// Run a checkpoint's model on new samples (CSV, safetensors, IDX) and write its predictions (CSV or JSON lines).
     Predict(predict::PredictArgs),

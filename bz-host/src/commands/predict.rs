@@ -1,6 +1,6 @@
 //! `bz predict`: a checkpoint's predictions for new samples.
 
-use super::config_args::ConfigArgs;
+use super::config_args::{CheckpointArgs, ConfigArgs};
 use super::exit::Status;
 use anyhow::{Context, Result};
 use bz_host::config::DataSource;
@@ -17,12 +17,8 @@ use std::path::{Path, PathBuf};
 pub struct PredictArgs {
     #[command(flatten)]
     cfg: ConfigArgs,
-    /// A checkpoint directory (default: the run's `best`, else `last`).
-    #[arg(long)]
-    checkpoint: Option<PathBuf>,
-    /// The run whose checkpoint to use (default: run.name, else the config file's name).
-    #[arg(long, value_parser = bz_host::config::plain_run_name)]
-    run_name: Option<String>,
+    #[command(flatten)]
+    checkpoint: CheckpointArgs,
     /// The samples: a CSV file laid out as the training CSV (the target column may be left out), `-` for CSV on
     /// stdin, a `.safetensors` file whose features tensor has shape [N, ...], or an IDX images file (`…idx3-ubyte[.gz]`).
     #[arg(long)]
@@ -41,7 +37,7 @@ pub struct PredictArgs {
 impl PredictArgs {
     pub fn run(self) -> Result<Status> {
         let loaded = self.cfg.load([])?;
-        let dir = super::eval::checkpoint_dir(&loaded, self.checkpoint.clone(), self.run_name.clone());
+        let dir = self.checkpoint.dir(&loaded);
         let format = self.output.as_deref().map(Format::of).transpose().map_err(anyhow::Error::msg)?.unwrap_or(Format::Csv);
         let predictor = Predictor::load(&loaded.config, &loaded.path, &dir)?;
         let mut input = open_input(&self.input, &loaded.config.data.source, predictor.inference.sample_len())?;
