@@ -1,5 +1,5 @@
-//! The configs that many test files train: one digits classifier, and a CSV problem with a test split, built here
-//! instead of pasted into each file.
+//! The configs and data that many test files train: one digits classifier, a CSV problem with a test split, and
+//! MNIST-style IDX files, built here instead of pasted into each file.
 //!
 //! ```
 //! use bz_e2e::fixtures::{Digits, MLP_32};
@@ -97,4 +97,33 @@ impl SpeciesCsv {
             self.epochs, self.lr
         )
     }
+}
+
+/// MNIST-style files `PREFIX-images-idx3-ubyte.gz` (gzipped) and `PREFIX-labels-idx1-ubyte` of `n` 8x8 images whose
+/// class is the row (0..4) of a bright bar over seeded noise: learnable by a small model. Returns the classes.
+pub fn bar_idx_files(dir: &std::path::Path, prefix: &str, n: usize, seed: u32) -> Vec<u8> {
+    use std::io::Write;
+    let mut images = vec![0u8, 0, 8, 3];
+    images.extend((n as u32).to_be_bytes());
+    images.extend(8u32.to_be_bytes());
+    images.extend(8u32.to_be_bytes());
+    let mut labels = vec![0u8, 0, 8, 1];
+    labels.extend((n as u32).to_be_bytes());
+    let mut s = seed;
+    for i in 0..n {
+        let class = (i % 4) as u8;
+        for r in 0..8u8 {
+            for _ in 0..8 {
+                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+                images.push(if r / 2 == class { 200 } else { (s >> 24) as u8 / 4 });
+            }
+        }
+        labels.push(class);
+    }
+    let file = std::fs::File::create(dir.join(format!("{prefix}-images-idx3-ubyte.gz"))).expect("create the images file");
+    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+    gz.write_all(&images).expect("write the images");
+    gz.finish().expect("finish the gzip stream");
+    std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), &labels).expect("write the labels");
+    labels.split_off(8)
 }

@@ -1,40 +1,9 @@
 //! Every dataset source trains end to end through the CLI: IDX (gzipped, with a separate test set), CSV
 //! (string labels, separate validation file, regression), safetensors and synthetic.
 
-use bz_e2e::fixtures::SpeciesCsv;
+use bz_e2e::fixtures::{bar_idx_files, SpeciesCsv};
 use bz_e2e::*;
-use std::io::Write;
 use std::path::Path;
-
-fn gz(path: &Path, bytes: &[u8]) {
-    let mut enc = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
-    enc.write_all(bytes).unwrap();
-    enc.finish().unwrap();
-}
-
-/// Images whose class is the row (0..4) of a bright bar: learnable by a small model.
-fn idx_files(dir: &Path, prefix: &str, n: usize, seed: u32) {
-    let mut images = vec![0u8, 0, 8, 3];
-    images.extend((n as u32).to_be_bytes());
-    images.extend(8u32.to_be_bytes());
-    images.extend(8u32.to_be_bytes());
-    let mut labels = vec![0u8, 0, 8, 1];
-    labels.extend((n as u32).to_be_bytes());
-    let mut s = seed;
-    for i in 0..n {
-        let class = (i % 4) as u8;
-        for r in 0..8u8 {
-            for _ in 0..8 {
-                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
-                let noise = (s >> 24) as u8 / 4;
-                images.push(if r / 2 == class { 200 } else { noise });
-            }
-        }
-        labels.push(class);
-    }
-    gz(&dir.join(format!("{prefix}-images-idx3-ubyte.gz")), &images);
-    std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
-}
 
 fn best(run: &Path, key: &str) -> f64 {
     epoch_lines(run).iter().map(|e| e[key].as_f64().unwrap()).fold(f64::MIN, f64::max)
@@ -44,8 +13,8 @@ fn best(run: &Path, key: &str) -> f64 {
 fn idx_gz_with_test_set() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("data")).unwrap();
-    idx_files(&dir.path().join("data"), "train", 400, 1);
-    idx_files(&dir.path().join("data"), "t10k", 100, 2);
+    bar_idx_files(&dir.path().join("data"), "train", 400, 1);
+    bar_idx_files(&dir.path().join("data"), "t10k", 100, 2);
     let cfg = r#"
 [data]
 source = "idx"

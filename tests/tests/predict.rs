@@ -1,7 +1,7 @@
 //! `bz predict`: a CSV model with string labels predicts on new rows (with or without the target column, from a file
 //! or stdin), its labels round-trip, its accuracy is `bz eval`'s, and bad input is one line, exit 2, no file.
 
-use bz_e2e::fixtures::SpeciesCsv;
+use bz_e2e::fixtures::{bar_idx_files, SpeciesCsv};
 use bz_e2e::*;
 use std::io::Write;
 use std::path::Path;
@@ -202,41 +202,13 @@ fn regression_writes_the_values() {
     assert!(mae < 0.1, "mean absolute error {mae}");
 }
 
-/// MNIST-style files whose class is the row (0..4) of a bright bar; the images gzipped.
-fn idx_files(dir: &Path, prefix: &str, n: usize, seed: u32) -> Vec<u8> {
-    let mut images = vec![0u8, 0, 8, 3];
-    images.extend((n as u32).to_be_bytes());
-    images.extend(8u32.to_be_bytes());
-    images.extend(8u32.to_be_bytes());
-    let mut labels = vec![0u8, 0, 8, 1];
-    labels.extend((n as u32).to_be_bytes());
-    let mut s = seed;
-    let mut classes = Vec::new();
-    for i in 0..n {
-        let class = (i % 4) as u8;
-        for r in 0..8u8 {
-            for _ in 0..8 {
-                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
-                images.push(if r / 2 == class { 200 } else { (s >> 24) as u8 / 4 });
-            }
-        }
-        labels.push(class);
-        classes.push(class);
-    }
-    let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(dir.join(format!("{prefix}-images-idx3-ubyte.gz"))).unwrap(), flate2::Compression::fast());
-    gz.write_all(&images).unwrap();
-    gz.finish().unwrap();
-    std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
-    classes
-}
-
 #[test]
 fn idx_images_predict_numeric_classes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir(d.join("data")).unwrap();
-    idx_files(&d.join("data"), "train", 200, 1);
-    let truth = idx_files(&d.join("data"), "t10k", 50, 2);
+    bar_idx_files(&d.join("data"), "train", 200, 1);
+    let truth = bar_idx_files(&d.join("data"), "t10k", 50, 2);
     let cfg = "[data]\nsource = \"idx\"\npath = \"data\"\nval = \"test\"\nnormalize = true\n\
                [model]\nlayers = [{ type = \"flatten\" }, { type = \"linear\", out = 4 }]\n[train]\nepochs = 5\n[optimizer]\nlr = 0.01\n";
     write_config(d, "c.toml", cfg);
