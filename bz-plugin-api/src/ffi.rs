@@ -125,6 +125,12 @@ impl<'a> Event<'a> {
         self.metric(split, name)
     }
 
+    /// Every metric that has a split, keyed `split/name` as metrics.jsonl writes them, e.g. `("val/loss", 0.31)`;
+    /// what a logger writes at EPOCH_END, or at RUN_END for the test split.
+    pub fn split_metrics(&self) -> impl Iterator<Item = (String, f64)> + '_ {
+        self.metrics.iter().filter(|m| !m.split.is_empty()).map(|m| (format!("{}/{}", m.split, m.name), m.value))
+    }
+
     /// The payload parsed as JSON (`Null` when empty or invalid).
     pub fn payload(&self) -> serde_json::Value {
         serde_json::from_str(self.payload_json.as_str()).unwrap_or(serde_json::Value::Null)

@@ -106,7 +106,7 @@ impl TensorBoard {
 
     fn epoch_end(&mut self, e: &Event<'_>) -> Result<(), PluginError> {
         let p = EpochEnd::from_event(e).unwrap_or_default();
-        let mut values: Vec<(String, f64)> = e.metrics.iter().filter(|m| !m.split.is_empty()).map(|m| (format!("{}/{}", m.split, m.name), m.value)).collect();
+        let mut values: Vec<(String, f64)> = e.split_metrics().collect();
         let s = &p.summary;
         values.extend([("optim/lr".into(), s.lr), ("time/epoch_s".into(), s.epoch_time_s), ("time/samples_per_s".into(), s.samples_per_s)]);
         values.push(("epoch".into(), e.epoch as f64));
@@ -130,7 +130,7 @@ impl TensorBoard {
     /// A RUN_END's metrics (the test split's, evaluated after training) as `test/…` scalars at the final step;
     /// with no experiment declared, TensorBoard's HParams view lists them as metrics too.
     fn test_scalars(&mut self, e: &Event<'_>) -> Result<(), PluginError> {
-        let values: Vec<(String, f64)> = e.metrics.iter().filter(|m| !m.split.is_empty()).map(|m| (format!("{}/{}", m.split, m.name), m.value)).collect();
+        let values: Vec<(String, f64)> = e.split_metrics().collect();
         if values.is_empty() || self.writer.is_none() {
             return Ok(());
         }

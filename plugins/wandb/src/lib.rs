@@ -199,7 +199,6 @@ struct WandbRun {
     run: Option<Run>,
     online: Option<Online>,
     ended: bool,
-    log_every: u64,
 }
 
 fn io(dir: &Path, e: std::io::Error) -> PluginError {
@@ -266,17 +265,12 @@ impl WandbRun {
 
     fn epoch_end(&mut self, e: &Event<'_>) -> Result<(), PluginError> {
         let s = EpochEnd::from_event(e).unwrap_or_default().summary;
-        let mut items: Vec<(String, String)> =
-            e.metrics.iter().filter(|m| !m.split.is_empty()).map(|m| (format!("{}/{}", m.split, m.name), values::number(m.value))).collect();
+        let mut items: Vec<(String, String)> = e.split_metrics().map(|(key, v)| (key, values::number(v))).collect();
         items.push(("epoch".into(), e.epoch.to_string()));
         for (name, v) in [("lr", s.lr), ("time/epoch_s", s.epoch_time_s), ("time/samples_per_s", s.samples_per_s)] {
             items.push((name.into(), values::number(v)));
         }
-        let line = format!(
-            "epoch {} · {}",
-            e.epoch,
-            e.metrics.iter().filter(|m| !m.split.is_empty()).map(|m| format!("{}/{} {:.4}", m.split, m.name, m.value)).collect::<Vec<_>>().join(" · ")
-        );
+        let line = format!("epoch {} · {}", e.epoch, e.split_metrics().map(|(key, v)| format!("{key} {v:.4}")).collect::<Vec<_>>().join(" · "));
         self.log(e.global_step, items, true)?;
         if let Some(run) = self.run.as_mut() {
             let dir = run.dir.clone();
@@ -330,7 +324,7 @@ impl WandbRun {
 impl Callback for WandbRun {
     fn subscriptions(&self) -> Vec<EventKind> {
         let mut k = vec![EventKind::RUN_START, EventKind::EPOCH_END, EventKind::RUN_END];
-        if self.log_every > 0 {
+        if self.cfg.log_every_n_steps > 0 {
             k.push(EventKind::TRAIN_BATCH_END);
         }
         k
@@ -339,7 +333,7 @@ impl Callback for WandbRun {
     fn on_event(&mut self, e: &Event<'_>) -> Result<Directive, PluginError> {
         match e.kind {
             EventKind::RUN_START => self.start(e)?,
-            EventKind::TRAIN_BATCH_END if e.global_step.is_multiple_of(self.log_every.max(1)) => {
+            EventKind::TRAIN_BATCH_END if e.global_step.is_multiple_of(self.cfg.log_every_n_steps.max(1)) => {
                 if let Some(loss) = e.metric("train", "loss") {
                     self.log(e.global_step, vec![("train/batch_loss".into(), values::number(loss))], false)?;
                 }
@@ -349,7 +343,7 @@ impl Callback for WandbRun {
                 let (code, best) = RunEnd::from_event(e).map_or((0, None), |end| (end.exit_code, end.best));
                 // The test split's metrics come with RUN_END, after the last logged row: summary only.
                 let mut summary: Vec<(String, f64)> = best.map(|b| ("best".to_string(), b)).into_iter().collect();
-                summary.extend(e.metrics.iter().filter(|m| !m.split.is_empty()).map(|m| (format!("{}/{}", m.split, m.name), m.value)));
+                summary.extend(e.split_metrics());
                 self.end(code, summary)?;
             }
             _ => {}
@@ -381,8 +375,7 @@ impl Plugin for WandbPlugin {
         if mode(&cfg) == Mode::Disabled {
             return Ok(None);
         }
-        let log_every = cfg.log_every_n_steps;
-        Ok(Some(Box::new(WandbRun { cfg, run: None, online: None, ended: false, log_every })))
+        Ok(Some(Box::new(WandbRun { cfg, run: None, online: None, ended: false })))
     }
 }
 
