@@ -5,7 +5,6 @@ use super::exit::Status;
 use super::interrupt;
 use anyhow::Result;
 use bz_host::console::Verbosity;
-use bz_host::interrupt::Interrupt;
 use bz_host::train::{self, Outcome, TrainOptions};
 use clap::Args;
 use std::io::IsTerminal;
@@ -34,9 +33,7 @@ pub struct TrainArgs {
 impl TrainArgs {
     pub fn run(self) -> Result<Status> {
         let loaded = self.cfg.load([KeyFlag::int("train.epochs", self.epochs.map(|n| n as u64))])?;
-        let interrupted = Interrupt::default();
-        let handle = interrupted.clone();
-        interrupt::on_ctrl_c("saving a checkpoint after this batch", move || handle.raise())?;
+        let interrupted = interrupt::on_ctrl_c("saving a checkpoint after this batch")?;
         let verbosity = match (self.quiet, self.verbose) {
             (true, _) => Verbosity::Quiet,
             (false, true) => Verbosity::Verbose,

@@ -4,7 +4,6 @@ use super::config_args::{ConfigArgs, KeyFlag};
 use super::exit::Status;
 use super::interrupt;
 use anyhow::Result;
-use bz_host::interrupt::Interrupt;
 use bz_host::tune::{self, TuneOptions, TuneOutcome};
 use clap::Args;
 
@@ -44,9 +43,7 @@ impl TuneArgs {
             KeyFlag::int("tune.n_jobs", self.n_jobs.map(|n| n as u64)),
             KeyFlag::float("tune.timeout", self.timeout),
         ])?;
-        let interrupted = Interrupt::default();
-        let handle = interrupted.clone();
-        interrupt::on_ctrl_c("stopping the running trials and marking them failed", move || handle.raise())?;
+        let interrupted = interrupt::on_ctrl_c("stopping the running trials and marking them failed")?;
         let plugin_dir = self.cfg.plugin_dir();
         let opts =
             TuneOptions { resume: self.resume, plugin_dir: std::fs::canonicalize(&plugin_dir).unwrap_or(plugin_dir), sets: self.cfg.set, quiet: self.quiet };

@@ -85,7 +85,7 @@ pub struct CsvData {
     /// Default: every other column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<Vec<Column>>,
-    #[serde(default = "yes")]
+    #[serde(default = "super::yes")]
     pub header: bool,
     #[serde(default = "comma")]
     pub delimiter: String,
@@ -107,9 +107,13 @@ pub struct SafetensorsData {
     pub targets_key: String,
 }
 
-fn yes() -> bool {
-    true
+impl CsvData {
+    /// The delimiter as the byte the CSV reader takes (the config's checks make it exactly one byte).
+    pub fn delimiter_byte(&self) -> u8 {
+        self.delimiter.as_bytes().first().copied().unwrap_or(b',')
+    }
 }
+
 fn comma() -> String {
     ",".into()
 }

@@ -108,7 +108,7 @@ fn load_csv(cfg: &CsvData, task: Task, base: &Path) -> Result<Raw> {
     let file = base.join(&cfg.path);
     let target = column(&cfg.target);
     let features: Option<Vec<_>> = cfg.features.as_ref().map(|f| f.iter().map(column).collect());
-    let delimiter = cfg.delimiter.as_bytes().first().copied().unwrap_or(b',');
+    let delimiter = cfg.delimiter_byte();
     let spec = formats::CsvSpec { target: target.clone(), features: features.clone(), has_header: cfg.header, delimiter, task, known_classes: None };
     let train = formats::csv(&file, &spec)?;
     // Other files map their labels onto the training file's classes.
@@ -253,12 +253,14 @@ fn normalize<'s>(train: &mut Split, others: impl Iterator<Item = &'s mut Split>,
     let dims: Vec<i64> = if shape.len() == 3 { vec![0, 2, 3] } else { vec![0] };
     let mean = train.x.f_mean_dim(&dims[..], true, Kind::Float)?;
     let std = train.x.f_std_dim(&dims[..], false, true)?.f_clamp_min(1e-8)?;
-    train.x = train.x.f_sub(&mean)?.f_div(&std)?;
-    for split in others.filter(|s| !s.is_empty()) {
-        split.x = split.x.f_sub(&mean)?.f_div(&std)?;
-    }
     let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(Vec::<f32>::try_from(&t.f_to_kind(Kind::Float)?.f_flatten(0, -1)?.f_contiguous()?)?) };
-    Ok(Normalization { shape: mean.size()[1..].to_vec(), mean: flat(&mean)?, std: flat(&std)? })
+    let stats = Normalization { shape: mean.size()[1..].to_vec(), mean: flat(&mean)?, std: flat(&std)? };
+    // Through the statistics a checkpoint keeps, so training and `bz predict` standardise the same way.
+    train.x = stats.apply(&train.x)?;
+    for split in others.filter(|s| !s.is_empty()) {
+        split.x = stats.apply(&split.x)?;
+    }
+    Ok(stats)
 }
 
 /// The sample order of one epoch: a function of (seed, epoch) only, so a resumed run sees the same batches.

@@ -25,12 +25,7 @@ pub struct CsvLayout {
 impl CsvLayout {
     pub fn of(source: &DataSource) -> CsvLayout {
         match source {
-            DataSource::Csv(c) => CsvLayout {
-                header: c.header,
-                delimiter: c.delimiter.as_bytes().first().copied().unwrap_or(b','),
-                target: Some(c.target.clone()),
-                features: c.features.clone(),
-            },
+            DataSource::Csv(c) => CsvLayout { header: c.header, delimiter: c.delimiter_byte(), target: Some(c.target.clone()), features: c.features.clone() },
             _ => CsvLayout { header: false, delimiter: b',', target: None, features: None },
         }
     }
