@@ -9,6 +9,7 @@ pub mod console;
 pub mod data;
 pub mod evaluate;
 pub mod events;
+pub mod export;
 pub mod fmt;
 pub mod histogram;
 pub mod interrupt;

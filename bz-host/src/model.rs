@@ -122,6 +122,11 @@ fn infer_into(layers: &[LayerSpec], input: &[i64], prefix: &str, at: &str, rows:
     Ok(shape)
 }
 
+/// The per-sample shape one layer turns `input` into (a residual block's whole body included).
+pub fn output_shape(spec: &LayerSpec, input: &[i64]) -> Result<Vec<i64>, String> {
+    infer_into(std::slice::from_ref(spec), input, "", "", &mut Vec::new())
+}
+
 fn reshape(shape: &[i64], to: &[i64]) -> Result<Vec<i64>, String> {
     let total: i64 = shape.iter().product();
     let known: i64 = to.iter().filter(|d| **d != -1).product();
@@ -164,6 +169,8 @@ enum Layer {
     MaxPool(i64, i64),
     AvgPool(i64, i64),
     Flatten,
+    /// The per-sample shape with any `-1` resolved, so the batch dimension is never computed from a size (a traced
+    /// export would freeze it).
     Reshape(Vec<i64>),
     BatchNorm(nn::BatchNorm),
     LayerNorm(nn::LayerNorm),
@@ -249,6 +256,11 @@ impl Model {
         }
     }
 
+    /// Whether the model is a TorchScript module rather than a config layer list.
+    pub fn is_torchscript(&self) -> bool {
+        matches!(self.body, Body::Script { .. })
+    }
+
     pub fn param_count(&self) -> i64 {
         self.rows.iter().map(|r| r.params).sum()
     }
@@ -307,7 +319,7 @@ fn build(path: &nn::Path, specs: &[LayerSpec], input: &[i64]) -> Result<Vec<Laye
             LayerSpec::Maxpool2d { kernel, stride } => Layer::MaxPool(*kernel, stride.unwrap_or(*kernel)),
             LayerSpec::Avgpool2d { kernel, stride } => Layer::AvgPool(*kernel, stride.unwrap_or(*kernel)),
             LayerSpec::Flatten => Layer::Flatten,
-            LayerSpec::Reshape { shape: to } => Layer::Reshape(to.clone()),
+            LayerSpec::Reshape { .. } => Layer::Reshape(output_shape(spec, &shape).map_err(anyhow::Error::msg)?),
             LayerSpec::Batchnorm => {
                 // PyTorch initialises the scale to ones (tch's default is uniform).
                 let cfg = nn::BatchNormConfig { ws_init: nn::Init::Const(1.0), ..Default::default() };
@@ -327,7 +339,7 @@ fn build(path: &nn::Path, specs: &[LayerSpec], input: &[i64]) -> Result<Vec<Laye
             LayerSpec::Residual { layers: body } => Layer::Residual(build(&(&p / "body"), body, &shape)?),
         };
         layers.push(layer);
-        shape = infer_into(std::slice::from_ref(spec), &shape, "", "", &mut Vec::new()).map_err(anyhow::Error::msg)?;
+        shape = output_shape(spec, &shape).map_err(anyhow::Error::msg)?;
     }
     Ok(layers)
 }
@@ -341,11 +353,7 @@ fn forward_layers(layers: &[Layer], x: &Tensor, train: bool) -> Result<Tensor> {
             Layer::MaxPool(k, s) => x.f_max_pool2d([*k, *k], [*s, *s], [0, 0], [1, 1], false)?,
             Layer::AvgPool(k, s) => x.f_avg_pool2d([*k, *k], [*s, *s], [0, 0], false, true, None)?,
             Layer::Flatten => x.f_flatten(1, -1)?,
-            Layer::Reshape(to) => {
-                let mut dims = vec![x.size()[0]];
-                dims.extend_from_slice(to);
-                x.f_reshape(dims)?
-            }
+            Layer::Reshape(to) => x.f_flatten(1, -1)?.f_unflatten(1, to.as_slice())?,
             Layer::BatchNorm(bn) => {
                 Tensor::f_batch_norm(&x, bn.ws.as_ref(), bn.bs.as_ref(), Some(&bn.running_mean), Some(&bn.running_var), train, 0.1, 1e-5, false)?
             }

@@ -5,6 +5,7 @@ mod config_args;
 mod doctor;
 mod eval;
 pub mod exit;
+mod export;
 mod init;
 mod interrupt;
 mod plugins;
@@ -29,6 +30,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Run a checkpoint's model on new samples (CSV, safetensors, IDX) and write its predictions (CSV or JSON lines).
     Predict(predict::PredictArgs),
+    /// Write a checkpoint's model as TorchScript or ONNX, the input normalisation included.
+    Export(export::ExportArgs),
     /// Write a commented starter config.
     Init(init::InitArgs),
     /// Show libtorch, CUDA, threads, plugin directory and Python tools: what to check first when something is off.
@@ -45,6 +48,7 @@ impl Command {
             Command::Validate(c) => c.run(),
             Command::Eval(c) => c.run(),
             Command::Predict(c) => c.run(),
+            Command::Export(c) => c.run(),
             Command::Init(c) => c.run(),
             Command::Doctor(c) => c.run(),
             Command::Plugins(c) => c.run(),

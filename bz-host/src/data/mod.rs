@@ -239,11 +239,28 @@ pub struct Normalization {
 impl Normalization {
     /// Applies the statistics to a batch `[N, ...sample shape]`.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        self.standardizer(x.device())?.apply(x)
+    }
+
+    /// The statistics as tensors on `device`, made once for many batches.
+    pub fn standardizer(&self, device: tch::Device) -> Result<Standardizer> {
         let mut dims = vec![1];
         dims.extend(&self.shape);
-        let mean = Tensor::f_from_slice(&self.mean)?.f_reshape(&dims[..])?.f_to_device(x.device())?;
-        let std = Tensor::f_from_slice(&self.std)?.f_reshape(&dims[..])?.f_to_device(x.device())?;
-        Ok(x.f_sub(&mean)?.f_div(&std)?)
+        let tensor = |v: &[f32]| -> Result<Tensor> { Ok(Tensor::f_from_slice(v)?.f_reshape(&dims[..])?.f_to_device(device)?) };
+        Ok(Standardizer { mean: tensor(&self.mean)?, std: tensor(&self.std)? })
+    }
+}
+
+/// [`Normalization`]'s statistics as tensors `[1, ...shape]`. Made before a traced export runs, they are captured as
+/// constants: a tensor made from a slice during tracing would be recorded as zeros (the copy is not traced).
+pub struct Standardizer {
+    mean: Tensor,
+    std: Tensor,
+}
+
+impl Standardizer {
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.f_sub(&self.mean)?.f_div(&self.std)?)
     }
 }
 

@@ -7,7 +7,8 @@ pub mod output;
 pub mod safetensors_input;
 
 use crate::checkpoint::{self, inference::Inference};
-use crate::config::{Config, LossKind, TaskKind};
+use crate::config::{Config, LayerSpec, LossKind, TaskKind};
+use crate::data::Standardizer;
 use crate::evaluate::Objective;
 use crate::model::{self, Model};
 use anyhow::{Context, Result};
@@ -40,10 +41,60 @@ impl std::error::Error for InputError {}
 pub struct Predictor {
     pub inference: Inference,
     model: Model,
-    objective: Objective,
+    /// The config's layer list the model was built from; `None` for a TorchScript model.
+    layers: Option<Vec<LayerSpec>>,
+    head: Head,
+    /// The checkpoint's normalisation, as tensors made once.
+    standardizer: Option<Standardizer>,
     device: tch::Device,
-    // Owns the weights the model uses.
-    _vs: nn::VarStore,
+    vs: nn::VarStore,
+}
+
+/// What turns the model's raw outputs into what a user reads: the one place predict, the exports and their tests
+/// take it from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// Cross-entropy logits: probabilities by softmax over the classes.
+    Softmax,
+    /// One-vs-rest logits (BCE with logits on several classes): a sigmoid per class.
+    Sigmoid,
+    /// One logit for two classes: `[1 - p, p]` with `p = sigmoid(logit)`.
+    BinaryLogit,
+    /// Regression: the outputs are the values.
+    Values,
+}
+
+impl Head {
+    fn of(objective: &Objective) -> Head {
+        if objective.task == TaskKind::Regression {
+            Head::Values
+        } else if objective.binary_logit {
+            Head::BinaryLogit
+        } else if objective.loss == LossKind::BceWithLogits {
+            Head::Sigmoid
+        } else {
+            Head::Softmax
+        }
+    }
+
+    /// Class probabilities `[N, classes]` from logits `[N, outputs]`; `None` for regression.
+    pub fn probabilities(self, logits: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(match self {
+            Head::Values => return Ok(None),
+            Head::Softmax => logits.f_softmax(-1, Kind::Float)?,
+            Head::Sigmoid => logits.f_sigmoid()?,
+            Head::BinaryLogit => {
+                let p = logits.f_sigmoid()?;
+                Tensor::f_cat(&[p.f_neg()?.f_add_scalar(1.0)?, p], 1)?
+            }
+        }))
+    }
+}
+
+/// A batch's outputs: the model's own (logits, or regression values) and, for classification, the probabilities.
+pub struct Outputs {
+    pub logits: Tensor,
+    pub probabilities: Option<Tensor>,
 }
 
 impl Labels for Inference {
@@ -60,6 +111,12 @@ impl Predictor {
     /// Builds the config's model for the shapes the checkpoint records and loads the checkpoint's weights; the
     /// training data is not read.
     pub fn load(cfg: &Config, config_path: &Path, dir: &Path) -> Result<Predictor> {
+        let device = model::device(&cfg.run.device).with_context(|| format!("{}: run.device", config_path.display()))?;
+        Predictor::load_on(cfg, config_path, dir, device)
+    }
+
+    /// [`Predictor::load`] on a device of the caller's choosing (exports trace and read weights on the CPU).
+    pub fn load_on(cfg: &Config, config_path: &Path, dir: &Path, device: tch::Device) -> Result<Predictor> {
         if !dir.join("model.safetensors").exists() {
             anyhow::bail!("{} is not a checkpoint (no model.safetensors); train first or pass --checkpoint DIR", dir.display());
         }
@@ -67,7 +124,6 @@ impl Predictor {
         if cfg.run.threads > 0 {
             tch::set_num_threads(cfg.run.threads as i32);
         }
-        let device = model::device(&cfg.run.device).with_context(|| format!("{}: run.device", config_path.display()))?;
         let mut vs = nn::VarStore::new(device);
         let model = match &cfg.model.torchscript {
             // A TorchScript model's buffers live only in the module the checkpoint saved.
@@ -77,7 +133,41 @@ impl Predictor {
         let objective = Objective::new(cfg.train.loss, inference.task, inference.outputs, &model.output_shape, 0.0, 0)
             .with_context(|| format!("the model of {} does not fit checkpoint {}", config_path.display(), dir.display()))?;
         checkpoint::load_model(dir, &mut vs)?;
-        Ok(Predictor { inference, model, objective, device, _vs: vs })
+        // Inference never needs gradients, and a traced export may only capture weights that do not ask for them.
+        vs.freeze();
+        let layers = cfg.model.torchscript.is_none().then(|| cfg.model.layers.clone());
+        let standardizer = inference.normalization.as_ref().map(|n| n.standardizer(device)).transpose()?;
+        Ok(Predictor { inference, model, layers, head: Head::of(&objective), standardizer, device, vs })
+    }
+
+    pub fn head(&self) -> Head {
+        self.head
+    }
+
+    /// The layer list the model was built from; `None` for a TorchScript model.
+    pub fn layers(&self) -> Option<&[LayerSpec]> {
+        self.layers.as_deref()
+    }
+
+    /// The model's weights and buffers by their PyTorch names (`0.weight`, `2.running_mean`), on the model's device.
+    pub fn weights(&self) -> std::collections::HashMap<String, Tensor> {
+        self.vs.variables()
+    }
+
+    pub fn device(&self) -> tch::Device {
+        self.device
+    }
+
+    /// Runs raw samples `[N, ...input_shape]` through exactly what training applied: the normalisation, the model
+    /// in eval mode, then the head. The TorchScript export traces this very function.
+    pub fn forward(&self, raw: &Tensor) -> Result<Outputs> {
+        let x = match &self.standardizer {
+            Some(s) => s.apply(raw)?,
+            None => raw.shallow_clone(),
+        };
+        let logits = self.model.forward_t(&x, false)?;
+        let probabilities = self.head.probabilities(&logits)?;
+        Ok(Outputs { logits, probabilities })
     }
 
     /// Predictions for a batch of `n` samples laid out flat in `features`.
@@ -85,17 +175,14 @@ impl Predictor {
         let _guard = tch::no_grad_guard();
         let mut dims = vec![n as i64];
         dims.extend(&self.inference.input_shape);
-        let mut x = Tensor::f_from_slice(features)?.f_reshape(&dims[..])?.f_to_device(self.device)?;
-        if let Some(norm) = &self.inference.normalization {
-            x = norm.apply(&x)?;
-        }
-        let out = self.model.forward_t(&x, false)?.f_to_device(tch::Device::Cpu)?.f_to_kind(Kind::Float)?;
-        if self.inference.task == TaskKind::Regression {
+        let x = Tensor::f_from_slice(features)?.f_reshape(&dims[..])?.f_to_device(self.device)?;
+        let out = self.forward(&x)?;
+        let Some(probs) = out.probabilities else {
             let width = self.inference.outputs;
-            let flat = Vec::<f32>::try_from(&out.f_flatten(0, -1)?.f_contiguous()?)?;
+            let flat = Vec::<f32>::try_from(&out.logits.f_to_device(tch::Device::Cpu)?.f_to_kind(Kind::Float)?.f_flatten(0, -1)?.f_contiguous()?)?;
             return Ok(flat.chunks(width).map(|c| Prediction::Values(c.to_vec())).collect());
-        }
-        let probs = self.probabilities(&out)?;
+        };
+        let probs = probs.f_to_device(tch::Device::Cpu)?;
         let k = top_k.clamp(1, self.inference.outputs) as i64;
         let (values, ids) = probs.f_topk(k, -1, true, true)?;
         let values = Vec::<f32>::try_from(&values.f_flatten(0, -1)?.f_contiguous()?)?;
@@ -105,18 +192,6 @@ impl Predictor {
             .zip(values.chunks(k as usize))
             .map(|(i, v)| Prediction::Classes(i.iter().map(|&c| c as usize).zip(v.iter().copied()).collect()))
             .collect())
-    }
-
-    /// Class probabilities `[N, classes]`: softmax for cross-entropy, sigmoid for one-vs-rest logits.
-    fn probabilities(&self, out: &Tensor) -> Result<Tensor> {
-        Ok(if self.objective.binary_logit {
-            let p = out.f_sigmoid()?;
-            Tensor::f_cat(&[p.f_neg()?.f_add_scalar(1.0)?, p], 1)?
-        } else if self.objective.loss == LossKind::BceWithLogits {
-            out.f_sigmoid()?
-        } else {
-            out.f_softmax(-1, Kind::Float)?
-        })
     }
 }
 
