@@ -28,7 +28,7 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Evaluate a checkpoint on the validation, training or test split.
     Eval(eval::EvalArgs),
-    /// Run a checkpoint's model on new samples (CSV, safetensors, IDX) and write its predictions (CSV or JSON lines).
+    /// Run a checkpoint's model on new samples (CSV, safetensors, IDX) and write its predictions (CSV, JSON lines or safetensors).
     Predict(predict::PredictArgs),
     /// Write a checkpoint's model as TorchScript or ONNX, the input normalisation included.
     Export(export::ExportArgs),

@@ -8,7 +8,8 @@ use bz_host::predict::idx_input::IdxInput;
 use bz_host::predict::input::{CsvInput, CsvLayout, Samples};
 use bz_host::predict::output::{Format, OutputFile, Writer};
 use bz_host::predict::safetensors_input::SafetensorsInput;
-use bz_host::predict::{self, Options, Predictor};
+use bz_host::predict::safetensors_output::SafetensorsWriter;
+use bz_host::predict::{self, Head, Options, Predictor};
 use clap::Args;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -23,7 +24,8 @@ pub struct PredictArgs {
     /// stdin, a `.safetensors` file whose features tensor has shape [N, ...], or an IDX images file (`…idx3-ubyte[.gz]`).
     #[arg(long)]
     input: PathBuf,
-    /// Where to write the predictions: `.csv` or `.jsonl` (default: CSV on stdout). Written only when complete.
+    /// Where to write the predictions: `.csv`, `.jsonl`, or `.safetensors` (tensors `logits` and `probabilities`)
+    /// (default: CSV on stdout). Written only when complete.
     #[arg(long, value_parser = output_path)]
     output: Option<PathBuf>,
     /// Also report the K most likely classes with their probabilities.
@@ -43,6 +45,16 @@ impl PredictArgs {
         let mut input = open_input(&self.input, &loaded.config.data.source, predictor.inference.sample_len())?;
         let opts = Options { batch_size: self.batch_size as usize, top_k: self.top_k as usize };
         match &self.output {
+            Some(path) if format == Format::Safetensors => {
+                let mut file = OutputFile::create(path)?;
+                let mut writer = SafetensorsWriter::new(predictor.head() != Head::Values)?;
+                predict::run(&predictor, input.as_mut(), &mut writer, &opts)?;
+                let mut out = BufWriter::new(file.file());
+                writer.finish(&mut out, &predictor.inference)?;
+                out.flush()?;
+                drop(out);
+                file.commit()?;
+            }
             Some(path) => {
                 let mut file = OutputFile::create(path)?;
                 let mut writer = Writer::new(BufWriter::new(file.file()), format);

@@ -5,6 +5,7 @@ pub mod idx_input;
 pub mod input;
 pub mod output;
 pub mod safetensors_input;
+pub mod safetensors_output;
 
 use crate::checkpoint::{self, inference::Inference};
 use crate::config::{Config, LayerSpec, LossKind, TaskKind};
@@ -12,8 +13,7 @@ use crate::data::Standardizer;
 use crate::evaluate::Objective;
 use crate::model::{self, Model};
 use anyhow::{Context, Result};
-use output::{Labels, Prediction};
-use std::io::Write;
+use output::{Labels, Prediction, Sink};
 use std::path::Path;
 use tch::{nn, Kind, Tensor};
 
@@ -171,28 +171,43 @@ impl Predictor {
     }
 
     /// Predictions for a batch of `n` samples laid out flat in `features`.
-    pub fn predict(&self, features: &[f32], n: usize, top_k: usize) -> Result<Vec<Prediction>> {
+    pub fn predict(&self, features: &[f32], n: usize, top_k: usize) -> Result<Batch> {
         let _guard = tch::no_grad_guard();
         let mut dims = vec![n as i64];
         dims.extend(&self.inference.input_shape);
         let x = Tensor::f_from_slice(features)?.f_reshape(&dims[..])?.f_to_device(self.device)?;
         let out = self.forward(&x)?;
+        let logits = to_vec(&out.logits)?;
         let Some(probs) = out.probabilities else {
-            let width = self.inference.outputs;
-            let flat = Vec::<f32>::try_from(&out.logits.f_to_device(tch::Device::Cpu)?.f_to_kind(Kind::Float)?.f_flatten(0, -1)?.f_contiguous()?)?;
-            return Ok(flat.chunks(width).map(|c| Prediction::Values(c.to_vec())).collect());
+            let predictions = logits.chunks(self.inference.outputs).map(|c| Prediction::Values(c.to_vec())).collect();
+            return Ok(Batch { rows: n, logits, probabilities: None, predictions });
         };
-        let probs = probs.f_to_device(tch::Device::Cpu)?;
         let k = top_k.clamp(1, self.inference.outputs) as i64;
         let (values, ids) = probs.f_topk(k, -1, true, true)?;
-        let values = Vec::<f32>::try_from(&values.f_flatten(0, -1)?.f_contiguous()?)?;
-        let ids = Vec::<i64>::try_from(&ids.f_flatten(0, -1)?.f_contiguous()?)?;
-        Ok(ids
+        let values = to_vec(&values)?;
+        let ids = Vec::<i64>::try_from(&ids.f_to_device(tch::Device::Cpu)?.f_flatten(0, -1)?.f_contiguous()?)?;
+        let predictions = ids
             .chunks(k as usize)
             .zip(values.chunks(k as usize))
             .map(|(i, v)| Prediction::Classes(i.iter().map(|&c| c as usize).zip(v.iter().copied()).collect()))
-            .collect())
+            .collect();
+        Ok(Batch { rows: n, logits, probabilities: Some(to_vec(&probs)?), predictions })
     }
+}
+
+/// A tensor's values as f32 on the host, row-major.
+fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(Vec::<f32>::try_from(&t.f_to_device(tch::Device::Cpu)?.f_to_kind(Kind::Float)?.f_flatten(0, -1)?.f_contiguous()?)?)
+}
+
+/// One batch's predictions: the raw outputs for tensor formats, the per-sample top-k for text formats.
+pub struct Batch {
+    pub rows: usize,
+    /// `[rows, model outputs]`, row-major: logits, or a regression model's values.
+    pub logits: Vec<f32>,
+    /// `[rows, classes]`, row-major; `None` for regression.
+    pub probabilities: Option<Vec<f32>>,
+    pub predictions: Vec<Prediction>,
 }
 
 /// How `run` batches and what it reports per sample.
@@ -201,8 +216,8 @@ pub struct Options {
     pub top_k: usize,
 }
 
-/// Predicts every sample of `input` into `writer`; returns how many.
-pub fn run<W: Write>(predictor: &Predictor, input: &mut dyn input::Samples, writer: &mut output::Writer<W>, opts: &Options) -> Result<usize> {
+/// Predicts every sample of `input` into `sink`; returns how many.
+pub fn run(predictor: &Predictor, input: &mut dyn input::Samples, sink: &mut dyn Sink, opts: &Options) -> Result<usize> {
     let batch = opts.batch_size.max(1);
     let mut features = Vec::with_capacity(batch * predictor.inference.sample_len());
     let mut total = 0;
@@ -212,9 +227,7 @@ pub fn run<W: Write>(predictor: &Predictor, input: &mut dyn input::Samples, writ
         if n == 0 {
             return Ok(total);
         }
-        for p in predictor.predict(&features, n, opts.top_k)? {
-            writer.write(&p, &predictor.inference)?;
-        }
+        sink.write(&predictor.predict(&features, n, opts.top_k)?, &predictor.inference)?;
         total += n;
     }
 }

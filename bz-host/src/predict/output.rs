@@ -1,5 +1,7 @@
-//! Writing predictions: CSV or JSON lines, to stdout or to a file that appears only once it is complete.
+//! Writing predictions: CSV or JSON lines (here) or safetensors (`safetensors_output`), to stdout or to a file that
+//! appears only once it is complete.
 
+use super::Batch;
 use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,6 +10,8 @@ use std::path::{Path, PathBuf};
 pub enum Format {
     Csv,
     Jsonl,
+    /// Logits and probabilities as tensors (`safetensors_output`).
+    Safetensors,
 }
 
 impl Format {
@@ -16,7 +20,8 @@ impl Format {
         match path.extension().and_then(|e| e.to_str()) {
             Some("csv") => Ok(Format::Csv),
             Some("jsonl") => Ok(Format::Jsonl),
-            _ => Err(format!("{}: the extension must be .csv or .jsonl (it picks the format)", path.display())),
+            Some("safetensors") => Ok(Format::Safetensors),
+            _ => Err(format!("{}: the extension must be .csv, .jsonl or .safetensors (it picks the format)", path.display())),
         }
     }
 }
@@ -35,7 +40,12 @@ pub trait Labels {
     fn has_names(&self) -> bool;
 }
 
-/// Writes predictions in one format; the header (CSV) follows from the first prediction.
+/// Where a batch's predictions go.
+pub trait Sink {
+    fn write(&mut self, batch: &Batch, labels: &dyn Labels) -> Result<()>;
+}
+
+/// Writes predictions as text, a line per sample; the header (CSV) follows from the first prediction.
 pub struct Writer<W: Write> {
     out: W,
     format: Format,
@@ -43,19 +53,18 @@ pub struct Writer<W: Write> {
 }
 
 impl<W: Write> Writer<W> {
+    /// `format` is CSV or JSON lines.
     pub fn new(out: W, format: Format) -> Writer<W> {
+        debug_assert!(format != Format::Safetensors, "safetensors is written by SafetensorsWriter");
         Writer { out, format, header_done: false }
     }
 
-    pub fn write(&mut self, p: &Prediction, labels: &dyn Labels) -> Result<()> {
-        match self.format {
-            Format::Csv => self.csv_row(p, labels),
-            Format::Jsonl => {
-                let line = json_line(p, labels);
-                writeln!(self.out, "{line}")?;
-                Ok(())
-            }
+    fn line(&mut self, p: &Prediction, labels: &dyn Labels) -> Result<()> {
+        if self.format == Format::Jsonl {
+            writeln!(self.out, "{}", json_line(p, labels))?;
+            return Ok(());
         }
+        self.csv_row(p, labels)
     }
 
     fn csv_row(&mut self, p: &Prediction, labels: &dyn Labels) -> Result<()> {
@@ -79,6 +88,12 @@ impl<W: Write> Writer<W> {
 
     pub fn into_inner(self) -> W {
         self.out
+    }
+}
+
+impl<W: Write> Sink for Writer<W> {
+    fn write(&mut self, batch: &Batch, labels: &dyn Labels) -> Result<()> {
+        batch.predictions.iter().try_for_each(|p| self.line(p, labels))
     }
 }
 
