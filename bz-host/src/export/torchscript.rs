@@ -51,7 +51,7 @@ pub fn trace(predictor: &Predictor) -> Result<tch::CModule> {
 
 /// libtorch's messages carry a C++ backtrace after their first line; users get the first line.
 fn one_line(e: tch::TchError) -> anyhow::Error {
-    anyhow::anyhow!("{}", e.to_string().trim().lines().next().unwrap_or_default().to_string())
+    anyhow::anyhow!("{}", e.to_string().trim().lines().next().unwrap_or_default())
 }
 
 #[cfg(test)]
