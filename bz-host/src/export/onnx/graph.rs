@@ -30,14 +30,7 @@ impl Graph {
     /// Adds a node `op_type(inputs)` with one output named after `hint`; returns the output's name.
     pub fn node(&mut self, op_type: &str, inputs: &[&str], attribute: Vec<AttributeProto>, hint: &str) -> Name {
         let output = self.fresh(hint);
-        self.nodes.push(NodeProto {
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![output.clone()],
-            name: output.clone(),
-            op_type: op_type.to_string(),
-            attribute,
-            ..Default::default()
-        });
+        self.push(op_type, inputs, attribute, &output);
         output
     }
 
@@ -68,14 +61,13 @@ impl Graph {
                 last.output = vec![to.clone()];
                 last.name = to.clone();
             }
-            None => {
-                self.node_named("Identity", &[from], vec![], &to);
-            }
+            None => self.push("Identity", &[from], vec![], &to),
         }
         to
     }
 
-    fn node_named(&mut self, op_type: &str, inputs: &[&str], attribute: Vec<AttributeProto>, output: &str) {
+    /// Appends a node whose output (and node name) is `output`, a name already reserved.
+    fn push(&mut self, op_type: &str, inputs: &[&str], attribute: Vec<AttributeProto>, output: &str) {
         self.nodes.push(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
             output: vec![output.to_string()],

@@ -41,13 +41,14 @@ impl Lowering<'_> {
         for (i, spec) in specs.iter().enumerate() {
             let site = Site { spec, name: format!("{prefix}{i}"), key: format!("{at}[{i}]") };
             let shape = model::output_shape(spec, &x.shape).map_err(|e| anyhow!("{}: {e}", site.key))?;
-            let name = self.layer(&site, &x)?;
+            let name = self.layer(&site, &x, &shape)?;
             x = Value { name, shape };
         }
         Ok(x)
     }
 
-    fn layer(&mut self, site: &Site, x: &Value) -> Result<Name> {
+    /// One layer on `x`, whose output has the per-sample shape `out`; returns the output's name.
+    fn layer(&mut self, site: &Site, x: &Value, out: &[i64]) -> Result<Name> {
         let hint = |op: &str| format!("{}.{op}", site.name);
         let g = &mut *self.graph;
         Ok(match site.spec {
@@ -63,7 +64,7 @@ impl Lowering<'_> {
                 g.node("AveragePool", &[&x.name], attrs, &hint("AveragePool"))
             }
             LayerSpec::Flatten => g.node("Flatten", &[&x.name], vec![graph::int("axis", 1)], &hint("Flatten")),
-            LayerSpec::Reshape { .. } => reshape(g, x, site.spec, &hint("Reshape"))?,
+            LayerSpec::Reshape { .. } => reshape(g, &x.name, out, &hint("Reshape")),
             LayerSpec::Batchnorm => self.batchnorm(site, x)?,
             LayerSpec::Layernorm => self.layernorm(site, x)?,
             // Dropout is the identity at inference: no node at all.
@@ -152,14 +153,13 @@ fn pool_attrs(kernel: i64, stride: Option<i64>) -> Vec<AttributeProto> {
     vec![graph::ints("kernel_shape", &[kernel, kernel]), graph::ints("strides", &[s, s]), graph::ints("pads", &[0; 4]), graph::int("ceil_mode", 0)]
 }
 
-/// Reshape to `[batch, ...per-sample shape]`: `0` copies the batch dimension, and the per-sample shape is the one
-/// the model resolved (no `-1`), so any batch size reshapes as bz's own `unflatten` does.
-fn reshape(g: &mut Graph, x: &Value, spec: &LayerSpec, hint: &str) -> Result<Name> {
-    let per_sample = model::output_shape(spec, &x.shape).map_err(anyhow::Error::msg)?;
+/// Reshape to `[batch, ...per_sample]`: `0` copies the batch dimension, and `per_sample` is the shape the model
+/// resolved (no `-1`), so any batch size reshapes as bz's own `unflatten` does.
+fn reshape(g: &mut Graph, x: &str, per_sample: &[i64], hint: &str) -> Name {
     let mut target = vec![0];
     target.extend(per_sample);
     let shape = g.int64s(&format!("{hint}.shape"), &target);
-    Ok(g.node("Reshape", &[&x.name, &shape], vec![], hint))
+    g.node("Reshape", &[x, &shape], vec![], hint)
 }
 
 /// GELU, exact (erf) form: `0.5 * x * (1 + erf(x / sqrt 2))`, spelled out because ONNX's `Gelu` arrived in

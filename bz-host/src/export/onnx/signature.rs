@@ -68,3 +68,35 @@ pub fn head_name(head: Head) -> &'static str {
         Head::Values => "values",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalisation_broadcasts_over_the_batch_and_a_binary_logit_gives_two_classes() {
+        let mut g = Graph::default();
+        let input = Value { name: g.fresh(INPUT), shape: vec![3, 4, 4] };
+        let n = Normalization { shape: vec![3, 1, 1], mean: vec![0.1, 0.2, 0.3], std: vec![1.0, 2.0, 3.0] };
+        let x = normalize(&mut g, input, Some(&n));
+        assert_eq!(g.initializers[0].dims, [1, 3, 1, 1]);
+        assert_eq!(x.shape, [3, 4, 4]);
+        let logits = Value { name: g.rename_last(&x.name, LOGITS), shape: vec![1] };
+        let p = probabilities(&mut g, &logits, Head::BinaryLogit).unwrap();
+        assert_eq!((p.name.as_str(), p.shape.as_slice()), (PROBABILITIES, &[2][..]));
+        let ops: Vec<&str> = g.nodes.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops, ["Sub", "Div", "Sigmoid", "Sub", "Concat"]);
+        assert_eq!(g.nodes[1].output, [LOGITS]);
+        assert!(probabilities(&mut g, &logits, Head::Values).is_none());
+    }
+
+    #[test]
+    fn inputs_and_outputs_have_a_symbolic_batch() {
+        use tensor_shape_proto::dimension::Value as Dim;
+        let info = value_info(LOGITS, &[10]);
+        let Some(TypeProto { value: Some(type_proto::Value::TensorType(t)), .. }) = info.r#type else { panic!("{info:?}") };
+        let dims: Vec<Dim> = t.shape.unwrap().dim.into_iter().filter_map(|d| d.value).collect();
+        assert_eq!(dims, [Dim::DimParam(BATCH.into()), Dim::DimValue(10)]);
+        assert_eq!(t.elem_type, FLOAT);
+    }
+}
