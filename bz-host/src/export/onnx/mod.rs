@@ -24,10 +24,26 @@ use std::path::Path;
 pub const OPSET: i64 = 17;
 pub const IR_VERSION: i64 = 8;
 
+/// Protobuf's limit on one message (`INT_MAX` bytes): onnx and onnxruntime refuse a larger model file, whose
+/// weights would have to go to external data files, which bz does not write.
+const MAX_MODEL_BYTES: usize = i32::MAX as usize;
+
 /// Writes `predictor`'s model to `path` as ONNX; the file appears only once complete.
 pub fn write(predictor: &Predictor, path: &Path) -> Result<()> {
-    let bytes = model(predictor)?.encode_to_vec();
+    let model = model(predictor)?;
+    check_size(model.encoded_len())?;
+    let bytes = model.encode_to_vec();
     crate::atomic::write(path, &bytes).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn check_size(bytes: usize) -> Result<()> {
+    if bytes > MAX_MODEL_BYTES {
+        bail!(
+            "the model is {:.1} GiB as ONNX, more than the 2 GiB one ONNX file can hold (bz does not write external data); use --format torchscript",
+            bytes as f64 / (1u64 << 30) as f64
+        );
+    }
+    Ok(())
 }
 
 /// The ONNX model of a config-defined predictor.
@@ -40,6 +56,8 @@ pub fn model(predictor: &Predictor) -> Result<ModelProto> {
     let input = Value { name: g.fresh(signature::INPUT), shape: inference.input_shape.clone() };
     let x = signature::normalize(&mut g, input.clone(), inference.normalization.as_ref());
     let weights = predictor.weights();
+    // Refused before the weights are copied into the graph, not after.
+    check_size(weights.values().map(|t| t.numel().saturating_mul(4)).fold(0, usize::saturating_add))?;
     let out = Lowering { graph: &mut g, weights: &weights }.layers(specs, x, "", "model.layers")?;
     let logits = Value { name: g.rename_last(&out.name, signature::LOGITS), shape: out.shape };
     let mut outputs = vec![signature::value_info(&logits.name, &logits.shape)];
@@ -64,4 +82,14 @@ pub fn model(predictor: &Predictor) -> Result<ModelProto> {
         metadata_props: metadata::props(inference, predictor.head()),
         ..Default::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_model_over_protobufs_limit_is_refused_in_one_line() {
+        assert!(super::check_size(super::MAX_MODEL_BYTES).is_ok());
+        let e = super::check_size(3 << 30).unwrap_err().to_string();
+        assert!(e.contains("3.0 GiB") && e.contains("--format torchscript") && !e.contains('\n'), "{e}");
+    }
 }
