@@ -86,6 +86,23 @@ fn predicts_string_labels_with_the_accuracy_eval_reports() {
         assert_eq!(line["label"].as_str(), Some(label.as_str()), "{line}");
         assert_eq!(line["top_k"].as_array().unwrap().len(), 2, "{line}");
     }
+
+    // Tensors, read back by the safetensors package: every class's probability, the labels in the metadata.
+    let out = bz(d, &["predict", "c.toml", "--run-name", "p", "--input", "train.csv", "--output", "pred.safetensors", "--batch-size", "7"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let script = r#"
+import json, torch
+from safetensors import safe_open
+with safe_open("pred.safetensors", "pt") as f:
+    labels = json.loads(f.metadata()["labels"])
+    logits, probs = f.get_tensor("logits"), f.get_tensor("probabilities")
+assert logits.shape == probs.shape == (150, 3), (logits.shape, probs.shape)
+assert (torch.softmax(logits, 1) - probs).abs().max() < 1e-6
+assert (probs.sum(1) - 1).abs().max() < 1e-5
+print(json.dumps([labels[i] for i in probs.argmax(1).tolist()]))
+"#;
+    let from_tensors: Vec<String> = serde_json::from_str(py(d, script).trim()).unwrap();
+    assert_eq!(from_tensors, with_target);
 }
 
 #[test]
@@ -200,6 +217,15 @@ fn regression_writes_the_values() {
     assert_eq!(values.len(), targets.len());
     let mae = values.iter().zip(&targets).map(|(v, t)| (v - t).abs()).sum::<f64>() / targets.len() as f64;
     assert!(mae < 0.1, "mean absolute error {mae}");
+    // As tensors: the values under `logits`, and no probabilities.
+    let out = bz(d, &["predict", "c.toml", "--run-name", "r", "--input", "r.csv", "--output", "r.safetensors", "--batch-size", "64"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let t = tensors(&d.join("r.safetensors"));
+    assert_eq!(t.keys().collect::<Vec<_>>(), ["logits"]);
+    let (dtype, shape, bytes) = &t["logits"];
+    assert_eq!((dtype.as_str(), shape.as_slice()), ("F32", &[400, 1][..]));
+    let from_tensor: Vec<f32> = bytes.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert!(from_tensor.iter().zip(&values).all(|(a, b)| (*a as f64 - b).abs() < 1e-6), "{from_tensor:?}");
 }
 
 #[test]

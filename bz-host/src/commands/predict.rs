@@ -6,10 +6,9 @@ use anyhow::{Context, Result};
 use bz_host::config::DataSource;
 use bz_host::predict::idx_input::IdxInput;
 use bz_host::predict::input::{CsvInput, CsvLayout, Samples};
-use bz_host::predict::output::{Format, OutputFile, Writer};
+use bz_host::predict::output::{Format, Writer};
 use bz_host::predict::safetensors_input::SafetensorsInput;
-use bz_host::predict::safetensors_output::SafetensorsWriter;
-use bz_host::predict::{self, Head, Options, Predictor};
+use bz_host::predict::{self, Options, Predictor};
 use clap::Args;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -44,30 +43,17 @@ impl PredictArgs {
         let predictor = Predictor::load(&loaded.config, &loaded.path, &dir)?;
         let mut input = open_input(&self.input, &loaded.config.data.source, predictor.inference.sample_len())?;
         let opts = Options { batch_size: self.batch_size as usize, top_k: self.top_k as usize };
-        match &self.output {
-            Some(path) if format == Format::Safetensors => {
-                let mut file = OutputFile::create(path)?;
-                let mut writer = SafetensorsWriter::new(predictor.head() != Head::Values)?;
-                predict::run(&predictor, input.as_mut(), &mut writer, &opts)?;
-                let mut out = BufWriter::new(file.file());
-                writer.finish(&mut out, &predictor.inference)?;
-                out.flush()?;
-                drop(out);
-                file.commit()?;
-            }
-            Some(path) => {
-                let mut file = OutputFile::create(path)?;
-                let mut writer = Writer::new(BufWriter::new(file.file()), format);
-                predict::run(&predictor, input.as_mut(), &mut writer, &opts)?;
-                writer.into_inner().flush()?;
-                file.commit()?;
-            }
-            None => {
-                let mut writer = Writer::new(BufWriter::new(std::io::stdout().lock()), format);
-                predict::run(&predictor, input.as_mut(), &mut writer, &opts)?;
-                writer.into_inner().flush()?;
-            }
-        }
+        let Some(path) = &self.output else {
+            let mut writer = Writer::new(BufWriter::new(std::io::stdout().lock()), format);
+            predict::run(&predictor, input.as_mut(), &mut writer, &opts)?;
+            writer.into_inner().flush()?;
+            return Ok(Status::Success);
+        };
+        let started = std::time::Instant::now();
+        let count = predict::run_to_file(&predictor, input.as_mut(), path, format, &opts)?;
+        // stdout is free when the predictions go to a file; the rate covers reading, the model and writing.
+        let secs = started.elapsed().as_secs_f64();
+        println!("wrote {count} predictions to {} in {secs:.2} s ({:.0} samples/s)", path.display(), count as f64 / secs.max(1e-9));
         Ok(Status::Success)
     }
 }

@@ -13,7 +13,9 @@ use crate::data::Standardizer;
 use crate::evaluate::Objective;
 use crate::model::{self, Model};
 use anyhow::{Context, Result};
-use output::{Labels, Prediction, Sink};
+use output::{Format, Labels, OutputFile, Prediction, Sink, Writer};
+use safetensors_output::SafetensorsWriter;
+use std::io::{BufWriter, Write};
 use std::path::Path;
 use tch::{nn, Kind, Tensor};
 
@@ -214,6 +216,25 @@ pub struct Batch {
 pub struct Options {
     pub batch_size: usize,
     pub top_k: usize,
+}
+
+/// Predicts every sample of `input` into the file `path` in `format`, which appears only once complete; returns how
+/// many samples.
+pub fn run_to_file(predictor: &Predictor, input: &mut dyn input::Samples, path: &Path, format: Format, opts: &Options) -> Result<usize> {
+    let mut file = OutputFile::create(path)?;
+    let mut out = BufWriter::new(file.file());
+    let count = if format == Format::Safetensors {
+        let mut writer = SafetensorsWriter::new(predictor.head() != Head::Values)?;
+        let count = run(predictor, input, &mut writer, opts)?;
+        writer.finish(&mut out, &predictor.inference)?;
+        count
+    } else {
+        run(predictor, input, &mut Writer::new(&mut out, format), opts)?
+    };
+    out.flush()?;
+    drop(out);
+    file.commit()?;
+    Ok(count)
 }
 
 /// Predicts every sample of `input` into `sink`; returns how many.
