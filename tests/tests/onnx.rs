@@ -90,6 +90,10 @@ fn digits_mlp_matches_bz_with_labels_and_a_free_batch() {
     assert!(meta["bz_version"].as_str().is_some_and(|v| !v.is_empty()), "{meta}");
     let left: Vec<_> = std::fs::read_dir(dir.path().join("out")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, ["mlp.onnx"], "only the finished file is left");
+    // A directory that does not exist: one line naming the file.
+    let out = bz(dir.path(), &["export", "c.toml", "--run-name", "r", "--format", "onnx", "--output", "missing/m.onnx"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.trim().lines().count() == 1 && out.stderr.contains("cannot write missing/m.onnx"), "{}", out.stderr);
 }
 
 #[test]
