@@ -83,19 +83,12 @@ impl Lowering<'_> {
 
     /// `y = x W^T + b`: Gemm with `transB = 1` takes PyTorch's `[out, in]` weight as it is.
     fn linear(&mut self, site: &Site, x: &Value, bias: bool) -> Result<Name> {
-        let mut inputs = vec![x.name.clone(), self.weight(site, "weight")?];
-        if bias {
-            inputs.push(self.weight(site, "bias")?);
-        }
-        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        Ok(self.graph.node("Gemm", &inputs, vec![graph::int("transB", 1)], &format!("{}.Gemm", site.name)))
+        let weights: &[&str] = if bias { &["weight", "bias"] } else { &["weight"] };
+        self.weighted("Gemm", site, x, weights, vec![graph::int("transB", 1)])
     }
 
     fn conv2d(&mut self, site: &Site, x: &Value, conv: Conv) -> Result<Name> {
-        let mut inputs = vec![x.name.clone(), self.weight(site, "weight")?];
-        if conv.bias {
-            inputs.push(self.weight(site, "bias")?);
-        }
+        let weights: &[&str] = if conv.bias { &["weight", "bias"] } else { &["weight"] };
         let attrs = vec![
             graph::ints("kernel_shape", &[conv.kernel, conv.kernel]),
             graph::ints("strides", &[conv.stride, conv.stride]),
@@ -103,26 +96,28 @@ impl Lowering<'_> {
             graph::ints("dilations", &[1, 1]),
             graph::int("group", 1),
         ];
-        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        Ok(self.graph.node("Conv", &inputs, attrs, &format!("{}.Conv", site.name)))
+        self.weighted("Conv", site, x, weights, attrs)
     }
 
     /// Eval-mode batch norm with the running statistics; ONNX takes `[N, C]` as well as `[N, C, H, W]`.
     fn batchnorm(&mut self, site: &Site, x: &Value) -> Result<Name> {
-        let mut inputs = vec![x.name.clone()];
-        for w in ["weight", "bias", "running_mean", "running_var"] {
-            inputs.push(self.weight(site, w)?);
-        }
-        let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        Ok(self.graph.node("BatchNormalization", &inputs, vec![graph::float("epsilon", NORM_EPS)], &format!("{}.BatchNormalization", site.name)))
+        let weights = ["weight", "bias", "running_mean", "running_var"];
+        self.weighted("BatchNormalization", site, x, &weights, vec![graph::float("epsilon", NORM_EPS)])
     }
 
     /// Layer norm over the last dimension (opset 17's `LayerNormalization`).
     fn layernorm(&mut self, site: &Site, x: &Value) -> Result<Name> {
-        let inputs = [x.name.clone(), self.weight(site, "weight")?, self.weight(site, "bias")?];
+        self.weighted("LayerNormalization", site, x, &["weight", "bias"], vec![graph::int("axis", -1), graph::float("epsilon", NORM_EPS)])
+    }
+
+    /// A node `op_type(x, weights...)`, its inputs in the order ONNX defines them for `op_type`.
+    fn weighted(&mut self, op_type: &str, site: &Site, x: &Value, weights: &[&str], attrs: Vec<AttributeProto>) -> Result<Name> {
+        let mut inputs = vec![x.name.clone()];
+        for what in weights {
+            inputs.push(self.weight(site, what)?);
+        }
         let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        let attrs = vec![graph::int("axis", -1), graph::float("epsilon", NORM_EPS)];
-        Ok(self.graph.node("LayerNormalization", &inputs, attrs, &format!("{}.LayerNormalization", site.name)))
+        Ok(self.graph.node(op_type, &inputs, attrs, &format!("{}.{op_type}", site.name)))
     }
 
     /// The layer's weight `what` (`weight`, `running_mean`) as an initializer named by its PyTorch name. The
