@@ -11,6 +11,9 @@ use std::cell::RefCell;
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
 
+/// Batch norm's and layer norm's epsilon (PyTorch's default); the ONNX export writes the same.
+pub const NORM_EPS: f64 = 1e-5;
+
 /// One row of the model summary.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerRow {
@@ -355,11 +358,11 @@ fn forward_layers(layers: &[Layer], x: &Tensor, train: bool) -> Result<Tensor> {
             Layer::Flatten => x.f_flatten(1, -1)?,
             Layer::Reshape(to) => x.f_flatten(1, -1)?.f_unflatten(1, to.as_slice())?,
             Layer::BatchNorm(bn) => {
-                Tensor::f_batch_norm(&x, bn.ws.as_ref(), bn.bs.as_ref(), Some(&bn.running_mean), Some(&bn.running_var), train, 0.1, 1e-5, false)?
+                Tensor::f_batch_norm(&x, bn.ws.as_ref(), bn.bs.as_ref(), Some(&bn.running_mean), Some(&bn.running_var), train, 0.1, NORM_EPS, false)?
             }
             Layer::LayerNorm(ln) => {
                 let last = *x.size().last().context("layernorm input has no dimensions")?;
-                x.f_layer_norm([last], ln.ws.as_ref(), ln.bs.as_ref(), 1e-5, false)?
+                x.f_layer_norm([last], ln.ws.as_ref(), ln.bs.as_ref(), NORM_EPS, false)?
             }
             Layer::Dropout(p) => x.f_dropout(*p, train)?,
             Layer::Relu => x.f_relu()?,

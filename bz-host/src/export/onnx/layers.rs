@@ -10,8 +10,8 @@ use anyhow::{anyhow, Context, Result};
 use std::collections::HashMap;
 use tch::{Kind, Tensor};
 
-/// Batch and layer norm's epsilon in `model::forward_layers` (PyTorch's default).
-const NORM_EPS: f32 = 1e-5;
+/// Batch and layer norm's epsilon, as ONNX's f32 attribute.
+const NORM_EPS: f32 = model::NORM_EPS as f32;
 
 /// What the layers are lowered into, and where their weights come from.
 pub struct Lowering<'a> {
