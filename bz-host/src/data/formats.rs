@@ -286,10 +286,12 @@ pub fn digits() -> Result<RawSet, DataError> {
 // IDX (MNIST-style)
 // ---------------------------------------------------------------------------------------------
 
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
-const IDX_IMAGES_MAGIC: u32 = 2051;
+/// The first bytes of a gzip stream: IDX files are read gzipped or not, whatever their name says.
+pub const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+/// The magic number of an IDX file of unsigned-byte images (3 dimensions), and its header's length.
+pub const IDX_IMAGES_MAGIC: u32 = 2051;
 const IDX_LABELS_MAGIC: u32 = 2049;
-const IDX_IMAGES_HEADER: usize = 16;
+pub const IDX_IMAGES_HEADER: usize = 16;
 const IDX_LABELS_HEADER: usize = 8;
 
 /// The bytes of an IDX file, decompressed if it was gzipped.

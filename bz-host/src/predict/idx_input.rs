@@ -3,13 +3,12 @@
 
 use super::input::Samples;
 use super::InputError;
+use crate::data::formats::{GZIP_MAGIC, IDX_IMAGES_HEADER, IDX_IMAGES_MAGIC};
 use anyhow::Result;
+use flate2::read::MultiGzDecoder;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
-
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
-const IMAGES_MAGIC: [u8; 4] = [0, 0, 8, 3];
 
 pub struct IdxInput {
     reader: Box<dyn Read>,
@@ -33,10 +32,11 @@ impl IdxInput {
         let mut magic = [0u8; 2];
         let gzipped = file.read_exact(&mut magic).is_ok() && magic == GZIP_MAGIC;
         file.seek(SeekFrom::Start(0))?;
-        let mut reader: Box<dyn Read> = if gzipped { Box::new(BufReader::new(flate2::read::GzDecoder::new(file))) } else { Box::new(BufReader::new(file)) };
-        let mut header = [0u8; 16];
-        reader.read_exact(&mut header).map_err(|_| bad("is not an IDX images file (shorter than its 16-byte header)".into()))?;
-        if header[..4] != IMAGES_MAGIC {
+        // Multi-member gzip as training reads it (`gzip -c a b > c` is one valid file of both).
+        let mut reader: Box<dyn Read> = if gzipped { Box::new(BufReader::new(MultiGzDecoder::new(file))) } else { Box::new(BufReader::new(file)) };
+        let mut header = [0u8; IDX_IMAGES_HEADER];
+        reader.read_exact(&mut header).map_err(|_| bad(format!("is not an IDX images file (shorter than its {IDX_IMAGES_HEADER}-byte header)")))?;
+        if header[..4] != IDX_IMAGES_MAGIC.to_be_bytes() {
             return Err(bad("is not an IDX images file (magic 2051); pass the `-images-idx3-ubyte` file".into()));
         }
         let field = |i: usize| u32::from_be_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]) as u64;

@@ -4,7 +4,7 @@
 use super::input::Samples;
 use super::InputError;
 use anyhow::Result;
-use std::collections::HashMap;
+use safetensors::tensor::{Dtype, Metadata};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
@@ -12,43 +12,10 @@ use std::path::Path;
 /// A header larger than this is not one of a sample file (safetensors itself caps it at 100 MB).
 const MAX_HEADER: u64 = 100 << 20;
 
-#[derive(serde::Deserialize)]
-struct Entry {
-    dtype: String,
-    shape: Vec<u64>,
-    data_offsets: [u64; 2],
-}
-
-/// The element types a features tensor may have, and how each becomes an f32.
-#[derive(Clone, Copy)]
-enum Dtype {
-    F32,
-    F64,
-    U8,
-}
-
-impl Dtype {
-    fn parse(name: &str) -> Option<Dtype> {
-        match name {
-            "F32" => Some(Dtype::F32),
-            "F64" => Some(Dtype::F64),
-            "U8" => Some(Dtype::U8),
-            _ => None,
-        }
-    }
-
-    fn size(self) -> usize {
-        match self {
-            Dtype::F32 => 4,
-            Dtype::F64 => 8,
-            Dtype::U8 => 1,
-        }
-    }
-}
-
 pub struct SafetensorsInput {
     file: File,
     name: String,
+    /// F32, F64 or U8: the element types a features tensor may have.
     dtype: Dtype,
     /// Where the tensor's data starts in the file, its sample count, and the next sample to read.
     start: u64,
@@ -59,7 +26,9 @@ pub struct SafetensorsInput {
 }
 
 impl SafetensorsInput {
-    /// Opens `path` and finds tensor `key` of shape `[N, ...]` with `sample_len` values per sample.
+    /// Opens `path` and finds tensor `key` of shape `[N, ...]` with `sample_len` values per sample. The header is
+    /// read and checked by safetensors' own `Metadata` (contiguous offsets, sizes that match dtype and shape, no
+    /// overflow); the data is then read a batch at a time, never whole.
     pub fn open(path: &Path, key: &str, sample_len: usize) -> Result<SafetensorsInput> {
         let name = path.display().to_string();
         let bad = |message: String| -> anyhow::Error { InputError { source_name: name.clone(), line: None, message }.into() };
@@ -73,33 +42,26 @@ impl SafetensorsInput {
         }
         let mut header = vec![0u8; header_len as usize];
         file.read_exact(&mut header)?;
-        let mut entries: HashMap<String, serde_json::Value> = serde_json::from_slice(&header).map_err(|e| bad(format!("has a damaged header: {e}")))?;
-        entries.remove("__metadata__");
-        let mut names: Vec<&String> = entries.keys().collect();
-        names.sort();
-        let Some(entry) = entries.get(key) else {
+        let meta: Metadata = serde_json::from_slice(&header).map_err(|e| bad(format!("has a damaged header: {e}")))?;
+        if (8 + header_len).checked_add(meta.data_len() as u64).is_none_or(|end| end > file_len) {
+            return Err(bad(format!("its header describes {} bytes of data, more than the file holds", meta.data_len())));
+        }
+        let Some(info) = meta.info(key) else {
+            let mut names: Vec<String> = meta.tensors().into_keys().collect();
+            names.sort();
             return Err(bad(format!("has no tensor {key:?} (it has {names:?}); store the samples under {key:?}, shape [N, ...]")));
         };
-        let entry: Entry = serde_json::from_value(entry.clone()).map_err(|e| bad(format!("tensor {key:?}: {e}")))?;
-        let dtype = Dtype::parse(&entry.dtype).ok_or_else(|| bad(format!("tensor {key:?} is {}; bz predict reads F32, F64 or U8", entry.dtype)))?;
-        let (&count, rest) = entry.shape.split_first().ok_or_else(|| bad(format!("tensor {key:?} is a scalar; store one sample per row, shape [N, ...]")))?;
-        let per_sample = rest.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
-        if per_sample != Some(sample_len as u64) {
-            return Err(bad(format!(
-                "tensor {key:?} has shape {:?}: {} values per sample, the model takes {sample_len}",
-                entry.shape,
-                per_sample.map_or("too many".into(), |n| n.to_string())
-            )));
+        if !matches!(info.dtype, Dtype::F32 | Dtype::F64 | Dtype::U8) {
+            return Err(bad(format!("tensor {key:?} is {:?}; bz predict reads F32, F64 or U8", info.dtype)));
         }
-        let [begin, end] = entry.data_offsets;
-        let expected = count.checked_mul(sample_len as u64 * dtype.size() as u64);
-        if expected != end.checked_sub(begin) || (8 + header_len).saturating_add(end) > file_len {
-            return Err(bad(format!(
-                "tensor {key:?}: its data offsets {:?} do not match its shape {:?} or the file's length",
-                entry.data_offsets, entry.shape
-            )));
+        let (&count, rest) = info.shape.split_first().ok_or_else(|| bad(format!("tensor {key:?} is a scalar; store one sample per row, shape [N, ...]")))?;
+        // The shape's product is bounded by the data length Metadata checked, so it cannot overflow.
+        let per_sample: usize = rest.iter().product();
+        if per_sample != sample_len {
+            return Err(bad(format!("tensor {key:?} has shape {:?}: {per_sample} values per sample, the model takes {sample_len}", info.shape)));
         }
-        Ok(SafetensorsInput { file, name, dtype, start: 8 + header_len + begin, count, next: 0, sample_len, bytes: Vec::new() })
+        let start = 8 + header_len + info.data_offsets.0 as u64;
+        Ok(SafetensorsInput { file, name, dtype: info.dtype, start, count: count as u64, next: 0, sample_len, bytes: Vec::new() })
     }
 }
 
@@ -109,7 +71,7 @@ impl Samples for SafetensorsInput {
         if n == 0 {
             return Ok(0);
         }
-        let row = self.sample_len * self.dtype.size();
+        let row = self.sample_len * self.dtype.bitsize() / 8;
         self.file.seek(SeekFrom::Start(self.start + self.next * row as u64))?;
         self.bytes.resize(n * row, 0);
         self.file.read_exact(&mut self.bytes).map_err(|e| InputError { source_name: self.name.clone(), line: None, message: format!("cannot read: {e}") })?;
@@ -118,6 +80,7 @@ impl Samples for SafetensorsInput {
             Dtype::F32 => out.extend(self.bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
             Dtype::F64 => out.extend(self.bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)),
             Dtype::U8 => out.extend(self.bytes.iter().map(|&b| b as f32)),
+            other => anyhow::bail!("{}: tensor of {other:?}", self.name),
         }
         if let Some(i) = out[before..].iter().position(|v| !v.is_finite()) {
             let sample = self.next + (i / self.sample_len) as u64;
@@ -158,9 +121,10 @@ mod tests {
         assert_eq!(out, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
 
         let err = |header: &str, data: &[u8]| SafetensorsInput::open(&file(dir.path(), header, data), "x", 2).err().unwrap().to_string();
-        assert!(err(r#"{"x":{"dtype":"U8","shape":[3,2],"data_offsets":[0,600]}}"#, &[0; 6]).contains("data offsets"));
-        assert!(err(r#"{"x":{"dtype":"U8","shape":[3,2],"data_offsets":[18446744073709551609,18446744073709551615]}}"#, &[0; 6]).contains("data offsets"));
-        assert!(err(r#"{"x":{"dtype":"U8","shape":[4611686018427387904,2],"data_offsets":[0,6]}}"#, &[0; 6]).contains("data offsets"));
+        assert!(err(r#"{"x":{"dtype":"U8","shape":[3,2],"data_offsets":[0,600]}}"#, &[0; 6]).contains("damaged header: invalid shape, data type, or offset"));
+        assert!(err(r#"{"x":{"dtype":"U8","shape":[3,2],"data_offsets":[18446744073709551609,18446744073709551615]}}"#, &[0; 6]).contains("invalid offset"));
+        assert!(err(r#"{"x":{"dtype":"U8","shape":[4611686018427387904,2],"data_offsets":[0,6]}}"#, &[0; 6]).contains("overflow"));
+        assert!(err(r#"{"x":{"dtype":"U8","shape":[30,2],"data_offsets":[0,60]}}"#, &[0; 6]).contains("more than the file holds"));
         assert!(err(r#"{"x":{"dtype":"I64","shape":[3,2],"data_offsets":[0,48]}}"#, &[0; 48]).contains("F32, F64 or U8"));
         assert!(err(r#"{"y":{"dtype":"U8","shape":[3,2],"data_offsets":[0,6]}}"#, &[0; 6]).contains("has no tensor \"x\""));
         assert!(err("not json", &[]).contains("damaged header"));
