@@ -194,6 +194,38 @@ fn check_layers(layers: &[LayerSpec], at: &str) -> Result<(), (String, String)> 
                 positive("kernel", *kernel)?;
                 positive("stride", stride.unwrap_or(*kernel))?;
             }
+            LayerSpec::Conv1d { out, kernel, stride, padding, .. } => {
+                positive("out", *out)?;
+                positive("kernel", *kernel)?;
+                positive("stride", *stride)?;
+                if *padding < 0 {
+                    return Err((key, "padding must be >= 0".into()));
+                }
+            }
+            LayerSpec::Maxpool1d { kernel, stride } | LayerSpec::Avgpool1d { kernel, stride } => {
+                positive("kernel", *kernel)?;
+                positive("stride", stride.unwrap_or(*kernel))?;
+            }
+            LayerSpec::Embedding { num, dim, padding_idx } => {
+                positive("num", *num)?;
+                positive("dim", *dim)?;
+                if let Some(p) = padding_idx.filter(|p| !(0..*num).contains(p)) {
+                    return Err((key, format!("padding_idx = {p} is outside 0..{num} (the table's rows)")));
+                }
+            }
+            LayerSpec::Lstm { hidden, layers, .. } | LayerSpec::Gru { hidden, layers, .. } => {
+                positive("hidden", *hidden)?;
+                positive("layers", *layers)?;
+            }
+            LayerSpec::PositionalEmbedding { max_len } => positive("max_len", *max_len)?,
+            LayerSpec::TransformerEncoder { heads, ff, layers, dropout } => {
+                positive("heads", *heads)?;
+                positive("ff", *ff)?;
+                positive("layers", *layers)?;
+                if !(0.0..1.0).contains(dropout) {
+                    return Err((key, format!("dropout = {dropout} is outside [0, 1)")));
+                }
+            }
             LayerSpec::Dropout { p } if !(0.0..1.0).contains(p) => return Err((key, format!("p = {p} is outside [0, 1)"))),
             LayerSpec::Residual { layers } => {
                 if layers.is_empty() {
