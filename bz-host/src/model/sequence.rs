@@ -118,6 +118,7 @@ pub(super) struct Recurrent {
     cell: Cell,
     /// Layers times directions: the rows of `h_n`.
     rows: i64,
+    hidden: i64,
     directions: i64,
     output: RecurrentOutput,
 }
@@ -178,7 +179,7 @@ pub(super) fn build(p: &nn::Path, spec: &LayerSpec, shape: &[i64], key: &str) ->
                 _ => Cell::Gru(nn::gru(p, dim(1)?, *hidden, cfg)),
             };
             let directions = if *bidirectional { 2 } else { 1 };
-            SeqLayer::Recurrent(Recurrent { cell, rows: layers * directions, directions, output: *output })
+            SeqLayer::Recurrent(Recurrent { cell, rows: layers * directions, hidden: *hidden, directions, output: *output })
         }
         LayerSpec::PositionalEmbedding { max_len } => SeqLayer::Positional(p.var("weight", &[*max_len, dim(1)?], nn::Init::Randn { mean: 0.0, stdev: 1.0 })),
         LayerSpec::TransformerEncoder { heads, ff, layers, dropout } => {
@@ -253,13 +254,18 @@ impl Embedding {
 
 impl Recurrent {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        // The zero initial state `[rows, batch, hidden]` is made from the input, not from its size (tch's
+        // `zero_state` reads it): a traced export would freeze the batch size, and a torch.jit module fed another
+        // batch size would hand LSTM a state of the wrong shape.
+        let zero = x.f_narrow(1, 0, 1)?.f_narrow(2, 0, 1)?.f_zeros_like()?;
+        let h0 = zero.f_expand([-1, self.rows, self.hidden], false)?.f_transpose(0, 1)?.f_contiguous()?;
         let (all, h_n) = match &self.cell {
             Cell::Lstm(l) => {
-                let (out, state) = l.seq(x);
+                let (out, state) = l.seq_init(x, &nn::LSTMState((h0.shallow_clone(), h0)));
                 (out, state.h())
             }
             Cell::Gru(g) => {
-                let (out, state) = g.seq(x);
+                let (out, state) = g.seq_init(x, &nn::GRUState(h0));
                 (out, state.value())
             }
         };
