@@ -19,11 +19,11 @@ pub(super) fn infer(spec: &LayerSpec, shape: &[i64]) -> Result<(Vec<i64>, i64), 
             let [c, l] = shape[..] else {
                 return Err(needs("a [channels, length]", shape, "reshape flat features, e.g. { type = \"reshape\", shape = [1, -1] }"));
             };
-            let ol = (l + 2 * padding - kernel) / stride + 1;
-            if l + 2 * padding < *kernel {
+            let padded = l.saturating_add(padding.saturating_mul(2));
+            if padded < *kernel {
                 return Err(format!("kernel {kernel} is longer than its padded input {l}"));
             }
-            Ok((vec![*out, ol], mul(mul(*out, c)?, *kernel)?.saturating_add(bias(*b, *out))))
+            Ok((vec![*out, (padded - kernel) / stride + 1], mul(mul(*out, c)?, *kernel)?.saturating_add(bias(*b, *out))))
         }
         LayerSpec::Maxpool1d { kernel, stride } | LayerSpec::Avgpool1d { kernel, stride } => {
             let [c, l] = shape[..] else {
@@ -49,13 +49,10 @@ pub(super) fn infer(spec: &LayerSpec, shape: &[i64]) -> Result<(Vec<i64>, i64), 
             let gates = if matches!(spec, LayerSpec::Lstm { .. }) { 4 } else { 3 };
             let dirs = if *bidirectional { 2 } else { 1 };
             let width = mul(*hidden, dirs)?;
-            let mut params = 0i64;
-            for layer in 0..*layers {
-                let input = if layer == 0 { f } else { width };
-                // weight_ih, weight_hh and the two biases, per direction.
-                let one = mul(mul(gates, *hidden)?, input.saturating_add(*hidden).saturating_add(2))?;
-                params = params.saturating_add(mul(one, dirs)?);
-            }
+            // weight_ih, weight_hh and the two biases, per direction; the first layer reads the features, the others
+            // the previous layer's output.
+            let per_layer = |input: i64| mul(mul(mul(gates, *hidden)?, input.saturating_add(*hidden).saturating_add(2))?, dirs);
+            let params = per_layer(f)?.saturating_add(mul(per_layer(width)?, layers - 1)?);
             let out = match output {
                 RecurrentOutput::Last => vec![width],
                 RecurrentOutput::All => vec![l, width],
@@ -379,6 +376,15 @@ mod tests {
         let rows = infer_shapes(&[reshape(&[6, 4]), gru], &[24]).unwrap();
         assert_eq!(rows[1].out_shape, vec![5]);
         assert_eq!(rows[1].params, 3 * 5 * (4 + 5 + 2));
+        // PyTorch's count for nn.LSTM(4, 5, num_layers=2, bidirectional=True).
+        let rows = infer_shapes(&[reshape(&[6, 4]), lstm(5, 2, true, RecurrentOutput::Last)], &[24]).unwrap();
+        assert_eq!(rows[1].params, 2 * 4 * 5 * (4 + 5 + 2) + 2 * 4 * 5 * (10 + 5 + 2));
+        // A layer count no machine could hold is refused by arithmetic, not by counting to it.
+        let e = infer_shapes(&[reshape(&[6, 4]), lstm(5, i64::MAX, false, RecurrentOutput::Last)], &[24]).unwrap_err();
+        assert!(e.contains("(lstm) is too large"), "{e}");
+        // Nor does a huge padding overflow.
+        let huge = LayerSpec::Conv1d { out: 2, kernel: 3, stride: 1, padding: i64::MAX, bias: true };
+        assert!(infer_shapes(&[reshape(&[2, 12]), huge], &[24]).is_ok());
     }
 
     /// Every layer builds, runs forward and backward, names its parameters as torch.nn does, and the summary's
