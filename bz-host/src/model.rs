@@ -307,11 +307,13 @@ impl Model {
 
     /// A table of layers, output shapes and parameter counts.
     pub fn summary(&self) -> String {
-        let mut s = format!("{:<14} {:<12} {:<18} {:>10}\n", "layer", "type", "output", "params");
-        s.push_str(&format!("{:<14} {:<12} {:<18} {:>10}\n", "input", "", fmt_shape(&self.input_shape), ""));
+        // Wide enough for `positional_embedding` and `transformer_encoder`.
+        let w = self.rows.iter().map(|r| r.kind.len()).max().unwrap_or(0).max(12);
+        let mut s = format!("{:<14} {:<w$} {:<18} {:>10}\n", "layer", "type", "output", "params");
+        s.push_str(&format!("{:<14} {:<w$} {:<18} {:>10}\n", "input", "", fmt_shape(&self.input_shape), ""));
         for r in &self.rows {
             let params = if r.params > 0 { group_digits(r.params) } else { "-".into() };
-            s.push_str(&format!("{:<14} {:<12} {:<18} {:>10}\n", r.name, r.kind, fmt_shape(&r.out_shape), params));
+            s.push_str(&format!("{:<14} {:<w$} {:<18} {:>10}\n", r.name, r.kind, fmt_shape(&r.out_shape), params));
         }
         s.push_str(&format!("total parameters: {}", group_digits(self.param_count())));
         s

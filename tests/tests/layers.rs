@@ -257,3 +257,21 @@ fn an_lstm_and_a_transformer_learn_whether_a_token_appears() {
         assert!(best >= 0.95, "the {name} model reached only {best} validation accuracy");
     }
 }
+
+#[test]
+fn a_sequence_layer_on_the_wrong_shape_is_a_config_error_naming_it_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    for (layers, needle) in [
+        (r#"[{ type = "lstm", hidden = 4 }]"#, "model.layers[0] (lstm) needs a [length, features] input but gets [24]: reshape flat features"),
+        (
+            r#"[{ type = "reshape", shape = [6, 4] }, { type = "transformer_encoder", heads = 3, ff = 8 }]"#,
+            "model.layers[1] (transformer_encoder) width d = 4 is not divisible by heads = 3",
+        ),
+        (r#"[{ type = "reshape", shape = [6, 4] }, { type = "positional_embedding", max_len = 5 }]"#, "raise max_len to at least 6"),
+    ] {
+        write_config(dir.path(), "c.toml", &synthetic(24, layers));
+        let out = bz(dir.path(), &["validate", "c.toml"]);
+        assert_eq!(out.code, 2, "{}", out.all());
+        assert!(out.stderr.contains(needle) && out.stderr.trim().lines().count() == 1, "{}", out.stderr);
+    }
+}
