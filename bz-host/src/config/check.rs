@@ -87,6 +87,14 @@ pub(super) fn check(c: &Config) -> Result<(), (String, String)> {
         return bad("model", "no model: add `layers = [...]` or `torchscript = \"model.pt\"` (see `bz init`)".into());
     }
     check_layers(&c.model.layers, "model.layers")?;
+    // An embedding that reads the data's values as token ids: normalised, they would be fractions around zero.
+    let first_computing = c.model.layers.iter().position(|l| !matches!(l, LayerSpec::Reshape { .. } | LayerSpec::Flatten));
+    if let Some(i) = first_computing.filter(|i| c.data.normalize && matches!(c.model.layers[*i], LayerSpec::Embedding { .. })) {
+        return bad(
+            "data.normalize",
+            format!("model.layers[{i}] (embedding) reads the features as token ids, which normalising would turn into fractions: set normalize = false"),
+        );
+    }
     if let Some(Err(message)) = c.run.name.as_deref().map(plain_run_name) {
         return bad("run.name", message);
     }

@@ -548,6 +548,10 @@ mod tests {
         assert!(e.message.contains("padding_idx = 5 is outside 0..5"), "{e}");
         let e = layers(r#"{ type = "transformer_encoder", heads = 2, ff = 16, dropout = 1.0 }"#).unwrap_err();
         assert!(e.message.contains("dropout = 1 is outside [0, 1)"), "{e}");
+        let text = "[data]\nnormalize = true\n[model]\nlayers = [{ type = \"flatten\" }, { type = \"embedding\", num = 5, dim = 2 }]\n";
+        let e = parse_str(text).unwrap_err();
+        assert_eq!((e.key.as_deref(), e.location), (Some("data.normalize"), Some((2, 13))), "{e}");
+        assert!(e.message.contains("model.layers[1] (embedding) reads the features as token ids"), "{e}");
         // Round trip through the run directory's resolved config.
         let c = layers(r#"{ type = "embedding", num = 5, dim = 2 }, { type = "conv1d", out = 3, kernel = 2 }, { type = "global_maxpool" }"#).unwrap();
         assert_eq!(parse_resolved(&to_toml(&c)).unwrap(), c);

@@ -238,11 +238,7 @@ impl Embedding {
             // Written so that NaN fails too.
             if !(lo >= 0.0 && hi < self.num as f64) {
                 let bad = if lo >= 0.0 { hi } else { lo };
-                bail!(
-                    "{} (embedding): token id {bad} is outside 0..{}: the input must be whole-number ids below `num` (is data.normalize on?)",
-                    self.key,
-                    self.num
-                );
+                bail!("{} (embedding): token id {bad} is outside 0..{}: the features must be whole-number token ids below `num`", self.key, self.num);
             }
         }
         Ok(Tensor::f_embedding(&self.weight, &x.f_to_kind(Kind::Int64)?, self.padding_idx.unwrap_or(-1), false, false)?)
