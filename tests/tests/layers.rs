@@ -77,7 +77,8 @@ def check(model, exported=None):
     diff = (got - want).abs().max().item()
     assert got.shape == want.shape and diff <= 1e-5, f"PyTorch differs from bz predict by {diff}"
     if exported and exported.endswith(".onnx"):
-        import onnxruntime as ort
+        import onnx, onnxruntime as ort
+        onnx.checker.check_model(onnx.load(exported), full_check=True)
         s = ort.InferenceSession(exported)
         got = torch.from_numpy(s.run(["logits"], {"input": x.numpy()})[0])
         diff = (got - want).abs().max().item()
