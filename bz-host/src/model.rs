@@ -4,6 +4,8 @@
 //! with the layer's index and a fix. Parameter names follow `torch.nn.Sequential` (`0.weight`, `3.bias`,
 //! residual bodies `4.body.0.weight`), so the saved safetensors load into the same Python `nn.Sequential`.
 
+mod sequence;
+
 use crate::config::LayerSpec;
 use crate::fmt::fmt_shape;
 use anyhow::{bail, Context, Result};
@@ -118,6 +120,16 @@ fn infer_into(layers: &[LayerSpec], input: &[i64], prefix: &str, at: &str, rows:
                 (shape.clone(), 0)
             }
             LayerSpec::Dropout { .. } | LayerSpec::Relu | LayerSpec::Gelu | LayerSpec::Tanh | LayerSpec::Sigmoid | LayerSpec::Softmax => (shape.clone(), 0),
+            LayerSpec::Conv1d { .. }
+            | LayerSpec::Maxpool1d { .. }
+            | LayerSpec::Avgpool1d { .. }
+            | LayerSpec::GlobalAvgpool
+            | LayerSpec::GlobalMaxpool
+            | LayerSpec::Embedding { .. }
+            | LayerSpec::Lstm { .. }
+            | LayerSpec::Gru { .. }
+            | LayerSpec::PositionalEmbedding { .. }
+            | LayerSpec::TransformerEncoder { .. } => sequence::infer(spec, &shape).map_err(fail)?,
         };
         rows.push(LayerRow { name, kind: kind.to_string(), out_shape: out.clone(), params });
         shape = out;
@@ -145,7 +157,8 @@ fn reshape(shape: &[i64], to: &[i64]) -> Result<Vec<i64>, String> {
     Ok(out)
 }
 
-fn layer_kind(spec: &LayerSpec) -> &'static str {
+/// The layer's `type` as the config spells it.
+pub fn layer_kind(spec: &LayerSpec) -> &'static str {
     match spec {
         LayerSpec::Linear { .. } => "linear",
         LayerSpec::Conv2d { .. } => "conv2d",
@@ -162,6 +175,16 @@ fn layer_kind(spec: &LayerSpec) -> &'static str {
         LayerSpec::Sigmoid => "sigmoid",
         LayerSpec::Softmax => "softmax",
         LayerSpec::Residual { .. } => "residual",
+        LayerSpec::Conv1d { .. } => "conv1d",
+        LayerSpec::Maxpool1d { .. } => "maxpool1d",
+        LayerSpec::Avgpool1d { .. } => "avgpool1d",
+        LayerSpec::GlobalAvgpool => "global_avgpool",
+        LayerSpec::GlobalMaxpool => "global_maxpool",
+        LayerSpec::Embedding { .. } => "embedding",
+        LayerSpec::Lstm { .. } => "lstm",
+        LayerSpec::Gru { .. } => "gru",
+        LayerSpec::PositionalEmbedding { .. } => "positional_embedding",
+        LayerSpec::TransformerEncoder { .. } => "transformer_encoder",
     }
 }
 
@@ -184,6 +207,8 @@ enum Layer {
     Sigmoid,
     Softmax,
     Residual(Vec<Layer>),
+    /// Sequence and 1-d layers (see `sequence`).
+    Seq(sequence::SeqLayer),
 }
 
 enum Body {
@@ -208,7 +233,7 @@ impl Model {
         let rows = infer_shapes(specs, input).map_err(ShapeError)?;
         // A residual's body rows come before its own, so the last row is always the last top-level layer.
         let output_shape = rows.last().map_or_else(|| input.to_vec(), |r| r.out_shape.clone());
-        let layers = build(&vs.root(), specs, input)?;
+        let layers = build(&vs.root(), specs, input, "model.layers")?;
         Ok(Model { body: Body::Layers(layers), rows, input_shape: input.to_vec(), output_shape })
     }
 
@@ -250,6 +275,7 @@ impl Model {
             layers.iter().any(|l| match l {
                 Layer::Dropout(_) => true,
                 Layer::Residual(body) => any_dropout(body),
+                Layer::Seq(l) => l.uses_randomness(),
                 _ => false,
             })
         }
@@ -281,11 +307,13 @@ impl Model {
 
     /// A table of layers, output shapes and parameter counts.
     pub fn summary(&self) -> String {
-        let mut s = format!("{:<14} {:<12} {:<18} {:>10}\n", "layer", "type", "output", "params");
-        s.push_str(&format!("{:<14} {:<12} {:<18} {:>10}\n", "input", "", fmt_shape(&self.input_shape), ""));
+        // Wide enough for `positional_embedding` and `transformer_encoder`.
+        let w = self.rows.iter().map(|r| r.kind.len()).max().unwrap_or(0).max(12);
+        let mut s = format!("{:<14} {:<w$} {:<18} {:>10}\n", "layer", "type", "output", "params");
+        s.push_str(&format!("{:<14} {:<w$} {:<18} {:>10}\n", "input", "", fmt_shape(&self.input_shape), ""));
         for r in &self.rows {
             let params = if r.params > 0 { group_digits(r.params) } else { "-".into() };
-            s.push_str(&format!("{:<14} {:<12} {:<18} {:>10}\n", r.name, r.kind, fmt_shape(&r.out_shape), params));
+            s.push_str(&format!("{:<14} {:<w$} {:<18} {:>10}\n", r.name, r.kind, fmt_shape(&r.out_shape), params));
         }
         s.push_str(&format!("total parameters: {}", group_digits(self.param_count())));
         s
@@ -308,7 +336,8 @@ pub fn group_digits(n: i64) -> String {
     }
 }
 
-fn build(path: &nn::Path, specs: &[LayerSpec], input: &[i64]) -> Result<Vec<Layer>> {
+/// The layers' modules; `at` is their config key (`model.layers`, `model.layers[4].layers`) for runtime errors.
+fn build(path: &nn::Path, specs: &[LayerSpec], input: &[i64], at: &str) -> Result<Vec<Layer>> {
     let mut shape = input.to_vec();
     let mut layers = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
@@ -339,7 +368,17 @@ fn build(path: &nn::Path, specs: &[LayerSpec], input: &[i64]) -> Result<Vec<Laye
             LayerSpec::Tanh => Layer::Tanh,
             LayerSpec::Sigmoid => Layer::Sigmoid,
             LayerSpec::Softmax => Layer::Softmax,
-            LayerSpec::Residual { layers: body } => Layer::Residual(build(&(&p / "body"), body, &shape)?),
+            LayerSpec::Residual { layers: body } => Layer::Residual(build(&(&p / "body"), body, &shape, &format!("{at}[{i}].layers"))?),
+            LayerSpec::Conv1d { .. }
+            | LayerSpec::Maxpool1d { .. }
+            | LayerSpec::Avgpool1d { .. }
+            | LayerSpec::GlobalAvgpool
+            | LayerSpec::GlobalMaxpool
+            | LayerSpec::Embedding { .. }
+            | LayerSpec::Lstm { .. }
+            | LayerSpec::Gru { .. }
+            | LayerSpec::PositionalEmbedding { .. }
+            | LayerSpec::TransformerEncoder { .. } => Layer::Seq(sequence::build(&p, spec, &shape, &format!("{at}[{i}]"))?),
         };
         layers.push(layer);
         shape = output_shape(spec, &shape).map_err(anyhow::Error::msg)?;
@@ -371,6 +410,7 @@ fn forward_layers(layers: &[Layer], x: &Tensor, train: bool) -> Result<Tensor> {
             Layer::Sigmoid => x.f_sigmoid()?,
             Layer::Softmax => x.f_softmax(-1, None::<Kind>)?,
             Layer::Residual(body) => x.f_add(&forward_layers(body, &x, train)?)?,
+            Layer::Seq(l) => l.forward(&x, train)?,
         };
     }
     Ok(x)

@@ -87,6 +87,14 @@ pub(super) fn check(c: &Config) -> Result<(), (String, String)> {
         return bad("model", "no model: add `layers = [...]` or `torchscript = \"model.pt\"` (see `bz init`)".into());
     }
     check_layers(&c.model.layers, "model.layers")?;
+    // An embedding that reads the data's values as token ids: normalised, they would be fractions around zero.
+    let first_computing = c.model.layers.iter().position(|l| !matches!(l, LayerSpec::Reshape { .. } | LayerSpec::Flatten));
+    if let Some(i) = first_computing.filter(|i| c.data.normalize && matches!(c.model.layers[*i], LayerSpec::Embedding { .. })) {
+        return bad(
+            "data.normalize",
+            format!("model.layers[{i}] (embedding) reads the features as token ids, which normalising would turn into fractions: set normalize = false"),
+        );
+    }
     if let Some(Err(message)) = c.run.name.as_deref().map(plain_run_name) {
         return bad("run.name", message);
     }
@@ -193,6 +201,38 @@ fn check_layers(layers: &[LayerSpec], at: &str) -> Result<(), (String, String)> 
             LayerSpec::Maxpool2d { kernel, stride } | LayerSpec::Avgpool2d { kernel, stride } => {
                 positive("kernel", *kernel)?;
                 positive("stride", stride.unwrap_or(*kernel))?;
+            }
+            LayerSpec::Conv1d { out, kernel, stride, padding, .. } => {
+                positive("out", *out)?;
+                positive("kernel", *kernel)?;
+                positive("stride", *stride)?;
+                if *padding < 0 {
+                    return Err((key, "padding must be >= 0".into()));
+                }
+            }
+            LayerSpec::Maxpool1d { kernel, stride } | LayerSpec::Avgpool1d { kernel, stride } => {
+                positive("kernel", *kernel)?;
+                positive("stride", stride.unwrap_or(*kernel))?;
+            }
+            LayerSpec::Embedding { num, dim, padding_idx } => {
+                positive("num", *num)?;
+                positive("dim", *dim)?;
+                if let Some(p) = padding_idx.filter(|p| !(0..*num).contains(p)) {
+                    return Err((key, format!("padding_idx = {p} is outside 0..{num} (the table's rows)")));
+                }
+            }
+            LayerSpec::Lstm { hidden, layers, .. } | LayerSpec::Gru { hidden, layers, .. } => {
+                positive("hidden", *hidden)?;
+                positive("layers", *layers)?;
+            }
+            LayerSpec::PositionalEmbedding { max_len } => positive("max_len", *max_len)?,
+            LayerSpec::TransformerEncoder { heads, ff, layers, dropout } => {
+                positive("heads", *heads)?;
+                positive("ff", *ff)?;
+                positive("layers", *layers)?;
+                if !(0.0..1.0).contains(dropout) {
+                    return Err((key, format!("dropout = {dropout} is outside [0, 1)")));
+                }
             }
             LayerSpec::Dropout { p } if !(0.0..1.0).contains(p) => return Err((key, format!("p = {p} is outside [0, 1)"))),
             LayerSpec::Residual { layers } => {

@@ -126,6 +126,84 @@ pub enum LayerSpec {
     Residual {
         layers: Vec<LayerSpec>,
     },
+    /// `nn.Conv1d` on `[channels, length]`.
+    Conv1d {
+        out: i64,
+        kernel: i64,
+        #[serde(default = "one")]
+        stride: i64,
+        #[serde(default)]
+        padding: i64,
+        #[serde(default = "yes")]
+        bias: bool,
+    },
+    Maxpool1d {
+        kernel: i64,
+        stride: Option<i64>,
+    },
+    Avgpool1d {
+        kernel: i64,
+        stride: Option<i64>,
+    },
+    /// Mean over every dimension after the first: `[C, H, W]` or `[C, L]` to `[C]`.
+    GlobalAvgpool,
+    /// Max over every dimension after the first: `[C, H, W]` or `[C, L]` to `[C]`.
+    GlobalMaxpool,
+    /// `nn.Embedding`: `[length]` token ids (whole numbers carried as floats) to `[length, dim]`.
+    Embedding {
+        num: i64,
+        dim: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        padding_idx: Option<i64>,
+    },
+    /// `nn.LSTM(batch_first=True)` on `[length, features]`.
+    Lstm {
+        hidden: i64,
+        #[serde(default = "one")]
+        layers: i64,
+        #[serde(default)]
+        bidirectional: bool,
+        #[serde(default)]
+        output: RecurrentOutput,
+    },
+    /// `nn.GRU(batch_first=True)` on `[length, features]`.
+    Gru {
+        hidden: i64,
+        #[serde(default = "one")]
+        layers: i64,
+        #[serde(default)]
+        bidirectional: bool,
+        #[serde(default)]
+        output: RecurrentOutput,
+    },
+    /// A learned `[max_len, dim]` table added to `[length, dim]` inputs.
+    PositionalEmbedding {
+        max_len: i64,
+    },
+    /// Pre-norm `nn.TransformerEncoder` on `[length, d]`, without a padding mask (every position attends to every
+    /// other: padded sequences need lengths from the data, which no source gives yet).
+    TransformerEncoder {
+        heads: i64,
+        ff: i64,
+        #[serde(default = "one")]
+        layers: i64,
+        #[serde(default = "transformer_dropout")]
+        dropout: f64,
+    },
+}
+
+/// What a recurrent layer returns: the last hidden state (`[hidden * directions]`) or every step's output
+/// (`[length, hidden * directions]`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RecurrentOutput {
+    #[default]
+    Last,
+    All,
+}
+
+fn transformer_dropout() -> f64 {
+    0.1
 }
 
 fn yes() -> bool {
@@ -455,6 +533,28 @@ mod tests {
         assert!(e.message.contains("out of range"), "{e}");
         let e = parse(MINIMAL, Path::new("c.toml"), &["noequals".into()]).unwrap_err();
         assert!(e.message.contains("key=value"), "{e}");
+    }
+
+    #[test]
+    fn sequence_layers_parse_with_defaults_and_their_ranges_are_checked() {
+        let layers = |l: &str| parse_str(&format!("[model]\nlayers = [{l}]\n"));
+        let c = layers(r#"{ type = "lstm", hidden = 8, output = "all" }, { type = "transformer_encoder", heads = 2, ff = 16 }"#).unwrap();
+        assert_eq!(c.model.layers[0], LayerSpec::Lstm { hidden: 8, layers: 1, bidirectional: false, output: RecurrentOutput::All });
+        assert_eq!(c.model.layers[1], LayerSpec::TransformerEncoder { heads: 2, ff: 16, layers: 1, dropout: 0.1 });
+        let e = layers(r#"{ type = "gru", hidden = 8, output = "first" }"#).unwrap_err();
+        assert!(e.message.contains("unknown variant `first`, expected `last` or `all`"), "{e}");
+        let e = layers(r#"{ type = "embedding", num = 5, dim = 2, padding_idx = 5 }"#).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("model.layers[0]"));
+        assert!(e.message.contains("padding_idx = 5 is outside 0..5"), "{e}");
+        let e = layers(r#"{ type = "transformer_encoder", heads = 2, ff = 16, dropout = 1.0 }"#).unwrap_err();
+        assert!(e.message.contains("dropout = 1 is outside [0, 1)"), "{e}");
+        let text = "[data]\nnormalize = true\n[model]\nlayers = [{ type = \"flatten\" }, { type = \"embedding\", num = 5, dim = 2 }]\n";
+        let e = parse_str(text).unwrap_err();
+        assert_eq!((e.key.as_deref(), e.location), (Some("data.normalize"), Some((2, 13))), "{e}");
+        assert!(e.message.contains("model.layers[1] (embedding) reads the features as token ids"), "{e}");
+        // Round trip through the run directory's resolved config.
+        let c = layers(r#"{ type = "embedding", num = 5, dim = 2 }, { type = "conv1d", out = 3, kernel = 2 }, { type = "global_maxpool" }"#).unwrap();
+        assert_eq!(parse_resolved(&to_toml(&c)).unwrap(), c);
     }
 
     #[test]

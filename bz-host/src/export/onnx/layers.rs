@@ -6,7 +6,7 @@ use super::graph::{self, Graph, Name};
 use super::proto::AttributeProto;
 use crate::config::LayerSpec;
 use crate::model;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashMap;
 use tch::{Kind, Tensor};
 
@@ -54,14 +54,23 @@ impl Lowering<'_> {
         Ok(match site.spec {
             LayerSpec::Linear { bias, .. } => self.linear(site, x, *bias)?,
             LayerSpec::Conv2d { kernel, stride, padding, bias, .. } => {
-                self.conv2d(site, x, Conv { kernel: *kernel, stride: *stride, padding: *padding, bias: *bias })?
+                self.conv(site, x, Conv { kernel: *kernel, stride: *stride, padding: *padding, bias: *bias, dims: 2 })?
             }
-            LayerSpec::Maxpool2d { kernel, stride } => g.node("MaxPool", &[&x.name], pool_attrs(*kernel, *stride), &hint("MaxPool")),
-            LayerSpec::Avgpool2d { kernel, stride } => {
-                // No padding, so count_include_pad changes nothing; it is spelled out as PyTorch's default anyway.
-                let mut attrs = pool_attrs(*kernel, *stride);
-                attrs.push(graph::int("count_include_pad", 1));
-                g.node("AveragePool", &[&x.name], attrs, &hint("AveragePool"))
+            LayerSpec::Conv1d { kernel, stride, padding, bias, .. } => {
+                self.conv(site, x, Conv { kernel: *kernel, stride: *stride, padding: *padding, bias: *bias, dims: 1 })?
+            }
+            LayerSpec::Maxpool2d { kernel, stride } => g.node("MaxPool", &[&x.name], pool_attrs(*kernel, *stride, 2), &hint("MaxPool")),
+            LayerSpec::Maxpool1d { kernel, stride } => g.node("MaxPool", &[&x.name], pool_attrs(*kernel, *stride, 1), &hint("MaxPool")),
+            LayerSpec::Avgpool2d { kernel, stride } => avg_pool(g, &x.name, pool_attrs(*kernel, *stride, 2), &hint("AveragePool")),
+            LayerSpec::Avgpool1d { kernel, stride } => avg_pool(g, &x.name, pool_attrs(*kernel, *stride, 1), &hint("AveragePool")),
+            LayerSpec::GlobalAvgpool => global_pool(g, x, "ReduceMean", &hint("ReduceMean")),
+            LayerSpec::GlobalMaxpool => global_pool(g, x, "ReduceMax", &hint("ReduceMax")),
+            LayerSpec::Embedding { .. }
+            | LayerSpec::Lstm { .. }
+            | LayerSpec::Gru { .. }
+            | LayerSpec::PositionalEmbedding { .. }
+            | LayerSpec::TransformerEncoder { .. } => {
+                bail!("{} ({}): bz's ONNX export does not lower this layer; use --format torchscript", site.key, model::layer_kind(site.spec))
             }
             LayerSpec::Flatten => g.node("Flatten", &[&x.name], vec![graph::int("axis", 1)], &hint("Flatten")),
             LayerSpec::Reshape { .. } => reshape(g, &x.name, out, &hint("Reshape")),
@@ -87,13 +96,13 @@ impl Lowering<'_> {
         self.weighted("Gemm", site, x, weights, vec![graph::int("transB", 1)])
     }
 
-    fn conv2d(&mut self, site: &Site, x: &Value, conv: Conv) -> Result<Name> {
+    fn conv(&mut self, site: &Site, x: &Value, conv: Conv) -> Result<Name> {
         let weights: &[&str] = if conv.bias { &["weight", "bias"] } else { &["weight"] };
         let attrs = vec![
-            graph::ints("kernel_shape", &[conv.kernel, conv.kernel]),
-            graph::ints("strides", &[conv.stride, conv.stride]),
-            graph::ints("pads", &[conv.padding; 4]),
-            graph::ints("dilations", &[1, 1]),
+            graph::ints("kernel_shape", &vec![conv.kernel; conv.dims]),
+            graph::ints("strides", &vec![conv.stride; conv.dims]),
+            graph::ints("pads", &vec![conv.padding; 2 * conv.dims]),
+            graph::ints("dilations", &vec![1; conv.dims]),
             graph::int("group", 1),
         ];
         self.weighted("Conv", site, x, weights, attrs)
@@ -140,12 +149,33 @@ struct Conv {
     stride: i64,
     padding: i64,
     bias: bool,
+    /// Spatial dimensions: 1 for conv1d, 2 for conv2d.
+    dims: usize,
 }
 
-/// Square kernels, stride defaulting to the kernel, no padding, floor mode: `model::forward_layers`' pools.
-fn pool_attrs(kernel: i64, stride: Option<i64>) -> Vec<AttributeProto> {
+/// Square kernels over `dims` spatial dimensions, stride defaulting to the kernel, no padding, floor mode:
+/// `model::forward_layers`' pools.
+fn pool_attrs(kernel: i64, stride: Option<i64>, dims: usize) -> Vec<AttributeProto> {
     let s = stride.unwrap_or(kernel);
-    vec![graph::ints("kernel_shape", &[kernel, kernel]), graph::ints("strides", &[s, s]), graph::ints("pads", &[0; 4]), graph::int("ceil_mode", 0)]
+    vec![
+        graph::ints("kernel_shape", &vec![kernel; dims]),
+        graph::ints("strides", &vec![s; dims]),
+        graph::ints("pads", &vec![0; 2 * dims]),
+        graph::int("ceil_mode", 0),
+    ]
+}
+
+fn avg_pool(g: &mut Graph, x: &str, mut attrs: Vec<AttributeProto>, hint: &str) -> Name {
+    // No padding, so count_include_pad changes nothing; it is spelled out as PyTorch's default anyway.
+    attrs.push(graph::int("count_include_pad", 1));
+    g.node("AveragePool", &[x], attrs, hint)
+}
+
+/// Mean or max over every per-sample dimension after the first (ONNX axes 2..): opset 17's reductions take the
+/// axes as an attribute.
+fn global_pool(g: &mut Graph, x: &Value, op: &str, hint: &str) -> Name {
+    let axes: Vec<i64> = (2..=x.shape.len() as i64).collect();
+    g.node(op, &[&x.name], vec![graph::ints("axes", &axes), graph::int("keepdims", 0)], hint)
 }
 
 /// Reshape to `[batch, ...per_sample]`: `0` copies the batch dimension, and `per_sample` is the shape the model
@@ -222,6 +252,32 @@ mod tests {
         assert_eq!(target, [0, 1, 8, 8]);
         let gemm = g.nodes.iter().find(|n| n.op_type == "Gemm").unwrap();
         assert_eq!((gemm.attribute[0].name.as_str(), gemm.attribute[0].i), ("transB", Some(1)));
+    }
+
+    #[test]
+    fn one_d_layers_lower_and_sequence_layers_are_refused_in_one_line() {
+        let specs = vec![
+            LayerSpec::Reshape { shape: vec![2, 12] },
+            LayerSpec::Conv1d { out: 4, kernel: 3, stride: 2, padding: 1, bias: false },
+            LayerSpec::Maxpool1d { kernel: 2, stride: None },
+            LayerSpec::Avgpool1d { kernel: 2, stride: Some(1) },
+            LayerSpec::GlobalAvgpool,
+        ];
+        let (g, out) = lowered(&specs, &[24]).unwrap();
+        let ops: Vec<&str> = g.nodes.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops, ["Reshape", "Conv", "MaxPool", "AveragePool", "ReduceMean"]);
+        assert_eq!(out.shape, vec![4]);
+        let conv = &g.nodes[1];
+        assert_eq!(conv.attribute[0].ints, [3]);
+        assert_eq!(conv.attribute[2].ints, [1, 1]);
+        assert_eq!(g.nodes[4].attribute[0].ints, [2]);
+        let (g, _) = lowered(&[LayerSpec::GlobalMaxpool], &[3, 4, 5]).unwrap();
+        assert_eq!((g.nodes[0].op_type.as_str(), &g.nodes[0].attribute[0].ints[..]), ("ReduceMax", &[2, 3][..]));
+
+        let lstm = LayerSpec::Lstm { hidden: 3, layers: 1, bidirectional: false, output: Default::default() };
+        let Err(e) = lowered(&[LayerSpec::Reshape { shape: vec![4, 2] }, lstm], &[8]) else { panic!("an LSTM lowered to ONNX") };
+        let e = e.to_string();
+        assert_eq!(e, "model.layers[1] (lstm): bz's ONNX export does not lower this layer; use --format torchscript");
     }
 
     #[test]
