@@ -131,8 +131,31 @@ fn check_data(d: &DataConfig) -> Result<(), (String, String)> {
         DataSource::Idx(IdxData { val: Some(_), test: Some(_), .. }) => {
             bad("data.test", "the t10k files are already the validation split (data.val = \"test\"); drop data.val and set val_split to validate on a held-out part of the training files".into())
         }
+        DataSource::Images(img) => check_images(img),
         _ => Ok(()),
     }
+}
+
+fn check_images(img: &ImagesData) -> Result<(), (String, String)> {
+    let bad = |k: &str, m: String| Err((k.to_string(), m));
+    if let Some(c) = img.channels.filter(|c| ![1, 3].contains(c)) {
+        return bad("data.channels", format!("{c}: images are read as 1 (grayscale) or 3 (RGB) channels"));
+    }
+    if let Some(size) = img.size.filter(|s| s.iter().any(|&d| d == 0 || d > 16_384)) {
+        return bad("data.size", format!("{size:?}: give [height, width], each 1 to 16384"));
+    }
+    let Some(a) = &img.augment else { return Ok(()) };
+    if let Some([lo, hi]) = a.crop_scale.filter(|[lo, hi]| !(*lo > 0.0 && lo <= hi && *hi <= 1.0)) {
+        return bad("data.augment.crop_scale", format!("[{lo}, {hi}]: give the crop's share of the image as [low, high] with 0 < low <= high <= 1"));
+    }
+    for (key, value, max) in
+        [("rotation", a.rotation, 180.0), ("translate", a.translate, 0.5), ("brightness", a.brightness, 0.99), ("contrast", a.contrast, 0.99)]
+    {
+        if !(0.0..=max).contains(&value) {
+            return bad(&format!("data.augment.{key}"), format!("{value} is outside [0, {max}]"));
+        }
+    }
+    Ok(())
 }
 
 fn check_optimizer(o: &OptimizerConfig) -> Result<(), (String, String)> {

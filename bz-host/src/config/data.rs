@@ -39,6 +39,54 @@ pub enum DataSource {
     Idx(IdxData),
     Csv(CsvData),
     Safetensors(SafetensorsData),
+    Images(ImagesData),
+}
+
+/// `source = "images"`: PNG and JPEG files in torchvision's ImageFolder layout, or listed in a CSV.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesData {
+    /// A folder with one subfolder per class (class ids in sorted folder-name order), or a CSV file with `path` and
+    /// `label` columns (paths relative to the CSV's folder).
+    pub path: PathBuf,
+    /// A separate validation folder or CSV, with the training classes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val: Option<PathBuf>,
+    /// A test folder or CSV, evaluated by `bz eval --split test` and at the end of training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<PathBuf>,
+    /// `[height, width]` every image is resized to; default: the images' own size, which they must then share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<[u32; 2]>,
+    /// 1 (grayscale) or 3 (RGB); default: 1 when every training image is grayscale, else 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<u8>,
+    /// Threads that decode images; 0: one per core.
+    #[serde(default)]
+    pub workers: usize,
+    /// Random changes to training batches (never to validation or test), drawn from (seed, epoch, sample).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment: Option<Augment>,
+}
+
+/// `[data.augment]`: each key off by default.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Augment {
+    /// Mirror left-right with probability 0.5.
+    pub flip: bool,
+    /// Random resized crop: the crop's share of the image area, drawn from `[low, high]` (aspect ratio 3/4 to 4/3),
+    /// resized back to the image size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crop_scale: Option<[f64; 2]>,
+    /// Rotation by up to this many degrees either way.
+    pub rotation: f64,
+    /// Shift by up to this fraction of the width and height either way.
+    pub translate: f64,
+    /// Brightness factor drawn from `[1 - b, 1 + b]`.
+    pub brightness: f64,
+    /// Contrast factor drawn from `[1 - c, 1 + c]`, around each image's mean.
+    pub contrast: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -150,6 +198,7 @@ impl DataConfig {
             DataSource::Idx(d) => d.test.is_some(),
             DataSource::Csv(d) => d.test.is_some(),
             DataSource::Safetensors(d) => d.test.is_some(),
+            DataSource::Images(d) => d.test.is_some(),
             DataSource::Digits | DataSource::Synthetic(_) => false,
         }
     }
@@ -162,6 +211,7 @@ impl DataConfig {
             DataSource::Idx(_) => "idx",
             DataSource::Csv(_) => "csv",
             DataSource::Safetensors(_) => "safetensors",
+            DataSource::Images(_) => "images",
         }
     }
 }
@@ -175,7 +225,7 @@ impl Default for DataConfig {
 impl Tagged for DataConfig {
     const TAG: &'static str = "source";
     const DEFAULT: Option<&'static str> = Some("digits");
-    const KINDS: &'static [&'static str] = &["digits", "synthetic", "idx", "csv", "safetensors"];
+    const KINDS: &'static [&'static str] = &["digits", "synthetic", "idx", "csv", "safetensors", "images"];
 
     fn common_fields() -> &'static [&'static str] {
         tagged::fields::<Common>()
@@ -187,6 +237,7 @@ impl Tagged for DataConfig {
             "idx" => tagged::fields::<IdxData>(),
             "csv" => tagged::fields::<CsvData>(),
             "safetensors" => tagged::fields::<SafetensorsData>(),
+            "images" => tagged::fields::<ImagesData>(),
             _ => &[],
         }
     }
@@ -197,6 +248,7 @@ impl Tagged for DataConfig {
             "idx" => DataSource::Idx(part(own)?),
             "csv" => DataSource::Csv(part(own)?),
             "safetensors" => DataSource::Safetensors(part(own)?),
+            "images" => DataSource::Images(part(own)?),
             _ => {
                 part::<NoKeys>(own)?;
                 DataSource::Digits

@@ -1,9 +1,11 @@
 //! Datasets as tensors: loaded once, split, normalised, moved to the device, then batched by slicing one
 //! shuffled copy per epoch — no per-sample work, so loading is never the bottleneck.
 
+pub mod augment;
 pub mod formats;
+pub mod images;
 
-use crate::config::{Column, CsvData, DataConfig, DataSource, KeyError, TaskKind};
+use crate::config::{Column, CsvData, DataConfig, DataSource, ImagesData, KeyError, TaskKind};
 use anyhow::{bail, Result};
 use formats::{DataError, RawSet, Targets, Task};
 use rand::seq::SliceRandom;
@@ -86,6 +88,7 @@ pub fn load(cfg: &DataConfig, seed: u64, base: &Path, device: Device) -> Result<
             let train = formats::safetensors(&file, &st.features_key, &st.targets_key, task)?;
             Raw { train, val: read(&st.val)?, test: read(&st.test)?, description: format!("safetensors {}", file.display()) }
         }
+        DataSource::Images(img) => load_images(img, base)?,
     };
     assemble(raw, cfg, seed, device)
 }
@@ -102,6 +105,23 @@ impl Raw {
     fn train_only(train: RawSet, description: String) -> Raw {
         Raw { train, val: None, test: None, description }
     }
+}
+
+fn load_images(cfg: &ImagesData, base: &Path) -> Result<Raw> {
+    let workers = match cfg.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let spec = images::ImageSpec { size: cfg.size.map(|[h, w]| (h, w)), channels: cfg.channels, workers, known_classes: None };
+    let file = base.join(&cfg.path);
+    let train = images::read(&file, &spec)?;
+    // Other sets take the training set's size, channels and classes.
+    let [c, h, w] = train.shape[..] else { bail!("{}: images decoded to shape {:?}", file.display(), train.shape) };
+    let spec = images::ImageSpec { size: Some((h as u32, w as u32)), channels: Some(c as u8), known_classes: train.class_names.as_deref(), ..spec };
+    let read = |f: &Option<std::path::PathBuf>| f.as_ref().map(|v| images::read(&base.join(v), &spec)).transpose();
+    let (val, test) = (read(&cfg.val)?, read(&cfg.test)?);
+    let description = format!("images {} ({} images, {c}x{h}x{w})", file.display(), train.len());
+    Ok(Raw { train, val, test, description })
 }
 
 fn load_csv(cfg: &CsvData, task: Task, base: &Path) -> Result<Raw> {
@@ -261,6 +281,11 @@ pub struct Standardizer {
 impl Standardizer {
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
         Ok(x.f_sub(&self.mean)?.f_div(&self.std)?)
+    }
+
+    /// The inverse of [`Standardizer::apply`]: standardised values back to the data's own scale.
+    pub fn undo(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.f_mul(&self.std)?.f_add(&self.mean)?)
     }
 }
 

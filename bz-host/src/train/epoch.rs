@@ -24,9 +24,10 @@ pub(super) struct EpochRun {
     e1: usize,
     start: Instant,
     phases: Phases,
-    /// The training split in this epoch's sample order.
+    /// The training split in this epoch's sample order, and that order (sample indices, for augmentation).
     x: Tensor,
     y: Tensor,
+    order: Vec<i64>,
     metrics: Vec<Metric>,
     confusion: Option<ConfusionMatrix>,
     /// The epoch's last step's gradients, for a plugin that asked for histograms this epoch.
@@ -54,12 +55,12 @@ impl Trainer<'_> {
         let mut phases = Phases::default();
         let t = Instant::now();
         let order = data::epoch_order(self.plan.n_train, self.cfg.run.seed, self.state.epoch);
-        let order = Tensor::f_from_slice(&order)?.f_to_device(self.session.device)?;
-        let x = self.session.data.train.x.f_index_select(0, &order)?;
-        let y = self.session.data.train.y.f_index_select(0, &order)?;
+        let index = Tensor::f_from_slice(&order)?.f_to_device(self.session.device)?;
+        let x = self.session.data.train.x.f_index_select(0, &index)?;
+        let y = self.session.data.train.y.f_index_select(0, &index)?;
         phases.lap(t, Phase::Data);
         let e1 = self.state.epoch + 1;
-        Ok(EpochRun { e1, start: t, phases, x, y, metrics: vec![], confusion: None, grad_histograms: None, train_seconds: 0.0 })
+        Ok(EpochRun { e1, start: t, phases, x, y, order, metrics: vec![], confusion: None, grad_histograms: None, train_seconds: 0.0 })
     }
 
     /// The batch loop; true when Ctrl-C ended it (the caller saves and ends the run).
@@ -143,7 +144,10 @@ impl Trainer<'_> {
     fn forward_backward(&mut self, ep: &mut EpochRun, start: usize, len: usize, grads: &mut Vec<Tensor>) -> Result<(f64, Tensor)> {
         let (model, objective) = (&self.session.model, &self.session.objective);
         let t = Instant::now();
-        let x = ep.x.f_narrow(0, start as i64, len as i64)?;
+        let mut x = ep.x.f_narrow(0, start as i64, len as i64)?;
+        if let Some(augment) = &self.session.augment {
+            x = augment.apply(&x, &ep.order[start..start + len], self.state.epoch)?;
+        }
         let y = ep.y.f_narrow(0, start as i64, len as i64)?;
         let t = ep.phases.lap(t, Phase::Data);
         let out = model.forward_t(&x, true)?;

@@ -1,7 +1,8 @@
 //! A prepared session: the data, the model and its variables, the objective and the device a config describes.
 //! `bz train` trains it; `bz eval` and `bz validate` use it as it is.
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, DataSource, ImagesData};
+use crate::data::augment::Augmenter;
 use crate::data::{self, Dataset};
 use crate::evaluate::Objective;
 use crate::model::{self, Model};
@@ -17,6 +18,8 @@ pub struct Session {
     pub model: Model,
     pub objective: Objective,
     pub device: tch::Device,
+    /// `data.augment` of an images source, applied to training batches only.
+    pub augment: Option<Augmenter>,
 }
 
 impl Session {
@@ -40,7 +43,11 @@ impl Session {
         let objective = Objective::new(cfg.train.loss, data.task, data.outputs, &model.output_shape, cfg.train.label_smoothing, cfg.metrics.top_k)
             .map_err(|e| config_error(config_path, "model", format!("{e:#}")))?;
         check_monitors(cfg, config_path, &objective, &data)?;
-        Ok(Session { data, vs, model, objective, device })
+        let augment = match &cfg.data.source {
+            DataSource::Images(ImagesData { augment: Some(a), .. }) => Augmenter::new(a, cfg.run.seed, data.normalization.as_ref(), device)?,
+            _ => None,
+        };
+        Ok(Session { data, vs, model, objective, device, augment })
     }
 }
 
