@@ -1,0 +1,154 @@
+// A C ABI over c10d's TCPStore and ProcessGroupGloo, the pieces of PyTorch's distributed engine bz uses for
+// data-parallel training on CPU. Rust sees plain C types only: every C++ exception is caught here and comes back as a
+// malloc'd message the caller frees with bz_dist_error_free, because an exception unwinding into Rust is undefined
+// behaviour. Tensors cross as tch's C_tensor, which is a torch::Tensor* (torch-sys libtch/torch_api.h).
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct Group {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+  std::chrono::milliseconds timeout;
+};
+
+char* error_copy(const char* message) {
+  char* out = strdup(message == nullptr ? "unknown error" : message);
+  return out;
+}
+
+// Runs `body`, turning whatever it throws into *err; returns 0 on success and -1 on failure.
+template <typename F>
+int guarded(char** err, F&& body) {
+  try {
+    body();
+    return 0;
+  } catch (const c10::Error& e) {
+    // what() carries a C++ backtrace; the message without it is what a user can act on.
+    *err = error_copy(e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    *err = error_copy(e.what());
+  } catch (...) {
+    *err = error_copy("unknown C++ exception in c10d");
+  }
+  return -1;
+}
+
+// GLOO_SOCKET_IFNAME names the interface as in PyTorch; otherwise a loopback master means a single machine, so
+// bind there, and any other master means bind to this host's own name, which is what PyTorch does by default.
+std::shared_ptr<gloo::transport::Device> make_device(const char* master_addr, const char* ifname) {
+  if (ifname != nullptr && ifname[0] != '\0') {
+    return c10d::ProcessGroupGloo::createDeviceForInterface(ifname);
+  }
+  std::string master = master_addr;
+  if (master == "127.0.0.1" || master == "localhost" || master == "::1") {
+    return c10d::ProcessGroupGloo::createDeviceForHostname(master);
+  }
+  return c10d::ProcessGroupGloo::createDefaultDevice();
+}
+
+void wait_all(std::vector<c10::intrusive_ptr<c10d::Work>>& works, std::chrono::milliseconds timeout) {
+  for (auto& work : works) {
+    if (!work->wait(timeout)) {
+      throw std::runtime_error("c10d operation was aborted");
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+struct bz_dist_config {
+  const char* master_addr;
+  uint16_t master_port;
+  // Serve the store (rank 0), or join one: another rank's or, under torchrun, its agent's.
+  int32_t is_master;
+  int32_t rank;
+  int32_t world_size;
+  int64_t timeout_ms;
+  // GLOO_SOCKET_IFNAME, or null.
+  const char* ifname;
+};
+
+void bz_dist_error_free(char* err) { std::free(err); }
+
+// Joins the store and connects the Gloo mesh; both wait at most timeout_ms for the other ranks.
+Group* bz_dist_new(const bz_dist_config* config, char** err) {
+  Group* out = nullptr;
+  guarded(err, [&] {
+    std::chrono::milliseconds timeout(config->timeout_ms);
+    c10d::TCPStoreOptions store_options;
+    store_options.port = config->master_port;
+    store_options.isServer = config->is_master != 0;
+    store_options.numWorkers = static_cast<std::size_t>(config->world_size);
+    // The server waits here until world_size clients have joined, so a rank that never comes fails the start.
+    store_options.waitWorkers = true;
+    store_options.timeout = timeout;
+    c10::intrusive_ptr<c10d::Store> tcp = c10::make_intrusive<c10d::TCPStore>(config->master_addr, store_options);
+    // Our keys apart from whatever else uses the store (torchrun's agent), as init_process_group does.
+    c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::PrefixStore>("bz/0/", tcp);
+    auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+    options->devices.push_back(make_device(config->master_addr, config->ifname));
+    auto gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(store, config->rank, config->world_size, options);
+    out = new Group{store, gloo, timeout};
+  });
+  return out;
+}
+
+void bz_dist_free(Group* group) {
+  // A destructor that throws would abort the process; a failed teardown has nothing left to report to.
+  try {
+    delete group;
+  } catch (...) {
+  }
+}
+
+int bz_dist_broadcast(Group* group, torch::Tensor* tensor, int32_t root, char** err) {
+  return guarded(err, [&] {
+    std::vector<at::Tensor> tensors{*tensor};
+    c10d::BroadcastOptions options;
+    options.rootRank = root;
+    options.timeout = group->timeout;
+    std::vector<c10::intrusive_ptr<c10d::Work>> works{group->gloo->broadcast(tensors, options)};
+    wait_all(works, group->timeout);
+  });
+}
+
+// Sums each tensor across ranks in place. One collective per tensor: c10d reads a vector of tensors as replicas of
+// one value, so passing them together would add them to each other.
+int bz_dist_all_reduce_sum(Group* group, torch::Tensor** tensors, size_t count, char** err) {
+  return guarded(err, [&] {
+    c10d::AllreduceOptions options;
+    options.reduceOp = c10d::ReduceOp::SUM;
+    options.timeout = group->timeout;
+    std::vector<c10::intrusive_ptr<c10d::Work>> works;
+    works.reserve(count);
+    for (size_t i = 0; i < count; ++i) {
+      std::vector<at::Tensor> one{*tensors[i]};
+      works.push_back(group->gloo->allreduce(one, options));
+    }
+    wait_all(works, group->timeout);
+  });
+}
+
+int bz_dist_barrier(Group* group, char** err) {
+  return guarded(err, [&] {
+    c10d::BarrierOptions options;
+    options.timeout = group->timeout;
+    std::vector<c10::intrusive_ptr<c10d::Work>> works{group->gloo->barrier(options)};
+    wait_all(works, group->timeout);
+  });
+}
+
+}  // extern "C"
