@@ -33,18 +33,31 @@ fn collectives(group: &mut ProcessGroup) -> Result<(), String> {
         (Tensor::arange(6, (Kind::Int64, tch::Device::Cpu)) + 100 * r).view([2, 3]),
         Tensor::full([10_000], (r + 1) as f64, (Kind::Double, tch::Device::Cpu)),
     ];
+    // A view with gaps (the first two columns of a 2×3 matrix): Gloo reads memory as one dense block, so unless the
+    // shim stages it the sums come out wrong, and different on each rank.
+    let matrix = Tensor::arange(6, (Kind::Double, tch::Device::Cpu)).view([2, 3]) + r;
+    tensors.push(matrix.narrow(1, 0, 2));
     group.all_reduce_sum(&mut tensors).map_err(|e| e.to_string())?;
     let triangle = n * (n + 1) / 2;
-    expect("f32 sum", &tensors[0], &[1.5 * triangle as f64, -((n * (n - 1) / 2) as f64), 0.25 * n as f64])?;
-    let ints: Vec<f64> = (0..6).map(|i| (n * i + 100 * n * (n - 1) / 2) as f64).collect();
+    let pairs = n * (n - 1) / 2;
+    expect("f32 sum", &tensors[0], &[1.5 * triangle as f64, -(pairs as f64), 0.25 * n as f64])?;
+    let ints: Vec<f64> = (0..6).map(|i| (n * i + 100 * pairs) as f64).collect();
     expect("i64 sum", &tensors[1].view([6]), &ints)?;
     expect("f64 sum", &tensors[2], &vec![triangle as f64; 10_000])?;
+    let summed = |i: i64| (n * i + pairs) as f64;
+    // The hidden column keeps this rank's own values.
+    let columns = [summed(0), summed(1), (2 + r) as f64, summed(3), summed(4), (5 + r) as f64];
+    expect("strided view sum", &matrix.view([6]), &columns)?;
 
-    // The last rank as root, so a broadcast that silently kept rank 0's values would show.
+    // The last rank as root, so a broadcast that silently kept rank 0's values would show; every other element, so
+    // the view is strided.
     let root = group.world_size() - 1;
-    let mut mine = Tensor::arange(4, (Kind::Float, tch::Device::Cpu)) * (r + 1);
+    let whole = Tensor::arange(8, (Kind::Float, tch::Device::Cpu)) * (r + 1);
+    let mut mine = whole.view([4, 2]).select(1, 0);
     group.broadcast(&mut mine, root).map_err(|e| e.to_string())?;
-    expect("broadcast", &mine, &[0.0, n as f64, 2.0 * n as f64, 3.0 * n as f64])?;
+    let odd = |i: i64| (i * (r + 1)) as f64;
+    let want = [0.0, odd(1), 2.0 * n as f64, odd(3), 4.0 * n as f64, odd(5), 6.0 * n as f64, odd(7)];
+    expect("broadcast", &whole, &want)?;
     group.barrier().map_err(|e| e.to_string())?;
     println!("rank {r} ok");
     Ok(())

@@ -57,6 +57,22 @@ std::shared_ptr<gloo::transport::Device> make_device(const char* master_addr, co
   return c10d::ProcessGroupGloo::createDefaultDevice();
 }
 
+// Gloo reads a tensor's memory as one dense block from its data pointer, so a view with gaps (a narrowed slice)
+// would be reduced wrong, and differently on each rank; such a tensor goes through a contiguous copy.
+struct Staged {
+  at::Tensor target;
+  at::Tensor buffer;
+
+  explicit Staged(const at::Tensor& tensor)
+      : target(tensor), buffer(tensor.is_contiguous() ? tensor : tensor.contiguous()) {}
+
+  void finish() {
+    if (!buffer.is_same(target)) {
+      target.copy_(buffer);
+    }
+  }
+};
+
 void wait_all(std::vector<c10::intrusive_ptr<c10d::Work>>& works, std::chrono::milliseconds timeout) {
   for (auto& work : works) {
     if (!work->wait(timeout)) {
@@ -116,12 +132,14 @@ void bz_dist_free(Group* group) {
 
 int bz_dist_broadcast(Group* group, torch::Tensor* tensor, int32_t root, char** err) {
   return guarded(err, [&] {
-    std::vector<at::Tensor> tensors{*tensor};
+    Staged staged(*tensor);
+    std::vector<at::Tensor> tensors{staged.buffer};
     c10d::BroadcastOptions options;
     options.rootRank = root;
     options.timeout = group->timeout;
     std::vector<c10::intrusive_ptr<c10d::Work>> works{group->gloo->broadcast(tensors, options)};
     wait_all(works, group->timeout);
+    staged.finish();
   });
 }
 
@@ -132,13 +150,19 @@ int bz_dist_all_reduce_sum(Group* group, torch::Tensor** tensors, size_t count, 
     c10d::AllreduceOptions options;
     options.reduceOp = c10d::ReduceOp::SUM;
     options.timeout = group->timeout;
+    std::vector<Staged> staged;
     std::vector<c10::intrusive_ptr<c10d::Work>> works;
+    staged.reserve(count);
     works.reserve(count);
     for (size_t i = 0; i < count; ++i) {
-      std::vector<at::Tensor> one{*tensors[i]};
+      staged.emplace_back(*tensors[i]);
+      std::vector<at::Tensor> one{staged.back().buffer};
       works.push_back(group->gloo->allreduce(one, options));
     }
     wait_all(works, group->timeout);
+    for (auto& s : staged) {
+      s.finish();
+    }
   });
 }
 
