@@ -22,6 +22,11 @@ fn run_rank(mode: &str) -> Result<(), String> {
         "collectives" => collectives(&mut group),
         // Joins, then goes away without a word: the other ranks' next collective must fail, not hang.
         "leave" => std::process::exit(0),
+        // Joins, then stays away from the collectives without dying: the others must time out, not wait forever.
+        "stall" => {
+            std::thread::sleep(Duration::from_secs(120));
+            Ok(())
+        }
         other => Err(format!("unknown {PROBE} mode {other}")),
     }
 }
@@ -199,6 +204,24 @@ fn a_rank_that_leaves_fails_the_others_collective() {
     let error = rank_error(&output);
     assert!(error.contains("all-reduce:"), "{error}");
     eprintln!("staying rank gave up after {took:?}: {error}");
+}
+
+#[test]
+fn a_rank_that_stalls_fails_the_others_collective_within_the_timeout() {
+    require_shim();
+    let port = free_port();
+    let timeout = Duration::from_secs(4);
+    let staying = spawn(&Rank { rank: 0, world_size: 2, port, mode: "collectives" }, timeout);
+    let mut stalling = spawn(&Rank { rank: 1, world_size: 2, port, mode: "stall" }, timeout);
+    let (output, took) = finish(staying, Instant::now() + Duration::from_secs(60), "waiting rank");
+    stalling.kill().ok();
+    stalling.wait().ok();
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
+    let error = rank_error(&output);
+    assert!(error.contains("all-reduce:"), "{error}");
+    // Joining takes a moment, the collective then waits its timeout, and tearing the group down waits for Gloo's own.
+    assert!(took < 3 * timeout + Duration::from_secs(5), "the waiting rank took {took:?} to give up");
+    eprintln!("waiting rank gave up after {took:?}: {error}");
 }
 
 /// The test venv's Python; torch comes into it through a .pth, without its console scripts, so torchrun is run as

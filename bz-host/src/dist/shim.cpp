@@ -2,6 +2,11 @@
 // data-parallel training on CPU. Rust sees plain C types only: every C++ exception is caught here and comes back as a
 // malloc'd message the caller frees with bz_dist_error_free, because an exception unwinding into Rust is undefined
 // behaviour. Tensors cross as tch's C_tensor, which is a torch::Tensor* (torch-sys libtch/torch_api.h).
+//
+// The gloo headers come from horovod's copy (gloo 0.5.0), not the newer gloo libtorch_cpu.so was built with. That is
+// sound because nothing here depends on a gloo type's layout: ProcessGroupGloo holds every gloo object behind a
+// shared_ptr whose control block and virtual calls live in libtorch_cpu.so, and this file calls no gloo code itself;
+// the headers are needed only for ProcessGroupGloo.hpp to parse.
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -73,11 +78,26 @@ struct Staged {
   }
 };
 
+// c10d's own messages ("Operation timed out!", "Connection closed by peer") do not say that the cause is usually
+// another rank, nor how long was waited; this adds both.
 void wait_all(std::vector<c10::intrusive_ptr<c10d::Work>>& works, std::chrono::milliseconds timeout) {
-  for (auto& work : works) {
-    if (!work->wait(timeout)) {
-      throw std::runtime_error("c10d operation was aborted");
+  std::string message;
+  try {
+    for (auto& work : works) {
+      if (!work->wait(timeout)) {
+        message = "the operation was aborted";
+        break;
+      }
     }
+  } catch (const c10::Error& e) {
+    message = e.what_without_backtrace();
+  } catch (const std::exception& e) {
+    message = e.what();
+  }
+  if (!message.empty()) {
+    throw std::runtime_error(
+        "another rank died, stalled or never called it (waited up to " + std::to_string(timeout.count()) +
+        " ms): " + message);
   }
 }
 
