@@ -114,15 +114,20 @@ struct Rank<'a> {
 }
 
 fn spawn(rank: &Rank, timeout: Duration) -> Child {
-    rank_command(&std::env::current_exe().unwrap(), rank.mode, timeout)
-        .env("RANK", rank.rank.to_string())
+    command(rank, timeout).spawn().unwrap()
+}
+
+/// A rank's command with torchrun's variables for a job of our own on 127.0.0.1.
+fn command(rank: &Rank, timeout: Duration) -> Command {
+    let mut cmd = rank_command(&std::env::current_exe().unwrap(), rank.mode, timeout);
+    cmd.env("RANK", rank.rank.to_string())
         .env("LOCAL_RANK", rank.rank.to_string())
         .env("WORLD_SIZE", rank.world_size.to_string())
         .env("MASTER_ADDR", "127.0.0.1")
         .env("MASTER_PORT", rank.port.to_string())
         .env_remove("TORCHELASTIC_USE_AGENT_STORE")
-        .spawn()
-        .unwrap()
+        .env_remove("GLOO_SOCKET_IFNAME");
+    cmd
 }
 
 /// Waits for `child` until `deadline`, killing it past that: a hang fails the test instead of stalling the suite.
@@ -187,6 +192,17 @@ fn a_rank_that_never_arrives_fails_the_others_within_the_timeout() {
         assert!(took < timeout + Duration::from_secs(10), "rank {rank} took {took:?} to give up");
         eprintln!("lonely rank {rank} gave up after {took:?}: {error}");
     }
+}
+
+#[test]
+fn a_socket_interface_that_does_not_exist_is_one_error_naming_it() {
+    require_shim();
+    let mut cmd = command(&Rank { rank: 0, world_size: 1, port: free_port(), mode: "collectives" }, Duration::from_secs(5));
+    let child = cmd.env("GLOO_SOCKET_IFNAME", "nosuch0").spawn().unwrap();
+    let (output, _) = finish(child, Instant::now() + Duration::from_secs(30), "rank");
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stderr));
+    let error = rank_error(&output);
+    assert!(error.starts_with("rank error: joining the process group: GLOO_SOCKET_IFNAME=nosuch0: no usable"), "{error}");
 }
 
 #[test]

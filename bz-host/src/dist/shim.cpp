@@ -27,9 +27,14 @@ struct Group {
   std::chrono::milliseconds timeout;
 };
 
-char* error_copy(const char* message) {
-  char* out = strdup(message == nullptr ? "unknown error" : message);
-  return out;
+char* error_copy(const std::string& message) { return strdup(message.c_str()); }
+
+// c10::Error's what() carries a C++ backtrace; the message without it is what a user can act on.
+std::string describe(const std::exception& e) {
+  if (const auto* c10_error = dynamic_cast<const c10::Error*>(&e)) {
+    return c10_error->what_without_backtrace();
+  }
+  return e.what();
 }
 
 // Runs `body`, turning whatever it throws into *err; returns 0 on success and -1 on failure.
@@ -38,11 +43,8 @@ int guarded(char** err, F&& body) {
   try {
     body();
     return 0;
-  } catch (const c10::Error& e) {
-    // what() carries a C++ backtrace; the message without it is what a user can act on.
-    *err = error_copy(e.what_without_backtrace());
   } catch (const std::exception& e) {
-    *err = error_copy(e.what());
+    *err = error_copy(describe(e));
   } catch (...) {
     *err = error_copy("unknown C++ exception in c10d");
   }
@@ -53,7 +55,13 @@ int guarded(char** err, F&& body) {
 // bind there, and any other master means bind to this host's own name, which is what PyTorch does by default.
 std::shared_ptr<gloo::transport::Device> make_device(const char* master_addr, const char* ifname) {
   if (ifname != nullptr && ifname[0] != '\0') {
-    return c10d::ProcessGroupGloo::createDeviceForInterface(ifname);
+    try {
+      return c10d::ProcessGroupGloo::createDeviceForInterface(ifname);
+    } catch (const std::exception& e) {
+      // Gloo's message ("ifa != nullptr. Unable to find address for: eth9") does not say where the name came from.
+      throw std::runtime_error(std::string("GLOO_SOCKET_IFNAME=") + ifname + ": no usable interface of that name (" +
+                               describe(e) + ")");
+    }
   }
   std::string master = master_addr;
   if (master == "127.0.0.1" || master == "localhost" || master == "::1") {
@@ -89,10 +97,8 @@ void wait_all(std::vector<c10::intrusive_ptr<c10d::Work>>& works, std::chrono::m
         break;
       }
     }
-  } catch (const c10::Error& e) {
-    message = e.what_without_backtrace();
   } catch (const std::exception& e) {
-    message = e.what();
+    message = describe(e);
   }
   if (!message.empty()) {
     throw std::runtime_error(
