@@ -153,7 +153,9 @@ impl ProcessGroup {
     }
 
     /// Replaces each tensor, in place, by its sum over all ranks (each tensor on its own: they may differ in shape
-    /// and kind).
+    /// and kind). One collective per tensor, all in flight together; many small tensors cost more than one flat
+    /// buffer of the same size (2 ranks on one machine: 100 × 10k floats ~20 ms, 1 × 1M floats ~5 ms), so gradients
+    /// are best summed in flattened buckets.
     pub fn all_reduce_sum(&mut self, tensors: &mut [Tensor]) -> Result<(), DistError> {
         #[cfg(bz_dist)]
         return self.raw.all_reduce_sum(tensors);
