@@ -21,6 +21,7 @@ fn main() {
     let lib = libtorch.join("lib");
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
     println!("cargo:rustc-env=BZ_LIBTORCH_DIR={}", libtorch.display());
+    dist_shim(&libtorch);
     if want_cuda(&libtorch) {
         println!("cargo:rustc-link-search=native={}", lib.display());
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
@@ -28,6 +29,46 @@ fn main() {
         println!("cargo:rustc-link-arg=-ltorch");
         println!("cargo:rustc-env=BZ_CUDA_LINKED=1");
     }
+}
+
+/// Compiles the c10d bridge (src/dist/shim.cpp) when gloo's headers are at `<repo>/.gloo` (`scripts/setup --dist`),
+/// and sets `cfg(bz_dist)`; without them bz builds without distributed training, saying so once here.
+fn dist_shim(libtorch: &Path) {
+    println!("cargo:rustc-check-cfg=cfg(bz_dist)");
+    println!("cargo:rerun-if-changed=src/dist/shim.cpp");
+    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let gloo = manifest.parent().unwrap_or(&manifest).join(".gloo");
+    // Watched only when present (see want_cuda); after a first `scripts/setup --dist`, the warning below says how
+    // to make cargo look again.
+    let config = gloo.join("gloo/config.h");
+    if !config.exists() {
+        println!(
+            "cargo:warning=gloo's headers are not at {}: bz is built without distributed training; run scripts/setup --dist, then touch bz-host/build.rs",
+            gloo.display()
+        );
+        return;
+    }
+    println!("cargo:rerun-if-changed={}", config.display());
+    let include = libtorch.join("include");
+    // The ABI flag as torch-sys sets it for this libtorch, so std::string crosses into libtorch_cpu.so intact.
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    let cxx11_abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        // Debug info for libtorch's headers doubles the compile (~10 s to ~20 s) for a shim too thin to step through.
+        .debug(false)
+        .includes([include.clone(), include.join("torch/csrc/api/include"), gloo])
+        .flag("-std=c++17")
+        // libtorch's headers use C++20 bit-field initialisers that g++ accepts in C++17 with a warning per include.
+        .flag_if_supported("-Wno-c++20-extensions")
+        .define("_GLIBCXX_USE_CXX11_ABI", cxx11_abi.as_str())
+        .define("GLOG_USE_GLOG_EXPORT", None)
+        .define("USE_C10D_GLOO", None)
+        .file("src/dist/shim.cpp")
+        .compile("bz_dist_shim");
+    println!("cargo:rustc-cfg=bz_dist");
 }
 
 /// The plugin channel a release build carries: `BZ_CHANNEL_URL` and `BZ_CHANNEL_PUBKEY` at build time (the release

@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod console;
 pub mod data;
+pub mod dist;
 pub mod evaluate;
 pub mod events;
 pub mod export;
