@@ -17,6 +17,8 @@ pub enum Status {
     Failed,
     /// Ctrl-C stopped it cleanly.
     Interrupted,
+    /// Processes it started ended so (`bz train --nproc`: the first failed rank's code, passed on).
+    Exited(u8),
 }
 
 /// The process's exit code for a command's result; an error is printed here, as one `error: …` line.
@@ -25,6 +27,7 @@ pub fn code(result: anyhow::Result<Status>) -> ExitCode {
         Ok(Status::Success) => ExitCode::SUCCESS,
         Ok(Status::Failed) => ExitCode::from(1),
         Ok(Status::Interrupted) => ExitCode::from(INTERRUPTED),
+        Ok(Status::Exited(code)) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(error_code(&e))

@@ -9,6 +9,7 @@ use tch::Tensor;
 
 #[cfg(bz_dist)]
 mod ffi;
+pub mod launch;
 
 /// How long a rank waits for the others, at start-up and in each collective, unless told otherwise. PyTorch's
 /// default is 30 minutes; a dead rank should stop a run sooner than that.

@@ -54,7 +54,7 @@ impl Trainer<'_> {
     pub(super) fn begin_epoch(&mut self) -> Result<EpochRun> {
         let mut phases = Phases::default();
         let t = Instant::now();
-        let order = data::epoch_order(self.plan.n_train, self.cfg.run.seed, self.state.epoch);
+        let order = self.ranks.shard(data::epoch_order(self.plan.n_total, self.cfg.run.seed, self.state.epoch));
         let index = Tensor::f_from_slice(&order)?.f_to_device(self.session.device)?;
         let x = self.session.data.train.x.f_index_select(0, &index)?;
         let y = self.session.data.train.y.f_index_select(0, &index)?;
@@ -77,8 +77,9 @@ impl Trainer<'_> {
         let loop_start = Instant::now();
         let seconds_before = self.state.partial.seconds;
         while self.state.batch_in_epoch < self.plan.batches {
-            // Only between optimizer steps: gradients of a half-accumulated step are not part of a checkpoint.
-            if acc.grads.is_empty() && self.interrupt.is_raised() {
+            // Only between optimizer steps: gradients of a half-accumulated step are not part of a checkpoint. Every
+            // rank stops at the same step when any was interrupted.
+            if acc.grads.is_empty() && self.ranks.any([self.interrupt.is_raised()])?[0] {
                 self.state.partial.correct += acc.correct.f_int64_value(&[])?;
                 self.state.partial.seconds = seconds_before + loop_start.elapsed().as_secs_f64();
                 return Ok(true);
@@ -88,10 +89,14 @@ impl Trainer<'_> {
         self.state.partial.correct += acc.correct.f_int64_value(&[])?;
         self.state.partial.seconds = seconds_before + loop_start.elapsed().as_secs_f64();
         ep.train_seconds = self.state.partial.seconds;
-        let samples = self.state.partial.samples.max(1) as f64;
-        ep.metrics.push(Metric::new("train", "loss", self.state.partial.loss_sum / samples));
+        // Over every rank's samples: sums, not a mean of means.
+        let p = &self.state.partial;
+        let mut sums = [p.loss_sum, p.samples as f64, p.correct as f64];
+        self.ranks.sum(&mut sums)?;
+        let [loss_sum, samples, correct] = sums;
+        ep.metrics.push(Metric::new("train", "loss", loss_sum / samples.max(1.0)));
         if self.session.objective.task == TaskKind::Classification {
-            ep.metrics.push(Metric::new("train", "accuracy", self.state.partial.correct as f64 / samples));
+            ep.metrics.push(Metric::new("train", "accuracy", correct / samples.max(1.0)));
         }
         let d = self.emit(EventKind::TRAIN_LOOP_END, self.at(self.plan.batches), &ep.metrics, &Value::Null)?;
         self.stop_if(d);
@@ -105,7 +110,7 @@ impl Trainer<'_> {
             self.bench = Some((Instant::now(), self.state.global_step));
         }
         if self.plan.reseed {
-            tch::manual_seed(super::step_seed(self.cfg.run.seed, self.state.global_step));
+            tch::manual_seed(super::step_seed(self.ranks.seed(self.cfg.run.seed), self.state.global_step));
         }
         self.emit(EventKind::TRAIN_BATCH_START, self.at(b), &[], &Value::Null)?;
         let start = b * self.plan.batch_size;
@@ -113,9 +118,11 @@ impl Trainer<'_> {
         let (loss, hits) = self
             .forward_backward(ep, start, len, &mut acc.grads)
             .with_context(|| format!("training failed at epoch {}, batch {b} (step {})", ep.e1, self.state.global_step))?;
-        if !loss.is_finite() {
+        if self.ranks.any([!loss.is_finite()])?[0] {
             let checkpoint = self.last_saved.clone();
-            return Err(NonFiniteLoss { value: loss, epoch: ep.e1, batch: b, step: self.state.global_step, checkpoint }.into());
+            // Another rank's loss, when this one's is finite.
+            let value = if loss.is_finite() { f64::NAN } else { loss };
+            return Err(NonFiniteLoss { value, epoch: ep.e1, batch: b, step: self.state.global_step, checkpoint }.into());
         }
         if hits.defined() {
             acc.correct = acc.correct.f_add(&hits)?;
@@ -172,6 +179,7 @@ impl Trainer<'_> {
     /// Clips the accumulated gradients, sets the scheduled learning rate and steps.
     fn optimizer_step(&mut self, ep: &mut EpochRun, grads: &mut Vec<Tensor>, last_of_epoch: bool) -> Result<()> {
         let t = Instant::now();
+        self.ranks.average_gradients(grads)?;
         if let Some(v) = self.cfg.train.clip_grad_value {
             Optimizer::clip_grad_value(grads, v)?;
         }
@@ -185,6 +193,7 @@ impl Trainer<'_> {
         }
         self.opt.step(grads)?;
         grads.clear();
+        self.ranks.broadcast_buffers(&self.session.vs)?;
         ep.phases.lap(t, Phase::Optimizer);
         Ok(())
     }
@@ -194,7 +203,7 @@ impl Trainer<'_> {
         if let Some((t0, s0)) = self.bench.take() {
             let secs = t0.elapsed().as_secs_f64();
             let steps = self.state.global_step - s0;
-            let samples_per_s = (steps * self.plan.batch_size) as f64 / secs.max(1e-12);
+            let samples_per_s = (steps * self.plan.batch_size * self.ranks.world_size()) as f64 / secs.max(1e-12);
             self.run.log.write(&json!({ "event": "throughput", "step": self.state.global_step, "warmup_steps": s0, "steps": steps, "seconds": secs,
                                     "samples_per_s": samples_per_s }))?;
         }
@@ -286,7 +295,8 @@ impl Trainer<'_> {
 
     /// The epoch's metrics.jsonl line.
     fn summary(&self, ep: &EpochRun, by_name: Map<String, Value>) -> EpochSummary {
-        let samples = self.state.partial.samples.max(1) as f64;
+        // The job's rate: every rank trains as many samples in the same time.
+        let samples = (self.state.partial.samples.max(1) as usize * self.ranks.world_size()) as f64;
         let confusion = ep.confusion.as_ref().filter(|_| self.cfg.metrics.confusion_matrix);
         EpochSummary {
             event: "epoch".into(),

@@ -9,6 +9,7 @@
 //! [`Interrupt`] carries Ctrl-C in.
 
 mod claim;
+pub mod distributed;
 mod epoch;
 mod metrics_log;
 mod phases;
@@ -18,11 +19,12 @@ mod trainer;
 
 use crate::interrupt::Interrupt;
 pub use claim::Claim;
+pub use distributed::Ranks;
 pub use session::Session;
 
 use crate::config::Loaded;
 use crate::events::{Dispatcher, Event, EventKind, RunStatus};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use bz_plugin_api::payload::{RunEnd, Status};
 use std::path::PathBuf;
 
@@ -50,9 +52,10 @@ pub struct NonFiniteLoss {
 }
 
 /// Trains a run to completion, early stop, interrupt (when `interrupt` is raised) or failure. Callbacks get
-/// every lifecycle event.
-pub fn train(loaded: &Loaded, opts: &TrainOptions, dispatcher: &mut Dispatcher, interrupt: &Interrupt) -> Result<Outcome> {
-    let result = claim_and_fit(loaded, opts, dispatcher, interrupt);
+/// every lifecycle event. In a data-parallel job every rank calls this; rank 0 writes the run directory.
+pub fn train(loaded: &Loaded, opts: &TrainOptions, dispatcher: &mut Dispatcher, interrupt: &Interrupt, ranks: Ranks) -> Result<Outcome> {
+    let result =
+        if ranks.is_main() { claim_and_fit(loaded, opts, dispatcher, interrupt, ranks) } else { fit_worker(loaded, opts, dispatcher, interrupt, ranks) };
     let status = match &result {
         Ok(Outcome::Completed) => RunStatus::COMPLETED,
         Ok(Outcome::Stopped) => RunStatus::STOPPED,
@@ -74,13 +77,24 @@ pub fn train(loaded: &Loaded, opts: &TrainOptions, dispatcher: &mut Dispatcher, 
     result
 }
 
-fn claim_and_fit(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher, interrupt: &Interrupt) -> Result<Outcome> {
+fn claim_and_fit(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher, interrupt: &Interrupt, ranks: Ranks) -> Result<Outcome> {
     let claim = run_dir::claim(loaded, opts)?;
-    let result = trainer::Trainer::new(loaded, opts, &claim.dir, d, interrupt).and_then(|t| t.fit());
+    let place = trainer::Place { dir: claim.dir.clone(), restore_from: opts.resume.then(|| claim.dir.clone()) };
+    let result = trainer::Trainer::new(loaded, place, d, interrupt, ranks).and_then(|t| t.fit());
     if result.is_err() {
         claim.release_if_unused();
     }
     result
+}
+
+/// A rank other than 0: it trains in step with rank 0 but keeps its checkpoints and metrics in a directory of its
+/// own that is removed at the end; a resumed run reads rank 0's run directory (which every rank must see, as on one
+/// machine or a shared filesystem).
+fn fit_worker(loaded: &Loaded, opts: &TrainOptions, d: &mut Dispatcher, interrupt: &Interrupt, ranks: Ranks) -> Result<Outcome> {
+    let scratch = tempfile::Builder::new().prefix(&format!("bz-rank{}-", ranks.rank())).tempdir().context("cannot create this rank's scratch directory")?;
+    let restore_from = if opts.resume { Some(run_dir::resume_dir(loaded, opts)?) } else { None };
+    let place = trainer::Place { dir: scratch.path().join("run"), restore_from };
+    trainer::Trainer::new(loaded, place, d, interrupt, ranks)?.fit()
 }
 
 /// Mixes seed and step into libtorch's seed for one batch.

@@ -38,19 +38,11 @@ impl RunDir {
 /// The run directory for a new run, or the one to resume, claimed for this process.
 pub fn claim(loaded: &Loaded, opts: &TrainOptions) -> Result<Claim> {
     let root = &loaded.config.run.dir;
+    if opts.resume {
+        return claim::claim_existing(&resume_dir(loaded, opts)?);
+    }
     // Both were checked as plain names where they were given (the config's checks, the flag's parser).
     let explicit = opts.run_name.clone().or_else(|| loaded.config.run.name.clone());
-    if opts.resume {
-        let dir = match &explicit {
-            Some(name) => root.join(name),
-            None => latest_run(root, &loaded.stem)
-                .with_context(|| format!("nothing to resume: no run of {} under {} (start one without --resume)", loaded.stem, root.display()))?,
-        };
-        if !dir.join("checkpoints/last").exists() {
-            bail!("nothing to resume: {} has no checkpoint (checkpoints/last)", dir.display());
-        }
-        return claim::claim_existing(&dir);
-    }
     match explicit {
         Some(name) => claim::claim_new(root, std::iter::once(name), true),
         None => {
@@ -59,6 +51,20 @@ pub fn claim(loaded: &Loaded, opts: &TrainOptions) -> Result<Claim> {
             claim::claim_new(root, names, false)
         }
     }
+}
+
+/// The run `--resume` continues: the named one, else the config's most recent; it must have a checkpoint.
+pub fn resume_dir(loaded: &Loaded, opts: &TrainOptions) -> Result<PathBuf> {
+    let root = &loaded.config.run.dir;
+    let dir = match opts.run_name.clone().or_else(|| loaded.config.run.name.clone()) {
+        Some(name) => root.join(name),
+        None => latest_run(root, &loaded.stem)
+            .with_context(|| format!("nothing to resume: no run of {} under {} (start one without --resume)", loaded.stem, root.display()))?,
+    };
+    if !dir.join("checkpoints/last").exists() {
+        bail!("nothing to resume: {} has no checkpoint (checkpoints/last)", dir.display());
+    }
+    Ok(dir)
 }
 
 /// The most recent run of a config stem (`stem`, `stem-2`, …) that has a checkpoint.

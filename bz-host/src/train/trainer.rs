@@ -1,7 +1,7 @@
 //! The trainer: set-up (fresh or resumed), the run's start and end, and Ctrl-C. The epoch itself is in `epoch`.
 
 use super::run_dir::{self, RunDir};
-use super::{Outcome, Session, TrainOptions};
+use super::{Outcome, Ranks, Session};
 use crate::checkpoint::{self, PartialEpoch, TrainerState};
 use crate::config::{self, Config, Loaded, Mode};
 use crate::events::{Directive, Dispatcher, Event, EventKind, Metric};
@@ -17,11 +17,21 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::Tensor;
 
+/// Where a trainer writes, and the run it continues.
+pub(super) struct Place {
+    /// The run directory (a scratch one on ranks other than 0).
+    pub dir: PathBuf,
+    /// The run directory whose `checkpoints/last` a resumed run starts from.
+    pub restore_from: Option<PathBuf>,
+}
+
 /// What the config fixes about every epoch.
 pub(super) struct Plan {
     pub batch_size: usize,
     pub val_batch_size: usize,
+    /// The samples this rank trains on per epoch (all of them for a single process), of `n_total`.
     pub n_train: usize,
+    pub n_total: usize,
     /// Batches per epoch (after `drop_last` and `limit_train_batches`).
     pub batches: usize,
     pub accum: usize,
@@ -32,10 +42,11 @@ pub(super) struct Plan {
 }
 
 impl Plan {
-    fn new(cfg: &Config, session: &Session) -> Result<Plan> {
+    fn new(cfg: &Config, session: &Session, ranks: &Ranks) -> Result<Plan> {
         let tc = &cfg.train;
         let bs = tc.batch_size;
-        let n_train = session.data.train.len();
+        let n_total = session.data.train.len();
+        let n_train = ranks.shard_len(n_total);
         let mut batches = if tc.drop_last { n_train / bs } else { n_train.div_ceil(bs) };
         if tc.limit_train_batches > 0 {
             batches = batches.min(tc.limit_train_batches);
@@ -47,6 +58,7 @@ impl Plan {
             batch_size: bs,
             val_batch_size: tc.val_batch_size.unwrap_or(bs),
             n_train,
+            n_total,
             batches,
             accum: tc.grad_accumulation,
             reseed: session.model.uses_randomness(),
@@ -80,30 +92,37 @@ pub(super) struct Trainer<'a> {
     pub bench: Option<(Instant, usize)>,
     /// A callback asked to stop after this epoch.
     pub stop: bool,
+    /// This process's part in a data-parallel job (a single process: no part).
+    pub ranks: Ranks,
 }
 
 impl<'a> Trainer<'a> {
-    /// Prepares a fresh run in `dir`, or restores the one there.
-    pub fn new(loaded: &'a Loaded, opts: &TrainOptions, dir: &Path, d: &'a mut Dispatcher, interrupt: &'a Interrupt) -> Result<Trainer<'a>> {
+    /// Prepares a fresh run in `place.dir`, or restores the one `place.restore_from` names; in a data-parallel job,
+    /// every rank then starts from rank 0's variables.
+    pub fn new(loaded: &'a Loaded, place: Place, d: &'a mut Dispatcher, interrupt: &'a Interrupt, mut ranks: Ranks) -> Result<Trainer<'a>> {
         let cfg = &loaded.config;
-        if opts.resume {
-            run_dir::check_resume_compatible(dir, cfg)?;
+        let dir = place.dir.as_path();
+        if let Some(from) = &place.restore_from {
+            run_dir::check_resume_compatible(from, cfg)?;
         }
         let mut session = Session::prepare(cfg, &loaded.path)?;
-        let plan = Plan::new(cfg, &session)?;
+        let plan = Plan::new(cfg, &session, &ranks)?;
         let mut schedule = Schedule::new(&cfg.scheduler, cfg.optimizer.lr, cfg.train.epochs, plan.batches.div_ceil(plan.accum));
         let mut params: Vec<(String, Tensor)> = session.vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let mut opt = Optimizer::new(&cfg.optimizer, params);
-        let (state, last_saved) = if opts.resume {
-            let r = restore(dir, cfg.train.epochs, &mut session, &mut opt, &mut schedule)?;
-            (r.state, Some(r.from))
-        } else {
-            fs::create_dir_all(dir).with_context(|| format!("cannot create the run directory {}", dir.display()))?;
-            (fresh_state(&schedule), None)
+        let (state, last_saved) = match &place.restore_from {
+            Some(from) => {
+                let r = restore(from, cfg.train.epochs, &mut session, &mut opt, &mut schedule)?;
+                (r.state, Some(r.from))
+            }
+            None => (fresh_state(&schedule), None),
         };
-        let run = RunDir::open(dir, cfg, opts.resume.then_some(state.global_step))?;
-        Ok(Trainer { cfg, d, interrupt, session, plan, opt, schedule, state, run, resumed: opts.resume, last_saved, bench: None, stop: false })
+        fs::create_dir_all(dir).with_context(|| format!("cannot create the run directory {}", dir.display()))?;
+        ranks.broadcast_variables(&session.vs)?;
+        let resumed = place.restore_from.is_some();
+        let run = RunDir::open(dir, cfg, resumed.then_some(state.global_step))?;
+        Ok(Trainer { cfg, d, interrupt, session, plan, opt, schedule, state, run, resumed, last_saved, bench: None, stop: false, ranks })
     }
 
     /// Epochs until the last, a stop request or Ctrl-C.
@@ -116,6 +135,8 @@ impl<'a> Trainer<'a> {
             }
             self.validate(&mut epoch)?;
             self.finish_epoch(epoch)?;
+            // A plugin (on rank 0 only) may have asked to stop: every rank stops after the same epoch.
+            self.stop = self.ranks.any([self.stop])?[0];
         }
         self.end()
     }
@@ -141,7 +162,16 @@ impl<'a> Trainer<'a> {
             run_dir: self.run.path.display().to_string(),
             run_name: self.run.name(),
             config: config::to_toml(cfg),
-            data: format!("{} · {} train / {} val samples", s.data.description, self.plan.n_train, s.data.val.len()),
+            data: match self.ranks.world_size() {
+                1 => format!("{} · {} train / {} val samples", s.data.description, self.plan.n_train, s.data.val.len()),
+                w => format!(
+                    "{} · {} train ({} per rank × {w} ranks) / {} val samples",
+                    s.data.description,
+                    self.plan.n_total,
+                    self.plan.n_train,
+                    s.data.val.len()
+                ),
+            },
             device: format!("{:?}", s.device).to_lowercase(),
             threads: tch::get_num_threads().into(),
             seed: cfg.run.seed,

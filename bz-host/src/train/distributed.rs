@@ -1,0 +1,187 @@
+//! Data-parallel training: this process's part in a job of `WORLD_SIZE` ranks (torchrun's env:// contract, or
+//! `bz train --nproc N`), on c10d's Gloo process group (`crate::dist`), with PyTorch DDP's semantics:
+//!
+//! - rank 0's weights and buffers go to every rank at the start, and its buffers (batch-norm statistics) again
+//!   after every optimizer step (DDP's `broadcast_buffers`; batch norm normalises with each rank's own batch);
+//! - each rank trains on its shard of the epoch's seeded permutation (DistributedSampler: the order is padded by
+//!   wrapping around to a multiple of the world size, then rank r takes positions r, r + W, …), `batch_size` per
+//!   rank; so step s of W ranks sees exactly the samples of step s of one process with W × batch_size;
+//! - gradients are summed in flat buckets and divided by W before clipping and the optimizer step;
+//! - stop requests, Ctrl-C and a non-finite loss on any rank stop every rank at the same step.
+//!
+//! A single process (no `WORLD_SIZE`, or 1) has no group, and every method here is then free.
+
+use crate::dist::ProcessGroup;
+use anyhow::{Context, Result};
+use tch::{nn, Kind, Tensor};
+
+/// Gradients are summed in buckets of at most this many bytes: one collective per bucket, as DDP's 25 MB buckets.
+const BUCKET_BYTES: i64 = 25 << 20;
+
+/// This process's place in the job.
+pub struct Ranks {
+    group: Option<ProcessGroup>,
+}
+
+impl Ranks {
+    /// A process alone.
+    pub fn single() -> Ranks {
+        Ranks { group: None }
+    }
+
+    /// Joins the job the environment describes (`WORLD_SIZE` > 1), else a process alone.
+    pub fn from_env() -> Result<Ranks> {
+        match std::env::var("WORLD_SIZE").ok().and_then(|w| w.trim().parse::<u32>().ok()) {
+            Some(w) if w > 1 => Ok(Ranks { group: Some(ProcessGroup::from_env().context("cannot join the data-parallel job")?) }),
+            _ => Ok(Ranks::single()),
+        }
+    }
+
+    pub fn rank(&self) -> usize {
+        self.group.as_ref().map_or(0, |g| g.rank() as usize)
+    }
+
+    pub fn world_size(&self) -> usize {
+        self.group.as_ref().map_or(1, |g| g.world_size() as usize)
+    }
+
+    /// Rank 0 writes the run directory and runs the plugins; the others only train.
+    pub fn is_main(&self) -> bool {
+        self.rank() == 0
+    }
+
+    /// This rank's samples of an epoch's order: the order padded by wrapping to a multiple of the world size, then
+    /// every world-size-th position from this rank's.
+    pub fn shard(&self, order: Vec<i64>) -> Vec<i64> {
+        let world = self.world_size();
+        if world == 1 || order.is_empty() {
+            return order;
+        }
+        let per_rank = order.len().div_ceil(world);
+        (0..per_rank).map(|i| order[(i * world + self.rank()) % order.len()]).collect()
+    }
+
+    /// How many samples each rank trains on per epoch, of `n`.
+    pub fn shard_len(&self, n: usize) -> usize {
+        n.div_ceil(self.world_size())
+    }
+
+    /// Rank 0's variables (weights and buffers) on every rank, in name order.
+    pub fn broadcast_variables(&mut self, vs: &nn::VarStore) -> Result<()> {
+        self.broadcast_where(vs, |_| true)
+    }
+
+    /// Rank 0's buffers (variables without gradients, e.g. batch-norm statistics) on every rank.
+    pub fn broadcast_buffers(&mut self, vs: &nn::VarStore) -> Result<()> {
+        self.broadcast_where(vs, |t| !t.requires_grad())
+    }
+
+    fn broadcast_where(&mut self, vs: &nn::VarStore, pick: impl Fn(&Tensor) -> bool) -> Result<()> {
+        let Some(group) = &mut self.group else { return Ok(()) };
+        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| pick(t)).collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let _guard = tch::no_grad_guard();
+        for (name, t) in vars.iter_mut() {
+            group.broadcast(t, 0).with_context(|| format!("broadcasting {name} from rank 0"))?;
+        }
+        Ok(())
+    }
+
+    /// Averages gradients over the ranks, in place: summed in flat buckets, divided by the world size.
+    pub fn average_gradients(&mut self, grads: &mut [Tensor]) -> Result<()> {
+        let world = self.world_size();
+        let Some(group) = &mut self.group else { return Ok(()) };
+        let _guard = tch::no_grad_guard();
+        let defined: Vec<usize> = (0..grads.len()).filter(|&i| grads[i].defined()).collect();
+        for bucket in buckets(&defined, grads) {
+            let flat: Vec<Tensor> = bucket.iter().map(|&i| grads[i].f_flatten(0, -1)).collect::<Result<_, _>>()?;
+            let mut sum = [Tensor::f_cat(&flat, 0)?];
+            group.all_reduce_sum(&mut sum).context("averaging gradients over the ranks")?;
+            let avg = sum[0].f_div_scalar(world as f64)?;
+            let mut offset = 0;
+            for &i in &bucket {
+                let n = grads[i].numel() as i64;
+                let part = avg.f_narrow(0, offset, n)?.f_view_as(&grads[i])?;
+                grads[i].f_copy_(&part)?;
+                offset += n;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sums `values` over the ranks, in place (f64, exact for counts below 2^53).
+    pub fn sum(&mut self, values: &mut [f64]) -> Result<()> {
+        let Some(group) = &mut self.group else { return Ok(()) };
+        let mut t = [Tensor::f_from_slice(values)?.f_to_kind(Kind::Double)?];
+        group.all_reduce_sum(&mut t).context("summing over the ranks")?;
+        let out = Vec::<f64>::try_from(&t[0])?;
+        values.copy_from_slice(&out);
+        Ok(())
+    }
+
+    /// For each flag, whether any rank raised it.
+    pub fn any<const N: usize>(&mut self, flags: [bool; N]) -> Result<[bool; N]> {
+        if self.group.is_none() {
+            return Ok(flags);
+        }
+        let mut v = flags.map(|f| if f { 1.0 } else { 0.0 });
+        self.sum(&mut v)?;
+        Ok(v.map(|x| x > 0.0))
+    }
+
+    /// libtorch's seed for one batch: the run's, mixed with the rank's so that dropout masks differ across ranks
+    /// (a single process keeps exactly the seed it always had).
+    pub fn seed(&self, seed: u64) -> u64 {
+        match self.rank() {
+            0 => seed,
+            r => seed ^ (r as u64).wrapping_mul(0xA24B_AED4_963E_E407),
+        }
+    }
+}
+
+/// Gradient indices grouped into buckets of at most [`BUCKET_BYTES`], in order, one kind and device per bucket.
+fn buckets(defined: &[usize], grads: &[Tensor]) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut bytes = 0;
+    for &i in defined {
+        let size = grads[i].numel() as i64 * grads[i].kind().elt_size_in_bytes() as i64;
+        let same = out.last().and_then(|b| b.first()).is_some_and(|&j| grads[j].kind() == grads[i].kind() && grads[j].device() == grads[i].device());
+        if out.is_empty() || !same || bytes + size > BUCKET_BYTES {
+            out.push(Vec::new());
+            bytes = 0;
+        }
+        out.last_mut().expect("pushed above").push(i);
+        bytes += size;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_cover_the_epoch_like_distributed_sampler() {
+        let order: Vec<i64> = (0..10).rev().collect();
+        let single = Ranks::single();
+        assert_eq!(single.shard(order.clone()), order);
+        // What two ranks would take: positions 0, 2, 4, … and 1, 3, 5, …; padded by wrapping for an odd count.
+        let shard = |rank: usize, world: usize, order: &[i64]| -> Vec<i64> {
+            let per = order.len().div_ceil(world);
+            (0..per).map(|i| order[(i * world + rank) % order.len()]).collect()
+        };
+        assert_eq!(shard(0, 2, &order), vec![9, 7, 5, 3, 1]);
+        assert_eq!(shard(1, 2, &order), vec![8, 6, 4, 2, 0]);
+        assert_eq!(shard(2, 3, &order[..7]), vec![7, 4, 9]);
+    }
+
+    #[test]
+    fn buckets_split_by_size_and_kind() {
+        let g = vec![
+            Tensor::zeros([4], (Kind::Float, tch::Device::Cpu)),
+            Tensor::zeros([4], (Kind::Double, tch::Device::Cpu)),
+            Tensor::zeros([2], (Kind::Double, tch::Device::Cpu)),
+        ];
+        assert_eq!(buckets(&[0, 1, 2], &g), vec![vec![0], vec![1, 2]]);
+    }
+}
