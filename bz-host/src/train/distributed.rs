@@ -53,12 +53,7 @@ impl Ranks {
     /// This rank's samples of an epoch's order: the order padded by wrapping to a multiple of the world size, then
     /// every world-size-th position from this rank's.
     pub fn shard(&self, order: Vec<i64>) -> Vec<i64> {
-        let world = self.world_size();
-        if world == 1 || order.is_empty() {
-            return order;
-        }
-        let per_rank = order.len().div_ceil(world);
-        (0..per_rank).map(|i| order[(i * world + self.rank()) % order.len()]).collect()
+        shard(order, self.rank(), self.world_size())
     }
 
     /// How many samples each rank trains on per epoch, of `n`.
@@ -139,6 +134,15 @@ impl Ranks {
     }
 }
 
+/// Rank `rank` of `world`'s part of `order` (see [`Ranks::shard`]).
+fn shard(order: Vec<i64>, rank: usize, world: usize) -> Vec<i64> {
+    if world == 1 || order.is_empty() {
+        return order;
+    }
+    let per_rank = order.len().div_ceil(world);
+    (0..per_rank).map(|i| order[(i * world + rank) % order.len()]).collect()
+}
+
 /// Gradient indices grouped into buckets of at most [`BUCKET_BYTES`], in order, one kind and device per bucket.
 fn buckets(defined: &[usize], grads: &[Tensor]) -> Vec<Vec<usize>> {
     let mut out: Vec<Vec<usize>> = Vec::new();
@@ -163,16 +167,15 @@ mod tests {
     #[test]
     fn shards_cover_the_epoch_like_distributed_sampler() {
         let order: Vec<i64> = (0..10).rev().collect();
-        let single = Ranks::single();
-        assert_eq!(single.shard(order.clone()), order);
-        // What two ranks would take: positions 0, 2, 4, … and 1, 3, 5, …; padded by wrapping for an odd count.
-        let shard = |rank: usize, world: usize, order: &[i64]| -> Vec<i64> {
-            let per = order.len().div_ceil(world);
-            (0..per).map(|i| order[(i * world + rank) % order.len()]).collect()
-        };
-        assert_eq!(shard(0, 2, &order), vec![9, 7, 5, 3, 1]);
-        assert_eq!(shard(1, 2, &order), vec![8, 6, 4, 2, 0]);
-        assert_eq!(shard(2, 3, &order[..7]), vec![7, 4, 9]);
+        assert_eq!(Ranks::single().shard(order.clone()), order);
+        // Positions 0, 2, 4, … and 1, 3, 5, …: together every sample once.
+        assert_eq!(shard(order.clone(), 0, 2), vec![9, 7, 5, 3, 1]);
+        assert_eq!(shard(order.clone(), 1, 2), vec![8, 6, 4, 2, 0]);
+        // 7 samples on 3 ranks: padded to 9 by wrapping around (positions 7 and 8 are samples 0 and 1 again).
+        let seven = order[..7].to_vec();
+        assert_eq!(shard(seven.clone(), 0, 3), vec![9, 6, 3]);
+        assert_eq!(shard(seven.clone(), 1, 3), vec![8, 5, 9]);
+        assert_eq!(shard(seven, 2, 3), vec![7, 4, 8]);
     }
 
     #[test]

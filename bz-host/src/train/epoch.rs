@@ -180,6 +180,7 @@ impl Trainer<'_> {
     fn optimizer_step(&mut self, ep: &mut EpochRun, grads: &mut Vec<Tensor>, last_of_epoch: bool) -> Result<()> {
         let t = Instant::now();
         self.ranks.average_gradients(grads)?;
+        let t = ep.phases.lap(t, Phase::AllReduce);
         if let Some(v) = self.cfg.train.clip_grad_value {
             Optimizer::clip_grad_value(grads, v)?;
         }
@@ -193,8 +194,9 @@ impl Trainer<'_> {
         }
         self.opt.step(grads)?;
         grads.clear();
+        let t = ep.phases.lap(t, Phase::Optimizer);
         self.ranks.broadcast_buffers(&self.session.vs)?;
-        ep.phases.lap(t, Phase::Optimizer);
+        ep.phases.lap(t, Phase::AllReduce);
         Ok(())
     }
 

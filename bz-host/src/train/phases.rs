@@ -12,15 +12,17 @@ pub enum Phase {
     Optimizer,
     Validation,
     Checkpoint,
+    /// Data-parallel collectives: averaging gradients, broadcasting buffers.
+    AllReduce,
 }
 
 /// On CUDA, kernels run asynchronously, so the time of a phase shows up in the next one that waits for the
 /// device (the loss read in `forward`).
 #[derive(Default)]
-pub struct Phases([f64; 7]);
+pub struct Phases([f64; 8]);
 
 impl Phases {
-    const NAMES: [&'static str; 7] = ["data", "forward", "backward", "train_metrics", "optimizer", "validation", "checkpoint"];
+    const NAMES: [&'static str; 8] = ["data", "forward", "backward", "train_metrics", "optimizer", "validation", "checkpoint", "allreduce"];
 
     /// Adds the time since `since` to `phase` and returns now, for the next lap.
     pub fn lap(&mut self, since: Instant, phase: Phase) -> Instant {
