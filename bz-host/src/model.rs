@@ -125,6 +125,8 @@ fn infer_into(layers: &[LayerSpec], input: &[i64], prefix: &str, at: &str, rows:
             | LayerSpec::Avgpool1d { .. }
             | LayerSpec::GlobalAvgpool
             | LayerSpec::GlobalMaxpool
+            | LayerSpec::TemporalAvgpool
+            | LayerSpec::TemporalMaxpool
             | LayerSpec::Embedding { .. }
             | LayerSpec::Lstm { .. }
             | LayerSpec::Gru { .. }
@@ -180,6 +182,8 @@ pub fn layer_kind(spec: &LayerSpec) -> &'static str {
         LayerSpec::Avgpool1d { .. } => "avgpool1d",
         LayerSpec::GlobalAvgpool => "global_avgpool",
         LayerSpec::GlobalMaxpool => "global_maxpool",
+        LayerSpec::TemporalAvgpool => "temporal_avgpool",
+        LayerSpec::TemporalMaxpool => "temporal_maxpool",
         LayerSpec::Embedding { .. } => "embedding",
         LayerSpec::Lstm { .. } => "lstm",
         LayerSpec::Gru { .. } => "gru",
@@ -374,6 +378,8 @@ fn build(path: &nn::Path, specs: &[LayerSpec], input: &[i64], at: &str) -> Resul
             | LayerSpec::Avgpool1d { .. }
             | LayerSpec::GlobalAvgpool
             | LayerSpec::GlobalMaxpool
+            | LayerSpec::TemporalAvgpool
+            | LayerSpec::TemporalMaxpool
             | LayerSpec::Embedding { .. }
             | LayerSpec::Lstm { .. }
             | LayerSpec::Gru { .. }
@@ -388,6 +394,9 @@ fn build(path: &nn::Path, specs: &[LayerSpec], input: &[i64], at: &str) -> Resul
 
 fn forward_layers(layers: &[Layer], x: &Tensor, train: bool) -> Result<Tensor> {
     let mut x = x.shallow_clone();
+    // `[batch, length]`, true at padding: set by an embedding with `padding_idx`, read by attention and temporal
+    // pooling, and dropped once a layer changes the length dimension.
+    let mut padding: Option<Tensor> = None;
     for layer in layers {
         x = match layer {
             Layer::Linear(l) => x.f_linear(&l.ws, l.bs.as_ref())?,
@@ -410,8 +419,13 @@ fn forward_layers(layers: &[Layer], x: &Tensor, train: bool) -> Result<Tensor> {
             Layer::Sigmoid => x.f_sigmoid()?,
             Layer::Softmax => x.f_softmax(-1, None::<Kind>)?,
             Layer::Residual(body) => x.f_add(&forward_layers(body, &x, train)?)?,
-            Layer::Seq(l) => l.forward(&x, train)?,
+            Layer::Seq(l) => {
+                let (out, pad) = l.forward_masked(&x, train, padding.as_ref())?;
+                padding = pad;
+                out
+            }
         };
+        padding = padding.filter(|p| x.dim() == 3 && x.size().get(1) == p.size().get(1));
     }
     Ok(x)
 }

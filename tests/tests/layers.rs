@@ -33,6 +33,10 @@ class GlobalMax(nn.Module):
     def forward(self, x):
         return x.flatten(2).amax(-1)
 
+class TimeMax(nn.Module):
+    def forward(self, x):
+        return x.amax(1)
+
 class Ids(nn.Embedding):
     def forward(self, x):
         return super().forward(x.long())
@@ -275,4 +279,55 @@ fn a_sequence_layer_on_the_wrong_shape_is_a_config_error_naming_it_and_the_fix()
         assert_eq!(out.code, 2, "{}", out.all());
         assert!(out.stderr.contains(needle) && out.stderr.trim().lines().count() == 1, "{}", out.stderr);
     }
+}
+
+/// Right-padded token sequences (0 is padding, lengths 2 to 8, ids 1 to 9): an embedding with `padding_idx = 0`
+/// masks the padding out of the transformer's attention and out of `temporal_avgpool`, as PyTorch's
+/// `src_key_padding_mask` and a masked mean do; `temporal_maxpool` on an unmasked `[L, F]` is a plain max.
+#[test]
+fn padding_is_masked_out_of_attention_and_temporal_pooling_as_in_pytorch() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (n, len) = (64, 8);
+    let lengths = values(n, 11, |u| 2.0 + (u * 7.0).floor());
+    let ids: Vec<f32> = values(n * len, 12, |u| 1.0 + (u * 9.0).floor())
+        .chunks(len)
+        .zip(&lengths)
+        .flat_map(|(row, &l)| row.iter().enumerate().map(move |(i, &v)| if (i as f32) < l { v } else { 0.0 }))
+        .collect();
+    let labels: Vec<i64> = ids.chunks(len).map(|s| s.contains(&3.0) as i64).collect();
+    write_tensors(&d.join("d.safetensors"), &ids, &[n, len], Some(&labels));
+    write_tensors(&d.join("x.safetensors"), &ids[..N * len], &[N, len], None);
+    let cfg = "[run]\nthreads = 1\n[data]\nsource = \"safetensors\"\npath = \"d.safetensors\"\n\
+               [model]\nlayers = [{ type = \"embedding\", num = 10, dim = 8, padding_idx = 0 }, { type = \"positional_embedding\", max_len = 8 },\n\
+               { type = \"transformer_encoder\", heads = 2, ff = 16, dropout = 0.0 }, { type = \"temporal_avgpool\" }, { type = \"linear\", out = 2 }]\n\
+               [train]\nepochs = 2\nbatch_size = 16\n";
+    write_config(d, "c.toml", cfg);
+    let out = bz(d, &["train", "c.toml", "-q"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let out = bz(d, &["predict", "c.toml", "--input", "x.safetensors", "--output", "p.safetensors"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let script = format!(
+        "{PRELUDE}
+class Padded(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.add_module('0', Ids(10, 8, padding_idx=0))
+        self.add_module('1', Positional(8, 8))
+        self.add_module('2', encoder(8, 2, 16, 1, dropout=0.0))
+        self.add_module('4', nn.Linear(8, 2))
+    def forward(self, x):
+        pad = x == 0
+        h = getattr(self, '2')(getattr(self, '1')(getattr(self, '0')(x)), src_key_padding_mask=pad)
+        keep = (~pad).unsqueeze(-1).float()
+        return getattr(self, '4')((h * keep).sum(1) / keep.sum(1))
+check(Padded())
+"
+    );
+    assert_eq!(py(d, &script).trim(), "ok");
+
+    // Max over time of an [L, F] sequence without padding: PyTorch's amax over the length.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = synthetic(12, r#"[{ type = "reshape", shape = [4, 3] }, { type = "temporal_maxpool" }, { type = "linear", out = 3 }]"#);
+    matches_pytorch(dir.path(), &cfg, 12, gaussian_ish, Some("onnx"), "Reshape(4, 3), TimeMax(), nn.Linear(3, 3)");
 }

@@ -149,6 +149,11 @@ pub enum LayerSpec {
     GlobalAvgpool,
     /// Max over every dimension after the first: `[C, H, W]` or `[C, L]` to `[C]`.
     GlobalMaxpool,
+    /// Mean over time of a sequence: `[L, F]` to `[F]`, leaving out padding positions (tokens equal to the
+    /// embedding's `padding_idx`).
+    TemporalAvgpool,
+    /// Max over time of a sequence: `[L, F]` to `[F]`, leaving out padding positions.
+    TemporalMaxpool,
     /// `nn.Embedding`: `[length]` token ids (whole numbers carried as floats) to `[length, dim]`.
     Embedding {
         num: i64,

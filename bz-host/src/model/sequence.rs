@@ -34,6 +34,10 @@ pub(super) fn infer(spec: &LayerSpec, shape: &[i64]) -> Result<(Vec<i64>, i64), 
             }
             Ok((vec![c, (l - kernel) / stride.unwrap_or(*kernel) + 1], 0))
         }
+        LayerSpec::TemporalAvgpool | LayerSpec::TemporalMaxpool => match shape {
+            [_, f] => Ok((vec![*f], 0)),
+            _ => Err(needs("a [length, features] sequence", shape, "it comes after an embedding, lstm/gru with output = \"all\", or transformer_encoder")),
+        },
         LayerSpec::GlobalAvgpool | LayerSpec::GlobalMaxpool => match shape {
             [c, _, ..] => Ok((vec![*c], 0)),
             _ => Err(needs("a [channels, ...] input (pooling over every dimension after the first)", shape, "it comes after conv1d or conv2d")),
@@ -91,6 +95,8 @@ pub(super) enum SeqLayer {
     AvgPool1d(i64, i64),
     GlobalAvgPool,
     GlobalMaxPool,
+    TemporalAvgPool,
+    TemporalMaxPool,
     Embedding(Embedding),
     Recurrent(Recurrent),
     /// The `[max_len, dim]` table.
@@ -149,6 +155,8 @@ pub(super) fn build(p: &nn::Path, spec: &LayerSpec, shape: &[i64], key: &str) ->
         LayerSpec::Avgpool1d { kernel, stride } => SeqLayer::AvgPool1d(*kernel, stride.unwrap_or(*kernel)),
         LayerSpec::GlobalAvgpool => SeqLayer::GlobalAvgPool,
         LayerSpec::GlobalMaxpool => SeqLayer::GlobalMaxPool,
+        LayerSpec::TemporalAvgpool => SeqLayer::TemporalAvgPool,
+        LayerSpec::TemporalMaxpool => SeqLayer::TemporalMaxPool,
         LayerSpec::Embedding { num, dim, padding_idx } => {
             let weight = p.var("weight", &[*num, *dim], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
             if let Some(i) = padding_idx {
@@ -205,7 +213,18 @@ fn encoder_layer(p: &nn::Path, d: i64, ff: i64) -> EncoderLayer {
 }
 
 impl SeqLayer {
-    pub(super) fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    /// The layer on `x`, with the padding mask (`[batch, length]`, true at padding) it gets and the one it passes
+    /// on: an embedding with `padding_idx` starts one, attention and temporal pooling leave padding out.
+    pub(super) fn forward_masked(&self, x: &Tensor, train: bool, padding: Option<&Tensor>) -> Result<(Tensor, Option<Tensor>)> {
+        Ok(match self {
+            SeqLayer::Embedding(e) => (e.forward(x)?, e.padding_idx.map(|i| x.f_eq(i as f64)).transpose()?),
+            SeqLayer::Transformer(t) => (t.forward(x, train, padding)?, padding.map(Tensor::shallow_clone)),
+            SeqLayer::TemporalAvgPool | SeqLayer::TemporalMaxPool => (temporal_pool(x, padding, matches!(self, SeqLayer::TemporalMaxPool))?, None),
+            _ => (self.forward(x, train)?, padding.map(Tensor::shallow_clone)),
+        })
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         Ok(match self {
             SeqLayer::Conv1d(c, s, p) => x.f_conv1d(&c.ws, c.bs.as_ref(), [*s], [*p], [1], 1)?,
             SeqLayer::MaxPool1d(k, s) => x.f_max_pool1d([*k], [*s], [0], [1], false)?,
@@ -218,7 +237,9 @@ impl SeqLayer {
                 let length = *x.size().get(1).ok_or_else(|| anyhow::anyhow!("positional embedding input has no length dimension"))?;
                 x.f_add(&w.f_narrow(0, 0, length)?)?
             }
-            SeqLayer::Transformer(t) => t.forward(x, train)?,
+            SeqLayer::Transformer(t) => t.forward(x, train, None)?,
+            SeqLayer::TemporalAvgPool => temporal_pool(x, None, false)?,
+            SeqLayer::TemporalMaxPool => temporal_pool(x, None, true)?,
         })
     }
 
@@ -270,11 +291,30 @@ impl Recurrent {
     }
 }
 
+/// Mean or max over the length of `[batch, length, features]`, over the positions that are not padding.
+fn temporal_pool(x: &Tensor, padding: Option<&Tensor>, max: bool) -> Result<Tensor> {
+    let Some(pad) = padding else {
+        return Ok(if max { x.f_amax(1, false)? } else { x.f_mean_dim(1, false, None::<Kind>)? });
+    };
+    let pad = pad.f_unsqueeze(-1)?;
+    if max {
+        return Ok(x.f_masked_fill(&pad, f64::NEG_INFINITY)?.f_amax(1, false)?);
+    }
+    let keep = pad.f_logical_not()?.f_to_kind(x.kind())?;
+    // An all-padding sequence averages to zero rather than dividing by zero.
+    let count = keep.f_sum_dim_intlist(1, false, None::<Kind>)?.f_clamp_min(1.0)?;
+    Ok(x.f_mul(&keep)?.f_sum_dim_intlist(1, false, None::<Kind>)?.f_div(&count)?)
+}
+
 impl Transformer {
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    /// `padding` (`[batch, length]`, true at padding) keeps padded positions out of every position's attention,
+    /// as PyTorch's `src_key_padding_mask`.
+    fn forward(&self, x: &Tensor, train: bool, padding: Option<&Tensor>) -> Result<Tensor> {
         let mut x = x.shallow_clone();
+        // [batch, 1, 1, length], true where attention may look.
+        let attend = padding.map(|p| p.f_logical_not()?.f_unsqueeze(1)?.f_unsqueeze(1)).transpose()?;
         for layer in &self.layers {
-            let attended = layer.self_attention(&layer_norm(&x, &layer.norm1)?, self.heads, self.dropout, train)?;
+            let attended = layer.self_attention(&layer_norm(&x, &layer.norm1)?, self.heads, self.dropout, train, attend.as_ref())?;
             x = x.f_add(&attended.f_dropout(self.dropout, train)?)?;
             let h = layer_norm(&x, &layer.norm2)?.f_linear(&layer.linear1.ws, layer.linear1.bs.as_ref())?.f_relu()?.f_dropout(self.dropout, train)?;
             let h = h.f_linear(&layer.linear2.ws, layer.linear2.bs.as_ref())?.f_dropout(self.dropout, train)?;
@@ -285,9 +325,9 @@ impl Transformer {
 }
 
 impl EncoderLayer {
-    /// `nn.MultiheadAttention(x, x, x)` on `[batch, length, d]`, without a mask. The batch size is never read, so
-    /// a traced export keeps it free.
-    fn self_attention(&self, x: &Tensor, heads: i64, dropout: f64, train: bool) -> Result<Tensor> {
+    /// `nn.MultiheadAttention(x, x, x)` on `[batch, length, d]`, keys masked where `attend` is false. The batch size
+    /// is never read, so a traced export keeps it free.
+    fn self_attention(&self, x: &Tensor, heads: i64, dropout: f64, train: bool, attend: Option<&Tensor>) -> Result<Tensor> {
         let d = *x.size().last().ok_or_else(|| anyhow::anyhow!("attention input has no dimensions"))?;
         let qkv = x.f_linear(&self.in_proj_weight, Some(&self.in_proj_bias))?;
         // [batch, length, d] -> [batch, heads, length, d / heads]
@@ -295,7 +335,7 @@ impl EncoderLayer {
         let parts = qkv.f_chunk(3, -1)?;
         let (q, k, v) = (split(&parts[0])?, split(&parts[1])?, split(&parts[2])?);
         let p = if train { dropout } else { 0.0 };
-        let a = Tensor::f_scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, p, false, None, false)?;
+        let a = Tensor::f_scaled_dot_product_attention(&q, &k, &v, attend, p, false, None, false)?;
         Ok(a.f_transpose(1, 2)?.f_flatten(2, -1)?.f_linear(&self.out_proj.ws, self.out_proj.bs.as_ref())?)
     }
 }

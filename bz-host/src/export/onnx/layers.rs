@@ -65,6 +65,9 @@ impl Lowering<'_> {
             LayerSpec::Avgpool1d { kernel, stride } => avg_pool(g, &x.name, pool_attrs(*kernel, *stride, 1), &hint("AveragePool")),
             LayerSpec::GlobalAvgpool => global_pool(g, x, "ReduceMean", &hint("ReduceMean")),
             LayerSpec::GlobalMaxpool => global_pool(g, x, "ReduceMax", &hint("ReduceMax")),
+            // No padding reaches here: every layer that makes a padding mask (embedding) is refused above.
+            LayerSpec::TemporalAvgpool => g.node("ReduceMean", &[&x.name], vec![graph::ints("axes", &[1]), graph::int("keepdims", 0)], &hint("ReduceMean")),
+            LayerSpec::TemporalMaxpool => g.node("ReduceMax", &[&x.name], vec![graph::ints("axes", &[1]), graph::int("keepdims", 0)], &hint("ReduceMax")),
             LayerSpec::Embedding { .. }
             | LayerSpec::Lstm { .. }
             | LayerSpec::Gru { .. }
