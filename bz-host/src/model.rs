@@ -120,18 +120,8 @@ fn infer_into(layers: &[LayerSpec], input: &[i64], prefix: &str, at: &str, rows:
                 (shape.clone(), 0)
             }
             LayerSpec::Dropout { .. } | LayerSpec::Relu | LayerSpec::Gelu | LayerSpec::Tanh | LayerSpec::Sigmoid | LayerSpec::Softmax => (shape.clone(), 0),
-            LayerSpec::Conv1d { .. }
-            | LayerSpec::Maxpool1d { .. }
-            | LayerSpec::Avgpool1d { .. }
-            | LayerSpec::GlobalAvgpool
-            | LayerSpec::GlobalMaxpool
-            | LayerSpec::TemporalAvgpool
-            | LayerSpec::TemporalMaxpool
-            | LayerSpec::Embedding { .. }
-            | LayerSpec::Lstm { .. }
-            | LayerSpec::Gru { .. }
-            | LayerSpec::PositionalEmbedding { .. }
-            | LayerSpec::TransformerEncoder { .. } => sequence::infer(spec, &shape).map_err(fail)?,
+            // The sequence and 1-d layers: `sequence` decides which they are.
+            _ => sequence::infer(spec, &shape).map_err(fail)?,
         };
         rows.push(LayerRow { name, kind: kind.to_string(), out_shape: out.clone(), params });
         shape = out;
@@ -373,18 +363,7 @@ fn build(path: &nn::Path, specs: &[LayerSpec], input: &[i64], at: &str) -> Resul
             LayerSpec::Sigmoid => Layer::Sigmoid,
             LayerSpec::Softmax => Layer::Softmax,
             LayerSpec::Residual { layers: body } => Layer::Residual(build(&(&p / "body"), body, &shape, &format!("{at}[{i}].layers"))?),
-            LayerSpec::Conv1d { .. }
-            | LayerSpec::Maxpool1d { .. }
-            | LayerSpec::Avgpool1d { .. }
-            | LayerSpec::GlobalAvgpool
-            | LayerSpec::GlobalMaxpool
-            | LayerSpec::TemporalAvgpool
-            | LayerSpec::TemporalMaxpool
-            | LayerSpec::Embedding { .. }
-            | LayerSpec::Lstm { .. }
-            | LayerSpec::Gru { .. }
-            | LayerSpec::PositionalEmbedding { .. }
-            | LayerSpec::TransformerEncoder { .. } => Layer::Seq(sequence::build(&p, spec, &shape, &format!("{at}[{i}]"))?),
+            _ => Layer::Seq(sequence::build(&p, spec, &shape, &format!("{at}[{i}]"))?),
         };
         layers.push(layer);
         shape = output_shape(spec, &shape).map_err(anyhow::Error::msg)?;
