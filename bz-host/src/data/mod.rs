@@ -114,13 +114,16 @@ fn load_images(cfg: &ImagesData, base: &Path) -> Result<Raw> {
     };
     let spec = images::ImageSpec { size: cfg.size.map(|[h, w]| (h, w)), channels: cfg.channels, workers, known_classes: None };
     let file = base.join(&cfg.path);
+    let started = std::time::Instant::now();
     let train = images::read(&file, &spec)?;
     // Other sets take the training set's size, channels and classes.
     let [c, h, w] = train.shape[..] else { bail!("{}: images decoded to shape {:?}", file.display(), train.shape) };
     let spec = images::ImageSpec { size: Some((h as u32, w as u32)), channels: Some(c as u8), known_classes: train.class_names.as_deref(), ..spec };
     let read = |f: &Option<std::path::PathBuf>| f.as_ref().map(|v| images::read(&base.join(v), &spec)).transpose();
     let (val, test) = (read(&cfg.val)?, read(&cfg.test)?);
-    let description = format!("images {} ({} images, {c}x{h}x{w})", file.display(), train.len());
+    let n = train.len() + val.as_ref().map_or(0, |v| v.len()) + test.as_ref().map_or(0, |t| t.len());
+    let secs = started.elapsed().as_secs_f64();
+    let description = format!("images {} ({} images, {c}x{h}x{w}; {n} decoded in {secs:.2} s by {workers} threads)", file.display(), train.len());
     Ok(Raw { train, val, test, description })
 }
 
