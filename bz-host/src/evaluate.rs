@@ -117,8 +117,17 @@ pub struct Evaluation {
     pub confusion: Option<ConfusionMatrix>,
 }
 
-/// Runs the model over `split` without gradients. `on_batch` sees each batch's loss (for VAL_BATCH events);
-/// `limit` caps the batches (0 = all).
+/// One evaluated batch, as `evaluate`'s `on_batch` sees it.
+pub struct EvaluatedBatch<'a> {
+    pub index: usize,
+    pub loss: f64,
+    /// The model's outputs and the targets.
+    pub out: &'a Tensor,
+    pub y: &'a Tensor,
+}
+
+/// Runs the model over `split` without gradients. `on_batch` sees each batch (for VAL_BATCH events and PR
+/// curves); `limit` caps the batches (0 = all).
 pub fn evaluate(
     model: &Model,
     objective: &Objective,
@@ -126,7 +135,7 @@ pub fn evaluate(
     batch_size: usize,
     limit: usize,
     split_name: &'static str,
-    mut on_batch: impl FnMut(usize, f64) -> Result<()>,
+    mut on_batch: impl FnMut(EvaluatedBatch) -> Result<()>,
 ) -> Result<Evaluation> {
     let _guard = tch::no_grad_guard();
     let n = split.len();
@@ -160,7 +169,7 @@ pub fn evaluate(
         if let Some(rm) = &mut regression {
             rm.add(&to_vec_f32(&y)?, &to_vec_f32(&out)?)?;
         }
-        on_batch(b, loss)?;
+        on_batch(EvaluatedBatch { index: b, loss, out: &out, y: &y })?;
     }
     let mut metrics = vec![Metric::new(split_name, "loss", if seen > 0 { loss_sum / seen as f64 } else { f64::NAN })];
     if let Some(cm) = &confusion {
@@ -186,12 +195,12 @@ pub fn evaluate(
     Ok(Evaluation { metrics, confusion })
 }
 
-fn to_vec_i64(t: &Tensor) -> Result<Vec<i64>> {
+pub(crate) fn to_vec_i64(t: &Tensor) -> Result<Vec<i64>> {
     let t = t.f_to_device(Device::Cpu)?.f_to_kind(Kind::Int64)?.f_flatten(0, -1)?.f_contiguous()?;
     Ok(Vec::<i64>::try_from(&t)?)
 }
 
-fn to_vec_f32(t: &Tensor) -> Result<Vec<f32>> {
+pub(crate) fn to_vec_f32(t: &Tensor) -> Result<Vec<f32>> {
     let t = t.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?.f_flatten(0, -1)?.f_contiguous()?;
     Ok(Vec::<f32>::try_from(&t)?)
 }

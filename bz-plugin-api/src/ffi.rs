@@ -159,6 +159,19 @@ impl Directive {
     /// }
     /// ```
     pub const WANT_HISTOGRAMS: Directive = Directive(2);
+    /// Since 1.2.0. Returned before an epoch's EPOCH_END (e.g. from EPOCH_START) of a classification run with a
+    /// validation split: that EPOCH_END's payload gets `val/pr_curves`
+    /// ([`crate::payload::PrCurves`]), per class the true/false positive/negative counts of "probability ≥
+    /// threshold" on the validation split at evenly spaced thresholds in [0, 1]. Older hosts ignore the bit.
+    ///
+    /// ```
+    /// use bz_plugin_api::{Directive, Event, EventKind};
+    /// fn on_epoch_start(event: &Event<'_>) -> Directive {
+    ///     if event.kind == EventKind::EPOCH_START { Directive::WANT_HISTOGRAMS | Directive::WANT_PR_CURVES } else { Directive::NONE }
+    /// }
+    /// assert!((Directive::WANT_HISTOGRAMS | Directive::WANT_PR_CURVES).contains(Directive::WANT_PR_CURVES));
+    /// ```
+    pub const WANT_PR_CURVES: Directive = Directive(4);
 
     pub fn contains(self, other: Directive) -> bool {
         other.0 != 0 && self.0 & other.0 == other.0

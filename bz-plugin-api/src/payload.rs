@@ -216,6 +216,81 @@ pub struct Histograms {
     pub gradients: Map<String, Value>,
 }
 
+/// Per-class precision–recall counts on the validation split (`val/pr_curves`), sent when a plugin returned
+/// [`crate::Directive::WANT_PR_CURVES`] (since 1.2.0).
+///
+/// Threshold `i` is `i / (num_thresholds - 1)`; a sample counts as predicted positive for a class at threshold `i`
+/// when `floor(p * (num_thresholds - 1)) >= i`, `p` its probability of that class (softmax, or sigmoid for
+/// `bce_with_logits`: the probabilities `bz predict` writes). This is how TensorBoard's `pr_curve.pb` bins.
+///
+/// ```
+/// use bz_plugin_api::payload::PrCurves;
+/// let p: PrCurves = serde_json::from_str(r#"{"num_thresholds": 3, "classes": [
+///     {"index": 0, "label": "cat", "tp": [2, 1, 0], "fp": [3, 1, 0], "tn": [0, 2, 3], "fn": [0, 1, 2]}]}"#).unwrap();
+/// let cat = &p.classes[0];
+/// assert_eq!((cat.label.as_str(), cat.tp[0] + cat.fn_[0], cat.precision(1)), ("cat", 2, 0.5));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PrCurves {
+    pub num_thresholds: u32,
+    /// One per class, in class-id order.
+    pub classes: Vec<ClassPrCurve>,
+}
+
+/// One class's counts at each threshold (each list has `num_thresholds` entries).
+///
+/// ```
+/// use bz_plugin_api::payload::ClassPrCurve;
+/// let c = ClassPrCurve { index: 1, label: "1".into(), tp: vec![4, 0], fp: vec![6, 0], tn: vec![0, 6], fn_: vec![0, 4] };
+/// assert_eq!((c.precision(0), c.recall(0), c.precision(1)), (0.4, 1.0, 0.0));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClassPrCurve {
+    /// The class id.
+    pub index: u64,
+    /// The class name the data gave it, else the id as text.
+    pub label: String,
+    pub tp: Vec<u64>,
+    pub fp: Vec<u64>,
+    pub tn: Vec<u64>,
+    #[serde(rename = "fn")]
+    pub fn_: Vec<u64>,
+}
+
+impl ClassPrCurve {
+    /// `tp / (tp + fp)` at threshold `i` (0 when nothing is predicted positive).
+    ///
+    /// ```
+    /// use bz_plugin_api::payload::ClassPrCurve;
+    /// let c = ClassPrCurve { tp: vec![1], fp: vec![3], ..Default::default() };
+    /// assert_eq!(c.precision(0), 0.25);
+    /// ```
+    pub fn precision(&self, i: usize) -> f64 {
+        ratio(self.tp[i], self.tp[i] + self.fp[i])
+    }
+
+    /// `tp / (tp + fn)` at threshold `i` (0 when the class has no samples).
+    ///
+    /// ```
+    /// use bz_plugin_api::payload::ClassPrCurve;
+    /// let c = ClassPrCurve { tp: vec![1], fn_: vec![1], ..Default::default() };
+    /// assert_eq!(c.recall(0), 0.5);
+    /// ```
+    pub fn recall(&self, i: usize) -> f64 {
+        ratio(self.tp[i], self.tp[i] + self.fn_[i])
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
 /// EPOCH_END: the epoch's `metrics.jsonl` line, plus what the host measured about the epoch.
 ///
 /// ```
@@ -238,6 +313,9 @@ pub struct EpochEnd {
     pub plugins_s: BTreeMap<String, f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub histograms: Option<Histograms>,
+    /// Since 1.2.0, when asked for with [`crate::Directive::WANT_PR_CURVES`].
+    #[serde(rename = "val/pr_curves", skip_serializing_if = "Option::is_none")]
+    pub pr_curves: Option<PrCurves>,
 }
 
 impl EventPayload for EpochEnd {
@@ -329,7 +407,7 @@ mod tests {
         assert_eq!(v["event"], "epoch");
         assert_eq!(v["val/loss"], 0.5);
         assert_eq!(v["val/confusion_matrix"][1][1], 1);
-        assert!(v.get("histograms").is_none());
+        assert!(v.get("histograms").is_none() && v.get("val/pr_curves").is_none());
         assert_eq!(serde_json::from_value::<EpochEnd>(v).unwrap(), end);
     }
 }

@@ -5,50 +5,15 @@ experiment and session groups.
 usage: tb_serve.py LOGDIR false|true RUN [RUN...]
 """
 import json
-import os
-import re
-import subprocess
 import sys
-import threading
 import time
 import urllib.parse
-import urllib.request
+
+import tb_http
 
 logdir, load_fast, runs = sys.argv[1], sys.argv[2], sys.argv[3:]
-exe = os.path.join(os.path.dirname(sys.executable), "tensorboard")
-proc = subprocess.Popen(
-    [exe, "--logdir", logdir, "--host", "127.0.0.1", "--port", "0", "--load_fast", load_fast, "--reload_interval", "1"],
-    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-)
-lines = []
-found = threading.Event()
-url = {}
-
-
-def read_stderr():
-    for line in proc.stderr:
-        lines.append(line)
-        m = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
-        if m and not found.is_set():
-            url["base"] = m.group(1)
-            found.set()
-
-
-threading.Thread(target=read_stderr, daemon=True).start()
-try:
-    if not found.wait(90):
-        sys.exit("tensorboard did not start:\n" + "".join(lines))
-    base = url["base"]
-
-    def get(path):
-        with urllib.request.urlopen(base + path, timeout=30) as r:
-            return json.loads(r.read())
-
-    def post(path, body):
-        req = urllib.request.Request(base + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return json.loads(r.read())
-
+with tb_http.serve(logdir, load_fast) as api:
+    get, post = api.get, api.post
     deadline = time.time() + 90
     while True:
         tags = get("data/plugin/scalars/tags")
@@ -71,9 +36,3 @@ try:
         "colParams": [], "startIndex": 0, "sliceSize": 100, "includeMetrics": True})
     out["provider"] = get("data/environment").get("debug", {}).get("data_provider", "")
     print(json.dumps(out))
-finally:
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()

@@ -280,3 +280,149 @@ fn a_bad_key_is_named_under_its_plugin_section_and_the_schema_is_shown() {
     let schema = out.stdout.lines().find(|l| l.starts_with("config schema")).unwrap_or_else(|| panic!("{}", out.stdout));
     assert!(schema.contains("\"additionalProperties\":false") && schema.contains("Weight and gradient histograms every N epochs"), "{schema}");
 }
+
+/// The embedded digits set as CSV files with a header (`p0`…`p63`, `digit`): every fifth row in val.csv, the others
+/// in train.csv, so the test knows the validation rows. Returns the validation rows' digits.
+fn digits_csv(dir: &Path) -> Vec<usize> {
+    use std::io::Read;
+    let gz = std::fs::read(repo_root().join("bz-host/data/digits.csv.gz")).unwrap();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut text).unwrap();
+    let header = (0..64).map(|i| format!("p{i},")).collect::<String>() + "digit\n";
+    let (mut train, mut val, mut labels) = (header.clone(), header, vec![]);
+    for (i, line) in text.lines().enumerate() {
+        if i % 5 == 0 {
+            labels.push(line.rsplit(',').next().unwrap().parse().unwrap());
+            val += line;
+            val.push('\n');
+        } else {
+            train += line;
+            train.push('\n');
+        }
+    }
+    std::fs::write(dir.join("train.csv"), train).unwrap();
+    std::fs::write(dir.join("val.csv"), val).unwrap();
+    labels
+}
+
+/// Per class, TensorBoard's pr_curve binning of the probabilities (`floor(p * (n - 1))`, "positive" at threshold i
+/// when the bucket is ≥ i): (TP, FP, TN, FN) lists.
+fn expected_pr(probabilities: &[f32], labels: &[usize], class: usize, n: usize) -> [Vec<u64>; 4] {
+    let classes = probabilities.len() / labels.len();
+    let (mut tp, mut fp) = (vec![0u64; n], vec![0u64; n]);
+    for (row, &label) in probabilities.chunks(classes).zip(labels) {
+        let bucket = ((row[class] * (n - 1) as f32).floor() as usize).min(n - 1);
+        for i in 0..=bucket {
+            if label == class {
+                tp[i] += 1;
+            } else {
+                fp[i] += 1;
+            }
+        }
+    }
+    let fn_ = tp.iter().map(|t| tp[0] - t).collect();
+    let tn = fp.iter().map(|f| fp[0] - f).collect();
+    [tp, fp, tn, fn_]
+}
+
+fn brightness(rgb: &Value) -> u64 {
+    rgb.as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).sum()
+}
+
+#[test]
+fn the_confusion_matrix_image_and_per_class_pr_curves_are_served_by_tensorboard() {
+    let dir = setup();
+    let labels = digits_csv(dir.path());
+    let cfg = "[run]\nthreads = 1\n[data]\nsource = \"csv\"\npath = \"train.csv\"\nval = \"val.csv\"\ntarget = \"digit\"\nnormalize = true\n\
+               [model]\nlayers = [{ type = \"linear\", out = 32 }, { type = \"relu\" }, { type = \"linear\", out = 10 }]\n\
+               [train]\nepochs = 3\nbatch_size = 64\n[optimizer]\nlr = 0.01\n[metrics]\nconfusion_matrix = true\n\
+               [plugins.tensorboard]\nlog_dir = \"tb\"\n";
+    write_config(dir.path(), "c.toml", cfg);
+    let out = train(dir.path(), "c.toml", &["--run-name", "d", "-q"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let run = dir.path().join("runs/d");
+    let epochs = epoch_lines(&run);
+    // The last weights' probabilities on the validation rows, in validation's batches (so the same arithmetic).
+    let out = bz(
+        dir.path(),
+        &[
+            "predict",
+            "c.toml",
+            "--run-name",
+            "d",
+            "--checkpoint",
+            "runs/d/checkpoints/last",
+            "--input",
+            "val.csv",
+            "--output",
+            "p.safetensors",
+            "--batch-size",
+            "64",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.all());
+    let (dtype, shape, bytes) = tensors(&dir.path().join("p.safetensors")).remove("probabilities").expect("probabilities");
+    assert_eq!((dtype.as_str(), shape), ("F32", vec![labels.len(), 10]));
+    let probabilities: Vec<f32> = bytes.chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+
+    let logdir = dir.path().join("tb");
+    for load_fast in ["false", "true"] {
+        let api: Value =
+            serde_json::from_str(&py_script(dir.path(), "tb_images.py", &[logdir.to_str().unwrap(), load_fast, "d", "10", "3"], Duration::from_secs(240)))
+                .unwrap();
+        // One image per epoch, at the epoch's step: a 320x320 RGB PNG whose cells are shaded by that epoch's matrix.
+        let images = api["images"].as_array().unwrap();
+        assert_eq!(images.len(), 3, "{load_fast}: {}", api["image_tags"]);
+        for (image, line) in images.iter().zip(&epochs) {
+            assert_eq!(image["step"], line["step"], "{load_fast}");
+            assert_eq!((image["format"].as_str(), image["mode"].as_str()), (Some("PNG"), Some("RGB")));
+            assert_eq!((image["width"].as_u64(), image["height"].as_u64()), (Some(320), Some(320)));
+            let matrix = line["val/confusion_matrix"].as_array().unwrap();
+            for (r, row) in matrix.iter().enumerate() {
+                let counts: Vec<u64> = row.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+                let light: Vec<u64> = (0..10).map(|c| brightness(&image["cells"][r][c])).collect();
+                for a in 0..10 {
+                    if counts[a] == 0 {
+                        assert_eq!(light[a], 3 * 255, "row {r} col {a}: an empty cell is white");
+                    }
+                    for b in 0..10 {
+                        assert!(counts[a] <= counts[b] || light[a] < light[b], "step {}: row {r}: {counts:?} but brightness {light:?}", line["step"]);
+                    }
+                }
+            }
+        }
+        // Trained: the diagonal is the darkest cell of every row.
+        let last = &images[2]["cells"];
+        for r in 0..10 {
+            let diagonal = brightness(&last[r][r]);
+            assert!((0..10).filter(|&c| c != r).all(|c| brightness(&last[r][c]) > diagonal), "row {r}: {}", last[r]);
+        }
+
+        // PR curves: one tag per class, one point per epoch; the last epoch's counts are those of the last weights'
+        // probabilities, and they add up at every threshold.
+        let curves = api["pr_curves"].as_object().unwrap();
+        assert_eq!(curves.len(), 10, "{load_fast}: {}", api["pr_tags"]);
+        for class in 0..10 {
+            let series = curves[&format!("val/pr_curves/{class}")].as_array().unwrap();
+            let steps: Vec<&Value> = series.iter().map(|p| &p["step"]).collect();
+            assert_eq!(steps, epochs.iter().map(|l| &l["step"]).collect::<Vec<_>>());
+            let got = series.last().unwrap();
+            let want = expected_pr(&probabilities, &labels, class, 51);
+            let in_class = labels.iter().filter(|&&l| l == class).count() as u64;
+            // TensorBoard cuts each curve after the last threshold that still predicts something positive.
+            let kept = got["true_positives"].as_array().unwrap().len();
+            assert!(kept <= 51 && want[0][kept..].iter().chain(&want[1][kept..]).all(|&v| v == 0), "class {class}: {kept} thresholds kept");
+            for (i, key) in ["true_positives", "false_positives", "true_negatives", "false_negatives"].iter().enumerate() {
+                let counts: Vec<u64> = got[key].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+                assert_eq!(counts, want[i][..kept], "{load_fast}: class {class} {key}");
+            }
+            for t in 0..kept {
+                let c = |k: &str| got[k][t].as_u64().unwrap();
+                assert_eq!(c("true_positives") + c("false_negatives"), in_class);
+                assert_eq!(c("true_positives") + c("false_positives") + c("true_negatives") + c("false_negatives"), labels.len() as u64);
+                let precision = c("true_positives") as f64 / (c("true_positives") + c("false_positives")).max(1) as f64;
+                assert!((got["precision"][t].as_f64().unwrap() - precision).abs() < 1e-6);
+            }
+        }
+    }
+}

@@ -56,7 +56,7 @@ impl EvalArgs {
             anyhow::bail!("the {name} split is empty (data.val_split = 0?)");
         }
         let val_bs = c.train.val_batch_size.unwrap_or(c.train.batch_size);
-        let ev = bz_host::evaluate::evaluate(&model, &objective, set, val_bs, 0, name, |_, _| Ok(()))?;
+        let ev = bz_host::evaluate::evaluate(&model, &objective, set, val_bs, 0, name, |_| Ok(()))?;
         self.print(&ev, dir);
         Ok(Status::Success)
     }

@@ -67,7 +67,7 @@ pub enum Head {
 }
 
 impl Head {
-    fn of(objective: &Objective) -> Head {
+    pub fn of(objective: &Objective) -> Head {
         if objective.task == TaskKind::Regression {
             Head::Values
         } else if objective.binary_logit {

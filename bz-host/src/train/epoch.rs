@@ -7,12 +7,14 @@ use super::NonFiniteLoss;
 use crate::checkpoint::PartialEpoch;
 use crate::config::{Mode, TaskKind};
 use crate::data;
-use crate::evaluate::evaluate;
+use crate::evaluate::{evaluate, to_vec_f32, to_vec_i64};
 use crate::events::{Directive, EventKind, Metric};
 use crate::metrics::ConfusionMatrix;
 use crate::optim::Optimizer;
+use crate::pr_curves::{self, PrCounts};
+use crate::predict::Head;
 use anyhow::{Context, Result};
-use bz_plugin_api::payload::{CheckpointSaved, EpochEnd, EpochSummary, Histograms, TrainLoopStart};
+use bz_plugin_api::payload::{CheckpointSaved, EpochEnd, EpochSummary, Histograms, PrCurves, TrainLoopStart};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -32,6 +34,8 @@ pub(super) struct EpochRun {
     confusion: Option<ConfusionMatrix>,
     /// The epoch's last step's gradients, for a plugin that asked for histograms this epoch.
     grad_histograms: Option<Value>,
+    /// Validation PR counts, for a plugin that asked for them this epoch.
+    pr_curves: Option<PrCurves>,
     train_seconds: f64,
 }
 
@@ -60,7 +64,7 @@ impl Trainer<'_> {
         let y = self.session.data.train.y.f_index_select(0, &index)?;
         phases.lap(t, Phase::Data);
         let e1 = self.state.epoch + 1;
-        Ok(EpochRun { e1, start: t, phases, x, y, order, metrics: vec![], confusion: None, grad_histograms: None, train_seconds: 0.0 })
+        Ok(EpochRun { e1, start: t, phases, x, y, order, metrics: vec![], confusion: None, grad_histograms: None, pr_curves: None, train_seconds: 0.0 })
     }
 
     /// The batch loop; true when Ctrl-C ended it (the caller saves and ends the run).
@@ -220,13 +224,20 @@ impl Trainer<'_> {
             emit(self.d, EventKind::VAL_LOOP_START, at, &[], &Value::Null)?;
             let wants_batches = self.d.wants(EventKind::VAL_BATCH_START) || self.d.wants(EventKind::VAL_BATCH_END);
             let (s, d) = (&self.session, &mut *self.d);
-            let ev = evaluate(&s.model, &s.objective, &s.data.val, self.plan.val_batch_size, self.cfg.train.limit_val_batches, "val", |vb, loss| {
+            let head = Head::of(&s.objective);
+            let mut pr = (d.requested(Directive::WANT_PR_CURVES) && s.objective.task == TaskKind::Classification)
+                .then(|| PrCounts::new(s.objective.outputs, pr_curves::THRESHOLDS));
+            let ev = evaluate(&s.model, &s.objective, &s.data.val, self.plan.val_batch_size, self.cfg.train.limit_val_batches, "val", |b| {
                 if wants_batches {
-                    emit(d, EventKind::VAL_BATCH_START, At { batch: vb, ..at }, &[], &Value::Null)?;
-                    emit(d, EventKind::VAL_BATCH_END, At { batch: vb, ..at }, &[Metric::new("val", "loss", loss)], &Value::Null)?;
+                    emit(d, EventKind::VAL_BATCH_START, At { batch: b.index, ..at }, &[], &Value::Null)?;
+                    emit(d, EventKind::VAL_BATCH_END, At { batch: b.index, ..at }, &[Metric::new("val", "loss", b.loss)], &Value::Null)?;
+                }
+                if let (Some(pr), Some(p)) = (&mut pr, head.probabilities(b.out)?) {
+                    pr.add(&to_vec_f32(&p)?, &to_vec_i64(b.y)?);
                 }
                 Ok(())
             })?;
+            ep.pr_curves = pr.map(|pr| pr.curves(s.data.class_names.as_deref()));
             let d = emit(self.d, EventKind::VAL_LOOP_END, at, &ev.metrics, &Value::Null)?;
             self.stop_if(d);
             ep.metrics.extend(ev.metrics);
@@ -270,7 +281,10 @@ impl Trainer<'_> {
             false => None,
         };
         let plugins_s: BTreeMap<String, f64> = self.d.timings().into_iter().collect();
-        let end = EpochEnd { summary, is_best, phases_s: ep.phases.seconds(), plugins_s, histograms };
+        // Taken even when there was nothing to compute (no validation split): a request lasts one epoch.
+        self.d.take(Directive::WANT_PR_CURVES);
+        let pr_curves = ep.pr_curves.take();
+        let end = EpochEnd { summary, is_best, phases_s: ep.phases.seconds(), plugins_s, histograms, pr_curves };
         let at = At { epoch: ep.e1, step: self.state.global_step, batch: self.plan.batches };
         let d = self.emit(EventKind::EPOCH_END, at, &ep.metrics, &to_payload(&end)?)?;
         self.stop_if(d);

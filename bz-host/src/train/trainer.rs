@@ -231,7 +231,7 @@ impl<'a> Trainer<'a> {
         };
         let model = script.as_ref().map_or(&s.model, |(m, _)| m);
         let split = s.data.test.as_ref().context("no test split")?;
-        let ev = crate::evaluate::evaluate(model, &s.objective, split, self.plan.val_batch_size, 0, "test", |_, _| Ok(()))?;
+        let ev = crate::evaluate::evaluate(model, &s.objective, split, self.plan.val_batch_size, 0, "test", |_| Ok(()))?;
         let mut line = serde_json::Map::new();
         line.insert("event".into(), "test".into());
         line.insert("epoch".into(), self.state.epoch.into());

@@ -5,21 +5,27 @@
 //! log_dir = "tb"                  # default: the run directory; else <log_dir>/<run name>
 //! log_every_n_steps = 10          # train/batch_loss every N steps (0: off)
 //! histogram_every_n_epochs = 0    # weights and gradients per parameter every N epochs (0: off)
+//! images = true                   # the validation confusion matrix as an image (when the run has one)
+//! images_every_n_epochs = 1       # … every N epochs (0: off)
+//! pr_curves_every_n_epochs = 1    # per-class PR curves on the validation split every N epochs (0: off)
 //! ```
 //!
 //! Per epoch: every train and validation metric (`train/loss`, `val/accuracy`, …), `optim/lr`,
-//! `time/epoch_s`, `time/samples_per_s` and `epoch`, all at the global step. At run start: the resolved config
+//! `time/epoch_s`, `time/samples_per_s` and `epoch`, all at the global step; for classification with a
+//! validation split, the confusion matrix as a heatmap image (`val/confusion_matrix`, rows true classes, with
+//! `metrics.confusion_matrix = true`) and a PR curve per class (`val/pr_curves/<class>`). At run start: the resolved config
 //! and the model summary as text, and an HParams session with the run's hyperparameters, ended as success or
 //! failure when the run ends, so runs (and the trials of a `bz tune` study) line up in the HPARAMS tab. The file
 //! is flushed at every epoch end; a resumed run appends a new file in the same directory, starting with a
 //! SessionLog START just after the resume step.
 
+pub mod heatmap;
 pub mod proto;
 pub mod record;
 pub mod writer;
 
 use bz_plugin_api::config::{self, ConfigType, PluginConfig};
-use bz_plugin_api::payload::{EpochEnd, EventPayload, RunEnd, RunStart};
+use bz_plugin_api::payload::{EpochEnd, EpochSummary, EventPayload, RunEnd, RunStart};
 use bz_plugin_api::{export_plugin, log, Callback, Directive, Event, EventKind, Host, Level, Plugin, PluginError, RunStatus};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -38,11 +44,19 @@ pub struct Config {
     pub log_every_n_steps: u64,
     /// Weight and gradient histograms every N epochs; 0 turns them off.
     pub histogram_every_n_epochs: u64,
+    /// The validation confusion matrix as an image (`val/confusion_matrix`), when the run reports one
+    /// (`metrics.confusion_matrix`).
+    pub images: bool,
+    /// Images every N epochs; 0 turns them off.
+    pub images_every_n_epochs: u64,
+    /// Per-class precision-recall curves on the validation split (classification) every N epochs; 0 turns them
+    /// off.
+    pub pr_curves_every_n_epochs: u64,
 }
 
 impl Default for Config {
     fn default() -> Config {
-        Config { log_dir: None, log_every_n_steps: 10, histogram_every_n_epochs: 0 }
+        Config { log_dir: None, log_every_n_steps: 10, histogram_every_n_epochs: 0, images: true, images_every_n_epochs: 1, pr_curves_every_n_epochs: 1 }
     }
 }
 
@@ -61,6 +75,11 @@ struct TensorBoard {
     writer: Option<Writer>,
     /// Whether the HParams session got its end record (written once: readers keep only the first).
     ended: bool,
+}
+
+/// Whether epoch `epoch` (1-based) is one of every `n`th; never when `n` is 0.
+fn due(epoch: u64, n: u64) -> bool {
+    n > 0 && epoch.is_multiple_of(n)
 }
 
 fn io(what: &str, e: std::io::Error) -> PluginError {
@@ -110,6 +129,9 @@ impl TensorBoard {
         let s = &p.summary;
         values.extend([("optim/lr".into(), s.lr), ("time/epoch_s".into(), s.epoch_time_s), ("time/samples_per_s".into(), s.samples_per_s)]);
         values.push(("epoch".into(), e.epoch as f64));
+        let image = self.confusion_image(e.epoch, s)?;
+        // Another plugin may have asked for them in an epoch this one skips.
+        let pr_curves = p.pr_curves.as_ref().filter(|_| due(e.epoch, self.cfg.pr_curves_every_n_epochs));
         let step = e.global_step;
         let w = self.writer()?;
         let path = w.path().display().to_string();
@@ -122,9 +144,41 @@ impl TensorBoard {
                     }
                 }
             }
+            if let Some(png) = &image {
+                w.image(step, "val/confusion_matrix", png)?;
+            }
+            if let Some(pr) = pr_curves {
+                w.pr_curves(step, "val/pr_curves", pr)?;
+            }
             w.flush()
         })();
         result.map_err(|err| io(&path, err))
+    }
+
+    /// The epoch's confusion matrix as a heatmap, when it has one and images are due.
+    fn confusion_image(&self, epoch: u64, s: &EpochSummary) -> Result<Option<heatmap::Png>, PluginError> {
+        let Some(rows) = s.confusion_matrix.as_deref().filter(|_| self.cfg.images && due(epoch, self.cfg.images_every_n_epochs)) else {
+            return Ok(None);
+        };
+        match heatmap::confusion_matrix(rows) {
+            Some(png) => png.map(Some).map_err(|err| PluginError::other(format!("cannot encode the confusion matrix as PNG: {err}"))),
+            None => {
+                log!(Level::Warn, "epoch {epoch}: the confusion matrix is not square; no image");
+                Ok(None)
+            }
+        }
+    }
+
+    /// What to ask the host for before an epoch: histograms and PR curves, when due.
+    fn requests(&self, epoch: u64) -> Directive {
+        let mut d = Directive::NONE;
+        if due(epoch, self.cfg.histogram_every_n_epochs) {
+            d = d | Directive::WANT_HISTOGRAMS;
+        }
+        if due(epoch, self.cfg.pr_curves_every_n_epochs) {
+            d = d | Directive::WANT_PR_CURVES;
+        }
+        d
     }
 
     /// A RUN_END's metrics (the test split's, evaluated after training) as `test/…` scalars at the final step;
@@ -161,7 +215,7 @@ impl Callback for TensorBoard {
         if self.cfg.log_every_n_steps > 0 {
             kinds.push(EventKind::TRAIN_BATCH_END);
         }
-        if self.cfg.histogram_every_n_epochs > 0 {
+        if self.cfg.histogram_every_n_epochs > 0 || self.cfg.pr_curves_every_n_epochs > 0 {
             kinds.push(EventKind::EPOCH_START);
         }
         kinds
@@ -170,7 +224,7 @@ impl Callback for TensorBoard {
     fn on_event(&mut self, e: &Event<'_>) -> Result<Directive, PluginError> {
         match e.kind {
             EventKind::RUN_START => self.run_start(e)?,
-            EventKind::EPOCH_START if e.epoch.is_multiple_of(self.cfg.histogram_every_n_epochs.max(1)) => return Ok(Directive::WANT_HISTOGRAMS),
+            EventKind::EPOCH_START => return Ok(self.requests(e.epoch)),
             EventKind::TRAIN_BATCH_END if e.global_step.is_multiple_of(self.cfg.log_every_n_steps.max(1)) => {
                 if let Some(loss) = e.metric("train", "loss") {
                     let step = e.global_step;
@@ -202,7 +256,7 @@ pub struct TensorBoardPlugin;
 impl Plugin for TensorBoardPlugin {
     const NAME: &'static str = "tensorboard";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const DESCRIPTION: &'static str = "TensorBoard event files: scalars, histograms, text and hparams";
+    const DESCRIPTION: &'static str = "TensorBoard event files: scalars, histograms, text, hparams, images and PR curves";
 
     const CONFIG: ConfigType = ConfigType::of::<Config>();
 
@@ -231,12 +285,15 @@ mod tests {
 
     #[test]
     fn defaults_and_schema_are_as_documented() {
-        assert_eq!(TensorBoardPlugin::default_config(), json!({ "log_every_n_steps": 10, "histogram_every_n_epochs": 0 }));
+        assert_eq!(
+            TensorBoardPlugin::default_config(),
+            json!({ "log_every_n_steps": 10, "histogram_every_n_epochs": 0, "images": true, "images_every_n_epochs": 1, "pr_curves_every_n_epochs": 1 })
+        );
         assert_eq!(TensorBoardPlugin::validate_config(&json!({})).unwrap(), TensorBoardPlugin::default_config());
         let schema = TensorBoardPlugin::config_schema();
         assert_eq!(schema["additionalProperties"], false);
         let keys: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["histogram_every_n_epochs", "log_dir", "log_every_n_steps"]);
+        assert_eq!(keys, ["histogram_every_n_epochs", "images", "images_every_n_epochs", "log_dir", "log_every_n_steps", "pr_curves_every_n_epochs"]);
         assert_eq!(schema["properties"]["log_every_n_steps"]["default"], 10);
     }
 
@@ -244,7 +301,7 @@ mod tests {
     fn a_run_writes_one_event_file_that_asks_for_histograms_when_due() {
         let dir = std::env::temp_dir().join(format!("bz-tb-unit-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut h = Harness::new::<TensorBoardPlugin>(json!({ "histogram_every_n_epochs": 2 })).unwrap();
+        let mut h = Harness::new::<TensorBoardPlugin>(json!({ "histogram_every_n_epochs": 2, "pr_curves_every_n_epochs": 0 })).unwrap();
         Harness::set_run_dir(&dir);
         let run = h.run(3, 2, |epoch| vec![("val", "loss", 1.0 / epoch as f64)]).unwrap();
         assert_eq!(run.epochs_run, 3);
@@ -254,6 +311,40 @@ mod tests {
         let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains("tfevents")).collect();
         assert_eq!(files.len(), 1);
         assert!(std::fs::metadata(files[0].path()).unwrap().len() > 100);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn pr_curves_and_histograms_are_asked_for_on_their_own_schedules() {
+        let h = |cfg: Value| Harness::new::<TensorBoardPlugin>(cfg).unwrap();
+        let null = Value::Null;
+        let mut both = h(json!({ "histogram_every_n_epochs": 2 }));
+        assert_eq!(both.send(EventKind::EPOCH_START, 1, 0, 0, &[], &null).unwrap(), Directive::WANT_PR_CURVES);
+        assert_eq!(both.send(EventKind::EPOCH_START, 2, 6, 0, &[], &null).unwrap(), Directive::WANT_HISTOGRAMS | Directive::WANT_PR_CURVES);
+        let mut none = h(json!({ "pr_curves_every_n_epochs": 0 }));
+        assert_eq!(none.send(EventKind::EPOCH_START, 1, 0, 0, &[], &null).unwrap(), Directive::NONE);
+    }
+
+    #[test]
+    fn an_epoch_with_a_confusion_matrix_and_pr_curves_writes_an_image_and_curves() {
+        let dir = std::env::temp_dir().join(format!("bz-tb-unit-img-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let write = |cfg: Value, sub: &str| -> u64 {
+            let d = dir.join(sub);
+            let mut h = Harness::new::<TensorBoardPlugin>(cfg).unwrap();
+            Harness::set_run_dir(&d);
+            let start = json!({ "run_dir": d.display().to_string(), "epochs": 1 });
+            h.send(EventKind::RUN_START, 0, 0, 0, &[], &start).unwrap();
+            let curve = json!({ "index": 0, "label": "a", "tp": [2, 1, 0], "fp": [2, 0, 0], "tn": [0, 2, 2], "fn": [0, 1, 2] });
+            let end = json!({ "event": "epoch", "epoch": 1, "val/confusion_matrix": [[2, 0], [1, 1]],
+                              "val/pr_curves": { "num_thresholds": 3, "classes": [curve] } });
+            h.send(EventKind::EPOCH_END, 1, 4, 0, &[], &end).unwrap();
+            let file = std::fs::read_dir(&d).unwrap().flatten().find(|e| e.file_name().to_string_lossy().contains("tfevents")).unwrap();
+            std::fs::metadata(file.path()).unwrap().len()
+        };
+        let with = write(json!({}), "with");
+        let without = write(json!({ "images": false, "pr_curves_every_n_epochs": 0 }), "without");
+        assert!(with > without + 100, "a PNG and a curve add bytes: {with} vs {without}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -44,7 +44,7 @@ pub struct Value {
     pub tag: String,
     #[prost(message, optional, tag = "9")]
     pub metadata: Option<SummaryMetadata>,
-    #[prost(oneof = "Kind", tags = "2, 5, 8")]
+    #[prost(oneof = "Kind", tags = "2, 4, 5, 8")]
     pub value: Option<Kind>,
 }
 
@@ -53,11 +53,30 @@ pub enum Kind {
     /// f32 on purpose: TensorBoard's default (Rust) loader drops DT_DOUBLE scalars.
     #[prost(float, tag = "2")]
     SimpleValue(f32),
+    #[prost(message, tag = "4")]
+    Image(Image),
     #[prost(message, tag = "5")]
     Histo(HistogramProto),
     #[prost(message, tag = "8")]
     Tensor(TensorProto),
 }
+
+/// `Summary.Image`: readers migrate it to the images plugin.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Image {
+    #[prost(int32, tag = "1")]
+    pub height: i32,
+    #[prost(int32, tag = "2")]
+    pub width: i32,
+    /// 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA.
+    #[prost(int32, tag = "3")]
+    pub colorspace: i32,
+    /// PNG.
+    #[prost(bytes = "vec", tag = "4")]
+    pub encoded_image_string: Vec<u8>,
+}
+
+pub const COLORSPACE_RGB: i32 = 3;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct SummaryMetadata {
@@ -97,6 +116,8 @@ pub struct TensorProto {
     pub dtype: i32,
     #[prost(message, optional, tag = "2")]
     pub tensor_shape: Option<TensorShapeProto>,
+    #[prost(float, repeated, tag = "5")]
+    pub float_val: Vec<f32>,
     #[prost(bytes = "vec", repeated, tag = "8")]
     pub string_val: Vec<Vec<u8>>,
 }
@@ -115,6 +136,16 @@ pub struct Dim {
 
 pub const DT_FLOAT: i32 = 1;
 pub const DT_STRING: i32 = 7;
+
+/// `tensorboard.PrCurvePluginData`, the pr_curves plugin's metadata content.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PrCurvePluginData {
+    /// Must be 0.
+    #[prost(int32, tag = "1")]
+    pub version: i32,
+    #[prost(uint32, tag = "2")]
+    pub num_thresholds: u32,
+}
 
 // --- tensorboard.hparams ---------------------------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
-//! Summaries as TensorBoard's loaders expect them: f32 scalars, legacy histograms, markdown text, and the HParams
-//! plugin's session start and end records.
+//! Summaries as TensorBoard's loaders expect them: f32 scalars, legacy histograms, markdown text, PNG images, PR
+//! curves, and the HParams plugin's session start and end records.
 
+use crate::heatmap::Png;
 use crate::proto::{self, HParamsData, Kind, PbKind, PbValue};
 use crate::record::EventFile;
+use bz_plugin_api::payload::PrCurves;
 use prost::Message;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
@@ -58,8 +60,44 @@ impl Writer {
             dtype: proto::DT_STRING,
             tensor_shape: Some(proto::TensorShapeProto { dim: vec![] }),
             string_val: vec![markdown.as_bytes().to_vec()],
+            float_val: vec![],
         };
         self.summary(step, vec![proto::Value { tag: tag.into(), metadata: plugin("text", Vec::new()), value: Some(Kind::Tensor(tensor)) }])
+    }
+
+    /// A PNG image (the images plugin shows one per step).
+    pub fn image(&mut self, step: u64, tag: &str, png: &Png) -> std::io::Result<()> {
+        let image =
+            proto::Image { height: png.height as i32, width: png.width as i32, colorspace: proto::COLORSPACE_RGB, encoded_image_string: png.bytes.clone() };
+        self.summary(step, vec![proto::Value { tag: tag.into(), metadata: None, value: Some(Kind::Image(image)) }])
+    }
+
+    /// One PR curve per class, tagged `<prefix>/<class label>`, in one event. The pr_curves plugin's layout: a
+    /// DT_FLOAT `[6, num_thresholds]` tensor of TP, FP, TN, FN, precision and recall. Curves whose lists do not
+    /// have `num_thresholds` entries are skipped.
+    pub fn pr_curves(&mut self, step: u64, prefix: &str, curves: &PrCurves) -> std::io::Result<()> {
+        let n = curves.num_thresholds as usize;
+        let content = proto::PrCurvePluginData { version: 0, num_thresholds: curves.num_thresholds }.encode_to_vec();
+        let value = curves
+            .classes
+            .iter()
+            .filter(|c| n >= 2 && [&c.tp, &c.fp, &c.tn, &c.fn_].iter().all(|l| l.len() == n))
+            .map(|c| {
+                let counts = [&c.tp, &c.fp, &c.tn, &c.fn_].into_iter().flat_map(|l| l.iter().map(|v| *v as f32));
+                let ratios = (0..n).map(|i| c.precision(i) as f32).chain((0..n).map(|i| c.recall(i) as f32));
+                let tensor = proto::TensorProto {
+                    dtype: proto::DT_FLOAT,
+                    tensor_shape: Some(proto::TensorShapeProto { dim: vec![proto::Dim { size: 6 }, proto::Dim { size: n as i64 }] }),
+                    string_val: vec![],
+                    float_val: counts.chain(ratios).collect(),
+                };
+                proto::Value { tag: format!("{prefix}/{}", c.label), metadata: plugin("pr_curves", content.clone()), value: Some(Kind::Tensor(tensor)) }
+            })
+            .collect::<Vec<_>>();
+        if value.is_empty() {
+            return Ok(());
+        }
+        self.summary(step, value)
     }
 
     fn hparams(&mut self, tag: &str, data: HParamsData) -> std::io::Result<()> {
@@ -69,6 +107,7 @@ impl Writer {
             dtype: proto::DT_FLOAT,
             tensor_shape: Some(proto::TensorShapeProto { dim: vec![proto::Dim { size: 0 }] }),
             string_val: vec![],
+            float_val: vec![],
         };
         self.summary(0, vec![proto::Value { tag: tag.into(), metadata: plugin("hparams", content), value: Some(Kind::Tensor(tensor)) }])
     }
