@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod plugins;
+pub mod precision;
 pub mod predict;
 pub mod redact;
 pub mod schedule;

@@ -11,6 +11,7 @@ use crate::evaluate::evaluate;
 use crate::events::{Directive, EventKind, Metric};
 use crate::metrics::ConfusionMatrix;
 use crate::optim::Optimizer;
+use crate::precision;
 use anyhow::{Context, Result};
 use bz_plugin_api::payload::{CheckpointSaved, EpochEnd, EpochSummary, Histograms, TrainLoopStart};
 use serde_json::{json, Map, Value};
@@ -157,18 +158,22 @@ impl Trainer<'_> {
         }
         let y = ep.y.f_narrow(0, start as i64, len as i64)?;
         let t = ep.phases.lap(t, Phase::Data);
-        let out = model.forward_t(&x, true)?;
-        let loss = objective.loss(&out, &y)?;
+        let (out, loss) = {
+            let _autocast = precision::autocast(self.cfg.train.precision, self.session.device)?;
+            let out = model.forward_t(&x, true)?;
+            let loss = objective.loss(&out, &y)?;
+            (out, loss)
+        };
         let value = loss.f_double_value(&[])?;
         let t = ep.phases.lap(t, Phase::Forward);
         if !value.is_finite() {
             return Ok((value, Tensor::new()));
         }
-        if self.plan.accum > 1 {
-            self.opt.backward(&loss.f_div_scalar(self.plan.accum as f64)?, grads)?;
-        } else {
-            self.opt.backward(&loss, grads)?;
+        let mut loss = if self.plan.accum > 1 { loss.f_div_scalar(self.plan.accum as f64)? } else { loss };
+        if let Some(scaler) = &self.state.scaler {
+            loss = scaler.scale_loss(&loss)?;
         }
+        self.opt.backward(&loss, grads)?;
         let t = ep.phases.lap(t, Phase::Backward);
         let hits =
             if objective.task == TaskKind::Classification { objective.predict(&out.f_detach()?)?.f_eq_tensor(&y)?.f_sum(Kind::Int64)? } else { Tensor::new() };
@@ -176,23 +181,36 @@ impl Trainer<'_> {
         Ok((value, hits))
     }
 
-    /// Clips the accumulated gradients, sets the scheduled learning rate and steps.
+    /// Unscales (fp16) and clips the accumulated gradients, sets the scheduled learning rate and steps; with fp16, a
+    /// step whose gradients overflowed is skipped (the learning rate schedule, counted in optimizer steps, waits).
     fn optimizer_step(&mut self, ep: &mut EpochRun, grads: &mut Vec<Tensor>, last_of_epoch: bool) -> Result<()> {
         let t = Instant::now();
+        // Averaged first: an inf on any rank reaches every rank's sum, so all of them skip the same steps.
         self.ranks.average_gradients(grads)?;
-        if let Some(v) = self.cfg.train.clip_grad_value {
-            Optimizer::clip_grad_value(grads, v)?;
+        let finite = match &mut self.state.scaler {
+            Some(scaler) => {
+                let finite = scaler.unscale(grads)?;
+                scaler.update(finite);
+                finite
+            }
+            None => true,
+        };
+        if finite {
+            if let Some(v) = self.cfg.train.clip_grad_value {
+                Optimizer::clip_grad_value(grads, v)?;
+            }
+            if let Some(n) = self.cfg.train.clip_grad_norm {
+                Optimizer::clip_grad_norm(grads, n)?;
+            }
+            self.opt.set_lr(self.schedule.lr(self.opt.steps as usize));
+            if last_of_epoch && self.d.requested(Directive::WANT_HISTOGRAMS) {
+                let names = self.opt.named_params().map(|(n, _)| n);
+                ep.grad_histograms = Some(crate::histogram::named(names.zip(grads.iter()))?);
+            }
+            self.opt.step(grads)?;
         }
-        if let Some(n) = self.cfg.train.clip_grad_norm {
-            Optimizer::clip_grad_norm(grads, n)?;
-        }
-        self.opt.set_lr(self.schedule.lr(self.opt.steps as usize));
-        if last_of_epoch && self.d.requested(Directive::WANT_HISTOGRAMS) {
-            let names = self.opt.named_params().map(|(n, _)| n);
-            ep.grad_histograms = Some(crate::histogram::named(names.zip(grads.iter()))?);
-        }
-        self.opt.step(grads)?;
         grads.clear();
+        // Also after a skipped step: the forward pass moved batch norm's running statistics all the same.
         self.ranks.broadcast_buffers(&self.session.vs)?;
         ep.phases.lap(t, Phase::Optimizer);
         Ok(())
