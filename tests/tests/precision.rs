@@ -103,32 +103,42 @@ fn bf16_two_plus_two_epochs_equals_four() {
     let strip = |run: &Path| read_jsonl(&run.join("metrics.jsonl")).iter().map(without_timings).collect::<Vec<_>>();
     assert_eq!(strip(&s), strip(&r), "metrics.jsonl of the resumed run must match line for line");
     assert!(trainer_json(&s).get("scaler").is_none(), "bf16 needs no loss scaler");
+    assert!(read_jsonl(&s.join("metrics.jsonl")).iter().all(|l| l.get("loss_scale").is_none()));
 }
 
 /// Batches of 4 over 6 epochs: 2,160 steps, so the scale both backs off (the first steps overflow at 65536) and
 /// grows again after 2,000 good steps, in the resumed half; resuming without the scaler's state would differ.
+/// Without batch norm, whose gradients on 4 samples overflow fp16 now and then and keep resetting the growth.
 #[test]
 fn fp16_mixed_resume_is_exact_with_the_scaler_state() {
     let dir = tempfile::tempdir().unwrap();
-    let mlp = MLP.replace("precision = \"bf16\"", "precision = \"16-mixed\"").replace("batch_size = 32", "batch_size = 4");
-    write_config(dir.path(), "c.toml", &mlp.replace("epochs = 4", "epochs = 6").replace("log_every_n_steps = 10", "log_every_n_steps = 100"));
+    let mlp = MLP
+        .replace("precision = \"bf16\"", "precision = \"16-mixed\"")
+        .replace("batch_size = 32", "batch_size = 4")
+        .replace("epochs = 4", "epochs = 6")
+        .replace("log_every_n_steps = 10", "log_every_n_steps = 100")
+        .replace("{ type = \"batchnorm\" }, ", "");
+    write_config(dir.path(), "c.toml", &mlp);
     train(dir.path(), &["--run-name", "straight"]);
     train(dir.path(), &["--run-name", "split", "--epochs", "3"]);
     let half = trainer_json(&dir.path().join("runs/split"));
     train(dir.path(), &["--run-name", "split", "--epochs", "6", "--resume"]);
     let (s, r) = (dir.path().join("runs/straight"), dir.path().join("runs/split"));
     let (end, split_end) = (trainer_json(&s), trainer_json(&r));
-    // Overflowing steps were skipped, then the scale grew back once.
+    // Overflowing steps were skipped (not counted as optimizer steps), then the scale grew once, after the resume.
     let skipped = end["global_step"].as_i64().unwrap() - end["optimizer_steps"].as_i64().unwrap();
     assert!(skipped >= 1, "{end}");
-    assert!(half["scaler"]["growth_tracker"].as_i64().unwrap() > 0, "{half}");
-    assert!(end["scaler"]["growth_tracker"].as_i64().unwrap() < half["scaler"]["growth_tracker"].as_i64().unwrap(), "the scale grew: {end}");
+    assert!(half["scaler"]["growth_tracker"].as_i64().unwrap() > 1000, "{half}");
+    let steps: Vec<Value> = read_jsonl(&s.join("metrics.jsonl")).into_iter().filter(|l| l["event"] == "step").collect();
+    let (first, last) = (steps[0]["loss_scale"].as_f64().unwrap(), steps.last().unwrap()["loss_scale"].as_f64().unwrap());
+    assert!(first < 65536.0 && last == 2.0 * first, "loss_scale {first} at step 100, {last} at the end");
+    assert_eq!(half["scaler"]["scale"], first);
     assert_eq!(end["scaler"], split_end["scaler"]);
     assert_eq!(end["optimizer_steps"], split_end["optimizer_steps"]);
     assert_eq!(weights(&s), weights(&r), "resumed weights differ from the straight run");
     let strip = |run: &Path| read_jsonl(&run.join("metrics.jsonl")).iter().map(without_timings).collect::<Vec<_>>();
     assert_eq!(strip(&s), strip(&r));
-    assert!(best_accuracy(&s) >= 0.9, "fp16 best val accuracy {}", best_accuracy(&s));
+    assert!(best_accuracy(&s) >= 0.95, "fp16 best val accuracy {}", best_accuracy(&s));
 }
 
 #[test]

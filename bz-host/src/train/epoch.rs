@@ -142,7 +142,12 @@ impl Trainer<'_> {
         }
         let every = self.cfg.train.log_every_n_steps;
         if every > 0 && self.state.global_step.is_multiple_of(every) {
-            self.run.log.write(&json!({ "event": "step", "epoch": ep.e1, "step": self.state.global_step, "train/loss": loss, "lr": self.opt.lr() }))?;
+            let mut line = json!({ "event": "step", "epoch": ep.e1, "step": self.state.global_step, "train/loss": loss, "lr": self.opt.lr() });
+            // fp16: a scale that keeps halving says the gradients overflow, i.e. steps are being skipped.
+            if let Some(scaler) = &self.state.scaler {
+                line["loss_scale"] = scaler.scale.into();
+            }
+            self.run.log.write(&line)?;
         }
         Ok(())
     }
