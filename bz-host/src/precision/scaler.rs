@@ -49,6 +49,14 @@ impl ScalerState {
         Ok(Tensor::f_stack(&finite, 0)?.f_all()?.f_int64_value(&[])? != 0)
     }
 
+    /// Unscales the gradients and updates the scale; true when the optimizer may step (GradScaler's `unscale_`,
+    /// `step` and `update` in one).
+    pub fn unscale_and_update(&mut self, grads: &mut [Tensor]) -> Result<bool> {
+        let finite = self.unscale(grads)?;
+        self.update(finite);
+        Ok(finite)
+    }
+
     /// After every optimizer step (skipped or not), as `torch._amp_update_scale_`.
     pub fn update(&mut self, grads_finite: bool) {
         if !grads_finite {

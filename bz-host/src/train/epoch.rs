@@ -186,39 +186,40 @@ impl Trainer<'_> {
         Ok((value, hits))
     }
 
-    /// Unscales (fp16) and clips the accumulated gradients, sets the scheduled learning rate and steps; with fp16, a
-    /// step whose gradients overflowed is skipped (the learning rate schedule, counted in optimizer steps, waits).
+    /// Averages (data-parallel), unscales (fp16), clips and steps; with fp16, a step whose gradients overflowed is
+    /// skipped (the learning-rate schedule, counted in optimizer steps, waits for it).
     fn optimizer_step(&mut self, ep: &mut EpochRun, grads: &mut Vec<Tensor>, last_of_epoch: bool) -> Result<()> {
         let t = Instant::now();
         // Averaged first: an inf on any rank reaches every rank's sum, so all of them skip the same steps.
         self.ranks.average_gradients(grads)?;
         let finite = match &mut self.state.scaler {
-            Some(scaler) => {
-                let finite = scaler.unscale(grads)?;
-                scaler.update(finite);
-                finite
-            }
+            Some(scaler) => scaler.unscale_and_update(grads)?,
             None => true,
         };
         if finite {
-            if let Some(v) = self.cfg.train.clip_grad_value {
-                Optimizer::clip_grad_value(grads, v)?;
-            }
-            if let Some(n) = self.cfg.train.clip_grad_norm {
-                Optimizer::clip_grad_norm(grads, n)?;
-            }
-            self.opt.set_lr(self.schedule.lr(self.opt.steps as usize));
-            if last_of_epoch && self.d.requested(Directive::WANT_HISTOGRAMS) {
-                let names = self.opt.named_params().map(|(n, _)| n);
-                ep.grad_histograms = Some(crate::histogram::named(names.zip(grads.iter()))?);
-            }
-            self.opt.step(grads)?;
+            self.clip_and_step(ep, grads, last_of_epoch)?;
         }
         grads.clear();
         // Also after a skipped step: the forward pass moved batch norm's running statistics all the same.
         self.ranks.broadcast_buffers(&self.session.vs)?;
         ep.phases.lap(t, Phase::Optimizer);
         Ok(())
+    }
+
+    /// Clips the gradients, sets the scheduled learning rate and steps.
+    fn clip_and_step(&mut self, ep: &mut EpochRun, grads: &mut [Tensor], last_of_epoch: bool) -> Result<()> {
+        if let Some(v) = self.cfg.train.clip_grad_value {
+            Optimizer::clip_grad_value(grads, v)?;
+        }
+        if let Some(n) = self.cfg.train.clip_grad_norm {
+            Optimizer::clip_grad_norm(grads, n)?;
+        }
+        self.opt.set_lr(self.schedule.lr(self.opt.steps as usize));
+        if last_of_epoch && self.d.requested(Directive::WANT_HISTOGRAMS) {
+            let names = self.opt.named_params().map(|(n, _)| n);
+            ep.grad_histograms = Some(crate::histogram::named(names.zip(grads.iter()))?);
+        }
+        self.opt.step(grads)
     }
 
     /// The `throughput` line of `train.bench_warmup_steps`, once the epoch that started measuring ends.
