@@ -21,6 +21,7 @@ fn main() {
     let lib = libtorch.join("lib");
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
     println!("cargo:rustc-env=BZ_LIBTORCH_DIR={}", libtorch.display());
+    autocast_shim(&libtorch);
     dist_shim(&libtorch);
     if want_cuda(&libtorch) {
         println!("cargo:rustc-link-search=native={}", lib.display());
@@ -49,26 +50,36 @@ fn dist_shim(libtorch: &Path) {
         return;
     }
     println!("cargo:rerun-if-changed={}", config.display());
+    libtorch_cc(libtorch).include(gloo).define("GLOG_USE_GLOG_EXPORT", None).define("USE_C10D_GLOO", None).file("src/dist/shim.cpp").compile("bz_dist_shim");
+    println!("cargo:rustc-cfg=bz_dist");
+}
+
+/// Compiles src/precision/autocast.cpp, the switch for CPU and CUDA autocast (`train.precision`); it needs only
+/// libtorch's headers, so it is always built.
+fn autocast_shim(libtorch: &Path) {
+    println!("cargo:rerun-if-changed=src/precision/autocast.cpp");
+    libtorch_cc(libtorch).file("src/precision/autocast.cpp").compile("bz_autocast_shim");
+}
+
+/// A C++ build against libtorch's headers, with the flags torch-sys uses for its own shim.
+fn libtorch_cc(libtorch: &Path) -> cc::Build {
     let include = libtorch.join("include");
     // The ABI flag as torch-sys sets it for this libtorch, so std::string crosses into libtorch_cpu.so intact.
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let cxx11_abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
-    cc::Build::new()
+    let mut build = cc::Build::new();
+    build
         .cpp(true)
         .pic(true)
         .warnings(false)
         // Debug info for libtorch's headers doubles the compile (~10 s to ~20 s) for a shim too thin to step through.
         .debug(false)
-        .includes([include.clone(), include.join("torch/csrc/api/include"), gloo])
+        .includes([include.clone(), include.join("torch/csrc/api/include")])
         .flag("-std=c++17")
         // libtorch's headers use C++20 bit-field initialisers that g++ accepts in C++17 with a warning per include.
         .flag_if_supported("-Wno-c++20-extensions")
-        .define("_GLIBCXX_USE_CXX11_ABI", cxx11_abi.as_str())
-        .define("GLOG_USE_GLOG_EXPORT", None)
-        .define("USE_C10D_GLOO", None)
-        .file("src/dist/shim.cpp")
-        .compile("bz_dist_shim");
-    println!("cargo:rustc-cfg=bz_dist");
+        .define("_GLIBCXX_USE_CXX11_ABI", cxx11_abi.as_str());
+    build
 }
 
 /// The plugin channel a release build carries: `BZ_CHANNEL_URL` and `BZ_CHANNEL_PUBKEY` at build time (the release

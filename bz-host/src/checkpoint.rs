@@ -37,6 +37,9 @@ pub struct TrainerState {
     pub elapsed_s: f64,
     /// The last epoch's metrics, for `bz eval` and humans.
     pub metrics: serde_json::Map<String, serde_json::Value>,
+    /// fp16's loss scaler (`train.precision = "16-mixed"`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaler: Option<crate::precision::ScalerState>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -182,6 +185,7 @@ mod tests {
             partial: Default::default(),
             elapsed_s: 0.0,
             metrics: Default::default(),
+            scaler: None,
         }
     }
 

@@ -19,6 +19,7 @@ pub mod model;
 pub mod optim;
 pub mod plugins;
 pub mod pr_curves;
+pub mod precision;
 pub mod predict;
 pub mod redact;
 pub mod schedule;

@@ -257,6 +257,51 @@ pub struct TrainConfig {
     pub drop_last: bool,
     /// Benchmarks: time the training steps after the first N and write a `throughput` line.
     pub bench_warmup_steps: Option<usize>,
+    /// The training forward pass's precision (see `crate::precision`).
+    pub precision: Precision,
+}
+
+/// `train.precision`, as Lightning spells it.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    #[serde(rename = "32")]
+    Full,
+    /// bfloat16 autocast.
+    #[serde(rename = "bf16")]
+    Bf16,
+    /// float16 autocast with dynamic loss scaling.
+    #[serde(rename = "16-mixed")]
+    Mixed16,
+}
+
+impl<'de> Deserialize<'de> for Precision {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        const CHOICES: &[&str] = &["32", "bf16", "16-mixed"];
+        struct Choice;
+        impl serde::de::Visitor<'_> for Choice {
+            type Value = Precision;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "one of \"32\", \"bf16\", \"16-mixed\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Precision, E> {
+                match v {
+                    "32" => Ok(Precision::Full),
+                    "bf16" => Ok(Precision::Bf16),
+                    "16-mixed" => Ok(Precision::Mixed16),
+                    _ => Err(E::unknown_variant(v, CHOICES)),
+                }
+            }
+            // `precision = 32` is what a Lightning user types first: say how to write it.
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Precision, E> {
+                Err(E::custom(format!("write the precision as a string: \"32\", \"bf16\" or \"16-mixed\", not {v}")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Precision, E> {
+                self.visit_i64(v as i64)
+            }
+        }
+        d.deserialize_any(Choice)
+    }
 }
 
 impl Default for TrainConfig {
@@ -275,6 +320,7 @@ impl Default for TrainConfig {
             limit_val_batches: 0,
             drop_last: false,
             bench_warmup_steps: None,
+            precision: Precision::Full,
         }
     }
 }

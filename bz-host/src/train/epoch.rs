@@ -12,6 +12,7 @@ use crate::events::{Directive, EventKind, Metric};
 use crate::metrics::ConfusionMatrix;
 use crate::optim::Optimizer;
 use crate::pr_curves::{self, PrCounts};
+use crate::precision;
 use crate::predict::Head;
 use anyhow::{Context, Result};
 use bz_plugin_api::payload::{CheckpointSaved, EpochEnd, EpochSummary, Histograms, PrCurves, TrainLoopStart};
@@ -145,7 +146,12 @@ impl Trainer<'_> {
         }
         let every = self.cfg.train.log_every_n_steps;
         if every > 0 && self.state.global_step.is_multiple_of(every) {
-            self.run.log.write(&json!({ "event": "step", "epoch": ep.e1, "step": self.state.global_step, "train/loss": loss, "lr": self.opt.lr() }))?;
+            let mut line = json!({ "event": "step", "epoch": ep.e1, "step": self.state.global_step, "train/loss": loss, "lr": self.opt.lr() });
+            // fp16: a scale that keeps halving says the gradients overflow, i.e. steps are being skipped.
+            if let Some(scaler) = &self.state.scaler {
+                line["loss_scale"] = scaler.scale.into();
+            }
+            self.run.log.write(&line)?;
         }
         Ok(())
     }
@@ -161,18 +167,22 @@ impl Trainer<'_> {
         }
         let y = ep.y.f_narrow(0, start as i64, len as i64)?;
         let t = ep.phases.lap(t, Phase::Data);
-        let out = model.forward_t(&x, true)?;
-        let loss = objective.loss(&out, &y)?;
+        let (out, loss) = {
+            let _autocast = precision::autocast(self.cfg.train.precision, self.session.device)?;
+            let out = model.forward_t(&x, true)?;
+            let loss = objective.loss(&out, &y)?;
+            (out, loss)
+        };
         let value = loss.f_double_value(&[])?;
         let t = ep.phases.lap(t, Phase::Forward);
         if !value.is_finite() {
             return Ok((value, Tensor::new()));
         }
-        if self.plan.accum > 1 {
-            self.opt.backward(&loss.f_div_scalar(self.plan.accum as f64)?, grads)?;
-        } else {
-            self.opt.backward(&loss, grads)?;
+        let mut loss = if self.plan.accum > 1 { loss.f_div_scalar(self.plan.accum as f64)? } else { loss };
+        if let Some(scaler) = &self.state.scaler {
+            loss = scaler.scale_loss(&loss)?;
         }
+        self.opt.backward(&loss, grads)?;
         let t = ep.phases.lap(t, Phase::Backward);
         let hits =
             if objective.task == TaskKind::Classification { objective.predict(&out.f_detach()?)?.f_eq_tensor(&y)?.f_sum(Kind::Int64)? } else { Tensor::new() };
@@ -180,11 +190,30 @@ impl Trainer<'_> {
         Ok((value, hits))
     }
 
-    /// Clips the accumulated gradients, sets the scheduled learning rate and steps.
+    /// Averages (data-parallel), unscales (fp16), clips and steps; with fp16, a step whose gradients overflowed is
+    /// skipped (the learning-rate schedule, counted in optimizer steps, waits for it).
     fn optimizer_step(&mut self, ep: &mut EpochRun, grads: &mut Vec<Tensor>, last_of_epoch: bool) -> Result<()> {
         let t = Instant::now();
+        // Averaged first: an inf on any rank reaches every rank's sum, so all of them skip the same steps.
         self.ranks.average_gradients(grads)?;
         let t = ep.phases.lap(t, Phase::AllReduce);
+        let finite = match &mut self.state.scaler {
+            Some(scaler) => scaler.unscale_and_update(grads)?,
+            None => true,
+        };
+        if finite {
+            self.clip_and_step(ep, grads, last_of_epoch)?;
+        }
+        grads.clear();
+        let t = ep.phases.lap(t, Phase::Optimizer);
+        // Also after a skipped step: the forward pass moved batch norm's running statistics all the same.
+        self.ranks.broadcast_buffers(&self.session.vs)?;
+        ep.phases.lap(t, Phase::AllReduce);
+        Ok(())
+    }
+
+    /// Clips the gradients, sets the scheduled learning rate and steps.
+    fn clip_and_step(&mut self, ep: &mut EpochRun, grads: &mut [Tensor], last_of_epoch: bool) -> Result<()> {
         if let Some(v) = self.cfg.train.clip_grad_value {
             Optimizer::clip_grad_value(grads, v)?;
         }
@@ -196,12 +225,7 @@ impl Trainer<'_> {
             let names = self.opt.named_params().map(|(n, _)| n);
             ep.grad_histograms = Some(crate::histogram::named(names.zip(grads.iter()))?);
         }
-        self.opt.step(grads)?;
-        grads.clear();
-        let t = ep.phases.lap(t, Phase::Optimizer);
-        self.ranks.broadcast_buffers(&self.session.vs)?;
-        ep.phases.lap(t, Phase::AllReduce);
-        Ok(())
+        self.opt.step(grads)
     }
 
     /// The `throughput` line of `train.bench_warmup_steps`, once the epoch that started measuring ends.

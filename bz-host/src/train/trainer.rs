@@ -111,13 +111,16 @@ impl<'a> Trainer<'a> {
         let mut params: Vec<(String, Tensor)> = session.vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let mut opt = Optimizer::new(&cfg.optimizer, params);
-        let (state, last_saved) = match &place.restore_from {
+        let (mut state, last_saved) = match &place.restore_from {
             Some(from) => {
                 let r = restore(from, cfg.train.epochs, &mut session, &mut opt, &mut schedule)?;
                 (r.state, Some(r.from))
             }
             None => (fresh_state(&schedule), None),
         };
+        // A run resumed with another train.precision starts or drops the loss scaler; the same one continues it.
+        let precision = cfg.train.precision;
+        state.scaler = state.scaler.filter(|_| precision.initial_scaler().is_some()).or_else(|| precision.initial_scaler());
         fs::create_dir_all(dir).with_context(|| format!("cannot create the run directory {}", dir.display()))?;
         ranks.broadcast_variables(&session.vs)?;
         let resumed = place.restore_from.is_some();
@@ -323,5 +326,6 @@ fn fresh_state(schedule: &Schedule) -> TrainerState {
         partial: PartialEpoch::default(),
         elapsed_s: 0.0,
         metrics: Default::default(),
+        scaler: None,
     }
 }
