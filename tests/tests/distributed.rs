@@ -151,3 +151,16 @@ fn ctrl_c_on_one_rank_stops_both_at_the_same_step() {
     let out = train(d, "long.toml", "c", &["--nproc", "2", "--resume"]);
     assert_eq!(out.code, 0, "{}", out.all());
 }
+
+#[test]
+fn a_non_finite_loss_stops_every_rank_with_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The loss diverges at epoch 3 on every rank; ranks learn it with the step's gradients and all stop there.
+    write_config(d, "c.toml", &format!("[run]\nthreads = 1\n{DIVERGING}"));
+    let out = train(d, "c.toml", "nan", &["--nproc", "2"]);
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert!(out.stderr.contains("the training loss became") && out.stderr.contains("epoch 3"), "{}", out.stderr);
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("runs/nan/checkpoints/last/trainer.json")).unwrap()).unwrap();
+    assert_eq!(state["epoch"], 2, "{state}");
+}

@@ -82,26 +82,52 @@ impl Ranks {
         Ok(())
     }
 
-    /// Averages gradients over the ranks, in place: summed in flat buckets, divided by the world size.
-    pub fn average_gradients(&mut self, grads: &mut [Tensor]) -> Result<()> {
+    /// Averages gradients over the ranks, in place (summed in flat buckets, divided by the world size), and
+    /// returns, for each of `flags`, whether any rank raised it: the flags ride in the gradients' last bucket, so a
+    /// step costs one collective per bucket and nothing more. A gradient missing on this rank (`grads` shorter than
+    /// `params`, or undefined: a rank whose loss was not finite skipped backward) counts as zeros, so every rank
+    /// sends buckets of the same layout. A single process returns `flags` as they are.
+    pub fn average_gradients<const N: usize>(&mut self, grads: &mut Vec<Tensor>, params: &[&Tensor], flags: [bool; N]) -> Result<[bool; N]> {
         let world = self.world_size();
-        let Some(group) = &mut self.group else { return Ok(()) };
+        let Some(group) = &mut self.group else { return Ok(flags) };
         let _guard = tch::no_grad_guard();
-        let defined: Vec<usize> = (0..grads.len()).filter(|&i| grads[i].defined()).collect();
-        for bucket in buckets(&defined, grads) {
-            let flat: Vec<Tensor> = bucket.iter().map(|&i| grads[i].f_flatten(0, -1)).collect::<Result<_, _>>()?;
+        grads.resize_with(params.len(), Tensor::new);
+        for (g, p) in grads.iter_mut().zip(params) {
+            if !g.defined() {
+                *g = p.f_zeros_like()?;
+            }
+        }
+        let all: Vec<usize> = (0..grads.len()).collect();
+        let mut buckets = buckets(&all, grads);
+        if buckets.is_empty() {
+            buckets.push(Vec::new());
+        }
+        let last = buckets.len() - 1;
+        let mut agreed = flags;
+        for (b, bucket) in buckets.iter().enumerate() {
+            let mut flat: Vec<Tensor> = bucket.iter().map(|&i| grads[i].f_flatten(0, -1)).collect::<Result<_, _>>()?;
+            let kind = flat.first().map_or(Kind::Float, Tensor::kind);
+            if b == last {
+                let marks: Vec<f64> = flags.iter().map(|&f| if f { 1.0 } else { 0.0 }).collect();
+                flat.push(Tensor::f_from_slice(&marks)?.f_to_kind(kind)?.f_to_device(params.first().map_or(tch::Device::Cpu, |p| p.device()))?);
+            }
             let mut sum = [Tensor::f_cat(&flat, 0)?];
             group.all_reduce_sum(&mut sum).context("averaging gradients over the ranks")?;
-            let avg = sum[0].f_div_scalar(world as f64)?;
             let mut offset = 0;
-            for &i in &bucket {
+            for &i in bucket {
                 let n = grads[i].numel() as i64;
-                let part = avg.f_narrow(0, offset, n)?.f_view_as(&grads[i])?;
+                let part = sum[0].f_narrow(0, offset, n)?.f_div_scalar(world as f64)?.f_view_as(&grads[i])?;
                 grads[i].f_copy_(&part)?;
                 offset += n;
             }
+            if b == last {
+                let marks = Vec::<f64>::try_from(&sum[0].f_narrow(0, offset, N as i64)?.f_to_kind(Kind::Double)?.f_to_device(tch::Device::Cpu)?)?;
+                for (a, m) in agreed.iter_mut().zip(marks) {
+                    *a = m > 0.0;
+                }
+            }
         }
-        Ok(())
+        Ok(agreed)
     }
 
     /// Sums `values` over the ranks, in place (f64, exact for counts below 2^53).

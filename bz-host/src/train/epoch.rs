@@ -44,6 +44,9 @@ pub(super) struct EpochRun {
 struct Accumulated {
     grads: Vec<Tensor>,
     correct: Tensor,
+    /// A data-parallel rank's first non-finite loss of this step (batch, value): every rank learns of it when the
+    /// step's gradients are averaged, and all stop there.
+    nonfinite: Option<(usize, f64)>,
 }
 
 impl Trainer<'_> {
@@ -78,13 +81,14 @@ impl Trainer<'_> {
         let payload = to_payload(&TrainLoopStart { batches: self.plan.batches as u64 })?;
         let d = self.emit(EventKind::TRAIN_LOOP_START, self.at(self.state.batch_in_epoch), &[], &payload)?;
         self.stop_if(d);
-        let mut acc = Accumulated { grads: Vec::new(), correct: Tensor::f_zeros([], (Kind::Int64, self.session.device))? };
+        let mut acc = Accumulated { grads: Vec::new(), correct: Tensor::f_zeros([], (Kind::Int64, self.session.device))?, nonfinite: None };
         let loop_start = Instant::now();
         let seconds_before = self.state.partial.seconds;
         while self.state.batch_in_epoch < self.plan.batches {
-            // Only between optimizer steps: gradients of a half-accumulated step are not part of a checkpoint. Every
-            // rank stops at the same step when any was interrupted.
-            if acc.grads.is_empty() && self.ranks.any([self.interrupt.is_raised()])?[0] {
+            // Only between optimizer steps: gradients of a half-accumulated step are not part of a checkpoint. Ranks
+            // agree on Ctrl-C with each step's gradients, so every rank stops before the same step.
+            let interrupted = if self.ranks.world_size() > 1 { self.interrupt_agreed } else { self.interrupt.is_raised() };
+            if acc.grads.is_empty() && interrupted {
                 self.state.partial.correct += acc.correct.f_int64_value(&[])?;
                 self.state.partial.seconds = seconds_before + loop_start.elapsed().as_secs_f64();
                 return Ok(true);
@@ -123,17 +127,26 @@ impl Trainer<'_> {
         let (loss, hits) = self
             .forward_backward(ep, start, len, &mut acc.grads)
             .with_context(|| format!("training failed at epoch {}, batch {b} (step {})", ep.e1, self.state.global_step))?;
-        if self.ranks.any([!loss.is_finite()])?[0] {
-            let checkpoint = self.last_saved.clone();
-            // Another rank's loss, when this one's is finite.
-            let value = if loss.is_finite() { f64::NAN } else { loss };
-            return Err(NonFiniteLoss { value, epoch: ep.e1, batch: b, step: self.state.global_step, checkpoint }.into());
+        if !loss.is_finite() {
+            acc.nonfinite.get_or_insert((b, loss));
+        }
+        // A single process stops at once; data-parallel ranks at the step's end, together (below).
+        if self.ranks.world_size() == 1 {
+            if let Some(err) = self.nonfinite_error(ep, acc, b) {
+                return Err(err);
+            }
         }
         if hits.defined() {
             acc.correct = acc.correct.f_add(&hits)?;
         }
         if (b + 1).is_multiple_of(self.plan.accum) || b + 1 == self.plan.batches {
-            self.optimizer_step(ep, &mut acc.grads, b + 1 == self.plan.batches)?;
+            let [nonfinite, interrupted] =
+                self.optimizer_step(ep, &mut acc.grads, b + 1 == self.plan.batches, [acc.nonfinite.is_some(), self.interrupt.is_raised()])?;
+            self.interrupt_agreed |= interrupted;
+            if nonfinite {
+                acc.nonfinite.get_or_insert((b, f64::NAN));
+                return Err(self.nonfinite_error(ep, acc, b).unwrap_or_else(|| anyhow::anyhow!("a rank's training loss was not finite")));
+            }
         }
         self.state.partial.loss_sum += loss * len as f64;
         self.state.partial.samples += len as i64;
@@ -190,13 +203,29 @@ impl Trainer<'_> {
         Ok((value, hits))
     }
 
-    /// Averages (data-parallel), unscales (fp16), clips and steps; with fp16, a step whose gradients overflowed is
-    /// skipped (the learning-rate schedule, counted in optimizer steps, waits for it).
-    fn optimizer_step(&mut self, ep: &mut EpochRun, grads: &mut Vec<Tensor>, last_of_epoch: bool) -> Result<()> {
+    /// The error of a non-finite loss this step saw (on this rank, or another one's: NaN), if any; for a single
+    /// process only this batch's.
+    fn nonfinite_error(&self, ep: &EpochRun, acc: &Accumulated, b: usize) -> Option<anyhow::Error> {
+        let (batch, value) = acc.nonfinite?;
+        let step = self.state.global_step - (b - batch);
+        Some(NonFiniteLoss { value, epoch: ep.e1, batch, step, checkpoint: self.last_saved.clone() }.into())
+    }
+
+    /// Averages (data-parallel, with `flags` agreed in the same collective: any rank's non-finite loss, any
+    /// rank's Ctrl-C), unscales (fp16), clips and steps; returns the agreed flags. A step with a non-finite loss
+    /// anywhere is not taken. With fp16, a step whose gradients overflowed is skipped (the learning-rate schedule,
+    /// counted in optimizer steps, waits for it).
+    fn optimizer_step(&mut self, ep: &mut EpochRun, grads: &mut Vec<Tensor>, last_of_epoch: bool, flags: [bool; 2]) -> Result<[bool; 2]> {
         let t = Instant::now();
         // Averaged first: an inf on any rank reaches every rank's sum, so all of them skip the same steps.
-        self.ranks.average_gradients(grads)?;
+        let params: Vec<&Tensor> = self.opt.named_params().map(|(_, p)| p).collect();
+        let agreed = self.ranks.average_gradients(grads, &params, flags)?;
+        drop(params);
         let t = ep.phases.lap(t, Phase::AllReduce);
+        if agreed[0] {
+            grads.clear();
+            return Ok(agreed);
+        }
         let finite = match &mut self.state.scaler {
             Some(scaler) => scaler.unscale_and_update(grads)?,
             None => true,
@@ -209,7 +238,7 @@ impl Trainer<'_> {
         // Also after a skipped step: the forward pass moved batch norm's running statistics all the same.
         self.ranks.broadcast_buffers(&self.session.vs)?;
         ep.phases.lap(t, Phase::AllReduce);
-        Ok(())
+        Ok(agreed)
     }
 
     /// Clips the gradients, sets the scheduled learning rate and steps.

@@ -94,6 +94,8 @@ pub(super) struct Trainer<'a> {
     pub stop: bool,
     /// This process's part in a data-parallel job (a single process: no part).
     pub ranks: Ranks,
+    /// Data-parallel: some rank was interrupted, as agreed with the last step's gradients.
+    pub interrupt_agreed: bool,
 }
 
 impl<'a> Trainer<'a> {
@@ -125,7 +127,23 @@ impl<'a> Trainer<'a> {
         ranks.broadcast_variables(&session.vs)?;
         let resumed = place.restore_from.is_some();
         let run = RunDir::open(dir, cfg, resumed.then_some(state.global_step))?;
-        Ok(Trainer { cfg, d, interrupt, session, plan, opt, schedule, state, run, resumed, last_saved, bench: None, stop: false, ranks })
+        Ok(Trainer {
+            cfg,
+            d,
+            interrupt,
+            session,
+            plan,
+            opt,
+            schedule,
+            state,
+            run,
+            resumed,
+            last_saved,
+            bench: None,
+            stop: false,
+            ranks,
+            interrupt_agreed: false,
+        })
     }
 
     /// Epochs until the last, a stop request or Ctrl-C.
