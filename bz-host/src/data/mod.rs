@@ -1,5 +1,6 @@
-//! Datasets as tensors: loaded once, split, normalised, moved to the device, then batched by slicing one
-//! shuffled copy per epoch — no per-sample work, so loading is never the bottleneck.
+//! Datasets as tensors: loaded once, split, normalised, moved to the device, then batched by gathering each batch's
+//! rows of one seeded permutation per epoch — no per-sample work and no second copy of the split, so loading is
+//! never the bottleneck.
 
 pub mod augment;
 pub mod formats;

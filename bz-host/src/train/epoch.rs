@@ -27,9 +27,9 @@ pub(super) struct EpochRun {
     e1: usize,
     start: Instant,
     phases: Phases,
-    /// The training split in this epoch's sample order, and that order (sample indices, for augmentation).
-    x: Tensor,
-    y: Tensor,
+    /// This epoch's sample order (this rank's part), as a tensor on the device to gather batches with, and as
+    /// indices for augmentation. Batches are gathered one at a time, so the split is never copied whole.
+    index: Tensor,
     order: Vec<i64>,
     metrics: Vec<Metric>,
     confusion: Option<ConfusionMatrix>,
@@ -64,11 +64,9 @@ impl Trainer<'_> {
         let t = Instant::now();
         let order = self.ranks.shard(data::epoch_order(self.plan.n_total, self.cfg.run.seed, self.state.epoch));
         let index = Tensor::f_from_slice(&order)?.f_to_device(self.session.device)?;
-        let x = self.session.data.train.x.f_index_select(0, &index)?;
-        let y = self.session.data.train.y.f_index_select(0, &index)?;
         phases.lap(t, Phase::Data);
         let e1 = self.state.epoch + 1;
-        Ok(EpochRun { e1, start: t, phases, x, y, order, metrics: vec![], confusion: None, grad_histograms: None, pr_curves: None, train_seconds: 0.0 })
+        Ok(EpochRun { e1, start: t, phases, index, order, metrics: vec![], confusion: None, grad_histograms: None, pr_curves: None, train_seconds: 0.0 })
     }
 
     /// The batch loop; true when Ctrl-C ended it (the caller saves and ends the run).
@@ -174,11 +172,13 @@ impl Trainer<'_> {
     fn forward_backward(&mut self, ep: &mut EpochRun, start: usize, len: usize, grads: &mut Vec<Tensor>) -> Result<(f64, Tensor)> {
         let (model, objective) = (&self.session.model, &self.session.objective);
         let t = Instant::now();
-        let mut x = ep.x.f_narrow(0, start as i64, len as i64)?;
+        let batch = ep.index.f_narrow(0, start as i64, len as i64)?;
+        let train = &self.session.data.train;
+        let mut x = train.x.f_index_select(0, &batch)?;
         if let Some(augment) = &self.session.augment {
             x = augment.apply(&x, &ep.order[start..start + len], self.state.epoch)?;
         }
-        let y = ep.y.f_narrow(0, start as i64, len as i64)?;
+        let y = train.y.f_index_select(0, &batch)?;
         let t = ep.phases.lap(t, Phase::Data);
         let (out, loss) = {
             let _autocast = precision::autocast(self.cfg.train.precision, self.session.device)?;
