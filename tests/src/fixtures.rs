@@ -127,3 +127,31 @@ pub fn bar_idx_files(dir: &std::path::Path, prefix: &str, n: usize, seed: u32) -
     std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), &labels).expect("write the labels");
     labels.split_off(8)
 }
+
+/// A digits MLP with dropout and batch norm (so resume must restore the random stream and the buffers), Adam,
+/// warm-up and a step schedule: what the resume tests of training.rs and precision.rs continue.
+pub const RESUMABLE_MLP: &str = r#"
+[run]
+seed = 3
+threads = 1
+[data]
+source = "digits"
+normalize = true
+[model]
+layers = [{ type = "flatten" }, { type = "linear", out = 64 }, { type = "relu" }, { type = "dropout", p = 0.2 },
+          { type = "batchnorm" }, { type = "linear", out = 10 }]
+[train]
+epochs = 4
+batch_size = 32
+log_every_n_steps = 10
+[optimizer]
+name = "adam"
+lr = 0.003
+[scheduler]
+name = "step"
+step_size = 1
+gamma = 0.7
+warmup_steps = 20
+[checkpoint]
+monitor = "val/accuracy"
+"#;

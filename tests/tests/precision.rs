@@ -27,31 +27,10 @@ lr = 0.003
 monitor = "val/accuracy"
 "#;
 
-/// The digits MLP of training.rs (dropout and batch norm, so resume must restore the random stream and buffers).
-const MLP: &str = r#"
-[run]
-seed = 3
-threads = 1
-[data]
-source = "digits"
-normalize = true
-[model]
-layers = [{ type = "flatten" }, { type = "linear", out = 64 }, { type = "relu" }, { type = "dropout", p = 0.2 },
-          { type = "batchnorm" }, { type = "linear", out = 10 }]
-[train]
-epochs = 4
-batch_size = 32
-log_every_n_steps = 10
-precision = "bf16"
-[optimizer]
-name = "adam"
-lr = 0.003
-[scheduler]
-name = "step"
-step_size = 1
-gamma = 0.7
-warmup_steps = 20
-"#;
+/// The digits MLP the training resume tests use, in bf16.
+fn mlp() -> String {
+    bz_e2e::fixtures::RESUMABLE_MLP.replace("log_every_n_steps = 10\n", "log_every_n_steps = 10\nprecision = \"bf16\"\n")
+}
 
 fn weights(run: &Path) -> std::collections::BTreeMap<String, (String, Vec<usize>, Vec<u8>)> {
     tensors(&run.join("checkpoints/last/model.safetensors"))
@@ -93,7 +72,7 @@ fn bf16_trains_the_digits_cnn_as_well_as_f32_and_repeats_bit_for_bit() {
 #[test]
 fn bf16_two_plus_two_epochs_equals_four() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "c.toml", MLP);
+    write_config(dir.path(), "c.toml", &mlp());
     train(dir.path(), &["--run-name", "straight"]);
     train(dir.path(), &["--run-name", "split", "--epochs", "2"]);
     train(dir.path(), &["--run-name", "split", "--epochs", "4", "--resume"]);
@@ -112,7 +91,7 @@ fn bf16_two_plus_two_epochs_equals_four() {
 #[test]
 fn fp16_mixed_resume_is_exact_with_the_scaler_state() {
     let dir = tempfile::tempdir().unwrap();
-    let mlp = MLP
+    let mlp = mlp()
         .replace("precision = \"bf16\"", "precision = \"16-mixed\"")
         .replace("batch_size = 32", "batch_size = 4")
         .replace("epochs = 4", "epochs = 6")
@@ -144,12 +123,12 @@ fn fp16_mixed_resume_is_exact_with_the_scaler_state() {
 #[test]
 fn a_bad_precision_is_a_one_line_config_error() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), "c.toml", MLP);
+    write_config(dir.path(), "c.toml", &mlp());
     for (value, says) in [
         ("\"fp16\"", "unknown variant `fp16`, expected one of `32`, `bf16`, `16-mixed`"),
         ("32", "write the precision as a string: \"32\", \"bf16\" or \"16-mixed\", not 32"),
     ] {
-        write_config(dir.path(), "c.toml", &MLP.replace("precision = \"bf16\"", &format!("precision = {value}")));
+        write_config(dir.path(), "c.toml", &mlp().replace("precision = \"bf16\"", &format!("precision = {value}")));
         let out = bz(dir.path(), &["train", "c.toml"]);
         assert_eq!(out.code, 2, "{}", out.all());
         assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);

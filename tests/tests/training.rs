@@ -1,35 +1,9 @@
 //! Training end to end: accuracy, run directory, determinism, exact resume (also after Ctrl-C), faults.
 
+use bz_e2e::fixtures::RESUMABLE_MLP as MLP;
 use bz_e2e::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// A digits MLP with dropout (so resume must restore the random stream too), Adam, warm-up.
-const MLP: &str = r#"
-[run]
-seed = 3
-threads = 1
-[data]
-source = "digits"
-normalize = true
-[model]
-layers = [{ type = "flatten" }, { type = "linear", out = 64 }, { type = "relu" }, { type = "dropout", p = 0.2 },
-          { type = "batchnorm" }, { type = "linear", out = 10 }]
-[train]
-epochs = 4
-batch_size = 32
-log_every_n_steps = 10
-[optimizer]
-name = "adam"
-lr = 0.003
-[scheduler]
-name = "step"
-step_size = 1
-gamma = 0.7
-warmup_steps = 20
-[checkpoint]
-monitor = "val/accuracy"
-"#;
 
 fn weights(run: &Path, link: &str) -> std::collections::BTreeMap<String, (String, Vec<usize>, Vec<u8>)> {
     tensors(&run.join("checkpoints").join(link).join("model.safetensors"))
