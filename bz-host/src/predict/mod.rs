@@ -10,7 +10,7 @@ pub mod safetensors_output;
 use crate::checkpoint::{self, inference::Inference};
 use crate::config::{Config, LayerSpec, LossKind, TaskKind};
 use crate::data::Standardizer;
-use crate::evaluate::Objective;
+use crate::evaluate::{to_vec_f32, to_vec_i64, Objective};
 use crate::model::{self, Model};
 use anyhow::{Context, Result};
 use output::{Format, Labels, OutputFile, Prediction, Sink, Writer};
@@ -179,27 +179,22 @@ impl Predictor {
         dims.extend(&self.inference.input_shape);
         let x = Tensor::f_from_slice(features)?.f_reshape(&dims[..])?.f_to_device(self.device)?;
         let out = self.forward(&x)?;
-        let logits = to_vec(&out.logits)?;
+        let logits = to_vec_f32(&out.logits)?;
         let Some(probs) = out.probabilities else {
             let predictions = logits.chunks(self.inference.outputs).map(|c| Prediction::Values(c.to_vec())).collect();
             return Ok(Batch { rows: n, logits, probabilities: None, predictions });
         };
         let k = top_k.clamp(1, self.inference.outputs) as i64;
         let (values, ids) = probs.f_topk(k, -1, true, true)?;
-        let values = to_vec(&values)?;
-        let ids = Vec::<i64>::try_from(&ids.f_to_device(tch::Device::Cpu)?.f_flatten(0, -1)?.f_contiguous()?)?;
+        let values = to_vec_f32(&values)?;
+        let ids = to_vec_i64(&ids)?;
         let predictions = ids
             .chunks(k as usize)
             .zip(values.chunks(k as usize))
             .map(|(i, v)| Prediction::Classes(i.iter().map(|&c| c as usize).zip(v.iter().copied()).collect()))
             .collect();
-        Ok(Batch { rows: n, logits, probabilities: Some(to_vec(&probs)?), predictions })
+        Ok(Batch { rows: n, logits, probabilities: Some(to_vec_f32(&probs)?), predictions })
     }
-}
-
-/// A tensor's values as f32 on the host, row-major.
-fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(Vec::<f32>::try_from(&t.f_to_device(tch::Device::Cpu)?.f_to_kind(Kind::Float)?.f_flatten(0, -1)?.f_contiguous()?)?)
 }
 
 /// One batch's predictions: the raw outputs for tensor formats, the per-sample top-k for text formats.
