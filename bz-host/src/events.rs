@@ -41,6 +41,11 @@ impl Metric {
             format!("{}/{}", self.split, self.name)
         }
     }
+
+    /// `{ "split/name": value, … }`, as metrics.jsonl, `bz eval --json` and the epoch payload write metrics.
+    pub fn to_json_map(metrics: &[Metric]) -> serde_json::Map<String, Value> {
+        metrics.iter().map(|m| (m.key(), Value::from(m.value))).collect()
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -10,6 +10,7 @@ pub mod data;
 pub mod dist;
 pub mod evaluate;
 pub mod events;
+pub mod exit_code;
 pub mod export;
 pub mod fmt;
 pub mod histogram;

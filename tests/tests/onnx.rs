@@ -156,7 +156,7 @@ fn a_torchscript_model_is_refused_in_one_line() {
     let out = bz(dir.path(), &["train", "c.toml", "--run-name", "t", "-q"]);
     assert_eq!(out.code, 0, "{}", out.all());
     let out = bz(dir.path(), &["export", "c.toml", "--run-name", "t", "--format", "onnx"]);
-    assert_eq!(out.code, 1, "{}", out.all());
+    assert_eq!(out.code, 2, "{}", out.all());
     assert!(out.stderr.contains("TorchScript model cannot be exported to ONNX") && out.stderr.contains("--format torchscript"), "{}", out.stderr);
     assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
     assert!(!dir.path().join("runs/t/checkpoints/best/model.onnx").exists());

@@ -2,6 +2,8 @@
 //! `bz plugins install tensorboard wandb` and `bz tune examples/digits-tune.toml` (4 trials here), with every
 //! signature checked. The quick start builds the three plugins in release, packs and signs them with a key it makes
 //! for this machine (here: this HOME) and registers that index; its second run must change nothing.
+//! With `BZ_PROFILE=debug` the script uses the dev-profile build `scripts/test` has just made instead of building
+//! everything again in release (which doubled this test's time in CI); everything else is the README's commands.
 
 use bz_e2e::*;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,7 @@ fn shell(cwd: &Path, home: &Path, bin: &Path, line: &str, limit: Duration) -> Ou
         .env("BZ_CACHE", real("BZ_CACHE", ".cache/bz"))
         .env("CARGO_HOME", real("CARGO_HOME", ".cargo"))
         .env("RUSTUP_HOME", real("RUSTUP_HOME", ".rustup"))
+        .env("BZ_PROFILE", "debug")
         .env("OMP_NUM_THREADS", "1");
     wait_limited(c.spawn().expect("spawn bash"), limit)
 }

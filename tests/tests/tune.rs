@@ -434,12 +434,16 @@ fn an_unknown_pruner_key_is_a_config_error_naming_it_before_any_trial() {
 
 #[test]
 fn the_example_study_runs() {
-    // examples/digits-tune.toml as shipped, cut to 3 trials of 2 epochs.
+    // examples/digits-tune.toml as shipped, cut to 3 trials of 2 epochs, its runs moved with `--set run.dir`
+    // (which must move the trials' runs with the study, not away from where their metrics are read).
     let dir = setup(&std::fs::read_to_string(repo_root().join("examples/digits-tune.toml")).unwrap());
-    let out = tune(dir.path(), &["--n-trials", "3", "--set", "train.epochs=2", "--study", "s"]);
+    let elsewhere = format!("run.dir={:?}", dir.path().join("elsewhere").display().to_string());
+    let out = tune(dir.path(), &["--n-trials", "3", "--set", "train.epochs=2", "--study", "s", "--set", &elsewhere]);
     assert_eq!(out.code, 0, "{}", out.all());
-    let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
+    let db = format!("sqlite:///{}", dir.path().join("elsewhere/s/study.db").display());
+    let study = optuna(dir.path(), &[&db, "s", "read"]);
     assert_eq!(study["trials"].as_array().unwrap().len(), 3);
+    assert!(study["trials"].as_array().unwrap().iter().all(|t| t["state"] == "COMPLETE"), "{study}");
     assert!(study["trials"].as_array().unwrap().iter().all(|t| t["params"].as_object().unwrap().len() == 5));
 }
 

@@ -55,15 +55,14 @@ impl EvalArgs {
         if set.is_empty() {
             anyhow::bail!("the {name} split is empty (data.val_split = 0?)");
         }
-        let val_bs = c.train.val_batch_size.unwrap_or(c.train.batch_size);
-        let ev = bz_host::evaluate::evaluate(&model, &objective, set, val_bs, 0, name, |_| Ok(()))?;
+        let ev = bz_host::evaluate::evaluate(&model, &objective, set, c.train.eval_batch_size(), 0, name, |_| Ok(()))?;
         self.print(&ev, dir);
         Ok(Status::Success)
     }
 
     fn print(&self, ev: &Evaluation, dir: PathBuf) {
         if self.json {
-            let map: serde_json::Map<String, serde_json::Value> = ev.metrics.iter().map(|m| (m.key(), serde_json::json!(m.value))).collect();
+            let map = bz_host::events::Metric::to_json_map(&ev.metrics);
             println!("{}", serde_json::Value::Object(map));
         } else {
             println!("checkpoint {}", std::fs::canonicalize(&dir).unwrap_or(dir).display());

@@ -1,13 +1,10 @@
-//! The one exit-code policy of `bz`: 0 success (also an early stop), 1 a failed run or command, 2 a bad config, command line or
-//! input file (clap's own usage errors are 2 as well), 3 the loss became NaN/inf, 130 interrupted by Ctrl-C.
+//! A command's result as the process's exit code and its one `error: …` line; the codes themselves are
+//! `bz_host::exit_code`'s policy.
 
-use bz_host::config::ConfigError;
-use bz_host::predict::InputError;
-use bz_host::train::NonFiniteLoss;
+use bz_host::exit_code::{self, FAILED};
 use std::process::ExitCode;
 
-/// The code of a Ctrl-C stop, also used where a second Ctrl-C quits at once.
-pub const INTERRUPTED: u8 = 130;
+pub use bz_host::exit_code::INTERRUPTED;
 
 /// How a command that did not fail with an error ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,22 +22,12 @@ pub enum Status {
 pub fn code(result: anyhow::Result<Status>) -> ExitCode {
     match result {
         Ok(Status::Success) => ExitCode::SUCCESS,
-        Ok(Status::Failed) => ExitCode::from(1),
+        Ok(Status::Failed) => ExitCode::from(FAILED),
         Ok(Status::Interrupted) => ExitCode::from(INTERRUPTED),
         Ok(Status::Exited(code)) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(error_code(&e))
+            ExitCode::from(exit_code::for_error(&e))
         }
-    }
-}
-
-fn error_code(e: &anyhow::Error) -> u8 {
-    if e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<InputError>().is_some() {
-        2
-    } else if e.downcast_ref::<NonFiniteLoss>().is_some() {
-        3
-    } else {
-        1
     }
 }

@@ -304,6 +304,13 @@ impl<'de> Deserialize<'de> for Precision {
     }
 }
 
+impl TrainConfig {
+    /// The batch size of validation, test and `bz eval`: `val_batch_size`, else `batch_size`.
+    pub fn eval_batch_size(&self) -> usize {
+        self.val_batch_size.unwrap_or(self.batch_size)
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {

@@ -12,6 +12,12 @@ use crate::predict::Predictor;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 
+/// A model the asked format cannot hold (a TorchScript model as ONNX, a model over ONNX's 2 GiB): a request bz
+/// refuses, so it exits 2 like other bad input, with the format that works in the message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unsupported(pub String);
+
 /// An export format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {

@@ -302,7 +302,7 @@ impl Trainer<'_> {
 
     /// Best tracking, the scheduler's plateau, the metrics.jsonl line, the checkpoint and EPOCH_END.
     pub(super) fn finish_epoch(&mut self, mut ep: EpochRun) -> Result<()> {
-        let by_name: Map<String, Value> = ep.metrics.iter().map(|m| (m.key(), json!(m.value))).collect();
+        let by_name = Metric::to_json_map(&ep.metrics);
         if let Some(monitor) = self.schedule.monitor() {
             if let Some(v) = by_name.get(monitor).and_then(|v| v.as_f64()) {
                 self.schedule.observe(v);

@@ -66,8 +66,7 @@ pub fn train(loaded: &Loaded, opts: &TrainOptions, dispatcher: &mut Dispatcher, 
         // A run that started ends with a RUN_END too, so plugins can record why and with which exit code; the
         // error itself is what bz reports, whatever a plugin does here.
         if dispatcher.started() {
-            let code = if e.downcast_ref::<NonFiniteLoss>().is_some() { 3 } else { 1 };
-            let end = RunEnd { status: Status::Failed, message: format!("{e:#}"), exit_code: code, best: None };
+            let end = RunEnd { status: Status::Failed, message: format!("{e:#}"), exit_code: crate::exit_code::for_error(e).into(), best: None };
             if let Ok(payload) = serde_json::to_value(&end) {
                 let _ = dispatcher.emit(&Event::new(EventKind::RUN_END, 0, 0, 0, &[], &payload));
             }

@@ -56,7 +56,7 @@ impl Plan {
         }
         Ok(Plan {
             batch_size: bs,
-            val_batch_size: tc.val_batch_size.unwrap_or(bs),
+            val_batch_size: tc.eval_batch_size(),
             n_train,
             n_total,
             batches,
@@ -258,7 +258,7 @@ impl<'a> Trainer<'a> {
         line.insert("epoch".into(), self.state.epoch.into());
         line.insert("step".into(), self.state.global_step.into());
         line.insert("checkpoint".into(), checkpoint.into());
-        line.extend(ev.metrics.iter().map(|m| (m.key(), serde_json::json!(m.value))));
+        line.extend(crate::events::Metric::to_json_map(&ev.metrics));
         self.run.log.write(&Value::Object(line))?;
         self.run.log.flush()?;
         Ok(ev.metrics)
@@ -280,7 +280,7 @@ impl<'a> Trainer<'a> {
             path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into()),
             self.run.name().unwrap_or_default()
         );
-        let payload = to_payload(&RunEnd { status: Status::Interrupted, message, exit_code: 130, best: None })?;
+        let payload = to_payload(&RunEnd { status: Status::Interrupted, message, exit_code: crate::exit_code::INTERRUPTED.into(), best: None })?;
         let at = At { epoch: state.epoch + 1, step: state.global_step, batch: state.batch_in_epoch };
         self.emit(EventKind::RUN_END, at, &[], &payload)?;
         Ok(Outcome::Interrupted)

@@ -27,10 +27,12 @@ impl Launcher {
         let log = self.root.join(format!("{run_name}.log"));
         let mut cmd = Command::new(&self.exe);
         cmd.arg("train").arg(&self.config).arg("--run-name").arg(&run_name).arg("--plugin-dir").arg(&self.plugin_dir).arg("-q");
-        cmd.arg("--set").arg(format!("run.dir={}", toml_literal(&json!(self.root.display().to_string()))));
         for s in &self.sets {
             cmd.arg("--set").arg(s);
         }
+        // After the user's `--set`s: a `run.dir` among them already placed the study's root, and the trial's run
+        // must land inside it, where its metrics are read.
+        cmd.arg("--set").arg(format!("run.dir={}", toml_literal(&json!(self.root.display().to_string()))));
         for (k, v) in &params {
             cmd.arg("--set").arg(format!("{k}={}", toml_literal(v)));
         }

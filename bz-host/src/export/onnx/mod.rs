@@ -12,8 +12,9 @@ pub mod metadata;
 pub mod proto;
 pub mod signature;
 
+use super::Unsupported;
 use crate::predict::Predictor;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use graph::Graph;
 use layers::{Lowering, Value};
 use prost::Message;
@@ -38,10 +39,11 @@ pub fn write(predictor: &Predictor, path: &Path) -> Result<()> {
 
 fn check_size(bytes: usize) -> Result<()> {
     if bytes > MAX_MODEL_BYTES {
-        bail!(
+        return Err(Unsupported(format!(
             "the model is {:.1} GiB as ONNX, more than the 2 GiB one ONNX file can hold (bz does not write external data); use --format torchscript",
             bytes as f64 / (1u64 << 30) as f64
-        );
+        ))
+        .into());
     }
     Ok(())
 }
@@ -49,7 +51,10 @@ fn check_size(bytes: usize) -> Result<()> {
 /// The ONNX model of a config-defined predictor.
 pub fn model(predictor: &Predictor) -> Result<ModelProto> {
     let Some(specs) = predictor.layers() else {
-        bail!("a TorchScript model cannot be exported to ONNX by bz: its graph is opaque to bz; use --format torchscript, or torch.onnx.export in Python");
+        return Err(Unsupported(
+            "a TorchScript model cannot be exported to ONNX by bz: its graph is opaque to bz; use --format torchscript, or torch.onnx.export in Python".into(),
+        )
+        .into());
     };
     let inference = &predictor.inference;
     let mut g = Graph::default();
