@@ -242,3 +242,52 @@ fn a_malformed_journal_line_is_one_error_naming_file_and_line() {
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
     assert!(!dir.path().join("runs/s/trial-0").exists());
 }
+
+#[test]
+fn python_non_finite_values_in_a_journal_read_back_in_bz() {
+    // Python's json writes NaN and infinities as bare tokens; bz must replay them (here: a budget already spent,
+    // so bz only reads the study and reports it).
+    let dir = setup(&base().replace("n_trials = 6", "n_trials = 2"));
+    py(
+        dir.path(),
+        r#"
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+study = optuna.create_study(study_name="s", storage=JournalStorage(JournalFileBackend("runs/s/study.log")))
+def f(t):
+    t.suggest_float("optimizer.lr", 1e-4, 0.3, log=True)
+    t.report(float("nan"), 1)
+    t.report(float("-inf"), 2)
+    return float("inf") if t.number == 0 else 0.5
+study.optimize(f, n_trials=2)
+"#,
+    );
+    let text = std::fs::read_to_string(dir.path().join("runs/s/study.log")).unwrap();
+    assert!(text.contains("NaN") && text.contains("-Infinity") && text.contains("[Infinity]"), "{text}");
+    let out = tune(dir.path(), &["--resume"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("runs/s/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["best"]["number"], 1, "{summary}");
+    assert_eq!(summary["best"]["value"], 0.5, "{summary}");
+}
+
+#[test]
+fn bz_waits_for_a_lock_another_worker_holds() {
+    // The lock another worker (here: this test) holds, as Optuna's JournalFileSymlinkLock takes it: bz appends
+    // nothing until it is released.
+    let dir = setup(&workers_config(1));
+    let log = dir.path().join("runs/s/study.log");
+    let lock = dir.path().join("runs/s/study.log.lock");
+    std::os::unix::fs::symlink(&log, &lock).unwrap();
+    let worker = bz_worker(dir.path());
+    // bz creates the journal before it takes the lock: from then on it is waiting.
+    wait_for_file(&log, Duration::from_secs(60), "the journal");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "", "bz wrote while the lock was held");
+    std::fs::remove_file(&lock).unwrap();
+    let out = wait_limited(worker, Duration::from_secs(120));
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(bz_trials(dir.path()), BTreeSet::from([0]));
+    assert!(!lock.exists());
+}
