@@ -287,3 +287,47 @@ impl JournalStorage {
         self.set_attr(replay::SET_TRIAL_USER_ATTR, ("trial_id", trial_id as usize), "user_attr", key, value)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn two_workers(dir: &Path) -> (JournalStorage, JournalStorage) {
+        let path = dir.join("study.log");
+        (JournalStorage::open(&path, "s", Direction::Minimize, true).unwrap(), JournalStorage::open(&path, "s", Direction::Minimize, true).unwrap())
+    }
+
+    #[test]
+    fn two_workers_share_numbers_an_enqueued_trial_and_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut a, mut b) = two_workers(dir.path());
+        let fixed = json!({"x": 1}).as_object().unwrap().clone();
+        assert!(a.enqueue(&fixed).unwrap());
+        assert!(!b.enqueue(&fixed).unwrap(), "the same params are enqueued once");
+        let popped = b.pop_waiting(Some(3)).unwrap().unwrap();
+        assert_eq!((popped.1, popped.2), (0, fixed));
+        assert!(a.pop_waiting(Some(3)).unwrap().is_none(), "a popped trial is gone for the other worker");
+        assert_eq!(a.create_trial(Some(3)).unwrap().unwrap().1, 1);
+        assert_eq!(b.create_trial(Some(3)).unwrap().unwrap().1, 2);
+        assert_eq!(a.create_trial(Some(3)).unwrap(), None, "the budget counts both workers' trials");
+        b.report(popped.0, 1, f64::NAN).unwrap();
+        assert!(b.finish(popped.0, State::Pruned, Some(0.5)).unwrap());
+        assert!(!a.finish(popped.0, State::Fail, None).unwrap(), "a finished trial stays as it is");
+        let t = &a.trials().unwrap()[0];
+        assert_eq!((t.state, t.value), (State::Pruned, Some(0.5)));
+        assert!(t.intermediate[&1].is_nan());
+    }
+
+    #[test]
+    fn an_existing_study_needs_resume_and_its_direction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("study.log");
+        JournalStorage::open(&path, "s", Direction::Minimize, false).unwrap();
+        let err = JournalStorage::open(&path, "s", Direction::Minimize, false).err().unwrap();
+        assert!(err.contains("--resume"), "{err}");
+        let err = JournalStorage::open(&path, "s", Direction::Maximize, true).err().unwrap();
+        assert!(err.contains("tune.direction says maximize"), "{err}");
+        assert_eq!(JournalStorage::open(&path, "t", Direction::Maximize, false).unwrap().study_id, 1);
+    }
+}
