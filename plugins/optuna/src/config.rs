@@ -19,7 +19,8 @@ pub struct TunerConfig {
     /// The study's name (required).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub study: Option<String>,
-    /// `sqlite:///relative.db`, `sqlite:////absolute.db`, a path, or `postgresql://user@host:port/db` (required).
+    /// `sqlite:///relative.db`, `sqlite:////absolute.db`, a path, `postgresql://user@host:port/db`, or
+    /// `journal:///relative.log` / `journal:////absolute.log` (Optuna's journal file) (required).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
     pub direction: Direction,

@@ -3,10 +3,12 @@
 //! `bz tune CONFIG` creates the tuner with the `[tune]` section and the search space of `[tune.params]`:
 //! TPE as Optuna 5.0 does it by default (multivariate, constant liar), random or grid sampling, seeded; median,
 //! percentile, successive-halving, hyperband or no pruning; the study in Optuna's own SQLite schema
-//! (`runs/<study>/study.db` by default), shared by any number of workers, bz or Python.
+//! (`runs/<study>/study.db` by default) or its journal file (`journal:///study.log`), shared by any number of
+//! workers, bz or Python.
 
 pub mod config;
 pub mod db;
+pub mod journal;
 pub mod pruners;
 pub mod space;
 pub mod storage;
@@ -47,10 +49,14 @@ impl Tuner for OptunaTuner {
     }
 }
 
-/// The SQLite file of `sqlite:///relative.db`, `sqlite:////absolute.db` (SQLAlchemy's URLs, as Optuna takes
-/// them) or a plain path; `None` for PostgreSQL; an error for anything else.
-fn sqlite_path(url: &str) -> Result<Option<PathBuf>, PluginError> {
-    if let Some(rest) = url.strip_prefix("sqlite:///") {
+/// The file a storage URL names: `journal:///relative.log` or `journal:////absolute.log` (Optuna's journal),
+/// `sqlite:///relative.db`, `sqlite:////absolute.db` (SQLAlchemy's URLs, as Optuna takes them) or a plain path;
+/// `None` for PostgreSQL; an error for anything else.
+fn storage_file(url: &str) -> Result<Option<PathBuf>, PluginError> {
+    if let Some(rest) = journal::path_of(url).or_else(|| url.strip_prefix("sqlite:///")) {
+        if rest.is_empty() {
+            return Err(PluginError::config(format!("storage {url:?} names no file: journal:///study.log (relative) or journal:////abs/study.log")));
+        }
         return Ok(Some(PathBuf::from(rest)));
     }
     if url.starts_with("postgresql://") || url.starts_with("postgres://") {
@@ -63,7 +69,7 @@ fn sqlite_path(url: &str) -> Result<Option<PathBuf>, PluginError> {
         )));
     }
     if url.contains("://") {
-        return Err(PluginError::config(format!("storage {:?} is not a sqlite:/// or postgresql:// URL, or a path", storage::redacted(url))));
+        return Err(PluginError::config(format!("storage {:?} is not a journal:///, sqlite:/// or postgresql:// URL, or a path", storage::redacted(url))));
     }
     Ok(Some(PathBuf::from(url)))
 }
@@ -74,7 +80,7 @@ impl Plugin for OptunaPlugin {
     const NAME: &'static str = "optuna";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str =
-        "hyperparameter search: TPE/random/grid, median/percentile/SH/hyperband pruning, Optuna-compatible SQLite and PostgreSQL studies";
+        "hyperparameter search: TPE/random/grid, median/percentile/SH/hyperband pruning, Optuna-compatible SQLite, PostgreSQL and journal-file studies";
     const KINDS: u32 = PluginMetadata::TUNER;
 
     const CONFIG: ConfigType = ConfigType::of::<TunerConfig>();
@@ -84,7 +90,7 @@ impl Plugin for OptunaPlugin {
         let cfg = TunerConfig::parse(&config)?;
         // `check` made sure both are there.
         let (study, url) = (cfg.study.as_deref().unwrap_or_default(), cfg.storage.as_deref().unwrap_or_default());
-        if let Some(db) = sqlite_path(url)? {
+        if let Some(db) = storage_file(url)? {
             if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).map_err(|e| PluginError::new(PluginError::IO, format!("{}: {e}", parent.display())))?;
             }
@@ -106,11 +112,14 @@ mod tests {
 
     #[test]
     fn storage_urls() {
-        assert_eq!(sqlite_path("sqlite:///runs/s/study.db").unwrap(), Some(PathBuf::from("runs/s/study.db")));
-        assert_eq!(sqlite_path("sqlite:////tmp/x.db").unwrap(), Some(PathBuf::from("/tmp/x.db")));
-        assert_eq!(sqlite_path("study.db").unwrap(), Some(PathBuf::from("study.db")));
-        assert_eq!(sqlite_path("postgresql://bz@127.0.0.1:5432/bz").unwrap(), None);
-        assert!(sqlite_path("postgresql+psycopg2://x").is_err());
-        assert!(sqlite_path("redis://x").is_err());
+        assert_eq!(storage_file("sqlite:///runs/s/study.db").unwrap(), Some(PathBuf::from("runs/s/study.db")));
+        assert_eq!(storage_file("sqlite:////tmp/x.db").unwrap(), Some(PathBuf::from("/tmp/x.db")));
+        assert_eq!(storage_file("journal:///runs/s/study.log").unwrap(), Some(PathBuf::from("runs/s/study.log")));
+        assert_eq!(storage_file("journal:////tmp/x.log").unwrap(), Some(PathBuf::from("/tmp/x.log")));
+        assert!(storage_file("journal:///").is_err());
+        assert_eq!(storage_file("study.db").unwrap(), Some(PathBuf::from("study.db")));
+        assert_eq!(storage_file("postgresql://bz@127.0.0.1:5432/bz").unwrap(), None);
+        assert!(storage_file("postgresql+psycopg2://x").is_err());
+        assert!(storage_file("redis://x").is_err());
     }
 }

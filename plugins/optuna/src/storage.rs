@@ -4,8 +4,12 @@
 //! a write transaction (SQLite `BEGIN IMMEDIATE`, PostgreSQL `SELECT … FOR UPDATE` on the study row), enqueued
 //! trials are popped with a conditional UPDATE (two workers can never take the same one), and RUNNING trials
 //! carry heartbeats so that a killed worker's trials are failed instead of staying RUNNING.
+//!
+//! [`Storage`] is what the tuner holds: this RDB storage or Optuna's journal file ([`crate::journal`]), behind one
+//! method set.
 
 use crate::db::{Db, P};
+use crate::journal::{self, JournalStorage};
 use crate::space::{Direction, Distribution, FrozenTrial, State};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -82,7 +86,8 @@ fn untagged(v: Option<f64>, tag: &str) -> f64 {
 /// An enqueued trial taken by a worker: (trial_id, number, its fixed parameters).
 pub type Popped = (i64, u64, serde_json::Map<String, Value>);
 
-pub struct Storage {
+/// A study in Optuna's SQLite or PostgreSQL schema.
+pub struct SqlStorage {
     db: Db,
     url: String,
     pub study_id: i64,
@@ -101,11 +106,11 @@ fn dir_name(d: Direction) -> &'static str {
     }
 }
 
-impl Storage {
+impl SqlStorage {
     /// Opens storage `url` (`sqlite:///path`, a path, or `postgresql://…`), creating Optuna's tables and version
     /// rows when they are missing, and the study `name`: created when missing; an existing one only with
     /// `load_if_exists` and the same direction.
-    pub fn open(url: &str, name: &str, direction: Direction, load_if_exists: bool) -> Result<Storage, String> {
+    pub fn open(url: &str, name: &str, direction: Direction, load_if_exists: bool) -> Result<SqlStorage, String> {
         let db = if url.starts_with("postgresql://") || url.starts_with("postgres://") {
             // SQLAlchemy's driver suffix (`postgresql+psycopg2://`) is Python's business; plain URLs here.
             let client = postgres::Client::connect(url, postgres::NoTls).map_err(|e| {
@@ -121,7 +126,7 @@ impl Storage {
             let _ = conn.pragma_update(None, "journal_mode", "WAL");
             Db::Sqlite(conn)
         };
-        let mut s = Storage { db, url: url.to_string(), study_id: 0, study: name.to_string(), direction };
+        let mut s = SqlStorage { db, url: url.to_string(), study_id: 0, study: name.to_string(), direction };
         s.init()?;
         s.study_id = s.open_study(name, direction, load_if_exists)?;
         Ok(s)
@@ -459,6 +464,113 @@ impl Storage {
             }
         }
         Ok(out)
+    }
+}
+
+/// Where a study lives: Optuna's RDB schema (SQLite, PostgreSQL) or its journal file. The tuner sees one method
+/// set whichever it is.
+pub enum Backend {
+    Sql(SqlStorage),
+    Journal(JournalStorage),
+}
+
+/// A study's storage, as the tuner uses it.
+pub struct Storage {
+    backend: Backend,
+    url: String,
+    pub study: String,
+    pub direction: Direction,
+}
+
+/// The same call on whichever backend holds the study.
+macro_rules! each {
+    ($self:ident, $b:ident => $call:expr) => {
+        match &mut $self.backend {
+            Backend::Sql($b) => $call,
+            Backend::Journal($b) => $call,
+        }
+    };
+}
+
+impl Storage {
+    /// Opens storage `url` — `journal:///path` (Optuna's journal file), `sqlite:///path`, a path, or
+    /// `postgresql://…` — and the study `name` in it: created when missing; an existing one only with
+    /// `load_if_exists` and the same direction.
+    pub fn open(url: &str, name: &str, direction: Direction, load_if_exists: bool) -> Result<Storage, String> {
+        let backend = match journal::path_of(url) {
+            Some(path) => Backend::Journal(JournalStorage::open(std::path::Path::new(path), name, direction, load_if_exists)?),
+            None => Backend::Sql(SqlStorage::open(url, name, direction, load_if_exists)?),
+        };
+        Ok(Storage { backend, url: url.to_string(), study: name.to_string(), direction })
+    }
+
+    /// The URL this storage was opened with (for a second connection).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn create_trial(&mut self, budget: Option<u64>) -> Result<Option<(i64, u64)>, String> {
+        each!(self, b => b.create_trial(budget))
+    }
+
+    pub fn enqueue(&mut self, fixed: &serde_json::Map<String, Value>) -> Result<bool, String> {
+        each!(self, b => b.enqueue(fixed))
+    }
+
+    pub fn pop_waiting(&mut self, budget: Option<u64>) -> Result<Option<Popped>, String> {
+        each!(self, b => b.pop_waiting(budget))
+    }
+
+    pub fn set_param(&mut self, trial_id: i64, name: &str, internal: f64, d: &Distribution) -> Result<(), String> {
+        each!(self, b => b.set_param(trial_id, name, internal, d))
+    }
+
+    pub fn report(&mut self, trial_id: i64, step: u64, value: f64) -> Result<(), String> {
+        each!(self, b => b.report(trial_id, step, value))
+    }
+
+    pub fn finish(&mut self, trial_id: i64, state: State, value: Option<f64>) -> Result<bool, String> {
+        each!(self, b => b.finish(trial_id, state, value))
+    }
+
+    pub fn heartbeat(&mut self, trial_id: i64) -> Result<(), String> {
+        each!(self, b => b.heartbeat(trial_id))
+    }
+
+    /// Fails RUNNING trials whose heartbeat is older than `grace`; their numbers. (A journal has no heartbeats.)
+    pub fn fail_stale(&mut self, grace: Duration) -> Result<Vec<u64>, String> {
+        match &mut self.backend {
+            Backend::Sql(b) => b.fail_stale(grace),
+            Backend::Journal(b) => b.fail_stale(),
+        }
+    }
+
+    pub fn trial_id(&mut self, number: u64) -> Result<Option<i64>, String> {
+        each!(self, b => b.trial_id(number))
+    }
+
+    pub fn trials(&mut self) -> Result<Vec<FrozenTrial>, String> {
+        each!(self, b => b.trials())
+    }
+
+    pub fn rungs(&mut self) -> Result<BTreeMap<u64, BTreeMap<String, f64>>, String> {
+        each!(self, b => b.rungs())
+    }
+
+    pub fn set_study_system_attr(&mut self, key: &str, value: &Value) -> Result<(), String> {
+        each!(self, b => b.set_study_system_attr(key, value))
+    }
+
+    pub fn set_study_user_attr(&mut self, key: &str, value: &Value) -> Result<(), String> {
+        each!(self, b => b.set_study_user_attr(key, value))
+    }
+
+    pub fn set_trial_system_attr(&mut self, trial_id: i64, key: &str, value: &Value) -> Result<(), String> {
+        each!(self, b => b.set_trial_system_attr(trial_id, key, value))
+    }
+
+    pub fn set_trial_user_attr(&mut self, trial_id: i64, key: &str, value: &Value) -> Result<(), String> {
+        each!(self, b => b.set_trial_user_attr(trial_id, key, value))
     }
 }
 
