@@ -56,7 +56,8 @@ impl EvalArgs {
             anyhow::bail!("the {name} split is empty (data.val_split = 0?)");
         }
         let val_bs = c.train.val_batch_size.unwrap_or(c.train.batch_size);
-        let ev = bz_host::evaluate::evaluate(&model, &objective, set, val_bs, 0, name, |_| Ok(()))?;
+        let pass = bz_host::evaluate::Pass { name, batch_size: val_bs, limit: 0 };
+        let ev = bz_host::evaluate::evaluate(&model, &objective, set, pass, &mut bz_host::train::Ranks::single(), |_| Ok(()))?;
         self.print(&ev, dir);
         Ok(Status::Success)
     }
