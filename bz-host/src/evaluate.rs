@@ -1,11 +1,15 @@
 //! Losses and evaluation of a model on a split; shared by `bz train`'s validation and `bz eval`.
 
+mod tally;
+
 use crate::config::{LossKind, TaskKind};
 use crate::data::Split;
 use crate::events::Metric;
 use crate::metrics::{top_k_hits, Average, ConfusionMatrix, RegressionMetrics};
 use crate::model::Model;
+use crate::train::Ranks;
 use anyhow::{bail, Context, Result};
+use tally::Tally;
 use tch::{Device, Kind, Reduction, Tensor};
 
 /// How a model's output is turned into a loss and predictions.
@@ -126,51 +130,66 @@ pub struct EvaluatedBatch<'a> {
     pub y: &'a Tensor,
 }
 
-/// Runs the model over `split` without gradients. `on_batch` sees each batch (for VAL_BATCH events and PR
-/// curves); `limit` caps the batches (0 = all).
+/// Which batches of a split one evaluation pass covers, and the name its metrics carry.
+#[derive(Clone, Copy)]
+pub struct Pass {
+    /// `val`, `test` or `train`.
+    pub name: &'static str,
+    pub batch_size: usize,
+    /// At most this many batches (0 = all).
+    pub limit: usize,
+}
+
+/// Runs the model over `split` without gradients. `on_batch` sees each batch this process evaluates (for
+/// VAL_BATCH events and PR curves). In a data-parallel job each rank evaluates its share of the batches and every
+/// rank gets the metrics of the whole split (see `tally`).
 pub fn evaluate(
     model: &Model,
     objective: &Objective,
     split: &Split,
-    batch_size: usize,
-    limit: usize,
-    split_name: &'static str,
+    pass: Pass,
+    ranks: &mut Ranks,
     mut on_batch: impl FnMut(EvaluatedBatch) -> Result<()>,
 ) -> Result<Evaluation> {
     let _guard = tch::no_grad_guard();
+    let (batch_size, split_name) = (pass.batch_size, pass.name);
     let n = split.len();
     let mut batches = n.div_ceil(batch_size);
-    if limit > 0 {
-        batches = batches.min(limit);
+    if pass.limit > 0 {
+        batches = batches.min(pass.limit);
     }
-    let mut loss_sum = 0.0;
-    let mut seen = 0usize;
-    let mut confusion = (objective.task == TaskKind::Classification).then(|| ConfusionMatrix::new(objective.outputs));
-    let mut regression = (objective.task == TaskKind::Regression).then(|| RegressionMetrics::new(objective.outputs));
-    let mut top_hits = 0u64;
-    for b in 0..batches {
+    let mut tally = Tally {
+        loss_sum: 0.0,
+        seen: 0,
+        top_hits: 0,
+        confusion: (objective.task == TaskKind::Classification).then(|| ConfusionMatrix::new(objective.outputs)),
+        regression: (objective.task == TaskKind::Regression).then(|| RegressionMetrics::new(objective.outputs)),
+    };
+    for b in ranks.batch_share(batches) {
         let start = b * batch_size;
         let len = batch_size.min(n - start);
         let x = split.x.f_narrow(0, start as i64, len as i64)?;
         let y = split.y.f_narrow(0, start as i64, len as i64)?;
         let out = model.forward_t(&x, false).with_context(|| format!("{split_name} batch {b}: forward pass failed"))?;
         let loss = objective.loss(&out, &y)?.f_double_value(&[])?;
-        loss_sum += loss * len as f64;
-        seen += len;
-        if let Some(cm) = &mut confusion {
+        tally.loss_sum += loss * len as f64;
+        tally.seen += len as u64;
+        if let Some(cm) = &mut tally.confusion {
             let preds = to_vec_i64(&objective.predict(&out)?)?;
             let targets = to_vec_i64(&y)?;
             cm.add(&targets, &preds)?;
             if objective.top_k > 0 {
                 let scores = to_vec_f32(&out)?;
-                top_hits += top_k_hits(&scores, objective.outputs, &targets, objective.top_k)?;
+                tally.top_hits += top_k_hits(&scores, objective.outputs, &targets, objective.top_k)?;
             }
         }
-        if let Some(rm) = &mut regression {
+        if let Some(rm) = &mut tally.regression {
             rm.add(&to_vec_f32(&y)?, &to_vec_f32(&out)?)?;
         }
         on_batch(EvaluatedBatch { index: b, loss, out: &out, y: &y })?;
     }
+    tally.reduce(ranks)?;
+    let Tally { loss_sum, seen, top_hits, confusion, regression } = tally;
     let mut metrics = vec![Metric::new(split_name, "loss", if seen > 0 { loss_sum / seen as f64 } else { f64::NAN })];
     if let Some(cm) = &confusion {
         metrics.push(Metric::new(split_name, "accuracy", cm.accuracy()));

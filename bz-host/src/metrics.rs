@@ -187,6 +187,11 @@ impl ConfusionMatrix {
         Ok(())
     }
 
+    /// The row-major counts, for summing the matrices of data-parallel ranks in place.
+    pub fn counts_mut(&mut self) -> &mut [u64] {
+        &mut self.counts
+    }
+
     /// How many samples of class `target` were predicted as `pred`.
     ///
     /// # Panics
@@ -449,6 +454,33 @@ impl RegressionMetrics {
         }
         self.count += other.count;
         Ok(())
+    }
+
+    /// Everything accumulated, as numbers: the count, then per output its target mean and the value and
+    /// compensation of its three sums. [`RegressionMetrics::from_state`] rebuilds the accumulator bit for bit, so
+    /// data-parallel ranks can gather each other's and [`merge`](RegressionMetrics::merge) them in one order.
+    pub fn state(&self) -> Vec<f64> {
+        let mut out = vec![self.count as f64];
+        for o in &self.outputs {
+            let sums = [o.target_m2, o.squared_error, o.absolute_error];
+            out.push(o.target_mean);
+            out.extend(sums.iter().flat_map(|s| [s.sum, s.compensation]));
+        }
+        out
+    }
+
+    /// The accumulator [`RegressionMetrics::state`] described; None when `state` is not one of `width` outputs.
+    pub fn from_state(width: usize, state: &[f64]) -> Option<Self> {
+        let (&count, rest) = state.split_first()?;
+        if rest.len() != width * 7 || !(count >= 0.0 && count.fract() == 0.0 && count < 2f64.powi(53)) {
+            return None;
+        }
+        let sum = |v: &[f64]| CompensatedSum { sum: v[0], compensation: v[1] };
+        let outputs = rest
+            .chunks_exact(7)
+            .map(|v| OutputStats { target_mean: v[0], target_m2: sum(&v[1..3]), squared_error: sum(&v[3..5]), absolute_error: sum(&v[5..7]) })
+            .collect();
+        Some(Self { width, count: count as u64, outputs })
     }
 
     /// Number of samples (rows) accumulated.
@@ -919,5 +951,20 @@ mod tests {
     fn average_names_match_sklearn() {
         let names: Vec<_> = Average::ALL.iter().map(|a| a.name()).collect();
         assert_eq!(names, ["macro", "micro", "weighted"]);
+    }
+
+    #[test]
+    fn regression_state_rebuilds_the_accumulator_bit_for_bit() {
+        let mut a = RegressionMetrics::new(2);
+        a.add(&[1.0, 2.0, 3.0, 5.0, -1.0, 0.5], &[1.5, 2.0, 2.0, 4.0, 0.0, 0.0]).unwrap();
+        a.add(&[0.1, 0.2], &[0.3, 0.1]).unwrap();
+        let b = RegressionMetrics::from_state(2, &a.state()).unwrap();
+        assert_eq!(b.state(), a.state());
+        assert_eq!((b.count(), b.mse(), b.mae(), b.r2()), (a.count(), a.mse(), a.mae(), a.r2()));
+        assert!(RegressionMetrics::from_state(3, &a.state()).is_none());
+        assert!(RegressionMetrics::from_state(2, &[]).is_none());
+        let mut fractional = a.state();
+        fractional[0] = 2.5;
+        assert!(RegressionMetrics::from_state(2, &fractional).is_none());
     }
 }

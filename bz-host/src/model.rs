@@ -219,6 +219,8 @@ pub struct Model {
     pub rows: Vec<LayerRow>,
     pub input_shape: Vec<i64>,
     pub output_shape: Vec<i64>,
+    /// `train.sync_batchnorm` in a data-parallel job: training batch norms normalise over every rank's batch.
+    sync_norm: Option<crate::dist::ProcessGroup>,
 }
 
 impl Model {
@@ -228,7 +230,7 @@ impl Model {
         // A residual's body rows come before its own, so the last row is always the last top-level layer.
         let output_shape = rows.last().map_or_else(|| input.to_vec(), |r| r.out_shape.clone());
         let layers = build(&vs.root(), specs, input, "model.layers")?;
-        Ok(Model { body: Body::Layers(layers), rows, input_shape: input.to_vec(), output_shape })
+        Ok(Model { body: Body::Layers(layers), rows, input_shape: input.to_vec(), output_shape, sync_norm: None })
     }
 
     /// Loads a TorchScript module for training; its parameters are registered in `vs`.
@@ -242,12 +244,13 @@ impl Model {
         let output_shape = probe.size()[1..].to_vec();
         let params: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
         let rows = vec![LayerRow { name: "script".into(), kind: format!("torchscript {}", path.display()), out_shape: output_shape.clone(), params }];
-        Ok(Model { body: Body::Script { module: RefCell::new(module), training: RefCell::new(true) }, rows, input_shape: input.to_vec(), output_shape })
+        let body = Body::Script { module: RefCell::new(module), training: RefCell::new(true) };
+        Ok(Model { body, rows, input_shape: input.to_vec(), output_shape, sync_norm: None })
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         match &self.body {
-            Body::Layers(layers) => forward_layers(layers, x, train),
+            Body::Layers(layers) => forward_layers(layers, x, train, self.sync_norm.as_ref().filter(|_| train)),
             Body::Script { module, training } => {
                 if *training.borrow() != train {
                     let mut m = module.borrow_mut();
@@ -277,6 +280,21 @@ impl Model {
             Body::Layers(layers) => any_dropout(layers),
             Body::Script { .. } => true,
         }
+    }
+
+    /// Makes every batch norm normalise training batches over all ranks of `group` (PyTorch's SyncBatchNorm);
+    /// parameter and buffer names stay those of `torch.nn.BatchNorm*d`.
+    pub fn sync_batchnorm(&mut self, group: crate::dist::ProcessGroup) -> Result<()> {
+        if self.is_torchscript() {
+            bail!("train.sync_batchnorm = true needs a model of config layers: a TorchScript module's batch norms cannot be synchronised (set it to false)");
+        }
+        self.sync_norm = Some(group);
+        Ok(())
+    }
+
+    /// Whether training batch norms run collectives (forward and backward) that every rank must join.
+    pub fn syncs_batchnorm(&self) -> bool {
+        self.sync_norm.is_some()
     }
 
     /// Whether the model is a TorchScript module rather than a config layer list.
@@ -371,7 +389,8 @@ fn build(path: &nn::Path, specs: &[LayerSpec], input: &[i64], at: &str) -> Resul
     Ok(layers)
 }
 
-fn forward_layers(layers: &[Layer], x: &Tensor, train: bool) -> Result<Tensor> {
+/// `sync`: the group batch norms synchronise over (training only).
+fn forward_layers(layers: &[Layer], x: &Tensor, train: bool, sync: Option<&crate::dist::ProcessGroup>) -> Result<Tensor> {
     let mut x = x.shallow_clone();
     // `[batch, length]`, true at padding: set by an embedding with `padding_idx`, read by attention and temporal
     // pooling, and dropped once a layer changes the length dimension.
@@ -384,9 +403,20 @@ fn forward_layers(layers: &[Layer], x: &Tensor, train: bool) -> Result<Tensor> {
             Layer::AvgPool(k, s) => x.f_avg_pool2d([*k, *k], [*s, *s], [0, 0], false, true, None)?,
             Layer::Flatten => x.f_flatten(1, -1)?,
             Layer::Reshape(to) => x.f_flatten(1, -1)?.f_unflatten(1, to.as_slice())?,
-            Layer::BatchNorm(bn) => {
-                Tensor::f_batch_norm(&x, bn.ws.as_ref(), bn.bs.as_ref(), Some(&bn.running_mean), Some(&bn.running_var), train, 0.1, NORM_EPS, false)?
-            }
+            Layer::BatchNorm(bn) => match sync {
+                Some(group) => {
+                    let p = crate::dist::BatchNormParams {
+                        weight: bn.ws.as_ref(),
+                        bias: bn.bs.as_ref(),
+                        running_mean: Some(&bn.running_mean),
+                        running_var: Some(&bn.running_var),
+                        eps: NORM_EPS,
+                        momentum: 0.1,
+                    };
+                    group.sync_batch_norm(&x, &p)?
+                }
+                None => Tensor::f_batch_norm(&x, bn.ws.as_ref(), bn.bs.as_ref(), Some(&bn.running_mean), Some(&bn.running_var), train, 0.1, NORM_EPS, false)?,
+            },
             Layer::LayerNorm(ln) => {
                 let last = *x.size().last().context("layernorm input has no dimensions")?;
                 x.f_layer_norm([last], ln.ws.as_ref(), ln.bs.as_ref(), NORM_EPS, false)?
@@ -397,7 +427,7 @@ fn forward_layers(layers: &[Layer], x: &Tensor, train: bool) -> Result<Tensor> {
             Layer::Tanh => x.f_tanh()?,
             Layer::Sigmoid => x.f_sigmoid()?,
             Layer::Softmax => x.f_softmax(-1, None::<Kind>)?,
-            Layer::Residual(body) => x.f_add(&forward_layers(body, &x, train)?)?,
+            Layer::Residual(body) => x.f_add(&forward_layers(body, &x, train, sync)?)?,
             Layer::Seq(l) => {
                 let (out, pad) = l.forward_masked(&x, train, padding.as_ref())?;
                 padding = pad;

@@ -42,6 +42,11 @@ impl PrCounts {
         }
     }
 
+    /// The positive and negative counts, for summing the counts of data-parallel ranks in place.
+    pub fn counts_mut(&mut self) -> [&mut [u64]; 2] {
+        [&mut self.positives, &mut self.negatives]
+    }
+
     /// The curves, labelled with the data's class names where it has them.
     pub fn curves(&self, class_names: Option<&[String]>) -> PrCurves {
         let classes = (0..self.classes)

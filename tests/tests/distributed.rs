@@ -164,3 +164,119 @@ fn a_non_finite_loss_stops_every_rank_with_exit_3() {
     let state: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("runs/nan/checkpoints/last/trainer.json")).unwrap()).unwrap();
     assert_eq!(state["epoch"], 2, "{state}");
 }
+
+/// The `prefix/*` numbers of a metrics.jsonl line or of `bz eval --json` output.
+fn metrics_with(line: &serde_json::Value, prefix: &str) -> std::collections::BTreeMap<String, f64> {
+    line.as_object().unwrap().iter().filter(|(k, _)| k.starts_with(prefix)).filter_map(|(k, v)| Some((k.clone(), v.as_f64()?))).collect()
+}
+
+/// `bz eval --json` of one process on a run's checkpoint.
+fn eval_json(d: &Path, cfg: &str, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["eval", cfg, "--json"];
+    all.extend_from_slice(args);
+    let out = bz(d, &all);
+    assert_eq!(out.code, 0, "{}", out.all());
+    serde_json::from_str(out.stdout.trim()).unwrap()
+}
+
+/// Counts and the metrics made of them equal exactly; `loss` (and regression's sums) within 1e-9 relative: the
+/// same per-batch values, added in another order.
+fn assert_same_metrics(sharded: &std::collections::BTreeMap<String, f64>, single: &std::collections::BTreeMap<String, f64>, what: &str) {
+    assert_eq!(sharded.keys().collect::<Vec<_>>(), single.keys().collect::<Vec<_>>(), "{what}");
+    for (k, a) in sharded {
+        let b = single[k];
+        if ["loss", "mse", "mae", "r2"].iter().any(|m| k.ends_with(m)) {
+            assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{what} {k}: 2 ranks {a}, 1 process {b}");
+        } else {
+            assert_eq!(*a, b, "{what} {k}");
+        }
+    }
+}
+
+#[test]
+fn sharded_validation_and_test_reduce_to_the_metrics_of_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Digits: 359 validation samples in 7 batches of 52, the last one short: rank 0 evaluates batches 0-2, rank 1
+    // batches 3-6. Batch norm: the checkpoint's buffers are those every rank validated with.
+    write_config(d, "c.toml", &config("sgd", 32, 2, true).replace("batch_size = 32\n", "batch_size = 32\nval_batch_size = 52\n"));
+    let out = train(d, "c.toml", "c", &["--nproc", "2"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let last = epoch_lines(&d.join("runs/c")).pop().unwrap();
+    let cm: u64 = last["val/confusion_matrix"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap()).map(|c| c.as_u64().unwrap()).sum();
+    assert_eq!(cm, 359, "every validation sample counted once: {last}");
+    let single = eval_json(d, "c.toml", &["--checkpoint", "runs/c/checkpoints/last"]);
+    let sharded = metrics_with(&last, "val/");
+    assert!(sharded.contains_key("val/top5_accuracy") && sharded.contains_key("val/f1_macro"), "{last}");
+    assert_same_metrics(&sharded, &metrics_with(&single, "val/"), "digits validation");
+
+    // The test split (60 samples, 4 batches of 16) at the end of a 2-rank run, against `bz eval --split test`.
+    write_config(d, "s.toml", &fixtures::csv_with_test_split(d));
+    let out = train(d, "s.toml", "s", &["--nproc", "2"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let test = read_jsonl(&d.join("runs/s/metrics.jsonl")).into_iter().find(|l| l["event"] == "test").expect("a test line");
+    let single = eval_json(d, "s.toml", &["--run-name", "s", "--split", "test"]);
+    assert_same_metrics(&metrics_with(&test, "test/"), &metrics_with(&single, "test/"), "test split");
+
+    // Regression: 80 validation samples in 5 batches of 16; the ranks' running statistics merge in rank order.
+    let mut text = String::new();
+    for i in 0..400 {
+        let x = (i as f64) / 100.0 - 2.0;
+        let z = ((i * 37) % 11) as f64 / 5.0 - 1.0;
+        text.push_str(&format!("{x},{},{z}\n", 3.0 * x - 2.0 * z + 1.0 + ((i * 13) % 7) as f64 * 0.1));
+    }
+    std::fs::write(d.join("r.csv"), text).unwrap();
+    let regression = "[run]\nthreads = 1\n[data]\nsource = \"csv\"\npath = \"r.csv\"\nheader = false\ntarget = 1\ntask = \"regression\"\n\
+                      [model]\nlayers = [{ type = \"linear\", out = 1 }]\n[train]\nepochs = 2\nbatch_size = 16\nloss = \"mse\"\n\
+                      [optimizer]\nlr = 0.05\n";
+    write_config(d, "r.toml", regression);
+    let out = train(d, "r.toml", "r", &["--nproc", "2"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let last = epoch_lines(&d.join("runs/r")).pop().unwrap();
+    let single = eval_json(d, "r.toml", &["--checkpoint", "runs/r/checkpoints/last"]);
+    let sharded = metrics_with(&last, "val/");
+    assert!(sharded.contains_key("val/r2"), "{last}");
+    assert_same_metrics(&sharded, &metrics_with(&single, "val/"), "regression validation");
+}
+
+/// A digits CNN with a 2-d and a 1-d batch norm, as 2 ranks × 32 or 1 process × 64.
+fn batchnorm_cnn(batch: u32, sync: bool) -> String {
+    format!(
+        "[run]\nthreads = 1\n[data]\nsource = \"digits\"\nnormalize = true\n\
+         [model]\nlayers = [{{ type = \"reshape\", shape = [1, 8, 8] }}, {{ type = \"conv2d\", out = 4, kernel = 3 }}, {{ type = \"batchnorm\" }}, \
+         {{ type = \"relu\" }}, {{ type = \"flatten\" }}, {{ type = \"linear\", out = 16 }}, {{ type = \"batchnorm\" }}, {{ type = \"relu\" }}, \
+         {{ type = \"linear\", out = 10 }}]\n\
+         [train]\nepochs = 3\nbatch_size = {batch}\nsync_batchnorm = {sync}\n[optimizer]\nname = \"sgd\"\nlr = 0.05\n"
+    )
+}
+
+#[test]
+fn sync_batchnorm_makes_two_ranks_train_like_one_process_with_the_global_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // 1,438 training samples: 23 steps an epoch, 69 in all. In one process sync_batchnorm changes nothing.
+    write_config(d, "one.toml", &batchnorm_cnn(64, true));
+    write_config(d, "sync.toml", &batchnorm_cnn(32, true));
+    write_config(d, "local.toml", &batchnorm_cnn(32, false));
+    for (cfg, extra) in [("one.toml", &[][..]), ("sync.toml", &["--nproc", "2"][..]), ("local.toml", &["--nproc", "2"][..])] {
+        let out = train(d, cfg, cfg.trim_end_matches(".toml"), extra);
+        assert_eq!(out.code, 0, "{cfg}: {}", out.all());
+    }
+    let (one, sync, local) = (weights(d, "one"), weights(d, "sync"), weights(d, "local"));
+    // Weights and the running statistics (buffers are in model.safetensors under torch's names).
+    assert!(one.iter().any(|(n, _)| n.ends_with("running_var")), "{:?}", one.iter().map(|(n, _)| n).collect::<Vec<_>>());
+    let diff = max_diff(&one, &sync);
+    assert!(diff <= 1e-5, "sync_batchnorm: 2 ranks × 32 differ from 1 × 64 by {diff} after 69 steps");
+    let apart = max_diff(&one, &local);
+    assert!(apart > 1e-3, "per-rank batch norm should train differently from 1 × 64, but differs by only {apart}");
+}
+
+#[test]
+fn doctor_lists_the_distributed_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bz(dir.path(), &["doctor"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let line = out.stdout.lines().find(|l| l.starts_with("distributed")).unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(line.contains("gloo (c10d TCPStore + ProcessGroupGloo"), "{line}");
+    assert!(out.stdout.contains("nccl: not in this build (CPU libtorch)"), "{}", out.stdout);
+}

@@ -13,14 +13,14 @@ impl DoctorArgs {
     pub fn run(self) -> Result<Status> {
         println!("bz              {} ({}, plugin API {})", env!("CARGO_PKG_VERSION"), bz_host::plugins::HOST_TARGET, bz_plugin_api::API_VERSION);
         libtorch();
-        println!(
-            "distributed     {}",
-            if bz_host::dist::available() {
-                "gloo (c10d TCPStore + ProcessGroupGloo, CPU); torchrun or `bz train --nproc N`; no NCCL in this build"
-            } else {
-                "not in this build (gloo's headers were missing: scripts/setup --dist, touch bz-host/build.rs, rebuild)"
-            }
-        );
+        if bz_host::dist::available() {
+            println!("distributed     gloo (c10d TCPStore + ProcessGroupGloo, CPU); torchrun or `bz train --nproc N`");
+            // The shim builds Gloo groups only; on a CPU libtorch there is no NCCL to build one with anyway.
+            let why = if option_env!("BZ_CUDA_LINKED").is_some() { "bz's c10d shim builds Gloo groups only" } else { "CPU libtorch" };
+            println!("                nccl: not in this build ({why})");
+        } else {
+            println!("distributed     not in this build (gloo's headers were missing: scripts/setup --dist, touch bz-host/build.rs, rebuild)");
+        }
         machine();
         let plugin_dir = bz_host::plugins::loader::plugin_dir(None);
         let plugins = std::fs::read_dir(&plugin_dir).map(|d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "so")).count()).ok();

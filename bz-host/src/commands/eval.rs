@@ -55,7 +55,8 @@ impl EvalArgs {
         if set.is_empty() {
             anyhow::bail!("the {name} split is empty (data.val_split = 0?)");
         }
-        let ev = bz_host::evaluate::evaluate(&model, &objective, set, c.train.eval_batch_size(), 0, name, |_| Ok(()))?;
+        let pass = bz_host::evaluate::Pass { name, batch_size: c.train.eval_batch_size(), limit: 0 };
+        let ev = bz_host::evaluate::evaluate(&model, &objective, set, pass, &mut bz_host::train::Ranks::single(), |_| Ok(()))?;
         self.print(&ev, dir);
         Ok(Status::Success)
     }

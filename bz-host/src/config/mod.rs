@@ -259,6 +259,9 @@ pub struct TrainConfig {
     pub bench_warmup_steps: Option<usize>,
     /// The training forward pass's precision (see `crate::precision`).
     pub precision: Precision,
+    /// Data-parallel jobs: batch norms normalise training batches over every rank's samples (PyTorch's
+    /// SyncBatchNorm) instead of each rank's own; nothing changes in a single process.
+    pub sync_batchnorm: bool,
 }
 
 /// `train.precision`, as Lightning spells it.
@@ -328,6 +331,7 @@ impl Default for TrainConfig {
             drop_last: false,
             bench_warmup_steps: None,
             precision: Precision::Full,
+            sync_batchnorm: false,
         }
     }
 }

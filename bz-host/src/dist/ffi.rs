@@ -24,8 +24,22 @@ struct Config {
     ifname: *const c_char,
 }
 
+/// Mirrors `struct bz_sync_batch_norm` in shim.cpp.
+#[repr(C)]
+struct SyncBatchNormArgs {
+    input: *mut c_void,
+    weight: *mut c_void,
+    bias: *mut c_void,
+    running_mean: *mut c_void,
+    running_var: *mut c_void,
+    eps: f64,
+    momentum: f64,
+}
+
 extern "C" {
     fn bz_dist_error_free(err: *mut c_char);
+    fn bz_dist_share(group: *mut RawGroup, err: *mut *mut c_char) -> *mut RawGroup;
+    fn bz_dist_sync_batch_norm(group: *mut RawGroup, args: *const SyncBatchNormArgs, out: *mut *mut c_void, err: *mut *mut c_char) -> i32;
     fn bz_dist_new(config: *const Config, err: *mut *mut c_char) -> *mut RawGroup;
     fn bz_dist_free(group: *mut RawGroup);
     fn bz_dist_broadcast(group: *mut RawGroup, tensor: *mut c_void, root: i32, err: *mut *mut c_char) -> i32;
@@ -88,6 +102,34 @@ impl Group {
         // SAFETY: as in broadcast; `raw` holds tensors.len() valid pointers borrowed for the call.
         let status = unsafe { bz_dist_all_reduce_sum(self.0.as_ptr(), raw.as_mut_ptr(), raw.len(), &mut err) };
         check(status, "all-reduce", err)
+    }
+
+    /// Another handle on the same process group.
+    pub(super) fn share(&self) -> Result<Self, DistError> {
+        let mut err = std::ptr::null_mut();
+        // SAFETY: the group is live; the shim returns a new handle of its own.
+        let raw = unsafe { bz_dist_share(self.0.as_ptr(), &mut err) };
+        NonNull::new(raw).map(Group).ok_or_else(|| take_error("sharing the process group", err))
+    }
+
+    pub(super) fn sync_batch_norm(&self, x: &Tensor, norm: &super::BatchNormParams) -> Result<Tensor, DistError> {
+        let ptr = |t: Option<&Tensor>| t.map_or(std::ptr::null_mut(), |t| t.as_ptr() as *mut c_void);
+        let args = SyncBatchNormArgs {
+            input: ptr(Some(x)),
+            weight: ptr(norm.weight),
+            bias: ptr(norm.bias),
+            running_mean: ptr(norm.running_mean),
+            running_var: ptr(norm.running_var),
+            eps: norm.eps,
+            momentum: norm.momentum,
+        };
+        let (mut out, mut err) = (std::ptr::null_mut(), std::ptr::null_mut());
+        // SAFETY: the group is live and every pointer is a valid torch::Tensor* (or null) for the call; the shim
+        // updates the running statistics in place, as torch's batch_norm does through the same kind of pointer.
+        let status = unsafe { bz_dist_sync_batch_norm(self.0.as_ptr(), &args, &mut out, &mut err) };
+        check(status, "sync batch norm", err)?;
+        // SAFETY: on success `out` is a new torch::Tensor* that we own from here, as tch's own results are.
+        Ok(unsafe { Tensor::from_ptr(out.cast()) })
     }
 
     pub(super) fn barrier(&mut self) -> Result<(), DistError> {

@@ -97,6 +97,16 @@ impl Rendezvous {
     }
 }
 
+/// A batch norm's tensors and constants, as `torch.nn.functional.batch_norm` takes them.
+pub struct BatchNormParams<'a> {
+    pub weight: Option<&'a Tensor>,
+    pub bias: Option<&'a Tensor>,
+    pub running_mean: Option<&'a Tensor>,
+    pub running_var: Option<&'a Tensor>,
+    pub eps: f64,
+    pub momentum: f64,
+}
+
 /// A Gloo process group over all ranks of the job. Collectives must be called in the same order on every rank;
 /// each waits at most the group's timeout and then fails instead of hanging.
 pub struct ProcessGroup {
@@ -163,6 +173,27 @@ impl ProcessGroup {
         #[cfg(not(bz_dist))]
         {
             let _ = tensors;
+            Err(DistError::NotBuilt)
+        }
+    }
+
+    /// Another handle on this group (the same ranks and collective order), for a model's synchronised batch norms.
+    pub fn share(&self) -> Result<ProcessGroup, DistError> {
+        #[cfg(bz_dist)]
+        return Ok(ProcessGroup { raw: self.raw.share()?, rendezvous: self.rendezvous.clone() });
+        #[cfg(not(bz_dist))]
+        Err(DistError::NotBuilt)
+    }
+
+    /// A training-mode batch norm of `x` (`[batch, channels, …]`) over the whole job's batch: PyTorch's
+    /// SyncBatchNorm, forward and backward (see shim.cpp), updating the running statistics in place with the job's.
+    /// Every rank must call it in the same order as its other collectives, and so runs its backward.
+    pub fn sync_batch_norm(&self, x: &Tensor, norm: &BatchNormParams) -> Result<Tensor, DistError> {
+        #[cfg(bz_dist)]
+        return self.raw.sync_batch_norm(x, norm);
+        #[cfg(not(bz_dist))]
+        {
+            let _ = (x, norm);
             Err(DistError::NotBuilt)
         }
     }

@@ -56,9 +56,33 @@ impl Ranks {
         shard(order, self.rank(), self.world_size())
     }
 
+    /// The batches of an evaluation pass (validation, test) this rank evaluates, of `batches`: a contiguous run of
+    /// whole batches, the runs of ranks 0, 1, … in order and differing in length by at most one. Every batch of a
+    /// single process's pass is evaluated by exactly one rank, unchanged (the last, short one included), so no
+    /// sample is dropped or counted twice, and each batch's outputs are the single process's.
+    pub fn batch_share(&self, batches: usize) -> std::ops::Range<usize> {
+        share(batches, self.rank(), self.world_size())
+    }
+
+    /// The ranks an evaluation pass (validation, test) is shared across: all of them, or for a TorchScript model
+    /// this process alone (`alone`), because a module's buffers (batch-norm statistics) are not variables that
+    /// [`Ranks::broadcast_buffers`] reaches, so ranks' models may differ there and each evaluates the whole split.
+    pub fn for_evaluation<'a>(&'a mut self, torchscript: bool, alone: &'a mut Ranks) -> &'a mut Ranks {
+        if torchscript {
+            alone
+        } else {
+            self
+        }
+    }
+
     /// How many samples each rank trains on per epoch, of `n`.
     pub fn shard_len(&self, n: usize) -> usize {
         n.div_ceil(self.world_size())
+    }
+
+    /// A handle on the job's process group for the model's synchronised batch norms; none in a single process.
+    pub fn share_group(&self) -> Result<Option<crate::dist::ProcessGroup>> {
+        self.group.as_ref().map(|g| g.share().context("cannot share the process group with the model")).transpose()
     }
 
     /// Rank 0's variables (weights and buffers) on every rank, in name order.
@@ -140,6 +164,22 @@ impl Ranks {
         Ok(())
     }
 
+    /// Sums counts over the ranks, in place, in one collective (through f64: exact below 2^53).
+    pub fn sum_counts(&mut self, counts: &mut [&mut [u64]]) -> Result<()> {
+        if self.group.is_none() {
+            return Ok(());
+        }
+        let mut flat: Vec<f64> = counts.iter().flat_map(|c| c.iter().map(|&v| v as f64)).collect();
+        self.sum(&mut flat)?;
+        for (c, v) in counts.iter_mut().flat_map(|c| c.iter_mut()).zip(flat) {
+            if !(v >= 0.0 && v.fract() == 0.0) {
+                anyhow::bail!("the ranks' summed count {v} is not a whole number: a rank sent malformed counts");
+            }
+            *c = v as u64;
+        }
+        Ok(())
+    }
+
     /// For each flag, whether any rank raised it.
     pub fn any<const N: usize>(&mut self, flags: [bool; N]) -> Result<[bool; N]> {
         if self.group.is_none() {
@@ -167,6 +207,11 @@ fn shard(order: Vec<i64>, rank: usize, world: usize) -> Vec<i64> {
     }
     let per_rank = order.len().div_ceil(world);
     (0..per_rank).map(|i| order[(i * world + rank) % order.len()]).collect()
+}
+
+/// Rank `rank` of `world`'s run of `n` items (see [`Ranks::batch_share`]).
+fn share(n: usize, rank: usize, world: usize) -> std::ops::Range<usize> {
+    n * rank / world..n * (rank + 1) / world
 }
 
 /// Gradient indices grouped into buckets of at most [`BUCKET_BYTES`], in order, one kind and device per bucket.
@@ -202,6 +247,21 @@ mod tests {
         assert_eq!(shard(seven.clone(), 0, 3), vec![9, 6, 3]);
         assert_eq!(shard(seven.clone(), 1, 3), vec![8, 5, 9]);
         assert_eq!(shard(seven, 2, 3), vec![7, 4, 8]);
+    }
+
+    #[test]
+    fn evaluation_shares_are_contiguous_runs_covering_every_batch_once() {
+        assert_eq!(Ranks::single().batch_share(7), 0..7);
+        assert_eq!([0, 1].map(|r| share(7, r, 2)), [0..3, 3..7]);
+        assert_eq!([0, 1, 2].map(|r| share(8, r, 3)), [0..2, 2..5, 5..8]);
+        // Fewer batches than ranks: some ranks evaluate nothing and add zeros.
+        assert_eq!([0, 1, 2].map(|r| share(2, r, 3)), [0..0, 0..1, 1..2]);
+        for (n, world) in [(0, 2), (1, 4), (17, 5), (100, 7)] {
+            let lens: Vec<usize> = (0..world).map(|r| share(n, r, world).len()).collect();
+            assert_eq!(lens.iter().sum::<usize>(), n);
+            assert!(lens.iter().max().unwrap() - lens.iter().min().unwrap() <= 1, "{lens:?}");
+            assert!((1..world).all(|r| share(n, r - 1, world).end == share(n, r, world).start));
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::NonFiniteLoss;
 use crate::checkpoint::PartialEpoch;
 use crate::config::{Mode, TaskKind};
 use crate::data;
-use crate::evaluate::{evaluate, to_vec_f32, to_vec_i64};
+use crate::evaluate::{evaluate, to_vec_f32, to_vec_i64, Pass};
 use crate::events::{Directive, EventKind, Metric};
 use crate::metrics::ConfusionMatrix;
 use crate::optim::Optimizer;
@@ -188,7 +188,9 @@ impl Trainer<'_> {
         };
         let value = loss.f_double_value(&[])?;
         let t = ep.phases.lap(t, Phase::Forward);
-        if !value.is_finite() {
+        // Synchronised batch norms all-reduce in backward, so every rank runs it, or the ranks' collectives would
+        // pair up wrongly; the step is not taken all the same (the flag rides with the gradients).
+        if !value.is_finite() && !model.syncs_batchnorm() {
             return Ok((value, Tensor::new()));
         }
         let mut loss = if self.plan.accum > 1 { loss.f_div_scalar(self.plan.accum as f64)? } else { loss };
@@ -276,11 +278,15 @@ impl Trainer<'_> {
             let at = self.at(0);
             emit(self.d, EventKind::VAL_LOOP_START, at, &[], &Value::Null)?;
             let wants_batches = self.d.wants(EventKind::VAL_BATCH_START) || self.d.wants(EventKind::VAL_BATCH_END);
+            // Plugins run on rank 0 only: it tells the others whether to count PR curves over their batches.
+            let wants_pr = self.ranks.any([self.d.requested(Directive::WANT_PR_CURVES)])?[0];
             let (s, d) = (&self.session, &mut *self.d);
             let head = Head::of(&s.objective);
-            let mut pr = (d.requested(Directive::WANT_PR_CURVES) && s.objective.task == TaskKind::Classification)
-                .then(|| PrCounts::new(s.objective.outputs, pr_curves::THRESHOLDS));
-            let ev = evaluate(&s.model, &s.objective, &s.data.val, self.plan.val_batch_size, self.cfg.train.limit_val_batches, "val", |b| {
+            let mut pr = (wants_pr && s.objective.task == TaskKind::Classification).then(|| PrCounts::new(s.objective.outputs, pr_curves::THRESHOLDS));
+            let pass = Pass { name: "val", batch_size: self.plan.val_batch_size, limit: self.cfg.train.limit_val_batches };
+            let mut alone = super::Ranks::single();
+            let ranks = self.ranks.for_evaluation(self.cfg.model.torchscript.is_some(), &mut alone);
+            let ev = evaluate(&s.model, &s.objective, &s.data.val, pass, ranks, |b| {
                 if wants_batches {
                     emit(d, EventKind::VAL_BATCH_START, At { batch: b.index, ..at }, &[], &Value::Null)?;
                     emit(d, EventKind::VAL_BATCH_END, At { batch: b.index, ..at }, &[Metric::new("val", "loss", b.loss)], &Value::Null)?;
@@ -290,6 +296,9 @@ impl Trainer<'_> {
                 }
                 Ok(())
             })?;
+            if let Some(pr) = &mut pr {
+                ranks.sum_counts(&mut pr.counts_mut())?;
+            }
             ep.pr_curves = pr.map(|pr| pr.curves(s.data.class_names.as_deref()));
             let d = emit(self.d, EventKind::VAL_LOOP_END, at, &ev.metrics, &Value::Null)?;
             self.stop_if(d);

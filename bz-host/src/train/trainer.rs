@@ -108,6 +108,11 @@ impl<'a> Trainer<'a> {
             run_dir::check_resume_compatible(from, cfg)?;
         }
         let mut session = Session::prepare(cfg, &loaded.path)?;
+        if cfg.train.sync_batchnorm {
+            if let Some(group) = ranks.share_group()? {
+                session.model.sync_batchnorm(group)?;
+            }
+        }
         let plan = Plan::new(cfg, &session, &ranks)?;
         let mut schedule = Schedule::new(&cfg.scheduler, cfg.optimizer.lr, cfg.train.epochs, plan.batches.div_ceil(plan.accum));
         let mut params: Vec<(String, Tensor)> = session.vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
@@ -241,6 +246,9 @@ impl<'a> Trainer<'a> {
         } else {
             "last"
         };
+        // Rank 0's run directory decides which weights are tested (another rank's scratch directory may lack a
+        // best checkpoint, e.g. after a resume): every rank evaluates its share of the split with rank 0's.
+        self.ranks.broadcast_variables(&self.session.vs)?;
         let s = &self.session;
         // A TorchScript model's buffers live only in the module the checkpoint saved: evaluate that one, as `bz eval`.
         let script = match (checkpoint, &self.cfg.model.torchscript) {
@@ -252,7 +260,10 @@ impl<'a> Trainer<'a> {
         };
         let model = script.as_ref().map_or(&s.model, |(m, _)| m);
         let split = s.data.test.as_ref().context("no test split")?;
-        let ev = crate::evaluate::evaluate(model, &s.objective, split, self.plan.val_batch_size, 0, "test", |_| Ok(()))?;
+        let pass = crate::evaluate::Pass { name: "test", batch_size: self.plan.val_batch_size, limit: 0 };
+        let mut alone = Ranks::single();
+        let ranks = self.ranks.for_evaluation(self.cfg.model.torchscript.is_some(), &mut alone);
+        let ev = crate::evaluate::evaluate(model, &s.objective, split, pass, ranks, |_| Ok(()))?;
         let mut line = serde_json::Map::new();
         line.insert("event".into(), "test".into());
         line.insert("epoch".into(), self.state.epoch.into());
