@@ -15,6 +15,8 @@ pub struct Request {
     pub method: String,
     pub path: String,
     pub body: String,
+    /// The body's bytes (file uploads are binary).
+    pub raw: Vec<u8>,
     pub authorization: String,
     /// The status the server answered.
     pub status: u16,
@@ -45,6 +47,62 @@ impl Request {
 struct State {
     requests: Vec<Request>,
     fail_file_stream: usize,
+    /// Artifacts created so far, and the latest id per collection (a new version's base).
+    artifacts: usize,
+    latest_artifact: std::collections::BTreeMap<String, String>,
+    /// What the server holds per run name, for `RunResumeStatus`.
+    runs: std::collections::BTreeMap<String, StoredRun>,
+}
+
+/// One run as the server keeps it: the config of its last upsert and the lines its file streams wrote.
+#[derive(Default, Clone)]
+struct StoredRun {
+    config: String,
+    history: Vec<Option<String>>,
+    events: Vec<Option<String>>,
+    log_lines: usize,
+    summary: Option<String>,
+}
+
+impl StoredRun {
+    /// Lines written at `offset` (a resent line replaces itself).
+    fn write(lines: &mut Vec<Option<String>>, file: &Value) {
+        let (Some(offset), Some(content)) = (file["offset"].as_u64(), file["content"].as_array()) else { return };
+        for (i, line) in content.iter().enumerate().take(1_000_000) {
+            let at = offset as usize + i;
+            if lines.len() <= at {
+                lines.resize(at + 1, None);
+            }
+            lines[at] = line.as_str().map(str::to_string);
+        }
+    }
+
+    fn stream(&mut self, body: &Value) {
+        let files = &body["files"];
+        Self::write(&mut self.history, &files["wandb-history.jsonl"]);
+        Self::write(&mut self.events, &files["wandb-events.jsonl"]);
+        let log = &files["output.log"];
+        if let (Some(offset), Some(content)) = (log["offset"].as_u64(), log["content"].as_array()) {
+            self.log_lines = self.log_lines.max(offset as usize + content.len());
+        }
+        if let Some(s) = files["wandb-summary.json"]["content"].as_array().and_then(|c| c.last()).and_then(Value::as_str) {
+            self.summary = Some(s.to_string());
+        }
+    }
+
+    /// The bucket as `RunResumeStatus` returns it (strings holding JSON, as W&B's API does).
+    fn bucket(&self, name: &str) -> Value {
+        let config = parse_wandb_json(&self.config);
+        let t = &config["_wandb"]["value"]["t"];
+        let tail = |lines: &[Option<String>]| Value::String(Value::from(lines.iter().rev().take(1).flatten().cloned().collect::<Vec<_>>()).to_string());
+        json!({
+            "id": "YnVja2V0", "name": name, "displayName": name, "tags": [], "notes": null,
+            "summaryMetrics": self.summary.clone().unwrap_or_else(|| "{}".into()),
+            "logLineCount": self.log_lines, "historyLineCount": self.history.len(), "eventsLineCount": self.events.len(),
+            "historyTail": tail(&self.history), "eventsTail": tail(&self.events), "config": self.config,
+            "wandbConfig": if t.is_null() { Value::Null } else { Value::String(json!({ "t": t }).to_string()) },
+        })
+    }
 }
 
 pub struct WandbServer {
@@ -78,6 +136,11 @@ impl WandbServer {
     /// The file_stream requests that were accepted (HTTP 200), as JSON.
     pub fn file_streams(&self) -> Vec<Value> {
         self.requests().iter().filter(|r| r.path.ends_with("/file_stream") && r.status == 200).map(Request::json).collect()
+    }
+
+    /// The runs the server holds (names of upserted buckets).
+    pub fn run_names(&self) -> Vec<String> {
+        self.state.lock().expect("state").runs.keys().cloned().collect()
     }
 
     /// Every history line the server accepted, in offset order (a line sent twice is taken once).
@@ -160,14 +223,15 @@ fn serve(conn: TcpStream, port: u16, state: &Mutex<State>) -> std::io::Result<()
             }
         }
         let raw = read_body(&mut reader, length, chunked)?;
-        let body = if gzip {
-            let mut s = String::new();
-            flate2::read::GzDecoder::new(&raw[..]).read_to_string(&mut s)?;
+        let raw = if gzip {
+            let mut s = Vec::new();
+            flate2::read::GzDecoder::new(&raw[..]).take(64 << 20).read_to_end(&mut s)?;
             s
         } else {
-            String::from_utf8_lossy(&raw).into_owned()
+            raw
         };
-        let mut req = Request { method: method.clone(), path: path.clone(), body, authorization, status: 200 };
+        let body = String::from_utf8_lossy(&raw).into_owned();
+        let mut req = Request { method: method.clone(), path: path.clone(), body, raw, authorization, status: 200 };
         let (status, reply) = answer(&req, port, state);
         req.status = status;
         state.lock().expect("state").requests.push(req);
@@ -183,6 +247,13 @@ fn answer(req: &Request, port: u16, state: &Mutex<State>) -> (u16, Value) {
         let vars = req.json()["variables"].clone();
         return match req.operation().as_deref() {
             Some("UpsertBucket") => {
+                if let Some(name) = vars["name"].as_str() {
+                    let mut s = state.lock().expect("state");
+                    let run = s.runs.entry(name.to_string()).or_default();
+                    if let Some(config) = vars["config"].as_str() {
+                        run.config = config.to_string();
+                    }
+                }
                 let entity = vars["entity"].as_str().unwrap_or("bz-team").to_string();
                 let project = vars["project"].as_str().unwrap_or("uncategorized").to_string();
                 (
@@ -203,6 +274,45 @@ fn answer(req: &Request, port: u16, state: &Mutex<State>) -> (u16, Value) {
                     .collect();
                 (200, json!({ "data": { "createRunFiles": { "runID": "cnVu", "uploadHeaders": [], "files": files } } }))
             }
+            Some("CreateArtifact") => {
+                let mut s = state.lock().expect("state");
+                s.artifacts += 1;
+                let id = format!("QXJ0aWZhY3Q6{}", s.artifacts);
+                let collection = vars["input"]["artifactCollectionName"].as_str().unwrap_or("").to_string();
+                let latest = s.latest_artifact.insert(collection, id.clone()).map(|prev| json!({ "id": prev }));
+                (
+                    200,
+                    json!({ "data": { "createArtifact": { "artifact": { "id": id, "state": "PENDING", "artifactSequence": { "latestArtifact": latest } } } } }),
+                )
+            }
+            Some("CreateArtifactManifest") => {
+                let id = vars["artifactID"].as_str().unwrap_or("");
+                let file = json!({ "id": format!("{id}-manifest"), "uploadUrl": format!("http://127.0.0.1:{port}/upload/manifest/{id}"), "uploadHeaders": [] });
+                (200, json!({ "data": { "createArtifactManifest": { "artifactManifest": { "id": format!("{id}-manifest"), "file": file } } } }))
+            }
+            Some("CreateArtifactFiles") => {
+                // wandb 0.31 sends `input: {artifactFiles, storageLayout}`; older clients sent them as variables.
+                let files = if vars["input"]["artifactFiles"].is_array() { &vars["input"]["artifactFiles"] } else { &vars["artifactFiles"] };
+                let edges: Vec<Value> = files
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|f| {
+                        let (id, name) = (f["artifactID"].as_str().unwrap_or(""), f["name"].as_str().unwrap_or(""));
+                        json!({ "node": { "storagePath": format!("{id}/{name}"), "uploadUrl": format!("http://127.0.0.1:{port}/upload/artifact/{id}/{name}"),
+                                          "uploadHeaders": [], "uploadMultipartUrls": null, "artifact": { "id": id } } })
+                    })
+                    .collect();
+                (200, json!({ "data": { "createArtifactFiles": { "files": { "edges": edges } } } }))
+            }
+            Some("CommitArtifact") => (200, json!({ "data": { "commitArtifact": { "artifact": { "id": vars["artifactID"], "digest": "" } } } })),
+            Some("RunResumeStatus") => {
+                let name = vars["name"].as_str().unwrap_or("");
+                let bucket = state.lock().expect("state").runs.get(name).map(|r| r.bucket(name)).unwrap_or(Value::Null);
+                let model = json!({ "id": "cHJvamVjdA", "name": vars["project"], "entity": { "id": "ZW50aXR5", "name": vars["entity"].as_str().unwrap_or("bz-team") }, "bucket": bucket });
+                (200, json!({ "data": { "model": model } }))
+            }
             _ => (200, json!({ "data": {} })),
         };
     }
@@ -211,6 +321,10 @@ fn answer(req: &Request, port: u16, state: &Mutex<State>) -> (u16, Value) {
         if s.fail_file_stream > 0 {
             s.fail_file_stream -= 1;
             return (500, json!({ "error": "test: failing on purpose" }));
+        }
+        // /files/<entity>/<project>/<run>/file_stream
+        if let Some(name) = req.path.rsplit('/').nth(1) {
+            s.runs.entry(name.to_string()).or_default().stream(&req.json());
         }
         return (200, json!({ "exitcode": null, "limits": {} }));
     }

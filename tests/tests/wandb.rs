@@ -362,3 +362,339 @@ fn online_mode_without_a_server_trains_on_and_leaves_the_run_for_wandb_sync() {
     assert_eq!(out.code, 0, "{}", out.all());
     assert_eq!(server.history().len(), 9);
 }
+
+/// Resume: `bz train --epochs 2`, `--resume --epochs 3`, then the checkpoints put back to where epoch 2 left them
+/// (the second process died after logging epoch 3 but before its checkpoint landed: a crashed tail), then
+/// `--resume` to epoch 4, which replays epoch 3. Returns the run directory's `wandb/` folder and the steps
+/// a straight 4-epoch run logs, with its values per step from metrics.jsonl.
+fn train_with_a_crashed_tail(dir: &Path, env: &[(&str, &str)]) -> PathBuf {
+    write_config(dir, "c.toml", &(Digits { epochs: 4, batch_size: Some(256), log_every_n_steps: Some(2), ..Digits::default() }.toml() + CONFIG_PLUGIN));
+    let run = dir.join("runs/r");
+    let ok = |out: Output| assert_eq!(out.code, 0, "{}", out.all());
+    ok(train(dir, &["--run-name", "r", "--epochs", "2", "-q"], env));
+    let id = std::fs::read_to_string(run.join("wandb-run-id")).expect("the run id is kept in the run directory");
+    let saved = dir.join("checkpoints-after-2");
+    assert!(Command::new("cp").arg("-a").arg(run.join("checkpoints")).arg(&saved).status().unwrap().success());
+    ok(train(dir, &["--run-name", "r", "--resume", "--epochs", "3", "-q"], env));
+    std::fs::remove_dir_all(run.join("checkpoints")).unwrap();
+    assert!(Command::new("cp").arg("-a").arg(&saved).arg(run.join("checkpoints")).status().unwrap().success());
+    ok(train(dir, &["--run-name", "r", "--resume", "-q"], env));
+    assert_eq!(std::fs::read_to_string(run.join("wandb-run-id")).unwrap(), id, "one W&B run id across the three processes");
+    run.join("wandb")
+}
+
+/// Every step of a straight 4-epoch run and its values (batch loss, or the epoch's metrics), from metrics.jsonl.
+fn straight_run_values(dir: &Path) -> Vec<(u64, String, f64)> {
+    assert_eq!(train(dir, &["--run-name", "straight", "-q"], &[("WANDB_MODE", "disabled")]).code, 0);
+    let mut want = Vec::new();
+    for line in read_jsonl(&dir.join("runs/straight/metrics.jsonl")) {
+        let step = line["step"].as_u64().unwrap_or(0);
+        match line["event"].as_str() {
+            Some("step") => want.push((step, "train/batch_loss".to_string(), line["train/loss"].as_f64().unwrap())),
+            Some("epoch") => want.extend(["train/loss", "val/loss", "val/accuracy"].map(|k| (step, k.to_string(), line[k].as_f64().unwrap()))),
+            _ => {}
+        }
+    }
+    want
+}
+
+/// The history a server received: one row per step 2, 4, … 24, each once, with the straight run's values.
+fn assert_history_continues_once(history: &[Value], straight: &[(u64, String, f64)]) {
+    assert!(history.iter().all(|h| !h.is_null()), "no line overwritten or missing: {history:?}");
+    let steps: Vec<u64> = history.iter().map(|h| h["_step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, (1..=12).map(|i| 2 * i).collect::<Vec<u64>>(), "each step once, in order");
+    for (step, key, want) in straight {
+        let row = history.iter().find(|h| h["_step"] == *step).unwrap_or_else(|| panic!("step {step} missing"));
+        let got = row[key.as_str()].as_f64().unwrap_or_else(|| panic!("{key} missing at step {step}: {row}"));
+        assert!(close(got, *want), "{key} at step {step}: W&B {got}, straight run {want}");
+    }
+}
+
+#[test]
+fn a_resumed_run_continues_the_same_wandb_run_offline_through_wandb_sync() {
+    let dir = setup();
+    let root = train_with_a_crashed_tail(dir.path(), &[]);
+    let straight = straight_run_values(dir.path());
+    let runs = run_dirs(&root);
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    let id = std::fs::read_to_string(dir.path().join("runs/r/wandb-run-id")).unwrap().trim().to_string();
+    assert!(runs.iter().all(|r| r.file_name().unwrap().to_string_lossy().ends_with(&format!("-{id}"))), "{runs:?}");
+    // The third process dropped its replay of epoch 3 (steps 14-18, already in the second's log).
+    let third = inspect(dir.path(), &runs[2]);
+    let run_rec = &third.iter().find(|r| r["type"] == "run").unwrap()["run"];
+    assert_eq!(run_rec["resume"], true, "{run_rec}");
+    let steps: Vec<u64> = third.iter().filter(|r| r["type"] == "history").map(|r| r["history"]["item"]["_step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, vec![20, 22, 24]);
+
+    // The real wandb sync of the three directories: one run, each step once.
+    let server = WandbServer::start();
+    let url = server.url();
+    let out =
+        wandb(dir.path(), &["sync", "--include-synced", root.to_str().unwrap()], &[("WANDB_BASE_URL", &url), ("WANDB_API_KEY", KEY), ("WANDB_ENTITY", "bz")]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(server.run_names(), vec![id.clone()]);
+    let resumed = server.requests().iter().filter(|r| r.operation().as_deref() == Some("RunResumeStatus")).count();
+    assert_eq!(resumed, 2, "wandb sync asks where the run stands for the two resumed directories");
+    assert_history_continues_once(&server.history(), &straight);
+    assert_eq!(server.file_streams().last().unwrap()["exitcode"], 0);
+}
+
+#[test]
+fn a_resumed_run_continues_the_same_wandb_run_online() {
+    let dir = setup();
+    let server = WandbServer::start();
+    let url = server.url();
+    let env = [("WANDB_BASE_URL", url.as_str()), ("WANDB_API_KEY", KEY)];
+    train_with_a_crashed_tail(dir.path(), &env);
+    let straight = straight_run_values(dir.path());
+    let id = std::fs::read_to_string(dir.path().join("runs/r/wandb-run-id")).unwrap().trim().to_string();
+    assert_eq!(server.run_names(), vec![id]);
+    assert_history_continues_once(&server.history(), &straight);
+    let streams = server.file_streams();
+    let firsts: Vec<u64> = streams.iter().filter_map(|s| s["files"]["wandb-history.jsonl"]["offset"].as_u64()).collect();
+    assert!(firsts.windows(2).all(|w| w[0] <= w[1]), "offsets never go back: {firsts:?}");
+}
+
+#[test]
+fn resume_must_without_a_run_is_one_clear_error() {
+    let dir = setup();
+    write_config(dir.path(), "c.toml", &(config() + "on_error = \"abort\"\n"));
+    let out = train(dir.path(), &["--run-name", "m", "-q"], &[("WANDB_RESUME", "must")]);
+    assert_ne!(out.code, 0, "{}", out.all());
+    let lines: Vec<&str> = out.stderr.lines().filter(|l| l.contains("must")).collect();
+    assert_eq!(lines.len(), 1, "{}", out.stderr);
+    assert!(lines[0].contains("no W&B run") && lines[0].contains("resume = \"allow\""), "{}", lines[0]);
+    let out = train(dir.path(), &["--run-name", "m2", "-q"], &[("WANDB_RESUME", "sometimes")]);
+    assert_eq!(out.code, 2, "a config-class error: {}", out.all());
+    assert!(out.stderr.contains("WANDB_RESUME=\"sometimes\" is not one of allow, must, never, auto"), "{}", out.stderr);
+}
+
+/// The `wandb-events.jsonl` lines a server received, in offset order.
+fn events(server: &WandbServer) -> Vec<Value> {
+    let mut lines: Vec<Option<Value>> = Vec::new();
+    for fs in server.file_streams() {
+        let e = &fs["files"]["wandb-events.jsonl"];
+        let (Some(offset), Some(content)) = (e["offset"].as_u64(), e["content"].as_array()) else { continue };
+        for (i, line) in content.iter().enumerate() {
+            let at = offset as usize + i;
+            if lines.len() <= at {
+                lines.resize(at + 1, None);
+            }
+            lines[at] = line.as_str().map(bz_e2e::wandb_server::parse_wandb_json);
+        }
+    }
+    lines.into_iter().map(|l| l.unwrap_or(Value::Null)).collect()
+}
+
+fn assert_system_metrics(lines: &[Value]) {
+    assert!(lines.len() >= 2, "{lines:?}");
+    for l in lines {
+        assert_eq!(l["_wandb"], true, "{l}");
+        let cpu = l["system.cpu"].as_f64().unwrap_or_else(|| panic!("system.cpu missing: {l}"));
+        assert!((0.0..=100.0).contains(&cpu), "{l}");
+        let rss = l["system.proc.memory.rssMB"].as_f64().unwrap();
+        assert!(rss > 10.0 && rss < 100_000.0, "bz with libtorch loaded: {l}");
+        assert!(l["system.proc.cpu.threads"].as_f64().unwrap() >= 1.0, "{l}");
+        assert!(l["_timestamp"].as_f64().unwrap() > 1.7e9 && l["_runtime"].as_f64().unwrap() >= 0.0, "{l}");
+    }
+    let times: Vec<f64> = lines.iter().map(|l| l["_timestamp"].as_f64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+}
+
+#[test]
+fn system_metrics_reach_the_server_through_wandb_sync_and_online() {
+    let dir = setup();
+    let cfg = Digits { epochs: 12, batch_size: Some(32), ..Digits::default() }.toml() + "[plugins.wandb]\nproject = \"bz-test\"\nstats_every_s = 0.1\n";
+    write_config(dir.path(), "c.toml", &cfg);
+    assert_eq!(train(dir.path(), &["--run-name", "s", "-q"], &[]).code, 0);
+    let run = run_dirs(&dir.path().join("runs/s/wandb")).remove(0);
+    let stats: Vec<Value> = inspect(dir.path(), &run).into_iter().filter(|r| r["type"] == "stats").collect();
+    assert!(stats.len() >= 2, "a 12-epoch run sampled at 0.1 s: {} stats records", stats.len());
+    let server = WandbServer::start();
+    let url = server.url();
+    let out = wandb(dir.path(), &["sync", "--include-synced", run.to_str().unwrap()], &[("WANDB_BASE_URL", &url), ("WANDB_API_KEY", KEY)]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let synced = events(&server);
+    assert_eq!(synced.len(), stats.len(), "one events line per Stats record");
+    assert_system_metrics(&synced);
+
+    // Online: bz streams the same lines itself.
+    let online = WandbServer::start();
+    let url = online.url();
+    let out = train(dir.path(), &["--run-name", "s-online", "-q"], &[("WANDB_BASE_URL", &url), ("WANDB_API_KEY", KEY)]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let ours = events(&online);
+    assert_system_metrics(&ours);
+    let keys = |l: &Value| l.as_object().unwrap().keys().cloned().collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(keys(&ours[0]), keys(&synced[0]), "the same keys as wandb sync sends");
+}
+
+/// The requests a backend saw for artifacts: operation names in order, and the uploads (path, bytes).
+fn artifact_calls(server: &WandbServer) -> (Vec<String>, Vec<(String, Vec<u8>)>) {
+    let reqs = server.requests();
+    let ops = reqs.iter().filter_map(|r| r.operation()).filter(|o| o.contains("Artifact")).collect();
+    let puts = reqs.iter().filter(|r| r.method == "PUT" && r.path.starts_with("/upload/")).map(|r| (r.path.clone(), r.raw.clone())).collect();
+    (ops, puts)
+}
+
+/// Keys of an object, sorted.
+fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    k.sort();
+    k
+}
+
+#[test]
+fn log_model_checkpoints_are_artifacts_as_the_real_client_logs_them() {
+    let dir = setup();
+    let plugin = "[plugins.wandb]\nproject = \"bz-test\"\nlog_model = \"all\"\n";
+    write_config(dir.path(), "c.toml", &(Digits { epochs: 3, batch_size: Some(256), ..Digits::default() }.toml() + plugin));
+    assert_eq!(train(dir.path(), &["--run-name", "a", "-q"], &[]).code, 0);
+    let run = run_dirs(&dir.path().join("runs/a/wandb")).remove(0);
+    let records = inspect(dir.path(), &run);
+    let ours: Vec<&Value> = records.iter().filter(|r| r["type"] == "artifact").map(|r| &r["artifact"]).collect();
+    assert_eq!(ours.len(), 3, "one version per checkpoint with log_model = \"all\"");
+    let epochs = epoch_lines(&dir.path().join("runs/a"));
+    for (a, line) in ours.iter().zip(&epochs) {
+        let meta: Value = serde_json::from_str(a["metadata"].as_str().unwrap()).unwrap();
+        assert!(close(meta["val/loss"].as_f64().unwrap(), line["val/loss"].as_f64().unwrap()), "{meta} vs {line}");
+        assert_eq!(meta["epoch"], line["epoch"]);
+        assert!(a["aliases"].as_array().unwrap().contains(&Value::from("latest")), "{a}");
+    }
+
+    // The reference: the real client logging the same staged files, name, aliases and metadata offline.
+    let first = ours[0];
+    let files: Vec<String> = first["manifest"]["contents"].as_array().unwrap().iter().map(|c| c["local_path"].as_str().unwrap().to_string()).collect();
+    let mut args: Vec<String> = vec![
+        dir.path().join("ref").display().to_string(),
+        first["name"].as_str().unwrap().into(),
+        first["aliases"].to_string(),
+        first["metadata"].as_str().unwrap().into(),
+    ];
+    args.extend(files.iter().cloned());
+    std::fs::create_dir(dir.path().join("ref")).unwrap();
+    let mut cmd = Command::new(python());
+    cmd.arg(repo_root().join("tests/py/wandb_log_artifact.py")).args(&args).current_dir(dir.path()).env("HOME", dir.path().join("home"));
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let out = wait_limited(cmd.spawn().unwrap(), Duration::from_secs(300));
+    assert_eq!(out.code, 0, "{}", out.all());
+    let ref_run = PathBuf::from(out.stdout.trim());
+    let reference = inspect(dir.path(), &ref_run).into_iter().find(|r| r["type"] == "artifact").expect("the reference artifact record")["artifact"].clone();
+    // Record by record: the same fields, the same digests; ids and staging paths are per client.
+    assert_eq!(keys(first), keys(&reference), "ours {first}\nreal {reference}");
+    for k in ["type", "name", "digest", "digest_algorithm", "metadata", "finalize"] {
+        assert_eq!(first[k], reference[k], "{k}");
+    }
+    // The client keeps aliases in a set: their order is arbitrary.
+    let sorted = |v: &Value| {
+        let mut a: Vec<String> = v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+        a.sort();
+        a
+    };
+    assert_eq!(sorted(&first["aliases"]), sorted(&reference["aliases"]));
+    let strip = |m: &Value| {
+        let mut m = m.clone();
+        for c in m["contents"].as_array_mut().unwrap() {
+            c.as_object_mut().unwrap().remove("local_path");
+        }
+        m
+    };
+    assert_eq!(strip(&first["manifest"]), strip(&reference["manifest"]));
+
+    // wandb sync uploads both the same way.
+    let sync = |run: &Path| {
+        let server = WandbServer::start();
+        let url = server.url();
+        let out = wandb(
+            dir.path(),
+            &["sync", "--include-synced", run.to_str().unwrap()],
+            &[("WANDB_BASE_URL", &url), ("WANDB_API_KEY", KEY), ("WANDB_ENTITY", "bz")],
+        );
+        assert_eq!(out.code, 0, "{}", out.all());
+        server
+    };
+    let real = sync(&ref_run);
+    let (real_ops, _) = artifact_calls(&real);
+    let seen: Vec<String> = real.requests().iter().map(|r| format!("{} {} {} {:?}", r.method, r.path, r.status, r.operation())).collect();
+    assert_eq!(
+        real_ops,
+        ["CreateArtifact", "CreateArtifactManifest", "CreateArtifactFiles", "CreateArtifactManifest", "CommitArtifact"],
+        "what wandb-core does per version: {seen:#?}"
+    );
+    let synced = sync(&run);
+    let (ops, puts) = artifact_calls(&synced);
+    assert_eq!(ops, real_ops.iter().cycle().take(3 * real_ops.len()).cloned().collect::<Vec<_>>());
+    // Each upload is the staged checkpoint file, byte for byte (artifact ids count from 1 in creation order).
+    let file_puts: Vec<&(String, Vec<u8>)> = puts.iter().filter(|(p, _)| p.starts_with("/upload/artifact/")).collect();
+    assert_eq!(file_puts.len(), ours.iter().map(|a| a["manifest"]["contents"].as_array().unwrap().len()).sum::<usize>());
+    for (path, bytes) in file_puts {
+        let (version, name) = path.trim_start_matches("/upload/artifact/QXJ0aWZhY3Q6").split_once('/').unwrap();
+        let a = ours[version.parse::<usize>().unwrap() - 1];
+        let entry = a["manifest"]["contents"].as_array().unwrap().iter().find(|c| c["path"] == name).unwrap();
+        assert_eq!(bytes, &std::fs::read(entry["local_path"].as_str().unwrap()).unwrap(), "{path}");
+    }
+
+    // Online: bz makes the same calls itself, with the same inputs and the same manifest.
+    let online = WandbServer::start();
+    let url = online.url();
+    let out = train(dir.path(), &["--run-name", "a-online", "-q"], &[("WANDB_BASE_URL", &url), ("WANDB_API_KEY", KEY)]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let (online_ops, online_puts) = artifact_calls(&online);
+    assert_eq!(online_ops, ops);
+    let inputs = |s: &WandbServer| {
+        s.requests().iter().filter(|r| r.operation().as_deref() == Some("CreateArtifact")).map(|r| keys(&r.json()["variables"]["input"])).collect::<Vec<_>>()
+    };
+    let (want, got) = (inputs(&synced), inputs(&online));
+    let extra: Vec<&String> = got[0].iter().filter(|k| !want[0].contains(k)).collect();
+    assert!(extra.is_empty(), "CreateArtifact input keys wandb sync does not send: {extra:?}; ours {:?}, sync {:?}", got[0], want[0]);
+    let manifests = |puts: &[(String, Vec<u8>)]| {
+        puts.iter().filter(|(p, _)| p.starts_with("/upload/manifest/")).map(|(_, b)| serde_json::from_slice::<Value>(b).unwrap()).collect::<Vec<_>>()
+    };
+    let (m_sync, m_online) = (manifests(&puts), manifests(&online_puts));
+    assert_eq!(m_online.len(), 3);
+    for (a, b) in m_sync.iter().zip(&m_online) {
+        assert_eq!(keys(a), keys(b));
+        assert_eq!(a["storagePolicyConfig"], b["storagePolicyConfig"]);
+        for (name, entry) in a["contents"].as_object().unwrap() {
+            assert_eq!(keys(entry), keys(&b["contents"][name]), "{name}");
+        }
+        // The same seed trains the same weights (trainer.json differs: it holds timings).
+        assert_eq!(a["contents"]["model.safetensors"]["digest"], b["contents"]["model.safetensors"]["digest"]);
+    }
+}
+
+#[test]
+fn log_model_best_and_last_pick_their_checkpoints() {
+    let dir = setup();
+    for mode in ["best", "last"] {
+        let plugin = format!("[plugins.wandb]\nproject = \"bz-test\"\nlog_model = \"{mode}\"\n");
+        // A high learning rate makes val/loss go up and down, so not every epoch is a new best.
+        let cfg = Digits { epochs: 5, batch_size: Some(64), lr: Some(0.5), ..Digits::default() }.toml() + &plugin;
+        write_config(dir.path(), "c.toml", &cfg);
+        assert_eq!(train(dir.path(), &["--run-name", mode, "-q"], &[]).code, 0);
+        let epochs = epoch_lines(&dir.path().join("runs").join(mode));
+        let mut best = f64::INFINITY;
+        let improving: Vec<u64> = epochs
+            .iter()
+            .filter(|l| {
+                let v = l["val/loss"].as_f64().unwrap();
+                let better = v < best;
+                best = best.min(v);
+                better
+            })
+            .map(|l| l["epoch"].as_u64().unwrap())
+            .collect();
+        let run = run_dirs(&dir.path().join("runs").join(mode).join("wandb")).remove(0);
+        let arts: Vec<Value> = inspect(dir.path(), &run).into_iter().filter(|r| r["type"] == "artifact").map(|r| r["artifact"].clone()).collect();
+        let logged: Vec<u64> =
+            arts.iter().map(|a| serde_json::from_str::<Value>(a["metadata"].as_str().unwrap()).unwrap()["epoch"].as_u64().unwrap()).collect();
+        if mode == "best" {
+            assert_eq!(logged, improving, "one version per new best");
+            assert!(arts.iter().all(|a| a["aliases"] == serde_json::json!(["best", "latest"])), "{arts:?}");
+        } else {
+            assert_eq!(logged, vec![5], "the last checkpoint, once");
+            let last_is_best = improving.last() == Some(&5);
+            assert_eq!(arts[0]["aliases"].as_array().unwrap().contains(&Value::from("best")), last_is_best);
+        }
+    }
+}

@@ -71,6 +71,51 @@ impl LogWriter {
     }
 }
 
+/// The records of a `.wandb` file, in order, up to the first damage: a bad header, a checksum mismatch, a
+/// chunk out of sequence or a truncated tail (what a killed process leaves) all end the list there, since
+/// nothing after them can be trusted. Files over `max_bytes` are refused.
+pub fn read_records(path: &Path, max_bytes: u64) -> std::io::Result<Vec<Vec<u8>>> {
+    let len = std::fs::metadata(path)?.len();
+    if len > max_bytes {
+        return Err(std::io::Error::other(format!("{} is {len} bytes, over the {max_bytes} this reader accepts", path.display())));
+    }
+    let bytes = std::fs::read(path)?;
+    let mut records = Vec::new();
+    if bytes.len() < 7 || &bytes[..4] != b":W&B" || bytes[4..6] != 0xBEE1u16.to_le_bytes() || bytes[6] != 0 {
+        return Ok(records);
+    }
+    let (mut off, mut partial): (usize, Option<Vec<u8>>) = (7, None);
+    while off < bytes.len() {
+        let in_block = BLOCK as usize - off % BLOCK as usize;
+        if in_block < CHUNK_HEADER as usize {
+            off += in_block;
+            continue;
+        }
+        let Some(header) = bytes.get(off..off + CHUNK_HEADER as usize) else { break };
+        let n = u16::from_le_bytes([header[4], header[5]]) as usize;
+        let kind = header[6];
+        let Some(payload) = bytes.get(off + CHUNK_HEADER as usize..off + CHUNK_HEADER as usize + n) else { break };
+        let mut h = crc32fast::Hasher::new();
+        h.update(&[kind]);
+        h.update(payload);
+        if h.finalize() != u32::from_le_bytes([header[0], header[1], header[2], header[3]]) {
+            break;
+        }
+        off += CHUNK_HEADER as usize + n;
+        match (kind, partial.as_mut()) {
+            (FULL, None) => records.push(payload.to_vec()),
+            (FIRST, None) => partial = Some(payload.to_vec()),
+            (MIDDLE, Some(p)) => p.extend_from_slice(payload),
+            (LAST, Some(p)) => {
+                p.extend_from_slice(payload);
+                records.extend(partial.take());
+            }
+            _ => break,
+        }
+    }
+    Ok(records)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +161,30 @@ mod tests {
         assert_eq!(c[3].0, LAST);
         assert_eq!(c[1].1 + c[2].1 + c[3].1, 70_000);
         assert_eq!(c[4], (FULL, 10));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn records_read_back_and_a_torn_tail_is_dropped() {
+        let path = std::env::temp_dir().join(format!("bz-wandb-leveldb-read-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let mut w = LogWriter::create(&path).unwrap();
+        let records: Vec<Vec<u8>> = vec![vec![1u8; 100], vec![2u8; 70_000], vec![3u8; 10]];
+        for r in &records {
+            w.write_record(r).unwrap();
+        }
+        w.flush().unwrap();
+        assert_eq!(read_records(&path, 1 << 20).unwrap(), records);
+        let full = std::fs::read(&path).unwrap();
+        // A process killed inside the last record: the two whole ones come back.
+        std::fs::write(&path, &full[..full.len() - 4]).unwrap();
+        assert_eq!(read_records(&path, 1 << 20).unwrap(), records[..2].to_vec());
+        // A flipped byte in the big record's second block: only what precedes it.
+        let mut bad = full.clone();
+        bad[BLOCK as usize + 100] ^= 1;
+        std::fs::write(&path, &bad).unwrap();
+        assert_eq!(read_records(&path, 1 << 20).unwrap(), records[..1].to_vec());
+        assert!(read_records(&path, 100).is_err(), "over the size bound");
         let _ = std::fs::remove_file(&path);
     }
 }

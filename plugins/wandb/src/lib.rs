@@ -14,6 +14,9 @@
 //! dir = "."                   # where `wandb/` goes; default: WANDB_DIR, else the run directory
 //! log_every_n_steps = 10      # train/batch_loss every N steps (0: off)
 //! retries = 7                 # online: retries per request (back-off 0.5 s, doubling, at most 30 s)
+//! stats_every_s = 15          # system metrics (CPU %, RSS, memory) every N seconds, as wandb; 0: off
+//! log_model = "best"          # best | last | all: checkpoints as versions of the `model-<run id>` artifact
+//! resume = "allow"            # allow | must | never | auto; default: WANDB_RESUME, else allow under --resume
 //! ```
 //!
 //! Offline, the run is `wandb/offline-run-<time>-<id>/` exactly as the wandb client writes it (`run-<id>.wandb` with
@@ -22,16 +25,21 @@
 //! never stops training, and the directory is left for `wandb sync`. A failed or interrupted run gets its exit
 //! code (W&B shows it as failed), never "finished".
 
+pub mod artifact;
 pub mod leveldb;
 pub mod online;
 pub mod proto;
+pub mod resume;
 pub mod run;
+pub mod stats;
 pub mod values;
 
+use artifact::LogModel;
 use bz_plugin_api::config::{self, ConfigType, PluginConfig};
-use bz_plugin_api::payload::{EpochEnd, EventPayload, RunEnd, RunStart};
+use bz_plugin_api::payload::{CheckpointSaved, EpochEnd, EventPayload, RunEnd, RunStart};
 use bz_plugin_api::{export_plugin, log, Callback, Directive, Event, EventKind, Host, Level, Plugin, PluginError, RunStatus};
 use online::{Endpoint, Msg, Online};
+use resume::ResumeMode;
 use run::{Run, RunInfo};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -73,10 +81,18 @@ pub struct Config {
     /// Where `wandb/` goes. Default: WANDB_DIR, else the run directory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dir: Option<String>,
+    /// Default: WANDB_RESUME, else "allow" for `bz train --resume` (the run id is in `<run dir>/wandb-run-id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume: Option<ResumeMode>,
     /// `train/batch_loss` every N steps; 0 turns it off.
     pub log_every_n_steps: u64,
     /// Online: retries per request (back-off 0.5 s, doubling, at most 30 s).
     pub retries: u64,
+    /// System metrics (CPU, RSS, memory) every N seconds, as wandb samples them; 0 turns them off.
+    pub stats_every_s: f64,
+    /// Checkpoints as versions of the `model-<run id>` artifact: "best", "last" or "all"; default off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_model: Option<LogModel>,
 }
 
 impl Default for Config {
@@ -92,8 +108,11 @@ impl Default for Config {
             mode: None,
             base_url: None,
             dir: None,
+            resume: None,
             log_every_n_steps: 10,
             retries: 7,
+            stats_every_s: 15.0,
+            log_model: None,
         }
     }
 }
@@ -114,6 +133,12 @@ impl PluginConfig for Config {
         }
         if let Some(url) = self.base_url.as_deref().filter(|u| !u.starts_with("http://") && !u.starts_with("https://")) {
             return Err(config::key_error("base_url", format!("{url:?} must be an http:// or https:// URL")));
+        }
+        if !(self.stats_every_s == 0.0 || (self.stats_every_s >= 0.1 && self.stats_every_s <= 86_400.0)) {
+            return Err(config::key_error("stats_every_s", format!("{} must be 0 (off) or between 0.1 and 86400 seconds", self.stats_every_s)));
+        }
+        if self.resume.is_none() {
+            resume_mode(self)?;
         }
         if mode(self) == Mode::Online && api_key(&base_url(self)).is_none() {
             return Err(config::key_error("mode", format!("\"online\" needs an API key for {}: set WANDB_API_KEY or run `wandb login`", base_url(self))));
@@ -194,11 +219,39 @@ fn config_from_toml(text: &str) -> serde_json::Map<String, Value> {
     }
 }
 
+/// What a resumed W&B run already holds.
+#[derive(Default)]
+struct Earlier {
+    last_step: Option<u64>,
+    server: Option<online::ServerRun>,
+}
+
+/// The `resume` key, else `WANDB_RESUME`.
+fn resume_mode(cfg: &Config) -> Result<Option<ResumeMode>, PluginError> {
+    match (cfg.resume, env("WANDB_RESUME")) {
+        (Some(m), _) => Ok(Some(m)),
+        (None, Some(v)) => ResumeMode::from_env(&v).map_err(PluginError::config),
+        (None, None) => Ok(None),
+    }
+}
+
 struct WandbRun {
     cfg: Config,
     run: Option<Run>,
     online: Option<Online>,
+    sampler: Option<stats::Sampler>,
+    /// The checkpoint this epoch saved, until EPOCH_END brings its metrics (and, for `last`, until the end).
+    checkpoint: Option<Pending>,
+    /// Artifact versions logged so far, for staging folder names.
+    artifacts: u32,
     ended: bool,
+}
+
+/// A checkpoint waiting to become an artifact version.
+struct Pending {
+    path: PathBuf,
+    is_best: bool,
+    metadata: serde_json::Map<String, Value>,
 }
 
 fn io(dir: &Path, e: std::io::Error) -> PluginError {
@@ -209,17 +262,44 @@ impl WandbRun {
     fn start(&mut self, e: &Event<'_>) -> Result<(), PluginError> {
         let p = RunStart::from_event(e).unwrap_or_default();
         let cfg = &self.cfg;
+        let run_dir = PathBuf::from(if p.run_dir.is_empty() { "." } else { &p.run_dir });
+        let root = cfg.dir.as_ref().map(PathBuf::from).or_else(|| env("WANDB_DIR").map(PathBuf::from)).unwrap_or(run_dir.clone()).join("wandb");
+        let inputs = resume::Inputs { bz_resumed: p.resumed, stored: resume::read_id(&run_dir), env_id: env("WANDB_RUN_ID"), mode: resume_mode(cfg)? };
+        let identity = resume::decide(&inputs, run_id);
+        let info = self.run_info(&p, &identity, e.global_step);
+        let online = mode(cfg) == Mode::Online;
+        let endpoint = if online { Some(self.endpoint()?) } else { None };
+        let before = self.earlier_state(&root, &identity, &info, endpoint.as_ref())?;
+        let mut run = Run::create(&root, info.clone(), online).map_err(|err| io(&root, err))?;
+        if identity.resume {
+            run.continue_after(before.last_step);
+            run.seed_summary(before.server.as_ref().map(|s| &s.summary));
+        }
+        resume::write_id(&run_dir, &info.id).map_err(|err| io(&run_dir, err))?;
+        if let Some(ep) = endpoint {
+            self.online = Some(Online::start(ep, info, before.server.as_ref().filter(|_| identity.resume)));
+        }
+        if self.cfg.stats_every_s > 0.0 {
+            self.sampler = Some(stats::Sampler::start(Duration::from_secs_f64(self.cfg.stats_every_s)));
+        }
+        let how =
+            if identity.resume { format!(", continuing after step {}", before.last_step.map_or("none".into(), |s| s.to_string())) } else { String::new() };
+        log!(Level::Info, "{} run {} in {}{how}", if online { "online" } else { "offline" }, run.info.id, run.dir.display());
+        self.run = Some(run);
+        Ok(())
+    }
+
+    fn run_info(&self, p: &RunStart, identity: &resume::Identity, step: u64) -> RunInfo {
+        let cfg = &self.cfg;
         let s = |v: &Option<String>, env_key: &str| v.clone().or_else(|| env(env_key)).unwrap_or_default();
         let tags: Vec<String> = match &cfg.tags {
             Some(tags) => tags.clone(),
             None => env("WANDB_TAGS").map(|t| t.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect()).unwrap_or_default(),
         };
-        let run_dir = PathBuf::from(if p.run_dir.is_empty() { "." } else { &p.run_dir });
-        let root = cfg.dir.as_ref().map(PathBuf::from).or_else(|| env("WANDB_DIR").map(PathBuf::from)).unwrap_or(run_dir).join("wandb");
         let mut config = config_from_toml(&p.config);
         config.insert("bz".into(), json!({ "run_name": p.run_name, "params": p.params, "device": p.device, "seed": p.seed, "resumed": p.resumed }));
-        let info = RunInfo {
-            id: run_id(),
+        RunInfo {
+            id: identity.id.clone(),
             entity: s(&cfg.entity, "WANDB_ENTITY"),
             project: cfg.project.clone().or_else(|| env("WANDB_PROJECT")).unwrap_or_else(|| "bz".into()),
             name: cfg.name.clone().or_else(|| p.run_name.clone()).unwrap_or_else(|| "bz".into()),
@@ -229,21 +309,57 @@ impl WandbRun {
             tags,
             host: hostname(),
             config,
-            starting_step: e.global_step,
-        };
-        let mode = mode(cfg);
-        let online = mode == Mode::Online;
-        let run = Run::create(&root, info.clone(), online).map_err(|err| io(&root, err))?;
-        if online {
-            let base = base_url(cfg);
-            let key = api_key(&base).ok_or_else(|| PluginError::config("mode = \"online\" needs an API key: set WANDB_API_KEY or run `wandb login`"))?;
-            let attempts = u32::try_from(cfg.retries).unwrap_or(u32::MAX).saturating_add(1);
-            let ep = Endpoint { base_url: base, api_key: key, interval: Duration::from_secs(2), attempts, backoff: Duration::from_millis(500) };
-            self.online = Some(Online::start(ep, info));
+            starting_step: step,
+            resume: identity.resume,
         }
-        log!(Level::Info, "{} run {} in {}", if online { "online" } else { "offline" }, run.info.id, run.dir.display());
-        self.run = Some(run);
-        Ok(())
+    }
+
+    fn endpoint(&self) -> Result<Endpoint, PluginError> {
+        let base = base_url(&self.cfg);
+        let key = api_key(&base).ok_or_else(|| PluginError::config("mode = \"online\" needs an API key: set WANDB_API_KEY or run `wandb login`"))?;
+        let attempts = u32::try_from(self.cfg.retries).unwrap_or(u32::MAX).saturating_add(1);
+        Ok(Endpoint { base_url: base, api_key: key, interval: Duration::from_secs(2), attempts, backoff: Duration::from_millis(500) })
+    }
+
+    /// What the run already has (earlier transaction logs here; online, the server), and the `must`/`never`
+    /// checks against it: one line naming the run and what to do when they fail.
+    fn earlier_state(&self, root: &Path, identity: &resume::Identity, info: &RunInfo, ep: Option<&Endpoint>) -> Result<Earlier, PluginError> {
+        if !identity.resume && identity.must_exist.is_none() {
+            return Ok(Earlier::default());
+        }
+        let logs = resume::earlier_logs(root, &identity.id);
+        let server = match ep {
+            None => None,
+            Some(ep) => match online::resume_status(ep, info) {
+                Ok(s) => s,
+                Err(why) if identity.must_exist.is_some() => {
+                    return Err(PluginError::new(PluginError::IO, format!("cannot tell whether W&B run {} exists: {why}", identity.id)))
+                }
+                Err(why) => {
+                    log!(Level::Warn, "cannot ask W&B where run {} stands ({why}); continuing after the local logs", identity.id);
+                    None
+                }
+            },
+        };
+        let exists = if ep.is_some() { server.is_some() } else { !logs.is_empty() };
+        let where_ = if ep.is_some() { format!("on {}", base_url(&self.cfg)) } else { format!("in {}", root.display()) };
+        match identity.must_exist {
+            Some(true) if !exists => {
+                return Err(PluginError::config(format!(
+                "resume = \"must\" (WANDB_RESUME): there is no W&B run {} {where_} to resume; set WANDB_RUN_ID to an existing run or use resume = \"allow\"",
+                identity.id
+            )))
+            }
+            Some(false) if exists => {
+                return Err(PluginError::config(format!(
+                    "resume = \"never\" (WANDB_RESUME): W&B run {} already exists {where_}; unset WANDB_RUN_ID for a new run or use resume = \"allow\"",
+                    identity.id
+                )))
+            }
+            _ => {}
+        }
+        let last_step = resume::last_step(&logs).max(server.as_ref().and_then(|s| s.last_step));
+        Ok(Earlier { last_step, server })
     }
 
     fn log(&mut self, step: u64, items: Vec<(String, String)>, commit: bool) -> Result<(), PluginError> {
@@ -253,6 +369,9 @@ impl WandbRun {
         rows.extend(run.log(step, items).map_err(|e| io(&dir, e))?);
         if commit {
             rows.extend(run.commit().map_err(|e| io(&dir, e))?);
+        }
+        if !rows.is_empty() {
+            // Every row reaches the file as the wandb client writes it: what a killed run logged is there to sync.
             run.flush().map_err(|e| io(&dir, e))?;
         }
         if let Some(o) = &self.online {
@@ -261,6 +380,22 @@ impl WandbRun {
             }
         }
         Ok(())
+    }
+
+    /// The system-metrics samples taken since the last event, as Stats records (and online, events lines).
+    fn write_stats(&mut self, samples: Vec<stats::Sample>) -> Result<(), PluginError> {
+        let Some(run) = self.run.as_mut() else { return Ok(()) };
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let dir = run.dir.clone();
+        for s in &samples {
+            let line = run.stats(s).map_err(|e| io(&dir, e))?;
+            if let Some(o) = &self.online {
+                o.send(Msg::Event(line));
+            }
+        }
+        run.flush().map_err(|e| io(&dir, e))
     }
 
     fn epoch_end(&mut self, e: &Event<'_>) -> Result<(), PluginError> {
@@ -280,6 +415,54 @@ impl WandbRun {
         if let Some(o) = &self.online {
             o.send(Msg::Output(format!("{} {line}", run::iso_micros(std::time::SystemTime::now()))));
         }
+        if let Some(p) = self.checkpoint.as_mut() {
+            p.metadata = e.split_metrics().map(|(k, v)| (k, json!(v))).collect();
+            p.metadata.insert("epoch".into(), json!(e.epoch));
+            p.metadata.insert("step".into(), json!(e.global_step));
+        }
+        let now = match self.cfg.log_model {
+            Some(LogModel::All) => true,
+            Some(LogModel::Best) => self.checkpoint.as_ref().is_some_and(|p| p.is_best),
+            _ => false,
+        };
+        if now {
+            if let Some(p) = self.checkpoint.take() {
+                self.log_artifact(&p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A checkpoint as the next version of `model-<run id>`: staged, described, recorded (and queued online).
+    /// A checkpoint that cannot be staged (gone, or a file over the size bound) is skipped with a warning.
+    fn log_artifact(&mut self, p: &Pending) -> Result<(), PluginError> {
+        let Some(run) = self.run.as_mut() else { return Ok(()) };
+        let name = format!("model-{}", run.info.id);
+        let staging = run.dir.join("artifacts").join(format!("{name}-{}", self.artifacts));
+        let entries = match artifact::stage(&p.path, &staging) {
+            Ok(e) => e,
+            Err(why) => {
+                log!(Level::Warn, "checkpoint {} not logged as an artifact: {why}", p.path.display());
+                return Ok(());
+            }
+        };
+        self.artifacts += 1;
+        // The wandb client keeps aliases in a set (any order); sorted here.
+        let aliases: Vec<String> = if p.is_best { vec!["best".into(), "latest".into()] } else { vec!["latest".into()] };
+        let a = artifact::Artifact {
+            name,
+            aliases,
+            metadata: Value::Object(p.metadata.clone()).to_string(),
+            digest: artifact::manifest_digest(&entries),
+            entries,
+            client_id: artifact::client_id(),
+            sequence_client_id: artifact::client_id(),
+        };
+        let dir = run.dir.clone();
+        run.artifact(&a).map_err(|e| io(&dir, e))?;
+        if let Some(o) = &self.online {
+            o.send(Msg::Artifact(a));
+        }
         Ok(())
     }
 
@@ -290,6 +473,13 @@ impl WandbRun {
             return Ok(());
         }
         self.ended = true;
+        let rest = self.sampler.take().map(|mut s| s.stop()).unwrap_or_default();
+        self.write_stats(rest)?;
+        if self.cfg.log_model == Some(LogModel::Last) {
+            if let Some(p) = self.checkpoint.take() {
+                self.log_artifact(&p)?;
+            }
+        }
         let Some(mut run) = self.run.take() else { return Ok(()) };
         let dir = run.dir.clone();
         // The pending row first (it goes online too), then the summary-only values after it.
@@ -327,15 +517,26 @@ impl Callback for WandbRun {
         if self.cfg.log_every_n_steps > 0 {
             k.push(EventKind::TRAIN_BATCH_END);
         }
+        if self.cfg.log_model.is_some() {
+            k.push(EventKind::CHECKPOINT_SAVED);
+        }
         k
     }
 
     fn on_event(&mut self, e: &Event<'_>) -> Result<Directive, PluginError> {
+        let samples = self.sampler.as_ref().map(|s| s.drain()).unwrap_or_default();
+        self.write_stats(samples)?;
         match e.kind {
             EventKind::RUN_START => self.start(e)?,
             EventKind::TRAIN_BATCH_END if e.global_step.is_multiple_of(self.cfg.log_every_n_steps.max(1)) => {
                 if let Some(loss) = e.metric("train", "loss") {
                     self.log(e.global_step, vec![("train/batch_loss".into(), values::number(loss))], false)?;
+                }
+            }
+            EventKind::CHECKPOINT_SAVED => {
+                if let Some(c) = CheckpointSaved::from_event(e) {
+                    let metadata = serde_json::Map::from_iter([("step".to_string(), json!(e.global_step))]);
+                    self.checkpoint = Some(Pending { path: PathBuf::from(c.path), is_best: c.is_best, metadata });
                 }
             }
             EventKind::EPOCH_END => self.epoch_end(e)?,
@@ -375,7 +576,7 @@ impl Plugin for WandbPlugin {
         if mode(&cfg) == Mode::Disabled {
             return Ok(None);
         }
-        Ok(Some(Box::new(WandbRun { cfg, run: None, online: None, ended: false })))
+        Ok(Some(Box::new(WandbRun { cfg, run: None, online: None, sampler: None, checkpoint: None, artifacts: 0, ended: false })))
     }
 }
 
@@ -399,10 +600,10 @@ mod tests {
 
     #[test]
     fn defaults_and_schema_are_as_documented() {
-        assert_eq!(WandbPlugin::default_config(), json!({ "log_every_n_steps": 10, "retries": 7 }));
+        assert_eq!(WandbPlugin::default_config(), json!({ "log_every_n_steps": 10, "retries": 7, "stats_every_s": 15.0 }));
         let schema = WandbPlugin::config_schema();
         assert_eq!(schema["additionalProperties"], false);
-        assert_eq!(schema["properties"].as_object().unwrap().len(), 12);
+        assert_eq!(schema["properties"].as_object().unwrap().len(), 15);
         assert!(schema.to_string().contains("\"disabled\""), "{schema}");
     }
 

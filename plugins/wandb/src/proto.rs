@@ -5,7 +5,7 @@
 pub struct Record {
     #[prost(int64, tag = "1")]
     pub num: i64,
-    #[prost(oneof = "RecordType", tags = "2, 3, 5, 6, 13, 17, 18, 21, 26")]
+    #[prost(oneof = "RecordType", tags = "2, 3, 5, 6, 7, 8, 13, 17, 18, 21, 26")]
     pub record_type: Option<RecordType>,
 }
 
@@ -19,6 +19,10 @@ pub enum RecordType {
     Config(ConfigRecord),
     #[prost(message, tag = "6")]
     Files(FilesRecord),
+    #[prost(message, tag = "7")]
+    Stats(StatsRecord),
+    #[prost(message, tag = "8")]
+    Artifact(ArtifactRecord),
     #[prost(message, tag = "13")]
     OutputRaw(OutputRawRecord),
     #[prost(message, tag = "17")]
@@ -67,6 +71,9 @@ pub struct RunRecord {
     pub start_time: Option<Timestamp>,
     #[prost(bool, tag = "18")]
     pub resumed: bool,
+    /// Continue an existing run of this id (wandb 0.31: `wandb sync` then asks the server where it stands).
+    #[prost(bool, tag = "24")]
+    pub resume: bool,
 }
 
 /// `key` stays empty and `nested_key` holds the name, as wandb 0.31 writes items.
@@ -128,6 +135,25 @@ pub struct FilesItem {
     pub policy: i32,
 }
 
+/// System metrics at one moment (`stats_type` 0: SYSTEM); W&B shows each key as `system.<key>`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StatsRecord {
+    #[prost(int32, tag = "1")]
+    pub stats_type: i32,
+    #[prost(message, optional, tag = "2")]
+    pub timestamp: Option<Timestamp>,
+    #[prost(message, repeated, tag = "3")]
+    pub item: Vec<StatsItem>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StatsItem {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(string, tag = "16")]
+    pub value_json: String,
+}
+
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct OutputRawRecord {
     /// 0 stderr, 1 stdout.
@@ -181,4 +207,70 @@ pub struct EnvironmentRecord {
     pub cpu_count: u32,
     #[prost(uint32, tag = "17")]
     pub cpu_count_logical: u32,
+}
+
+/// An artifact version as `run.log_artifact` records it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ArtifactRecord {
+    #[prost(string, tag = "1")]
+    pub run_id: String,
+    #[prost(string, tag = "2")]
+    pub project: String,
+    #[prost(string, tag = "3")]
+    pub entity: String,
+    #[prost(string, tag = "4")]
+    pub r#type: String,
+    #[prost(string, tag = "5")]
+    pub name: String,
+    #[prost(string, tag = "6")]
+    pub digest: String,
+    /// JSON object text.
+    #[prost(string, tag = "8")]
+    pub metadata: String,
+    #[prost(string, repeated, tag = "11")]
+    pub aliases: Vec<String>,
+    #[prost(message, optional, tag = "12")]
+    pub manifest: Option<ArtifactManifest>,
+    #[prost(bool, tag = "14")]
+    pub finalize: bool,
+    #[prost(string, tag = "15")]
+    pub client_id: String,
+    #[prost(string, tag = "16")]
+    pub sequence_client_id: String,
+    /// "MANIFEST_MD5".
+    #[prost(string, tag = "20")]
+    pub digest_algorithm: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ArtifactManifest {
+    #[prost(int32, tag = "1")]
+    pub version: i32,
+    #[prost(string, tag = "2")]
+    pub storage_policy: String,
+    #[prost(message, repeated, tag = "3")]
+    pub storage_policy_config: Vec<StoragePolicyConfigItem>,
+    #[prost(message, repeated, tag = "4")]
+    pub contents: Vec<ArtifactManifestEntry>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoragePolicyConfigItem {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(string, tag = "2")]
+    pub value_json: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ArtifactManifestEntry {
+    #[prost(string, tag = "1")]
+    pub path: String,
+    /// Base64 MD5.
+    #[prost(string, tag = "2")]
+    pub digest: String,
+    #[prost(int64, tag = "4")]
+    pub size: i64,
+    #[prost(string, tag = "6")]
+    pub local_path: String,
 }

@@ -25,6 +25,8 @@ pub struct RunInfo {
     /// The run's configuration, nested (`{"optimizer": {"lr": 0.01}, …}`).
     pub config: serde_json::Map<String, Value>,
     pub starting_step: u64,
+    /// Continue an existing run of this id (see `resume`).
+    pub resume: bool,
 }
 
 /// One finished history row: the JSON line for `wandb-history.jsonl` and the whole summary after it.
@@ -67,7 +69,14 @@ impl Run {
     pub fn create(root: &Path, info: RunInfo, online: bool) -> std::io::Result<Run> {
         let started_at = SystemTime::now();
         let prefix = if online { "run" } else { "offline-run" };
-        let dir = root.join(format!("{prefix}-{}-{}", utc_stamp(started_at), info.id));
+        // A resumed run's next process can start within the same second as the last one ended: the next free
+        // second keeps both directories (wandb sync orders them by the Run record's start time).
+        let name = |s: u64| format!("{prefix}-{}-{}", utc_stamp(started_at + std::time::Duration::from_secs(s)), info.id);
+        let free = (0..100)
+            .map(name)
+            .find(|n| !root.join(n).exists())
+            .ok_or_else(|| std::io::Error::other("100 run directories of this id start in the same second"))?;
+        let dir = root.join(free);
         std::fs::create_dir_all(dir.join("files"))?;
         let log = LogWriter::create(&dir.join(format!("run-{}.wandb", info.id)))?;
         let mut run =
@@ -91,6 +100,7 @@ impl Run {
             starting_step: i.starting_step as i64,
             start_time: Some(timestamp(started_at)),
             resumed: false,
+            resume: i.resume,
         };
         run.record(RecordType::Run(record))?;
         let env = proto::EnvironmentRecord {
@@ -107,6 +117,20 @@ impl Run {
         run.record(RecordType::Environment(env))?;
         run.log.flush()?;
         Ok(run)
+    }
+
+    /// Rows at or below `step` are dropped: the run already has them (see `resume`).
+    pub fn continue_after(&mut self, step: Option<u64>) {
+        self.last_step = self.last_step.max(step);
+    }
+
+    /// The summary a resumed run already has on the server; this run's values go over it.
+    pub fn seed_summary(&mut self, summary: Option<&serde_json::Map<String, Value>>) {
+        for (k, v) in summary.into_iter().flatten().filter(|(k, _)| !k.starts_with("_wandb")) {
+            if !self.summary.iter().any(|(sk, _)| sk == k) {
+                self.summary.push((k.clone(), values::json(v)));
+            }
+        }
     }
 
     pub fn wandb_file(&self) -> PathBuf {
@@ -169,6 +193,57 @@ impl Run {
     pub fn output(&mut self, line: &str) -> std::io::Result<()> {
         self.output.push(line.to_string());
         self.record(RecordType::OutputRaw(proto::OutputRawRecord { output_type: 1, timestamp: Some(timestamp(SystemTime::now())), line: format!("{line}\n") }))
+    }
+
+    /// A system-metrics sample as a Stats record; returns its `wandb-events.jsonl` line (keys `system.…`,
+    /// `_wandb`, `_timestamp`, `_runtime`, as wandb-core streams them).
+    pub fn stats(&mut self, sample: &crate::stats::Sample) -> std::io::Result<String> {
+        let item = sample.items.iter().map(|(k, v)| proto::StatsItem { key: k.clone(), value_json: values::number(*v) }).collect();
+        self.record(RecordType::Stats(proto::StatsRecord { stats_type: 0, timestamp: Some(timestamp(sample.at)), item }))?;
+        let at = sample.at.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let runtime = sample.at.duration_since(self.started_at).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let mut line: Vec<(String, String)> = sample.items.iter().map(|(k, v)| (format!("system.{k}"), values::number(*v))).collect();
+        line.push(("_wandb".into(), "true".into()));
+        line.push(("_timestamp".into(), values::number(at)));
+        line.push(("_runtime".into(), values::number(runtime)));
+        Ok(values::object(&line))
+    }
+
+    /// An artifact version, as the wandb client records `run.log_artifact` (type "model").
+    pub fn artifact(&mut self, a: &crate::artifact::Artifact) -> std::io::Result<()> {
+        let contents = a
+            .entries
+            .iter()
+            .map(|e| proto::ArtifactManifestEntry {
+                path: e.path.clone(),
+                digest: e.digest.clone(),
+                size: e.size as i64,
+                local_path: e.local_path.display().to_string(),
+            })
+            .collect();
+        let manifest = proto::ArtifactManifest {
+            version: 1,
+            storage_policy: "wandb-storage-policy-v1".into(),
+            storage_policy_config: vec![proto::StoragePolicyConfigItem { key: "storageLayout".into(), value_json: "\"V2\"".into() }],
+            contents,
+        };
+        let record = proto::ArtifactRecord {
+            run_id: self.info.id.clone(),
+            project: self.info.project.clone(),
+            entity: String::new(),
+            r#type: "model".into(),
+            name: a.name.clone(),
+            digest: a.digest.clone(),
+            metadata: a.metadata.clone(),
+            aliases: a.aliases.clone(),
+            manifest: Some(manifest),
+            finalize: true,
+            client_id: a.client_id.clone(),
+            sequence_client_id: a.sequence_client_id.clone(),
+            digest_algorithm: "MANIFEST_MD5".into(),
+        };
+        self.record(RecordType::Artifact(record))?;
+        self.log.flush()
     }
 
     /// Extra summary values (not history), e.g. the best value.

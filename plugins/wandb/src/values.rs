@@ -40,6 +40,28 @@ pub fn object(items: &[(String, String)]) -> String {
     s
 }
 
+/// wandb's JSON made readable by serde_json: the bare `NaN`, `Infinity` and `-Infinity` tokens outside
+/// strings become `null`.
+pub fn tokens_as_null(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let (mut in_string, mut escaped) = (false, false);
+    let mut rest = s;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            (in_string, escaped) = (escaped || c != '"', !escaped && c == '\\');
+        } else if c == '"' {
+            in_string = true;
+        } else if let Some(token) = ["-Infinity", "Infinity", "NaN"].iter().find(|t| rest.starts_with(**t)) {
+            out.push_str("null");
+            rest = &rest[token.len()..];
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,6 +73,7 @@ mod tests {
         assert_eq!(number(f64::NEG_INFINITY), "-Infinity");
         assert_eq!(number(3.0), "3");
         assert_eq!(number(0.25), "0.25");
+        assert_eq!(tokens_as_null(r#"{"a":NaN,"b":[-Infinity,Infinity],"c":"NaN \" Infinity"}"#), r#"{"a":null,"b":[null,null],"c":"NaN \" Infinity"}"#);
         assert_eq!(object(&[("a/b".into(), "1".into()), ("c".into(), "NaN".into())]), r#"{"a/b":1,"c":NaN}"#);
     }
 }
