@@ -1,7 +1,7 @@
 //! Losses and evaluation of a model on a split; shared by `bz train`'s validation and `bz eval`.
 
 use crate::config::{LossKind, TaskKind};
-use crate::data::Split;
+use crate::data::{BatchPlan, Split};
 use crate::events::Metric;
 use crate::metrics::{top_k_hits, Average, ConfusionMatrix, RegressionMetrics};
 use crate::model::Model;
@@ -148,11 +148,10 @@ pub fn evaluate(
     let mut confusion = (objective.task == TaskKind::Classification).then(|| ConfusionMatrix::new(objective.outputs));
     let mut regression = (objective.task == TaskKind::Regression).then(|| RegressionMetrics::new(objective.outputs));
     let mut top_hits = 0u64;
+    let mut loader = split.loader(BatchPlan { order: None, batch_size, first: 0, end: batches })?;
     for b in 0..batches {
-        let start = b * batch_size;
-        let len = batch_size.min(n - start);
-        let x = split.x.f_narrow(0, start as i64, len as i64)?;
-        let y = split.y.f_narrow(0, start as i64, len as i64)?;
+        let len = batch_size.min(n - b * batch_size);
+        let (x, y) = loader.next_batch().with_context(|| format!("{split_name} batch {b}: reading the data failed"))?;
         let out = model.forward_t(&x, false).with_context(|| format!("{split_name} batch {b}: forward pass failed"))?;
         let loss = objective.loss(&out, &y)?.f_double_value(&[])?;
         loss_sum += loss * len as f64;
