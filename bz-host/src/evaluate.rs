@@ -3,7 +3,7 @@
 mod tally;
 
 use crate::config::{LossKind, TaskKind};
-use crate::data::Split;
+use crate::data::{BatchPlan, Split};
 use crate::events::Metric;
 use crate::metrics::{top_k_hits, Average, ConfusionMatrix, RegressionMetrics};
 use crate::model::Model;
@@ -165,11 +165,11 @@ pub fn evaluate(
         confusion: (objective.task == TaskKind::Classification).then(|| ConfusionMatrix::new(objective.outputs)),
         regression: (objective.task == TaskKind::Regression).then(|| RegressionMetrics::new(objective.outputs)),
     };
-    for b in ranks.batch_share(batches) {
-        let start = b * batch_size;
-        let len = batch_size.min(n - start);
-        let x = split.x.f_narrow(0, start as i64, len as i64)?;
-        let y = split.y.f_narrow(0, start as i64, len as i64)?;
+    let share = ranks.batch_share(batches);
+    let mut loader = split.loader(BatchPlan { order: None, batch_size, first: share.start, end: share.end })?;
+    for b in share {
+        let len = batch_size.min(n - b * batch_size);
+        let (x, y) = loader.next_batch().with_context(|| format!("{split_name} batch {b}: reading the data failed"))?;
         let out = model.forward_t(&x, false).with_context(|| format!("{split_name} batch {b}: forward pass failed"))?;
         let loss = objective.loss(&out, &y)?.f_double_value(&[])?;
         tally.loss_sum += loss * len as f64;

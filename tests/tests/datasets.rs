@@ -188,3 +188,50 @@ fn data_settings_that_cannot_work_are_config_errors() {
         assert_eq!(out.stderr.trim().lines().count(), 1, "one line: {}", out.stderr);
     }
 }
+
+/// Writes `n` rows `tokens,label` of 3 to 7 token ids from 1 to 9 (0 pads), labelled by whether token 3 appears:
+/// the text-like task of layers.rs as a CSV of token ids.
+fn token_csv(path: &Path, n: usize, seed: u32) {
+    let mut s = seed;
+    let mut next = |m: u32| {
+        s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+        (s >> 8) % m
+    };
+    let mut text = String::from("tokens,label\n");
+    for _ in 0..n {
+        let ids: Vec<u32> = (0..3 + next(5)).map(|_| 1 + next(9)).collect();
+        let words: Vec<String> = ids.iter().map(u32::to_string).collect();
+        text.push_str(&format!("{},{}\n", words.join(" "), if ids.contains(&3) { "yes" } else { "no" }));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn a_token_csv_trains_an_lstm_and_a_bad_token_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    token_csv(&d.join("train.csv"), 800, 11);
+    token_csv(&d.join("val.csv"), 200, 13);
+    let cfg = "[run]\nthreads = 1\n[data]\nsource = \"csv\"\npath = \"train.csv\"\nval = \"val.csv\"\ntarget = \"label\"\n\
+               [data.tokens]\ncolumn = \"tokens\"\nmax_len = 7\npadding_id = 0\n\
+               [model]\nlayers = [{ type = \"embedding\", num = 10, dim = 8, padding_idx = 0 }, { type = \"lstm\", hidden = 16 }, { type = \"linear\", out = 2 }]\n\
+               [train]\nepochs = 12\nbatch_size = 32\n[optimizer]\nname = \"adam\"\nlr = 0.01\n";
+    write_config(d, "t.toml", cfg);
+    let out = bz(d, &["train", "t.toml", "--run-name", "t"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("token ids, padded to 7 with 0"), "{}", out.stdout);
+    let acc = best(&d.join("runs/t"), "val/accuracy");
+    assert!(acc >= 0.95, "the LSTM reached only {acc} validation accuracy on the token CSV");
+
+    // A bad token: one line naming the file, line, column and token.
+    std::fs::write(d.join("val.csv"), "tokens,label\n1 2,no\n4 3x 1,yes\n").unwrap();
+    let out = bz(d, &["train", "t.toml", "--run-name", "bad"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("val.csv, line 3, column \"tokens\": token \"3x\" is not a token id"), "{}", out.stderr);
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+    // Token columns replace feature columns: a config naming both is a config error.
+    write_config(d, "f.toml", &cfg.replace("target = \"label\"\n", "target = \"label\"\nfeatures = [\"tokens\"]\n"));
+    let out = bz(d, &["train", "f.toml"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("`data.features`: a token CSV's features are its [data.tokens] column"), "{}", out.stderr);
+}

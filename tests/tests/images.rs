@@ -115,3 +115,38 @@ fn bad_image_sets_are_one_line() {
         assert!(out.stderr.contains(needle) && out.stderr.trim().lines().count() == 1, "{extra}: {}", out.stderr);
     }
 }
+
+/// `bz predict` on a folder of images, and on a CSV of their paths, decodes them as training does: the predictions'
+/// accuracy over the validation folder is the validation accuracy training measured with the same checkpoint.
+#[test]
+fn predict_reads_an_image_folder_or_a_csv_of_paths_keyed_by_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    py(d, WRITE_IMAGES);
+    write_config(d, "c.toml", &folder_config(3, "stream = true\n"));
+    let out = bz(d, &["train", "c.toml", "--run-name", "p", "-q"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let last = "runs/p/checkpoints/last";
+    let out = bz(d, &["predict", "c.toml", "--checkpoint", last, "--input", "val", "--output", "pred.csv"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let text = std::fs::read_to_string(d.join("pred.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("path,label,probability"));
+    let rows: Vec<Vec<String>> = lines.map(|l| l.split(',').map(str::to_string).collect()).collect();
+    assert_eq!(rows.len(), 360, "one row per validation image");
+    // Keys are the paths inside the folder, whose first part is the true class.
+    let correct = rows.iter().filter(|r| r[0].split('/').next() == Some(r[1].as_str())).count();
+    let accuracy = correct as f64 / rows.len() as f64;
+    let trained = epoch_lines(&d.join("runs/p")).last().unwrap()["val/accuracy"].as_f64().unwrap();
+    assert!((accuracy - trained).abs() < 1e-9, "predict's accuracy {accuracy} on the validation images, training measured {trained}");
+
+    // A CSV of paths (a label column is not needed): rows keyed as written, predicted as from the folder.
+    let picked: Vec<&Vec<String>> = rows.iter().step_by(37).collect();
+    let list: String = picked.iter().map(|r| format!("val/{}\n", r[0])).collect();
+    std::fs::write(d.join("paths.csv"), format!("path\n{list}")).unwrap();
+    let out = bz(d, &["predict", "c.toml", "--checkpoint", last, "--input", "paths.csv"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let from_csv: Vec<String> = out.stdout.lines().skip(1).map(str::to_string).collect();
+    let expected: Vec<String> = picked.iter().map(|r| format!("val/{},{},{}", r[0], r[1], r[2])).collect();
+    assert_eq!(from_csv, expected);
+}

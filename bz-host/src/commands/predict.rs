@@ -5,6 +5,7 @@ use super::exit::Status;
 use anyhow::{Context, Result};
 use bz_host::config::DataSource;
 use bz_host::predict::idx_input::IdxInput;
+use bz_host::predict::image_input::ImageInput;
 use bz_host::predict::input::{CsvInput, CsvLayout, Samples};
 use bz_host::predict::output::{Format, Writer};
 use bz_host::predict::safetensors_input::SafetensorsInput;
@@ -20,7 +21,8 @@ pub struct PredictArgs {
     #[command(flatten)]
     checkpoint: CheckpointArgs,
     /// The samples: a CSV file laid out as the training CSV (the target column may be left out), `-` for CSV on
-    /// stdin, a `.safetensors` file whose features tensor has shape [N, ...], or an IDX images file (`…idx3-ubyte[.gz]`).
+    /// stdin, a `.safetensors` file whose features tensor has shape [N, ...], an IDX images file (`…idx3-ubyte[.gz]`),
+    /// or for a model trained on images a folder of PNG/JPEG files or a CSV with a `path` column (rows keyed by path).
     #[arg(long)]
     input: PathBuf,
     /// Where to write the predictions: `.csv`, `.jsonl`, or `.safetensors` (tensors `logits` and `probabilities`)
@@ -41,7 +43,7 @@ impl PredictArgs {
         let dir = self.checkpoint.dir(&loaded);
         let format = self.output.as_deref().map(Format::of).transpose().map_err(anyhow::Error::msg)?.unwrap_or(Format::Csv);
         let predictor = Predictor::load(&loaded.config, &loaded.path, &dir)?;
-        let mut input = open_input(&self.input, &loaded.config.data.source, predictor.inference.sample_len())?;
+        let mut input = open_input(&self.input, &loaded.config.data.source, &predictor.inference.input_shape)?;
         let opts = Options { batch_size: self.batch_size as usize, top_k: self.top_k as usize };
         let Some(path) = &self.output else {
             let mut writer = Writer::new(BufWriter::new(std::io::stdout().lock()), format);
@@ -59,8 +61,13 @@ impl PredictArgs {
 }
 
 /// A `.safetensors` file (its features tensor, under the config's `features_key` or `x`), an IDX images file
-/// (`…idx3…`), else CSV; `-` is CSV on stdin.
-fn open_input(path: &Path, source: &DataSource, sample_len: usize) -> Result<Box<dyn Samples>> {
+/// (`…idx3…`), a folder of images or (for a model trained on images) a CSV of image paths, else CSV; `-` is CSV on
+/// stdin.
+fn open_input(path: &Path, source: &DataSource, input_shape: &[i64]) -> Result<Box<dyn Samples>> {
+    let sample_len = input_shape.iter().product::<i64>() as usize;
+    if path.is_dir() || (matches!(source, DataSource::Images(_)) && path.extension().is_some_and(|e| e == "csv")) {
+        return Ok(Box::new(ImageInput::open(path, input_shape)?));
+    }
     if path.as_os_str() == "-" {
         return Ok(Box::new(CsvInput::new(std::io::stdin().lock(), "<stdin>".into(), CsvLayout::of(source), sample_len)?));
     }

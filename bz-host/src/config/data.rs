@@ -67,6 +67,13 @@ pub struct ImagesData {
     /// Random changes to training batches (never to validation or test), drawn from (seed, epoch, sample).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub augment: Option<Augment>,
+    /// Decode each image when its batch is made (`workers` threads, `prefetch` batches ahead), so memory does not
+    /// grow with the number of images; default: decode them all into memory once.
+    #[serde(default)]
+    pub stream: bool,
+    /// Streamed: batches read ahead of training, at most this many in memory at once (0 counts as 1).
+    #[serde(default = "prefetch")]
+    pub prefetch: usize,
 }
 
 /// `[data.augment]`: each key off by default.
@@ -116,6 +123,13 @@ pub struct IdxData {
     /// `"test"`: a test split of the t10k files (`bz eval --split test`, and evaluated at the end of training).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test: Option<String>,
+    /// Memory-map the (uncompressed) images files and read them a batch at a time (`prefetch` batches ahead), so
+    /// memory does not grow with the dataset; default: read them whole into memory once.
+    #[serde(default)]
+    pub stream: bool,
+    /// Streamed: batches read ahead of training, at most this many in memory at once (0 counts as 1).
+    #[serde(default = "prefetch")]
+    pub prefetch: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -137,6 +151,23 @@ pub struct CsvData {
     pub header: bool,
     #[serde(default = "comma")]
     pub delimiter: String,
+    /// A column of token ids for sequence models, instead of numeric feature columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Tokens>,
+}
+
+/// `[data.tokens]`: the CSV column whose cells are token ids separated by spaces.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Tokens {
+    /// The column's name or 0-based index.
+    pub column: Column,
+    /// Every sequence is right-padded with `padding_id` to this length; a longer one keeps its first `max_len` ids.
+    pub max_len: usize,
+    /// The id that pads (default 0); no real token may use it. Give the embedding `padding_idx` = this id, so the
+    /// model masks the padding out.
+    #[serde(default)]
+    pub padding_id: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -153,6 +184,13 @@ pub struct SafetensorsData {
     pub features_key: String,
     #[serde(default = "targets_key")]
     pub targets_key: String,
+    /// Memory-map the file and read the features a batch at a time (`prefetch` batches ahead), so memory does not
+    /// grow with the dataset; default: read them whole into memory once.
+    #[serde(default)]
+    pub stream: bool,
+    /// Streamed: batches read ahead of training, at most this many in memory at once (0 counts as 1).
+    #[serde(default = "prefetch")]
+    pub prefetch: usize,
 }
 
 impl CsvData {
@@ -162,6 +200,9 @@ impl CsvData {
     }
 }
 
+fn prefetch() -> usize {
+    4
+}
 fn comma() -> String {
     ",".into()
 }

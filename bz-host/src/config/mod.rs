@@ -18,7 +18,7 @@ mod tune;
 mod typed_tests;
 
 pub use check::plain_run_name;
-pub use data::{Augment, Column, CsvData, DataConfig, DataSource, IdxData, ImagesData, SafetensorsData, SyntheticData, TaskKind};
+pub use data::{Augment, Column, CsvData, DataConfig, DataSource, IdxData, ImagesData, SafetensorsData, SyntheticData, TaskKind, Tokens};
 pub use hyperparameters::hyperparameters;
 pub use optimizer::{AdamOptions, OptimizerConfig, OptimizerKind, RmspropOptions, SgdOptions};
 pub use overrides::apply_override;

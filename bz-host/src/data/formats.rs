@@ -294,10 +294,26 @@ const IDX_LABELS_MAGIC: u32 = 2049;
 pub const IDX_IMAGES_HEADER: usize = 16;
 const IDX_LABELS_HEADER: usize = 8;
 
+/// A file's bytes: read into memory, or memory-mapped to stream.
+pub(super) enum Bytes {
+    Owned(Vec<u8>),
+    Mapped(memmap2::Mmap),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Owned(v) => v,
+            Bytes::Mapped(m) => m,
+        }
+    }
+}
+
 /// The bytes of an IDX file, decompressed if it was gzipped.
-struct IdxFile<'p> {
-    path: &'p Path,
-    bytes: Vec<u8>,
+pub(super) struct IdxFile<'p> {
+    pub(super) path: &'p Path,
+    pub(super) bytes: Bytes,
     gzipped: bool,
 }
 
@@ -305,7 +321,7 @@ impl IdxFile<'_> {
     fn read(path: &Path) -> Result<IdxFile<'_>, DataError> {
         let raw = fs::read(path).map_err(|error| read_error(path, error))?;
         if !raw.starts_with(&GZIP_MAGIC) {
-            return Ok(IdxFile { path, bytes: raw, gzipped: false });
+            return Ok(IdxFile { path, bytes: Bytes::Owned(raw), gzipped: false });
         }
         let mut bytes = Vec::new();
         MultiGzDecoder::new(raw.as_slice()).read_to_end(&mut bytes).map_err(|error| {
@@ -316,7 +332,21 @@ impl IdxFile<'_> {
                 "the file is probably truncated or corrupt; download it again",
             )
         })?;
-        Ok(IdxFile { path, bytes, gzipped: true })
+        Ok(IdxFile { path, bytes: Bytes::Owned(bytes), gzipped: true })
+    }
+
+    /// The file memory-mapped, to stream: a gzipped file cannot be, as its samples are not at fixed offsets.
+    pub(super) fn map(path: &Path) -> Result<IdxFile<'_>, DataError> {
+        let map = map_file(path)?;
+        if map.starts_with(&GZIP_MAGIC) {
+            return Err(invalid(
+                path,
+                Location::File,
+                "is gzip-compressed, so it cannot be streamed".to_owned(),
+                "decompress it (gunzip -k FILE) next to the .gz, or set data.stream = false",
+            ));
+        }
+        Ok(IdxFile { path, bytes: Bytes::Mapped(map), gzipped: false })
     }
 
     /// "N bytes", saying when that is the decompressed size so offsets make sense.
@@ -425,15 +455,22 @@ impl IdxFile<'_> {
     }
 }
 
-/// Pixels and image size from an IDX images file.
-struct IdxImages {
-    count: usize,
-    rows: usize,
-    cols: usize,
-    pixels: Vec<f32>,
+/// Memory-maps a file for reading.
+pub(super) fn map_file(path: &Path) -> Result<memmap2::Mmap, DataError> {
+    let file = File::open(path).map_err(|error| read_error(path, error))?;
+    // SAFETY: the map is read-only; a file changed by another process while bz trains on it could give torn
+    // samples, as reading it would, but every offset into the map is checked against its length first.
+    unsafe { memmap2::Mmap::map(&file) }.map_err(|error| read_error(path, error))
 }
 
-fn parse_idx_images(file: &IdxFile) -> Result<IdxImages, DataError> {
+/// The header of an IDX images file, checked against the file's length.
+pub(super) struct IdxHeader {
+    pub(super) count: usize,
+    pub(super) rows: usize,
+    pub(super) cols: usize,
+}
+
+pub(super) fn parse_idx_header(file: &IdxFile) -> Result<IdxHeader, DataError> {
     file.check_magic(IDX_IMAGES_MAGIC, "images")?;
     file.need(IDX_IMAGES_HEADER, "the 16-byte header of an IDX images file")?;
     let count = file.be_u32(4)?;
@@ -441,11 +478,15 @@ fn parse_idx_images(file: &IdxFile) -> Result<IdxImages, DataError> {
     let cols = file.be_u32(12)?;
     let expected = count.checked_mul(rows).and_then(|n| n.checked_mul(cols)).and_then(|n| n.checked_add(IDX_IMAGES_HEADER));
     file.check_len(expected, &format!("{count} images of {rows}x{cols} pixels"))?;
-    let pixels = file.bytes[IDX_IMAGES_HEADER..].iter().map(|&p| f32::from(p) / 255.0).collect();
-    Ok(IdxImages { count, rows, cols, pixels })
+    Ok(IdxHeader { count, rows, cols })
 }
 
-fn parse_idx_labels(file: &IdxFile) -> Result<Vec<i64>, DataError> {
+/// Pixels scaled to `[0, 1]`: the one conversion of IDX pixels, in memory or streamed.
+pub(super) fn idx_pixels(bytes: &[u8], out: &mut [f32]) {
+    out.iter_mut().zip(bytes).for_each(|(o, &p)| *o = f32::from(p) / 255.0);
+}
+
+pub(super) fn parse_idx_labels(file: &IdxFile) -> Result<Vec<i64>, DataError> {
     file.check_magic(IDX_LABELS_MAGIC, "labels")?;
     file.need(IDX_LABELS_HEADER, "the 8-byte header of an IDX labels file")?;
     let count = file.be_u32(4)?;
@@ -458,22 +499,29 @@ fn parse_idx_labels(file: &IdxFile) -> Result<Vec<i64>, DataError> {
 /// `[1, rows, cols]`.
 pub fn idx_pair(images: &Path, labels: &Path) -> Result<RawSet, DataError> {
     let image_file = IdxFile::read(images)?;
-    let parsed = parse_idx_images(&image_file)?;
+    let header = parse_idx_header(&image_file)?;
+    let mut pixels = vec![0f32; image_file.bytes.len() - IDX_IMAGES_HEADER];
+    idx_pixels(&image_file.bytes[IDX_IMAGES_HEADER..], &mut pixels);
     drop(image_file);
-    let label_file = IdxFile::read(labels)?;
-    let classes = parse_idx_labels(&label_file)?;
-    if classes.len() != parsed.count {
+    let classes = idx_labels_for(images, labels, header.count)?;
+    Ok(RawSet { features: pixels, shape: vec![1, header.rows, header.cols], targets: Targets::Classes(classes), class_names: None })
+}
+
+/// The labels file of an images file of `count` images, which must hold as many labels.
+pub(super) fn idx_labels_for(images: &Path, labels: &Path, count: usize) -> Result<Vec<i64>, DataError> {
+    let classes = parse_idx_labels(&IdxFile::read(labels)?)?;
+    if classes.len() != count {
         return Err(invalid(
             labels,
             Location::File,
-            format!("holds {} labels, but the images file {} holds {} images", classes.len(), images.display(), parsed.count),
+            format!("holds {} labels, but the images file {} holds {count} images", classes.len(), images.display()),
             "use the labels file that belongs with these images (train with train, t10k with t10k)",
         ));
     }
-    if parsed.count == 0 {
+    if count == 0 {
         return Err(invalid(images, Location::File, "holds no images".to_owned(), "give a non-empty IDX file"));
     }
-    Ok(RawSet { features: parsed.pixels, shape: vec![1, parsed.rows, parsed.cols], targets: Targets::Classes(classes), class_names: None })
+    Ok(classes)
 }
 
 /// The file names accepted for one half of an IDX pair, in order of preference.
@@ -509,6 +557,12 @@ fn describe_dir(dir: &Path) -> String {
 /// (prefix `train` or `t10k` for MNIST), also accepting the `.idx3-ubyte` spelling, and reads
 /// them with [`idx_pair`].
 pub fn idx_dir(dir: &Path, prefix: &str) -> Result<RawSet, DataError> {
+    let (images, labels) = idx_paths(dir, prefix)?;
+    idx_pair(&images, &labels)
+}
+
+/// The images and labels files of `prefix` in an IDX folder.
+pub(super) fn idx_paths(dir: &Path, prefix: &str) -> Result<(PathBuf, PathBuf), DataError> {
     if !dir.is_dir() {
         let problem = if dir.exists() { "is not a folder" } else { "does not exist" };
         return Err(invalid(dir, Location::File, problem.to_owned(), "point the dataset path at the folder that holds the MNIST-style IDX files"));
@@ -518,7 +572,7 @@ pub fn idx_dir(dir: &Path, prefix: &str) -> Result<RawSet, DataError> {
     let images = first_existing(dir, &image_names);
     let labels = first_existing(dir, &label_names);
     match (images, labels) {
-        (Some(images), Some(labels)) => idx_pair(&images, &labels),
+        (Some(images), Some(labels)) => Ok((images, labels)),
         (images, labels) => {
             let mut looked_for = Vec::new();
             let mut missing = Vec::new();
@@ -572,7 +626,7 @@ fn delimiter_hint(width: usize, sample: &[String]) -> &'static str {
     }
 }
 
-fn resolve_column(path: &Path, column: &ColumnRef, width: usize, header: Option<&[String]>, role: &str) -> Result<usize, DataError> {
+pub(super) fn resolve_column(path: &Path, column: &ColumnRef, width: usize, header: Option<&[String]>, role: &str) -> Result<usize, DataError> {
     match column {
         ColumnRef::Index(index) if *index < width => Ok(*index),
         ColumnRef::Index(index) => Err(invalid(
@@ -692,7 +746,7 @@ fn parse_cell(path: &Path, line: u64, column: impl FnOnce() -> String, text: &st
     Err(invalid(path, at, problem, fix))
 }
 
-fn csv_error(path: &Path, error: csv::Error) -> DataError {
+pub(super) fn csv_error(path: &Path, error: csv::Error) -> DataError {
     let at = error.position().map_or(Location::File, |p| Location::Line(p.line()));
     let problem = match error.kind() {
         csv::ErrorKind::Utf8 { err, .. } => format!("field {} is not valid UTF-8", err.field() + 1),
@@ -780,9 +834,9 @@ pub fn csv(path: &Path, spec: &CsvSpec) -> Result<RawSet, DataError> {
     read_csv(file, path, spec)
 }
 
-type CsvTargets = (Targets, Option<Vec<String>>);
+pub(super) type CsvTargets = (Targets, Option<Vec<String>>);
 
-fn csv_targets(path: &Path, column: &str, spec: &CsvSpec, labels: &[(u64, String)]) -> Result<CsvTargets, DataError> {
+pub(super) fn csv_targets(path: &Path, column: &str, spec: &CsvSpec, labels: &[(u64, String)]) -> Result<CsvTargets, DataError> {
     if spec.task == Task::Regression {
         let data = labels.iter().map(|(line, text)| parse_cell(path, *line, || column.to_owned(), text, "target")).collect::<Result<Vec<_>, _>>()?;
         return Ok((Targets::Values { data, width: 1 }, None));
@@ -852,16 +906,42 @@ fn unknown_label(path: &Path, line: u64, column: &str, label: &str, names: &[Str
 /// float or integer targets of shape `[N]` (width 1) or `[N, W]`.
 pub fn safetensors(path: &Path, features_key: &str, targets_key: &str, task: Task) -> Result<RawSet, DataError> {
     let bytes = fs::read(path).map_err(|error| read_error(path, error))?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|error| {
+    let file = parse_safetensors(path, &bytes)?;
+    let (features, parts) = safetensors_parts(path, &file, features_key, targets_key, task)?;
+    let data = tensor_f32(path, features_key, &features)?;
+    Ok(RawSet { features: data, shape: parts.shape, targets: parts.targets, class_names: None })
+}
+
+/// A safetensors file's header, checked by the safetensors library against the file's length (offsets inside the
+/// data, sizes that match shapes and dtypes, no overflow).
+pub(super) fn parse_safetensors<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>, DataError> {
+    SafeTensors::deserialize(bytes).map_err(|error| {
         invalid(
             path,
             Location::File,
             format!("is not a valid safetensors file: {error}"),
             "write it with the safetensors library (e.g. safetensors.torch.save_file)",
         )
-    })?;
-    let features = find_tensor(path, &file, features_key, "features")?;
-    let targets = find_tensor(path, &file, targets_key, "targets")?;
+    })
+}
+
+/// The per-sample shape and targets of a safetensors set.
+pub(super) struct SafetensorsParts {
+    pub(super) count: usize,
+    pub(super) shape: Vec<usize>,
+    pub(super) targets: Targets,
+}
+
+/// The features tensor (not converted) and the shape and targets, checked against each other.
+pub(super) fn safetensors_parts<'a>(
+    path: &Path,
+    file: &SafeTensors<'a>,
+    features_key: &str,
+    targets_key: &str,
+    task: Task,
+) -> Result<(TensorView<'a>, SafetensorsParts), DataError> {
+    let features = find_tensor(path, file, features_key, "features")?;
+    let targets = find_tensor(path, file, targets_key, "targets")?;
     let (count, shape) = match features.shape() {
         [] => {
             return Err(invalid(
@@ -875,12 +955,29 @@ pub fn safetensors(path: &Path, features_key: &str, targets_key: &str, task: Tas
         [count, rest @ ..] => (*count, rest.to_vec()),
     };
     check_count(path, features_key, targets_key, count, targets.shape())?;
-    let data = tensor_f32(path, features_key, &features)?;
+    if !matches!(
+        features.dtype(),
+        Dtype::F32
+            | Dtype::F64
+            | Dtype::F16
+            | Dtype::BF16
+            | Dtype::BOOL
+            | Dtype::U8
+            | Dtype::I8
+            | Dtype::I16
+            | Dtype::U16
+            | Dtype::I32
+            | Dtype::U32
+            | Dtype::I64
+            | Dtype::U64
+    ) {
+        return Err(unsupported_dtype(path, features_key, features.dtype()));
+    }
     let targets = match task {
         Task::Classification => Targets::Classes(class_tensor(path, targets_key, &targets)?),
         Task::Regression => value_tensor(path, targets_key, &targets)?,
     };
-    Ok(RawSet { features: data, shape, targets, class_names: None })
+    Ok((features, SafetensorsParts { count, shape, targets }))
 }
 
 fn find_tensor<'a>(path: &Path, file: &SafeTensors<'a>, key: &str, role: &str) -> Result<TensorView<'a>, DataError> {
@@ -948,29 +1045,38 @@ fn unsupported_dtype(path: &Path, key: &str, dtype: Dtype) -> DataError {
 
 /// Any integer or float tensor as f32, refusing NaN and infinities that would poison training.
 fn tensor_f32(path: &Path, key: &str, view: &TensorView) -> Result<Vec<f32>, DataError> {
-    let data = view.data();
-    let values: Vec<f32> = match view.dtype() {
+    let values = values_f32(path, key, view.dtype(), view.data())?;
+    check_finite(path, key, &values, "of the flattened tensor", 0)?;
+    Ok(values)
+}
+
+/// Elements of `dtype` as f32: the one conversion of safetensors features, in memory or streamed.
+pub(super) fn values_f32(path: &Path, key: &str, dtype: Dtype, data: &[u8]) -> Result<Vec<f32>, DataError> {
+    Ok(match dtype {
         Dtype::F32 => le_elements(data).map(f32::from_le_bytes).collect(),
         Dtype::F64 => le_elements(data).map(|b| f64::from_le_bytes(b) as f32).collect(),
         Dtype::F16 => le_elements(data).map(|b| f16_to_f32(u16::from_le_bytes(b))).collect(),
         Dtype::BF16 => le_elements(data).map(|b| f32::from_bits(u32::from(u16::from_le_bytes(b)) << 16)).collect(),
-        _ => integer_elements(path, key, view)?.into_iter().map(|v| v as f32).collect(),
-    };
-    if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
-        return Err(invalid(
+        _ => integer_elements(path, key, dtype, data)?.into_iter().map(|v| v as f32).collect(),
+    })
+}
+
+/// Refuses a NaN or infinity; `what` and `offset` place the first one (`"of the flattened tensor"`, element 0).
+pub(super) fn check_finite(path: &Path, key: &str, values: &[f32], what: &str, offset: usize) -> Result<(), DataError> {
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(bad) => Err(invalid(
             path,
             Location::File,
-            format!("tensor {key:?} holds a NaN or infinite value (element {bad} of the flattened tensor)"),
+            format!("tensor {key:?} holds a NaN or infinite value (element {} {what})", bad + offset),
             "replace or drop non-finite values before saving",
-        ));
+        )),
     }
-    Ok(values)
 }
 
 /// Integer (and bool) tensors widened to i128, so every source type fits before range checks.
-fn integer_elements(path: &Path, key: &str, view: &TensorView) -> Result<Vec<i128>, DataError> {
-    let data = view.data();
-    Ok(match view.dtype() {
+fn integer_elements(path: &Path, key: &str, dtype: Dtype, data: &[u8]) -> Result<Vec<i128>, DataError> {
+    Ok(match dtype {
         Dtype::BOOL => data.iter().map(|&b| i128::from(b != 0)).collect(),
         Dtype::U8 => data.iter().map(|&b| i128::from(b)).collect(),
         Dtype::I8 => data.iter().map(|&b| i128::from(b as i8)).collect(),
@@ -1005,7 +1111,7 @@ fn class_tensor(path: &Path, key: &str, view: &TensorView) -> Result<Vec<i64>, D
             "save one class id per sample as a 1-D tensor (e.g. labels.reshape(-1)); one-hot targets must be turned into ids with argmax",
         ));
     }
-    integer_elements(path, key, view)?
+    integer_elements(path, key, view.dtype(), view.data())?
         .into_iter()
         .enumerate()
         .map(|(i, id)| {
@@ -1167,11 +1273,11 @@ fn linear(rng: &mut ChaCha8Rng, samples: usize, features: usize, noise: f64) -> 
 // Error helpers
 // ---------------------------------------------------------------------------------------------
 
-fn read_error(path: &Path, error: io::Error) -> DataError {
+pub(super) fn read_error(path: &Path, error: io::Error) -> DataError {
     DataError::Read { path: path.to_owned(), error }
 }
 
-fn invalid(path: &Path, at: Location, problem: String, fix: impl Into<String>) -> DataError {
+pub(super) fn invalid(path: &Path, at: Location, problem: String, fix: impl Into<String>) -> DataError {
     DataError::Invalid { path: path.to_owned(), at, problem, fix: fix.into() }
 }
 

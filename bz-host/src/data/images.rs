@@ -3,9 +3,11 @@
 //! channels-first set scaled to `[0, 1]`, each image resized to one size.
 //!
 //! Untrusted input: a CSV's paths stay inside its folder, image headers are read before any pixel and their sizes
-//! are bounded, and the whole set must fit in memory before it is decoded.
+//! are bounded, and the whole set must fit in memory before it is decoded. Streamed (`data.stream = true`), a set
+//! is only listed here ([`index`]) and each image decoded when its batch is made, by the same [`decode_into`].
 
 use super::formats::{DataError, Location, RawSet, Targets};
+use super::stream::{SampleReader, StreamSet};
 use image::imageops::FilterType;
 use image::{ColorType, DynamicImage, ImageDecoder, ImageReader, Limits};
 use std::path::{Component, Path, PathBuf};
@@ -50,8 +52,38 @@ impl Shape {
     }
 }
 
-/// Reads the images a folder or CSV lists, with their class names (index = class id).
-pub fn read(path: &Path, spec: &ImageSpec) -> Result<RawSet, DataError> {
+/// A folder or CSV of images, listed and sized but not decoded.
+pub struct ImageIndex {
+    entries: Vec<Entry>,
+    shape: Shape,
+    names: Vec<String>,
+}
+
+impl ImageIndex {
+    fn dims(&self) -> Vec<usize> {
+        vec![self.shape.channels as usize, self.shape.height as usize, self.shape.width as usize]
+    }
+
+    fn targets(&self) -> Targets {
+        Targets::Classes(self.entries.iter().map(|e| e.class).collect())
+    }
+
+    /// The set to stream: each image decoded when a batch needs it.
+    pub fn into_stream_set(self) -> StreamSet {
+        let (shape, targets, class_names) = (self.dims(), self.targets(), Some(self.names.clone()));
+        StreamSet { reader: std::sync::Arc::new(self), shape, targets, class_names }
+    }
+}
+
+impl SampleReader for ImageIndex {
+    fn read(&self, index: usize, out: &mut [f32]) -> Result<(), DataError> {
+        decode_into(&self.entries[index].path, self.shape, out)
+    }
+}
+
+/// Lists the images a folder or CSV holds, with their class names (index = class id), and fixes the size and
+/// channels they decode to.
+pub fn index(path: &Path, spec: &ImageSpec) -> Result<ImageIndex, DataError> {
     if let Err(e) = std::fs::metadata(path) {
         return Err(DataError::Read { path: path.to_owned(), error: e });
     }
@@ -60,15 +92,15 @@ pub fn read(path: &Path, spec: &ImageSpec) -> Result<RawSet, DataError> {
         return Err(invalid(path, "holds no PNG or JPEG images", "put images in one subfolder per class, or list them in a CSV with path and label columns"));
     }
     let shape = shape_of(&entries, spec)?;
-    check_memory(path, entries.len(), shape)?;
-    let features = decode_all(&entries, shape, spec.workers)?;
-    let classes = entries.iter().map(|e| e.class).collect();
-    Ok(RawSet {
-        features,
-        shape: vec![shape.channels as usize, shape.height as usize, shape.width as usize],
-        targets: Targets::Classes(classes),
-        class_names: Some(names),
-    })
+    Ok(ImageIndex { entries, shape, names })
+}
+
+/// Reads the images a folder or CSV lists into memory, with their class names (index = class id).
+pub fn read(path: &Path, spec: &ImageSpec) -> Result<RawSet, DataError> {
+    let index = index(path, spec)?;
+    check_memory(path, index.entries.len(), index.shape)?;
+    let features = decode_all(&index.entries, index.shape, spec.workers)?;
+    Ok(RawSet { features, shape: index.dims(), targets: index.targets(), class_names: Some(index.names) })
 }
 
 /// ImageFolder: each subfolder a class, its images (any depth below it) that class's samples.
@@ -111,12 +143,43 @@ fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 
 /// A CSV with `path` and `label` columns; class ids are the labels in sorted order (or the training classes').
 fn list_csv(file: &Path, known: Option<&[String]>) -> Result<(Vec<Entry>, Vec<String>), DataError> {
+    let rows = csv_rows(file, true)?;
+    let mut names: Vec<String> = match known {
+        Some(k) => k.to_vec(),
+        None => rows.iter().filter_map(|r| r.label.clone()).collect(),
+    };
+    names.sort();
+    names.dedup();
+    let entries = rows
+        .into_iter()
+        .map(|row| match class_id(&names, row.label.as_deref().unwrap_or_default()) {
+            Some(class) => Ok(Entry { path: row.path, class }),
+            None => Err(invalid(
+                file,
+                format!("has label {:?}, which the training images do not have", row.label.unwrap_or_default()),
+                format!("the training classes are {names:?}"),
+            )),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((entries, names))
+}
+
+/// One row of an images CSV: the image's path (inside the CSV's folder), as written and joined, and its label.
+struct CsvRow {
+    written: String,
+    path: PathBuf,
+    label: Option<String>,
+}
+
+/// The rows of an images CSV; `label` column required or not.
+fn csv_rows(file: &Path, need_label: bool) -> Result<Vec<CsvRow>, DataError> {
     let base = file.parent().unwrap_or(Path::new("."));
     let mut reader = csv::Reader::from_path(file)
         .map_err(|e| invalid(file, format!("cannot be read as CSV: {e}"), "give a folder, or a CSV with path and label columns"))?;
     let headers = reader.headers().map_err(|e| invalid(file, format!("has no header row: {e}"), "start it with `path,label`"))?.clone();
     let column = |name: &str| headers.iter().position(|h| h.trim() == name);
-    let (Some(pc), Some(lc)) = (column("path"), column("label")) else {
+    let (pc, lc) = (column("path"), column("label"));
+    let Some(pc) = pc.filter(|_| lc.is_some() || !need_label) else {
         return Err(invalid(file, format!("has columns {:?}, not path and label", headers.iter().collect::<Vec<_>>()), "name the columns `path,label`"));
     };
     let mut rows = Vec::new();
@@ -124,27 +187,58 @@ fn list_csv(file: &Path, known: Option<&[String]>) -> Result<(Vec<Entry>, Vec<St
         let line = i as u64 + 2;
         let at = |problem: String| DataError::Invalid { path: file.to_owned(), at: Location::Line(line), problem, fix: "fix or remove the row".into() };
         let row = row.map_err(|e| at(e.to_string()))?;
-        let (Some(p), Some(label)) = (row.get(pc), row.get(lc)) else { return Err(at("has too few fields".into())) };
+        let Some(p) = row.get(pc) else { return Err(at("has too few fields".into())) };
+        let label = match lc {
+            Some(lc) => Some(row.get(lc).ok_or_else(|| at("has too few fields".into()))?.trim().to_string()),
+            None => None,
+        };
         let rel = Path::new(p.trim());
         if rel.is_absolute() || rel.components().any(|c| matches!(c, Component::ParentDir)) {
             return Err(at(format!("path {p:?} leads out of the CSV's folder; give paths relative to {}", base.display())));
         }
-        rows.push((base.join(rel), label.trim().to_string()));
+        rows.push(CsvRow { written: p.trim().to_string(), path: base.join(rel), label });
     }
-    let mut names: Vec<String> = match known {
-        Some(k) => k.to_vec(),
-        None => rows.iter().map(|(_, l)| l.clone()).collect(),
+    Ok(rows)
+}
+
+/// Images to predict, in order, each with the key its prediction is written under.
+pub struct Unlabelled {
+    pub keys: Vec<String>,
+    index: ImageIndex,
+}
+
+impl Unlabelled {
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Decodes images `range` into `out` (appended, `[n, C, H, W]` row-major) as training decodes them.
+    pub fn decode(&self, range: std::ops::Range<usize>, workers: usize, out: &mut Vec<f32>) -> Result<(), DataError> {
+        out.extend(decode_all(&self.index.entries[range], self.index.shape, workers)?);
+        Ok(())
+    }
+}
+
+/// The images of a folder (every PNG or JPEG below it, sorted; keyed by their path inside it) or of a CSV's `path`
+/// column (keyed as written there), to decode to `[channels, height, width]`.
+pub fn unlabelled(path: &Path, channels: u8, height: u32, width: u32) -> Result<Unlabelled, DataError> {
+    let (keys, paths): (Vec<String>, Vec<PathBuf>) = if path.is_dir() {
+        let mut files = Vec::new();
+        collect_images(path, &mut files)?;
+        files.sort();
+        files.into_iter().map(|f| (f.strip_prefix(path).unwrap_or(&f).display().to_string(), f)).unzip()
+    } else {
+        csv_rows(path, false)?.into_iter().map(|r| (r.written, r.path)).unzip()
     };
-    names.sort();
-    names.dedup();
-    let entries = rows
-        .into_iter()
-        .map(|(path, label)| match class_id(&names, &label) {
-            Some(class) => Ok(Entry { path, class }),
-            None => Err(invalid(file, format!("has label {label:?}, which the training images do not have"), format!("the training classes are {names:?}"))),
-        })
-        .collect::<Result<_, _>>()?;
-    Ok((entries, names))
+    if paths.is_empty() {
+        return Err(invalid(path, "holds no PNG or JPEG images", "give a folder of images, or a CSV with a path column"));
+    }
+    let entries = paths.into_iter().map(|path| Entry { path, class: 0 }).collect();
+    Ok(Unlabelled { keys, index: ImageIndex { entries, shape: Shape { channels, height, width }, names: Vec::new() } })
 }
 
 fn class_id(names: &[String], name: &str) -> Option<i64> {
@@ -198,7 +292,7 @@ fn check_memory(path: &Path, n: usize, shape: Shape) -> Result<(), DataError> {
                 shape.width,
                 bytes as f64 / (1u64 << 30) as f64
             ),
-            "set a smaller data.size",
+            "set a smaller data.size, or data.stream = true to decode the images a batch at a time",
         ));
     }
     Ok(())
@@ -230,6 +324,8 @@ fn decode_all(entries: &[Entry], shape: Shape, workers: usize) -> Result<Vec<f32
     Ok(features)
 }
 
+/// One image, resized and converted to channels-first `[0, 1]` values: the only decode training (in memory or
+/// streamed) and prediction use.
 fn decode_into(path: &Path, shape: Shape, out: &mut [f32]) -> Result<(), DataError> {
     let mut img = reader(path)?.decode().map_err(|e| undecodable(path, e))?;
     if (img.height(), img.width()) != (shape.height, shape.width) {

@@ -9,6 +9,12 @@ use std::io::Read;
 pub trait Samples {
     /// Appends up to `max` samples to `out`, flat; returns how many (0 at the end of the input).
     fn next_batch(&mut self, max: usize, out: &mut Vec<f32>) -> Result<usize>;
+
+    /// What each sample of the last batch is written under (an image's path); `None`: samples are known by their
+    /// order, as the input's rows.
+    fn keys(&self) -> Option<&[String]> {
+        None
+    }
 }
 
 /// How the input CSV is laid out: the training config's CSV settings, or for other sources one flat sample per

@@ -2,6 +2,7 @@
 //! (from the checkpoint's `inference.json`), a batch at a time.
 
 pub mod idx_input;
+pub mod image_input;
 pub mod input;
 pub mod output;
 pub mod safetensors_input;
@@ -182,7 +183,7 @@ impl Predictor {
         let logits = to_vec_f32(&out.logits)?;
         let Some(probs) = out.probabilities else {
             let predictions = logits.chunks(self.inference.outputs).map(|c| Prediction::Values(c.to_vec())).collect();
-            return Ok(Batch { rows: n, logits, probabilities: None, predictions });
+            return Ok(Batch { rows: n, keys: None, logits, probabilities: None, predictions });
         };
         let k = top_k.clamp(1, self.inference.outputs) as i64;
         let (values, ids) = probs.f_topk(k, -1, true, true)?;
@@ -193,13 +194,15 @@ impl Predictor {
             .zip(values.chunks(k as usize))
             .map(|(i, v)| Prediction::Classes(i.iter().map(|&c| c as usize).zip(v.iter().copied()).collect()))
             .collect();
-        Ok(Batch { rows: n, logits, probabilities: Some(to_vec_f32(&probs)?), predictions })
+        Ok(Batch { rows: n, keys: None, logits, probabilities: Some(to_vec_f32(&probs)?), predictions })
     }
 }
 
 /// One batch's predictions: the raw outputs for tensor formats, the per-sample top-k for text formats.
 pub struct Batch {
     pub rows: usize,
+    /// Each sample's key (an image's path), for inputs that have them.
+    pub keys: Option<Vec<String>>,
     /// `[rows, model outputs]`, row-major: logits, or a regression model's values.
     pub logits: Vec<f32>,
     /// `[rows, classes]`, row-major; `None` for regression.
@@ -243,7 +246,9 @@ pub fn run(predictor: &Predictor, input: &mut dyn input::Samples, sink: &mut dyn
         if n == 0 {
             return Ok(total);
         }
-        sink.write(&predictor.predict(&features, n, opts.top_k)?, &predictor.inference)?;
+        let mut batch = predictor.predict(&features, n, opts.top_k)?;
+        batch.keys = input.keys().map(<[String]>::to_vec);
+        sink.write(&batch, &predictor.inference)?;
         total += n;
     }
 }

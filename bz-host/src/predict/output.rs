@@ -59,28 +59,37 @@ impl<W: Write> Writer<W> {
         Writer { out, format, header_done: false }
     }
 
-    fn line(&mut self, p: &Prediction, labels: &dyn Labels) -> Result<()> {
+    /// One sample's line; `key` first (a `path` field) when the input has keys.
+    fn line(&mut self, p: &Prediction, key: Option<&str>, labels: &dyn Labels) -> Result<()> {
         if self.format == Format::Jsonl {
-            writeln!(self.out, "{}", json_line(p, labels))?;
+            let mut line = json_line(p, labels);
+            if let (Some(key), Some(obj)) = (key, line.as_object_mut()) {
+                let rest = std::mem::take(obj);
+                obj.insert("path".into(), key.into());
+                obj.extend(rest);
+            }
+            writeln!(self.out, "{line}")?;
             return Ok(());
         }
-        self.csv_row(p, labels)
+        self.csv_row(p, key, labels)
     }
 
-    fn csv_row(&mut self, p: &Prediction, labels: &dyn Labels) -> Result<()> {
-        let fields: Vec<String> = match p {
-            Prediction::Classes(top) => top.iter().flat_map(|(id, prob)| [labels.label(*id), prob.to_string()]).collect(),
-            Prediction::Values(v) => v.iter().map(f32::to_string).collect(),
-        };
+    fn csv_row(&mut self, p: &Prediction, key: Option<&str>, labels: &dyn Labels) -> Result<()> {
+        let mut fields: Vec<String> = key.map(str::to_string).into_iter().collect();
+        match p {
+            Prediction::Classes(top) => fields.extend(top.iter().flat_map(|(id, prob)| [labels.label(*id), prob.to_string()])),
+            Prediction::Values(v) => fields.extend(v.iter().map(f32::to_string)),
+        }
         if !self.header_done {
             self.header_done = true;
-            let header: Vec<String> = match p {
+            let mut header: Vec<String> = key.map(|_| "path".to_string()).into_iter().collect();
+            header.extend::<Vec<String>>(match p {
                 Prediction::Classes(top) => (1..=top.len())
                     .flat_map(|k| if k == 1 { ["label".to_string(), "probability".to_string()] } else { [format!("label_{k}"), format!("probability_{k}")] })
                     .collect(),
                 Prediction::Values(v) if v.len() == 1 => vec!["value".to_string()],
                 Prediction::Values(v) => (0..v.len()).map(|i| format!("value_{i}")).collect(),
-            };
+            });
             write_csv_record(&mut self.out, &header)?;
         }
         write_csv_record(&mut self.out, &fields)
@@ -93,7 +102,8 @@ impl<W: Write> Writer<W> {
 
 impl<W: Write> Sink for Writer<W> {
     fn write(&mut self, batch: &Batch, labels: &dyn Labels) -> Result<()> {
-        batch.predictions.iter().try_for_each(|p| self.line(p, labels))
+        let keys = batch.keys.as_deref();
+        batch.predictions.iter().enumerate().try_for_each(|(i, p)| self.line(p, keys.and_then(|k| k.get(i)).map(String::as_str), labels))
     }
 }
 

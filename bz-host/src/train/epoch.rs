@@ -27,10 +27,10 @@ pub(super) struct EpochRun {
     e1: usize,
     start: Instant,
     phases: Phases,
-    /// This epoch's sample order (this rank's part), as a tensor on the device to gather batches with, and as
-    /// indices for augmentation. Batches are gathered one at a time, so the split is never copied whole.
-    index: Tensor,
-    order: Vec<i64>,
+    /// This epoch's batches of its sample order (this rank's part), gathered or streamed one at a time so the split
+    /// is never copied whole; the order itself for augmentation.
+    loader: data::Loader,
+    order: std::sync::Arc<[i64]>,
     metrics: Vec<Metric>,
     confusion: Option<ConfusionMatrix>,
     /// The epoch's last step's gradients, for a plugin that asked for histograms this epoch.
@@ -62,11 +62,13 @@ impl Trainer<'_> {
     pub(super) fn begin_epoch(&mut self) -> Result<EpochRun> {
         let mut phases = Phases::default();
         let t = Instant::now();
-        let order = self.ranks.shard(data::epoch_order(self.plan.n_total, self.cfg.run.seed, self.state.epoch));
-        let index = Tensor::f_from_slice(&order)?.f_to_device(self.session.device)?;
+        let order: std::sync::Arc<[i64]> = self.ranks.shard(data::epoch_order(self.plan.n_total, self.cfg.run.seed, self.state.epoch)).into();
+        // A resumed epoch starts at its next batch: a streamed source reads nothing it will not train on.
+        let plan = data::BatchPlan { order: Some(order.clone()), batch_size: self.plan.batch_size, first: self.state.batch_in_epoch, end: self.plan.batches };
+        let loader = self.session.data.train.loader(plan)?;
         phases.lap(t, Phase::Data);
         let e1 = self.state.epoch + 1;
-        Ok(EpochRun { e1, start: t, phases, index, order, metrics: vec![], confusion: None, grad_histograms: None, pr_curves: None, train_seconds: 0.0 })
+        Ok(EpochRun { e1, start: t, phases, loader, order, metrics: vec![], confusion: None, grad_histograms: None, pr_curves: None, train_seconds: 0.0 })
     }
 
     /// The batch loop; true when Ctrl-C ended it (the caller saves and ends the run).
@@ -172,13 +174,10 @@ impl Trainer<'_> {
     fn forward_backward(&mut self, ep: &mut EpochRun, start: usize, len: usize, grads: &mut Vec<Tensor>) -> Result<(f64, Tensor)> {
         let (model, objective) = (&self.session.model, &self.session.objective);
         let t = Instant::now();
-        let batch = ep.index.f_narrow(0, start as i64, len as i64)?;
-        let train = &self.session.data.train;
-        let mut x = train.x.f_index_select(0, &batch)?;
+        let (mut x, y) = ep.loader.next_batch()?;
         if let Some(augment) = &self.session.augment {
             x = augment.apply(&x, &ep.order[start..start + len], self.state.epoch)?;
         }
-        let y = train.y.f_index_select(0, &batch)?;
         let t = ep.phases.lap(t, Phase::Data);
         let (out, loss) = {
             let _autocast = precision::autocast(self.cfg.train.precision, self.session.device)?;
