@@ -15,6 +15,7 @@ pub mod fmt;
 pub mod histogram;
 pub mod interrupt;
 pub mod metrics;
+pub mod misclassified;
 pub mod model;
 pub mod optim;
 pub mod plugins;
