@@ -125,7 +125,8 @@ pub struct Evaluation {
 pub struct EvaluatedBatch<'a> {
     pub index: usize,
     pub loss: f64,
-    /// The model's outputs and the targets.
+    /// The batch's samples, the model's outputs and the targets.
+    pub x: &'a Tensor,
     pub out: &'a Tensor,
     pub y: &'a Tensor,
 }
@@ -186,7 +187,7 @@ pub fn evaluate(
         if let Some(rm) = &mut tally.regression {
             rm.add(&to_vec_f32(&y)?, &to_vec_f32(&out)?)?;
         }
-        on_batch(EvaluatedBatch { index: b, loss, out: &out, y: &y })?;
+        on_batch(EvaluatedBatch { index: b, loss, x: &x, out: &out, y: &y })?;
     }
     tally.reduce(ranks)?;
     let Tally { loss_sum, seen, top_hits, confusion, regression } = tally;

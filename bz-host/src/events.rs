@@ -76,7 +76,8 @@ impl<'a> Event<'a> {
 }
 
 /// Every directive this bz acts on; other bits from newer plugins are dropped.
-pub const KNOWN_DIRECTIVES: Directive = Directive(Directive::STOP_TRAINING.0 | Directive::WANT_HISTOGRAMS.0 | Directive::WANT_PR_CURVES.0);
+pub const KNOWN_DIRECTIVES: Directive =
+    Directive(Directive::STOP_TRAINING.0 | Directive::WANT_HISTOGRAMS.0 | Directive::WANT_PR_CURVES.0 | Directive::WANT_MISCLASSIFIED.0);
 
 pub trait Callback {
     fn name(&self) -> &str;

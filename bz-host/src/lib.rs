@@ -16,6 +16,7 @@ pub mod fmt;
 pub mod histogram;
 pub mod interrupt;
 pub mod metrics;
+pub mod misclassified;
 pub mod model;
 pub mod optim;
 pub mod plugins;

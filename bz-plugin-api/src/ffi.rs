@@ -172,6 +172,20 @@ impl Directive {
     /// assert!((Directive::WANT_HISTOGRAMS | Directive::WANT_PR_CURVES).contains(Directive::WANT_PR_CURVES));
     /// ```
     pub const WANT_PR_CURVES: Directive = Directive(4);
+    /// Since 1.3.0. Returned before an epoch's EPOCH_END (e.g. from EPOCH_START) of a classification run on image
+    /// data (samples `[C, H, W]`, C 1 or 3) with a validation split: that EPOCH_END's payload gets
+    /// `val/misclassified` ([`crate::payload::Misclassified`]), the first validation samples (by index) the model
+    /// got wrong, as 8-bit pixels with their true and predicted classes. Bounded in count and size; older hosts
+    /// ignore the bit.
+    ///
+    /// ```
+    /// use bz_plugin_api::{Directive, Event, EventKind};
+    /// fn on_epoch_start(event: &Event<'_>) -> Directive {
+    ///     if event.kind == EventKind::EPOCH_START && event.epoch % 5 == 0 { Directive::WANT_MISCLASSIFIED } else { Directive::NONE }
+    /// }
+    /// assert!(!Directive::WANT_PR_CURVES.contains(Directive::WANT_MISCLASSIFIED));
+    /// ```
+    pub const WANT_MISCLASSIFIED: Directive = Directive(8);
 
     pub fn contains(self, other: Directive) -> bool {
         other.0 != 0 && self.0 & other.0 == other.0

@@ -291,6 +291,85 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
+/// The first misclassified validation samples of image data (`val/misclassified`), sent when a plugin returned
+/// [`crate::Directive::WANT_MISCLASSIFIED`] (since 1.3.0).
+///
+/// Bounded: at most [`Misclassified::MAX_SAMPLES`] samples, each at most [`Misclassified::MAX_SIDE`] pixels a side
+/// (larger images are averaged down by a whole factor). A reader checks what it gets with
+/// [`Misclassified::pixels`], which refuses anything outside these bounds.
+///
+/// ```
+/// use bz_plugin_api::payload::{Misclassified, MisclassifiedSample};
+/// let m: Misclassified = serde_json::from_str(r#"{"channels": 1, "height": 2, "width": 2, "total": 7, "samples": [
+///     {"index": 3, "target": 1, "predicted": 7, "target_label": "1", "predicted_label": "7", "pixels": "AP8A/w=="}]}"#).unwrap();
+/// assert_eq!(m.pixels(&m.samples[0]), Some(vec![0, 255, 0, 255]));
+/// assert_eq!(m.pixels(&MisclassifiedSample { pixels: "AP8=".into(), ..Default::default() }), None, "2 bytes, not 4");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Misclassified {
+    /// 1 (gray) or 3 (RGB).
+    pub channels: u32,
+    /// Every sample's size as sent (after downscaling).
+    pub height: u32,
+    pub width: u32,
+    /// Misclassified validation samples in all; `samples` holds the first of them by index.
+    pub total: u64,
+    pub samples: Vec<MisclassifiedSample>,
+}
+
+/// One misclassified validation sample.
+///
+/// ```
+/// use bz_plugin_api::payload::MisclassifiedSample;
+/// let s: MisclassifiedSample = serde_json::from_str(r#"{"index": 4, "target": 2, "predicted": 0}"#).unwrap();
+/// assert_eq!((s.index, s.target, s.predicted, s.pixels.as_str()), (4, 2, 0, ""));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MisclassifiedSample {
+    /// Its position in the validation split.
+    pub index: u64,
+    /// The true and the predicted class ids.
+    pub target: u64,
+    pub predicted: u64,
+    /// Their names, as the data gave them, else the ids as text.
+    pub target_label: String,
+    pub predicted_label: String,
+    /// `channels × height × width` bytes, one plane per channel (the data's layout), standard base64: the sample
+    /// with the normalisation undone, its values scaled from [0, 1] to 0–255.
+    pub pixels: String,
+}
+
+impl Misclassified {
+    /// The most samples the host sends.
+    pub const MAX_SAMPLES: usize = 64;
+    /// The longest side, in pixels, of a sample as sent.
+    pub const MAX_SIDE: u32 = 64;
+
+    /// A sample's pixels (planar, `channels × height × width`), or `None` when the shape is outside the bounds
+    /// or the pixels are not valid base64 of exactly that many bytes.
+    ///
+    /// ```
+    /// use bz_plugin_api::payload::{Misclassified, MisclassifiedSample};
+    /// let big = Misclassified { channels: 1, height: 65, width: 1, ..Default::default() };
+    /// assert_eq!(big.pixels(&MisclassifiedSample::default()), None);
+    /// ```
+    pub fn pixels(&self, sample: &MisclassifiedSample) -> Option<Vec<u8>> {
+        use base64::Engine;
+        let side_ok = |s: u32| (1..=Self::MAX_SIDE).contains(&s);
+        if !matches!(self.channels, 1 | 3) || !side_ok(self.height) || !side_ok(self.width) {
+            return None;
+        }
+        let len = (self.channels * self.height * self.width) as usize;
+        // Checked before decoding, so a huge string is refused without allocating for it.
+        if sample.pixels.len() != len.div_ceil(3) * 4 {
+            return None;
+        }
+        base64::engine::general_purpose::STANDARD.decode(&sample.pixels).ok().filter(|p| p.len() == len)
+    }
+}
+
 /// EPOCH_END: the epoch's `metrics.jsonl` line, plus what the host measured about the epoch.
 ///
 /// ```
@@ -316,6 +395,9 @@ pub struct EpochEnd {
     /// Since 1.2.0, when asked for with [`crate::Directive::WANT_PR_CURVES`].
     #[serde(rename = "val/pr_curves", skip_serializing_if = "Option::is_none")]
     pub pr_curves: Option<PrCurves>,
+    /// Since 1.3.0, when asked for with [`crate::Directive::WANT_MISCLASSIFIED`].
+    #[serde(rename = "val/misclassified", skip_serializing_if = "Option::is_none")]
+    pub misclassified: Option<Misclassified>,
 }
 
 impl EventPayload for EpochEnd {
@@ -407,7 +489,7 @@ mod tests {
         assert_eq!(v["event"], "epoch");
         assert_eq!(v["val/loss"], 0.5);
         assert_eq!(v["val/confusion_matrix"][1][1], 1);
-        assert!(v.get("histograms").is_none() && v.get("val/pr_curves").is_none());
+        assert!(v.get("histograms").is_none() && v.get("val/pr_curves").is_none() && v.get("val/misclassified").is_none());
         assert_eq!(serde_json::from_value::<EpochEnd>(v).unwrap(), end);
     }
 }

@@ -426,3 +426,117 @@ fn the_confusion_matrix_image_and_per_class_pr_curves_are_served_by_tensorboard(
         }
     }
 }
+
+/// The grid's layout, as the plugin documents it: 8x8 digits enlarged 4 times to 32-pixel tiles, a 14-pixel label
+/// strip under each, 2 pixels between.
+const TILE: usize = 32;
+const LABEL: usize = 14;
+const GAP: usize = 2;
+const ZOOM: usize = 4;
+
+/// Headless Chromium, if installed (`scripts/setup --browser`).
+fn chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).map(|d| d.join("chromium")).find(|p| p.is_file())
+}
+
+/// Every digit of the embedded set as (label, 64 pixels scaled as the grid shows them: `round(v / 16 * 255)`).
+fn digits_as_shown() -> Vec<(u64, Vec<i64>)> {
+    use std::io::Read;
+    let gz = std::fs::read(repo_root().join("bz-host/data/digits.csv.gz")).unwrap();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut text).unwrap();
+    let row = |line: &str| {
+        let v: Vec<f64> = line.split(',').map(|f| f.trim().parse().unwrap()).collect();
+        (v[64] as u64, v[..64].iter().map(|p| (p / 16.0 * 255.0).round() as i64).collect())
+    };
+    text.lines().map(row).collect()
+}
+
+/// `(split index, true id, predicted id)` per row of a `val/misclassified_labels` table as TensorBoard renders it
+/// (an HTML table: cells `<td>3</td>`, names `7 (7)`).
+fn table_rows(html: &str) -> Vec<(u64, u64, u64)> {
+    let cells: Vec<&str> = html.split("<td>").skip(1).map(|c| c.split("</td>").next().unwrap().trim()).collect();
+    let id = |c: &str| c.rsplit('(').next().unwrap().trim_end_matches(')').parse::<u64>().unwrap();
+    cells.chunks(4).map(|r| (r[1].parse().unwrap(), id(r[2]), id(r[3]))).collect()
+}
+
+/// One grid as served: as many labelled tiles as the table lists, each the pixels of a digit of its true class.
+fn check_grid(grid: &Value, rows: &[(u64, u64, u64)], line: &Value, digits: &[(u64, Vec<i64>)]) {
+    let matrix: Vec<Vec<u64>> = serde_json::from_value(line["val/confusion_matrix"].clone()).unwrap();
+    let wrong: u64 = (0..10).map(|r| (0..10).filter(|&c| c != r).map(|c| matrix[r][c]).sum::<u64>()).sum();
+    let n = rows.len();
+    assert_eq!(n as u64, wrong.min(64), "step {}: {wrong} misclassified, {n} tiles", line["step"]);
+    // Every (true, predicted) pair is one of the confusion matrix's; all of them when they fit.
+    for (t, p) in rows.iter().map(|r| (r.1, r.2)) {
+        let shown = rows.iter().filter(|r| (r.1, r.2) == (t, p)).count() as u64;
+        assert!(t != p && shown <= matrix[t as usize][p as usize], "({t}, {p}) shown {shown} times: {matrix:?}");
+        assert!(wrong > 64 || shown == matrix[t as usize][p as usize]);
+    }
+    assert!(rows.windows(2).all(|w| w[0].0 < w[1].0), "by split index: {rows:?}");
+    let columns = (n as f64).sqrt().ceil() as usize;
+    assert_eq!((grid["format"].as_str(), grid["mode"].as_str()), (Some("PNG"), Some("RGB")));
+    assert_eq!(grid["width"].as_u64().unwrap() as usize, columns * (TILE + GAP) + GAP);
+    assert_eq!(grid["height"].as_u64().unwrap() as usize, n.div_ceil(columns) * (TILE + LABEL + GAP) + GAP);
+    for (i, cell) in grid["cells"].as_array().unwrap().iter().enumerate() {
+        let (green, red) = (cell["green"].as_u64().unwrap(), cell["red"].as_u64().unwrap());
+        if i >= n {
+            assert_eq!((green, red), (0, 0), "cell {i} is past the last tile");
+            continue;
+        }
+        assert!(green > 0 && red > 0, "tile {i} has both labels");
+        // Gray: three equal channels; the normalisation undone, it is one of the set's digits of its true class.
+        let gray: Vec<i64> = cell["pixels"].as_array().unwrap().iter().map(|p| p[0].as_i64().unwrap()).collect();
+        assert!(cell["pixels"].as_array().unwrap().iter().all(|p| p[0] == p[1] && p[1] == p[2]));
+        let class = rows[i].1;
+        let same = |d: &Vec<i64>| d.iter().zip(&gray).all(|(a, b)| (a - b).abs() <= 1);
+        assert!(digits.iter().any(|(label, d)| *label == class && same(d)), "tile {i} ({:?}) is no digit {class}: {gray:?}", rows[i]);
+    }
+}
+
+#[test]
+fn the_misclassified_grid_is_served_by_tensorboard_and_the_dashboards_render() {
+    let dir = setup();
+    let cfg = Digits { layers: MLP_16, epochs: 2, batch_size: Some(64), ..Digits::default() }.toml()
+        + "[metrics]\nconfusion_matrix = true\n[plugins.tensorboard]\nlog_dir = \"tb\"\nlog_every_n_steps = 0\n";
+    write_config(dir.path(), "c.toml", &cfg.replace("source = \"digits\"", "source = \"digits\"\nnormalize = true"));
+    let out = train(dir.path(), "c.toml", &["--run-name", "g", "-q"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let epochs = epoch_lines(&dir.path().join("runs/g"));
+    let digits = digits_as_shown();
+    let logdir = dir.path().join("tb");
+    let shots = bz_path().parent().unwrap().parent().unwrap().join("test-artifacts/tensorboard");
+    let browser = chromium();
+    if browser.is_none() {
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty());
+        assert!(!ci, "CI must take the dashboard screenshots: install chromium with scripts/setup --browser");
+        eprintln!("SKIPPED the dashboard screenshots: no chromium on PATH (scripts/setup --browser installs it)");
+    }
+    for load_fast in ["false", "true"] {
+        let mut args = vec![logdir.to_str().unwrap(), load_fast, "g", "2"];
+        let layout = [TILE, LABEL, GAP, ZOOM].map(|v| v.to_string());
+        args.extend(layout.iter().map(String::as_str));
+        // Screenshots once, with the default loader.
+        let shot_args = browser.as_ref().filter(|_| load_fast == "true").map(|b| [shots.display().to_string(), b.display().to_string()]);
+        args.extend(shot_args.iter().flatten().map(String::as_str));
+        let api: Value = serde_json::from_str(&py_script(dir.path(), "tb_grid.py", &args, Duration::from_secs(300))).unwrap();
+        // The card's description: the Python loader keeps a legacy image's; RustBoard serves none for it.
+        let description = api["image_tags"]["g"]["val/misclassified"]["description"].as_str().unwrap_or("");
+        assert!(load_fast == "true" || description.contains("misclassified validation samples"), "{load_fast}: {}", api["image_tags"]);
+        let (grids, tables) = (api["grids"].as_array().unwrap(), api["tables"].as_array().unwrap());
+        assert_eq!((grids.len(), tables.len()), (2, 2), "{load_fast}");
+        for ((grid, table), line) in grids.iter().zip(tables).zip(&epochs) {
+            assert_eq!((&grid["step"], &table["step"]), (&line["step"], &line["step"]), "{load_fast}");
+            check_grid(grid, &table_rows(table["text"].as_str().unwrap()), line, &digits);
+        }
+        let taken = api["screenshots"].as_object().map_or(0, |s| s.len());
+        assert_eq!(taken, if shot_args.is_some() { 2 } else { 0 }, "{load_fast}");
+        for (name, shot) in api["screenshots"].as_object().into_iter().flatten() {
+            // A rendered dashboard, not a blank page: a real PNG of the window's size with many colours.
+            assert_eq!((shot["format"].as_str(), shot["width"].as_u64(), shot["height"].as_u64()), (Some("PNG"), Some(1400), Some(1000)), "{name}");
+            assert!(shot["stddev"].as_f64().unwrap() > 10.0 && shot["colours"].as_u64().unwrap() > 50, "{name}: {shot}");
+            let bytes = std::fs::read(shot["path"].as_str().unwrap()).unwrap();
+            assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{name}");
+        }
+    }
+}

@@ -10,12 +10,13 @@ use crate::data;
 use crate::evaluate::{evaluate, to_vec_f32, to_vec_i64, Pass};
 use crate::events::{Directive, EventKind, Metric};
 use crate::metrics::ConfusionMatrix;
+use crate::misclassified;
 use crate::optim::Optimizer;
 use crate::pr_curves::{self, PrCounts};
 use crate::precision;
 use crate::predict::Head;
 use anyhow::{Context, Result};
-use bz_plugin_api::payload::{CheckpointSaved, EpochEnd, EpochSummary, Histograms, PrCurves, TrainLoopStart};
+use bz_plugin_api::payload::{CheckpointSaved, EpochEnd, EpochSummary, Histograms, Misclassified, PrCurves, TrainLoopStart};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -37,6 +38,8 @@ pub(super) struct EpochRun {
     grad_histograms: Option<Value>,
     /// Validation PR counts, for a plugin that asked for them this epoch.
     pr_curves: Option<PrCurves>,
+    /// The first misclassified validation images, for a plugin that asked for them this epoch.
+    misclassified: Option<Misclassified>,
     train_seconds: f64,
 }
 
@@ -68,7 +71,7 @@ impl Trainer<'_> {
         let loader = self.session.data.train.loader(plan)?;
         phases.lap(t, Phase::Data);
         let e1 = self.state.epoch + 1;
-        Ok(EpochRun { e1, start: t, phases, loader, order, metrics: vec![], confusion: None, grad_histograms: None, pr_curves: None, train_seconds: 0.0 })
+        Ok(EpochRun { e1, start: t, phases, loader, order, metrics: vec![], confusion: None, grad_histograms: None, pr_curves: None, misclassified: None, train_seconds: 0.0 })
     }
 
     /// The batch loop; true when Ctrl-C ended it (the caller saves and ends the run).
@@ -282,6 +285,9 @@ impl Trainer<'_> {
             let (s, d) = (&self.session, &mut *self.d);
             let head = Head::of(&s.objective);
             let mut pr = (wants_pr && s.objective.task == TaskKind::Classification).then(|| PrCounts::new(s.objective.outputs, pr_curves::THRESHOLDS));
+            // In a data-parallel job the grid shows rank 0's share of the split (plugins run there only).
+            let mut wrong = if d.requested(Directive::WANT_MISCLASSIFIED) { misclassified::Collector::new(&s.data, s.device)? } else { None };
+            let batch_size = self.plan.val_batch_size;
             let pass = Pass { name: "val", batch_size: self.plan.val_batch_size, limit: self.cfg.train.limit_val_batches };
             let mut alone = super::Ranks::single();
             let ranks = self.ranks.for_evaluation(self.cfg.model.torchscript.is_some(), &mut alone);
@@ -293,12 +299,17 @@ impl Trainer<'_> {
                 if let (Some(pr), Some(p)) = (&mut pr, head.probabilities(b.out)?) {
                     pr.add(&to_vec_f32(&p)?, &to_vec_i64(b.y)?);
                 }
+                if let Some(w) = &mut wrong {
+                    let predicted = s.objective.predict(b.out)?;
+                    w.add(misclassified::Batch { x: b.x, start: b.index * batch_size, predicted: &predicted, targets: b.y })?;
+                }
                 Ok(())
             })?;
             if let Some(pr) = &mut pr {
                 ranks.sum_counts(&mut pr.counts_mut())?;
             }
             ep.pr_curves = pr.map(|pr| pr.curves(s.data.class_names.as_deref()));
+            ep.misclassified = wrong.map(misclassified::Collector::finish);
             let d = emit(self.d, EventKind::VAL_LOOP_END, at, &ev.metrics, &Value::Null)?;
             self.stop_if(d);
             ep.metrics.extend(ev.metrics);
@@ -345,7 +356,9 @@ impl Trainer<'_> {
         // Taken even when there was nothing to compute (no validation split): a request lasts one epoch.
         self.d.take(Directive::WANT_PR_CURVES);
         let pr_curves = ep.pr_curves.take();
-        let end = EpochEnd { summary, is_best, phases_s: ep.phases.seconds(), plugins_s, histograms, pr_curves };
+        self.d.take(Directive::WANT_MISCLASSIFIED);
+        let misclassified = ep.misclassified.take();
+        let end = EpochEnd { summary, is_best, phases_s: ep.phases.seconds(), plugins_s, histograms, pr_curves, misclassified };
         let at = At { epoch: ep.e1, step: self.state.global_step, batch: self.plan.batches };
         let d = self.emit(EventKind::EPOCH_END, at, &ep.metrics, &to_payload(&end)?)?;
         self.stop_if(d);

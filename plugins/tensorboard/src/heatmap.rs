@@ -4,12 +4,7 @@
 //! Colour is the count over its row's total (the class's recall on the diagonal), so a rare class's row is as
 //! readable as a common one's.
 
-/// An encoded RGB image.
-pub struct Png {
-    pub width: u32,
-    pub height: u32,
-    pub bytes: Vec<u8>,
-}
+use crate::canvas::{number_height, number_width, Canvas, Png};
 
 /// Pixels per cell when the matrix is small; larger ones shrink so the image stays within [`MAX_SIDE`].
 pub const CELL: usize = 32;
@@ -18,20 +13,6 @@ pub const MAX_SIDE: usize = 1024;
 const WHITE: [u8; 3] = [255, 255, 255];
 /// The dark end of matplotlib's "Blues".
 const BLUE: [u8; 3] = [8, 48, 107];
-
-/// A 3x5 bitmap per digit, top row first, the high bit of each row leftmost.
-const DIGITS: [[u8; 5]; 10] = [
-    [0b111, 0b101, 0b101, 0b101, 0b111],
-    [0b010, 0b110, 0b010, 0b010, 0b111],
-    [0b111, 0b001, 0b111, 0b100, 0b111],
-    [0b111, 0b001, 0b111, 0b001, 0b111],
-    [0b101, 0b101, 0b111, 0b001, 0b001],
-    [0b111, 0b100, 0b111, 0b001, 0b111],
-    [0b111, 0b100, 0b111, 0b101, 0b111],
-    [0b111, 0b001, 0b001, 0b001, 0b001],
-    [0b111, 0b101, 0b111, 0b101, 0b111],
-    [0b111, 0b101, 0b111, 0b001, 0b111],
-];
 
 /// The side of one cell for `n` classes.
 pub fn cell_size(n: usize) -> usize {
@@ -52,41 +33,12 @@ fn color(t: f64) -> [u8; 3] {
     std::array::from_fn(|i| (WHITE[i] as f64 + (BLUE[i] as f64 - WHITE[i] as f64) * t).round() as u8)
 }
 
-/// RGB pixels, row-major.
-struct Canvas {
-    side: usize,
-    pixels: Vec<u8>,
-}
-
-impl Canvas {
-    fn fill(&mut self, x: usize, y: usize, w: usize, h: usize, rgb: [u8; 3]) {
-        for row in y..y + h {
-            for col in x..x + w {
-                let at = (row * self.side + col) * 3;
-                self.pixels[at..at + 3].copy_from_slice(&rgb);
-            }
-        }
-    }
-
-    /// `n` centred in the cell at (`x`, `y`) at the largest scale (2 or 1) that leaves a 2-pixel margin; nothing if
-    /// even scale 1 does not fit.
-    fn number(&mut self, x: usize, y: usize, cell: usize, n: u64, rgb: [u8; 3]) {
-        let text = n.to_string();
-        let digits = text.len();
-        let Some(scale) = [2, 1].into_iter().find(|s| digits * 4 * s - s + 4 <= cell && 5 * s + 4 <= cell) else { return };
-        let (w, h) = (digits * 4 * scale - scale, 5 * scale);
-        let (x0, y0) = (x + (cell - w) / 2, y + (cell - h) / 2);
-        for (k, d) in text.bytes().enumerate() {
-            let glyph = DIGITS[(d - b'0') as usize];
-            for (gy, bits) in glyph.iter().enumerate() {
-                for gx in 0..3 {
-                    if bits & (0b100 >> gx) != 0 {
-                        self.fill(x0 + (k * 4 + gx) * scale, y0 + gy * scale, scale, scale, rgb);
-                    }
-                }
-            }
-        }
-    }
+/// `n` centred in the cell at (`x`, `y`) at the largest scale (2 or 1) that leaves a 2-pixel margin; nothing if
+/// even scale 1 does not fit.
+fn number_in_cell(canvas: &mut Canvas, x: usize, y: usize, cell: usize, n: u64, rgb: [u8; 3]) {
+    let Some(scale) = [2, 1].into_iter().find(|&s| number_width(n, s) + 4 <= cell && number_height(s) + 4 <= cell) else { return };
+    let (w, h) = (number_width(n, scale), number_height(scale));
+    canvas.number(x + (cell - w) / 2, y + (cell - h) / 2, scale, n, rgb);
 }
 
 /// The heatmap of a square matrix; `None` when `rows` is empty or not square.
@@ -97,40 +49,23 @@ pub fn confusion_matrix(rows: &[Vec<u64>]) -> Option<Result<Png, png::EncodingEr
     }
     let cell = cell_size(n);
     let side = n * cell;
-    let mut canvas = Canvas { side, pixels: vec![255; side * side * 3] };
+    let mut canvas = Canvas::new(side, side, WHITE);
     for r in 0..n {
         for c in 0..n {
             let t = shade(rows, r, c);
             canvas.fill(c * cell, r * cell, cell, cell, color(t));
             // Light digits on dark cells, dark ones on light cells.
             let ink = if t > 0.5 { WHITE } else { [40, 40, 40] };
-            canvas.number(c * cell, r * cell, cell, rows[r][c], ink);
+            number_in_cell(&mut canvas, c * cell, r * cell, cell, rows[r][c], ink);
         }
     }
-    Some(encode(side as u32, &canvas.pixels))
-}
-
-fn encode(side: u32, pixels: &[u8]) -> Result<Png, png::EncodingError> {
-    let mut bytes = Vec::new();
-    let mut encoder = png::Encoder::new(&mut bytes, side, side);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder.write_header()?;
-    writer.write_image_data(pixels)?;
-    writer.finish()?;
-    Ok(Png { width: side, height: side, bytes })
+    Some(canvas.encode())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn decode(p: &Png) -> (png::OutputInfo, Vec<u8>) {
-        let mut reader = png::Decoder::new(std::io::Cursor::new(&p.bytes)).read_info().unwrap();
-        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-        let info = reader.next_frame(&mut buf).unwrap();
-        (info, buf)
-    }
+    use crate::canvas::decode;
 
     fn pixel(buf: &[u8], side: usize, x: usize, y: usize) -> [u8; 3] {
         let at = (y * side + x) * 3;

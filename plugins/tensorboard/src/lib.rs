@@ -5,7 +5,8 @@
 //! log_dir = "tb"                  # default: the run directory; else <log_dir>/<run name>
 //! log_every_n_steps = 10          # train/batch_loss every N steps (0: off)
 //! histogram_every_n_epochs = 0    # weights and gradients per parameter every N epochs (0: off)
-//! images = true                   # the validation confusion matrix as an image (when the run has one)
+//! images = true                   # validation images: the confusion matrix (when the run has one) and, for
+//!                                 # image data, a grid of the first misclassified samples
 //! images_every_n_epochs = 1       # … every N epochs (0: off)
 //! pr_curves_every_n_epochs = 1    # per-class PR curves on the validation split every N epochs (0: off)
 //! ```
@@ -13,19 +14,24 @@
 //! Per epoch: every train and validation metric (`train/loss`, `val/accuracy`, …), `optim/lr`,
 //! `time/epoch_s`, `time/samples_per_s` and `epoch`, all at the global step; for classification with a
 //! validation split, the confusion matrix as a heatmap image (`val/confusion_matrix`, rows true classes, with
-//! `metrics.confusion_matrix = true`) and a PR curve per class (`val/pr_curves/<class>`). At run start: the resolved config
+//! `metrics.confusion_matrix = true`) and a PR curve per class (`val/pr_curves/<class>`); for image data
+//! (`[C, H, W]` samples) the first misclassified validation samples as one grid (`val/misclassified`, at most 64
+//! tiles, true class id in green and predicted in red under each) with their names in a text table
+//! (`val/misclassified_labels`). At run start: the resolved config
 //! and the model summary as text, and an HParams session with the run's hyperparameters, ended as success or
 //! failure when the run ends, so runs (and the trials of a `bz tune` study) line up in the HPARAMS tab. The file
 //! is flushed at every epoch end; a resumed run appends a new file in the same directory, starting with a
 //! SessionLog START just after the resume step.
 
+pub mod canvas;
+pub mod grid;
 pub mod heatmap;
 pub mod proto;
 pub mod record;
 pub mod writer;
 
 use bz_plugin_api::config::{self, ConfigType, PluginConfig};
-use bz_plugin_api::payload::{EpochEnd, EpochSummary, EventPayload, RunEnd, RunStart};
+use bz_plugin_api::payload::{EpochEnd, EpochSummary, EventPayload, Misclassified, RunEnd, RunStart};
 use bz_plugin_api::{export_plugin, log, Callback, Directive, Event, EventKind, Host, Level, Plugin, PluginError, RunStatus};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -44,10 +50,12 @@ pub struct Config {
     pub log_every_n_steps: u64,
     /// Weight and gradient histograms every N epochs; 0 turns them off.
     pub histogram_every_n_epochs: u64,
-    /// The validation confusion matrix as an image (`val/confusion_matrix`), when the run reports one
-    /// (`metrics.confusion_matrix`).
+    /// Validation images: the confusion matrix (`val/confusion_matrix`), when the run reports one
+    /// (`metrics.confusion_matrix`), and for image data a grid of the first misclassified samples
+    /// (`val/misclassified`).
     pub images: bool,
-    /// Images every N epochs; 0 turns them off.
+    /// Images every N epochs; 0 turns them off. A grid is at most 64 tiles of at most 64x64 pixels (about
+    /// 0.5 MB of PNG at worst, a few KB for small images) per epoch.
     pub images_every_n_epochs: u64,
     /// Per-class precision-recall curves on the validation split (classification) every N epochs; 0 turns them
     /// off.
@@ -130,6 +138,7 @@ impl TensorBoard {
         values.extend([("optim/lr".into(), s.lr), ("time/epoch_s".into(), s.epoch_time_s), ("time/samples_per_s".into(), s.samples_per_s)]);
         values.push(("epoch".into(), e.epoch as f64));
         let image = self.confusion_image(e.epoch, s)?;
+        let misclassified = p.misclassified.as_ref().filter(|_| self.images_due(e.epoch)).and_then(misclassified_grid).transpose()?;
         // Another plugin may have asked for them in an epoch this one skips.
         let pr_curves = p.pr_curves.as_ref().filter(|_| due(e.epoch, self.cfg.pr_curves_every_n_epochs));
         let step = e.global_step;
@@ -145,7 +154,11 @@ impl TensorBoard {
                 }
             }
             if let Some(png) = &image {
-                w.image(step, "val/confusion_matrix", png)?;
+                w.image(step, "val/confusion_matrix", png, "")?;
+            }
+            if let Some(g) = &misclassified {
+                w.image(step, "val/misclassified", &g.png, grid::DESCRIPTION)?;
+                w.text(step, "val/misclassified_labels", &g.table)?;
             }
             if let Some(pr) = pr_curves {
                 w.pr_curves(step, "val/pr_curves", pr)?;
@@ -156,8 +169,8 @@ impl TensorBoard {
     }
 
     /// The epoch's confusion matrix as a heatmap, when it has one and images are due.
-    fn confusion_image(&self, epoch: u64, s: &EpochSummary) -> Result<Option<heatmap::Png>, PluginError> {
-        let Some(rows) = s.confusion_matrix.as_deref().filter(|_| self.cfg.images && due(epoch, self.cfg.images_every_n_epochs)) else {
+    fn confusion_image(&self, epoch: u64, s: &EpochSummary) -> Result<Option<canvas::Png>, PluginError> {
+        let Some(rows) = s.confusion_matrix.as_deref().filter(|_| self.images_due(epoch)) else {
             return Ok(None);
         };
         match heatmap::confusion_matrix(rows) {
@@ -169,7 +182,11 @@ impl TensorBoard {
         }
     }
 
-    /// What to ask the host for before an epoch: histograms and PR curves, when due.
+    fn images_due(&self, epoch: u64) -> bool {
+        self.cfg.images && due(epoch, self.cfg.images_every_n_epochs)
+    }
+
+    /// What to ask the host for before an epoch: histograms, PR curves and misclassified samples, when due.
     fn requests(&self, epoch: u64) -> Directive {
         let mut d = Directive::NONE;
         if due(epoch, self.cfg.histogram_every_n_epochs) {
@@ -177,6 +194,9 @@ impl TensorBoard {
         }
         if due(epoch, self.cfg.pr_curves_every_n_epochs) {
             d = d | Directive::WANT_PR_CURVES;
+        }
+        if self.images_due(epoch) {
+            d = d | Directive::WANT_MISCLASSIFIED;
         }
         d
     }
@@ -209,13 +229,29 @@ impl TensorBoard {
     }
 }
 
+/// The grid of misclassified samples and its table of names.
+struct MisclassifiedGrid {
+    png: canvas::Png,
+    table: String,
+}
+
+/// `None` when the host sent no usable sample (each is checked against the payload's bounds).
+fn misclassified_grid(m: &Misclassified) -> Option<Result<MisclassifiedGrid, PluginError>> {
+    let (png, shown) = grid::grid(m)?;
+    if shown.len() < m.samples.len() {
+        log!(Level::Warn, "{} of {} misclassified samples had malformed pixels; left out of the grid", m.samples.len() - shown.len(), m.samples.len());
+    }
+    let table = grid::table(m, &shown);
+    Some(png.map(|png| MisclassifiedGrid { png, table }).map_err(|err| PluginError::other(format!("cannot encode the misclassified grid as PNG: {err}"))))
+}
+
 impl Callback for TensorBoard {
     fn subscriptions(&self) -> Vec<EventKind> {
         let mut kinds = vec![EventKind::RUN_START, EventKind::EPOCH_END, EventKind::RUN_END];
         if self.cfg.log_every_n_steps > 0 {
             kinds.push(EventKind::TRAIN_BATCH_END);
         }
-        if self.cfg.histogram_every_n_epochs > 0 || self.cfg.pr_curves_every_n_epochs > 0 {
+        if self.cfg.histogram_every_n_epochs > 0 || self.cfg.pr_curves_every_n_epochs > 0 || (self.cfg.images && self.cfg.images_every_n_epochs > 0) {
             kinds.push(EventKind::EPOCH_START);
         }
         kinds
@@ -301,7 +337,7 @@ mod tests {
     fn a_run_writes_one_event_file_that_asks_for_histograms_when_due() {
         let dir = std::env::temp_dir().join(format!("bz-tb-unit-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut h = Harness::new::<TensorBoardPlugin>(json!({ "histogram_every_n_epochs": 2, "pr_curves_every_n_epochs": 0 })).unwrap();
+        let mut h = Harness::new::<TensorBoardPlugin>(json!({ "histogram_every_n_epochs": 2, "pr_curves_every_n_epochs": 0, "images": false })).unwrap();
         Harness::set_run_dir(&dir);
         let run = h.run(3, 2, |epoch| vec![("val", "loss", 1.0 / epoch as f64)]).unwrap();
         assert_eq!(run.epochs_run, 3);
@@ -319,10 +355,14 @@ mod tests {
         let h = |cfg: Value| Harness::new::<TensorBoardPlugin>(cfg).unwrap();
         let null = Value::Null;
         let mut both = h(json!({ "histogram_every_n_epochs": 2 }));
-        assert_eq!(both.send(EventKind::EPOCH_START, 1, 0, 0, &[], &null).unwrap(), Directive::WANT_PR_CURVES);
-        assert_eq!(both.send(EventKind::EPOCH_START, 2, 6, 0, &[], &null).unwrap(), Directive::WANT_HISTOGRAMS | Directive::WANT_PR_CURVES);
-        let mut none = h(json!({ "pr_curves_every_n_epochs": 0 }));
+        let images = Directive::WANT_MISCLASSIFIED;
+        assert_eq!(both.send(EventKind::EPOCH_START, 1, 0, 0, &[], &null).unwrap(), Directive::WANT_PR_CURVES | images);
+        assert_eq!(both.send(EventKind::EPOCH_START, 2, 6, 0, &[], &null).unwrap(), Directive::WANT_HISTOGRAMS | Directive::WANT_PR_CURVES | images);
+        let mut none = h(json!({ "pr_curves_every_n_epochs": 0, "images": false }));
         assert_eq!(none.send(EventKind::EPOCH_START, 1, 0, 0, &[], &null).unwrap(), Directive::NONE);
+        let mut every_other = h(json!({ "pr_curves_every_n_epochs": 0, "images_every_n_epochs": 2 }));
+        assert_eq!(every_other.send(EventKind::EPOCH_START, 1, 0, 0, &[], &null).unwrap(), Directive::NONE);
+        assert_eq!(every_other.send(EventKind::EPOCH_START, 2, 6, 0, &[], &null).unwrap(), images);
     }
 
     #[test]
@@ -345,6 +385,25 @@ mod tests {
         let with = write(json!({}), "with");
         let without = write(json!({ "images": false, "pr_curves_every_n_epochs": 0 }), "without");
         assert!(with > without + 100, "a PNG and a curve add bytes: {with} vs {without}");
+        // The misclassified grid: one 8x8 sample, 64 zero bytes (black); its PNG and table add bytes,
+        // and a sample with malformed pixels is left out (no grid at all here).
+        let grid = |pixels: &str| {
+            let sample = json!({ "index": 3, "target": 1, "predicted": 7, "target_label": "1", "predicted_label": "7", "pixels": pixels });
+            json!({ "event": "epoch", "epoch": 1, "val/misclassified": { "channels": 1, "height": 8, "width": 8, "total": 1, "samples": [sample] } })
+        };
+        let sizes: Vec<u64> = [grid(&format!("{}AA==", "A".repeat(84))), grid("AAAA")]
+            .iter()
+            .enumerate()
+            .map(|(i, end)| {
+                let d = dir.join(format!("grid{i}"));
+                let mut h = Harness::new::<TensorBoardPlugin>(json!({})).unwrap();
+                h.send(EventKind::RUN_START, 0, 0, 0, &[], &json!({ "run_dir": d.display().to_string(), "epochs": 1 })).unwrap();
+                h.send(EventKind::EPOCH_END, 1, 4, 0, &[], end).unwrap();
+                let file = std::fs::read_dir(&d).unwrap().flatten().find(|e| e.file_name().to_string_lossy().contains("tfevents")).unwrap();
+                std::fs::metadata(file.path()).unwrap().len()
+            })
+            .collect();
+        assert!(sizes[0] > sizes[1] + 100, "a grid adds a PNG and a table: {sizes:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

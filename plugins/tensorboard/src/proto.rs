@@ -82,6 +82,11 @@ pub const COLORSPACE_RGB: i32 = 3;
 pub struct SummaryMetadata {
     #[prost(message, optional, tag = "1")]
     pub plugin_data: Option<PluginData>,
+    #[prost(string, tag = "2")]
+    pub display_name: String,
+    /// Shown on the dashboard's card; readers keep the first one of each tag.
+    #[prost(string, tag = "3")]
+    pub summary_description: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

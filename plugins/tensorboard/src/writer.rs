@@ -1,7 +1,7 @@
 //! Summaries as TensorBoard's loaders expect them: f32 scalars, legacy histograms, markdown text, PNG images, PR
 //! curves, and the HParams plugin's session start and end records.
 
-use crate::heatmap::Png;
+use crate::canvas::Png;
 use crate::proto::{self, HParamsData, Kind, PbKind, PbValue};
 use crate::record::EventFile;
 use bz_plugin_api::payload::PrCurves;
@@ -19,7 +19,7 @@ pub fn now() -> f64 {
 }
 
 fn plugin(name: &str, content: Vec<u8>) -> Option<proto::SummaryMetadata> {
-    Some(proto::SummaryMetadata { plugin_data: Some(proto::PluginData { plugin_name: name.into(), content }) })
+    Some(proto::SummaryMetadata { plugin_data: Some(proto::PluginData { plugin_name: name.into(), content }), ..Default::default() })
 }
 
 impl Writer {
@@ -65,11 +65,12 @@ impl Writer {
         self.summary(step, vec![proto::Value { tag: tag.into(), metadata: plugin("text", Vec::new()), value: Some(Kind::Tensor(tensor)) }])
     }
 
-    /// A PNG image (the images plugin shows one per step).
-    pub fn image(&mut self, step: u64, tag: &str, png: &Png) -> std::io::Result<()> {
+    /// A PNG image (the images plugin shows one per step), with a description for its card when not empty.
+    pub fn image(&mut self, step: u64, tag: &str, png: &Png, description: &str) -> std::io::Result<()> {
         let image =
             proto::Image { height: png.height as i32, width: png.width as i32, colorspace: proto::COLORSPACE_RGB, encoded_image_string: png.bytes.clone() };
-        self.summary(step, vec![proto::Value { tag: tag.into(), metadata: None, value: Some(Kind::Image(image)) }])
+        let metadata = (!description.is_empty()).then(|| proto::SummaryMetadata { summary_description: description.into(), ..Default::default() });
+        self.summary(step, vec![proto::Value { tag: tag.into(), metadata, value: Some(Kind::Image(image)) }])
     }
 
     /// One PR curve per class, tagged `<prefix>/<class label>`, in one event. The pr_curves plugin's layout: a
