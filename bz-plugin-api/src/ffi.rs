@@ -324,6 +324,28 @@ pub trait TunerFfi {
     fn tell(&mut self, trial: u64, state: TrialState, value: ROption<f64>) -> RResult<(), PluginError>;
     #[sabi(last_prefix_field)]
     fn summary(&self) -> RString;
+    /// Since 1.3.0: how a trial ended, with every objective value and constraint value, as a
+    /// [`crate::outcome::TrialOutcome`] in JSON (`{"values": [...], "constraints": [...]}`; later versions only
+    /// add keys). The host calls this instead of `tell`. A plugin built against 1.2 has no such entry in its
+    /// vtable; then this default runs on the host's side and passes a single objective to the plugin's `tell`,
+    /// and refuses several objectives or constraints, which such a plugin cannot store.
+    ///
+    /// ```
+    /// use bz_plugin_api::outcome::TrialOutcome;
+    /// use bz_plugin_api::{TrialState, TunerBox};
+    /// fn finish(tuner: &mut TunerBox, trial: u64, loss: f64, seconds: f64) {
+    ///     let outcome = TrialOutcome { values: vec![loss, seconds], constraints: vec![] }.to_json();
+    ///     if let Err(e) = tuner.tell_json(trial, TrialState::COMPLETE, outcome.as_str().into()).into_result() {
+    ///         eprintln!("not recorded: {e}");
+    ///     }
+    /// }
+    /// ```
+    fn tell_json(&mut self, trial: u64, state: TrialState, outcome: RStr<'_>) -> RResult<(), PluginError> {
+        match crate::outcome::TrialOutcome::from_json(outcome.as_str()).and_then(|o| o.single().map_err(PluginError::config)) {
+            Ok(value) => self.tell(trial, state, value.into()),
+            Err(e) => RResult::RErr(e),
+        }
+    }
 }
 
 /// An owned tuner object created by a plugin.

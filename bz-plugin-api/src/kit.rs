@@ -3,6 +3,7 @@
 
 use crate::config::ConfigType;
 use crate::ffi::*;
+use crate::outcome::TrialOutcome;
 use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RNone, ROption, RResult, RSome, RStr, RString, RVec};
@@ -98,6 +99,34 @@ pub trait Tuner {
     fn tell(&mut self, trial: u64, state: TrialState, value: Option<f64>) -> Result<(), PluginError>;
     /// JSON: best parameters and value, trial counts.
     fn summary(&self) -> String;
+    /// Since 1.3.0: how a trial ended, with every objective and constraint value (what bz sends). The default
+    /// takes one objective without constraints and calls [`Tuner::tell`]; a tuner that handles several
+    /// objectives or constraints overrides it.
+    ///
+    /// ```
+    /// use bz_plugin_api::outcome::TrialOutcome;
+    /// use bz_plugin_api::{PluginError, Trial, TrialState, Tuner};
+    /// struct Pareto(Vec<Vec<f64>>);
+    /// impl Tuner for Pareto {
+    ///     fn ask(&mut self) -> Result<Option<Trial>, PluginError> { Ok(None) }
+    ///     fn report(&mut self, _: u64, _: u64, _: f64) -> Result<bool, PluginError> { Ok(false) }
+    ///     fn tell(&mut self, t: u64, s: TrialState, v: Option<f64>) -> Result<(), PluginError> {
+    ///         self.tell_outcome(t, s, &TrialOutcome { values: v.into_iter().collect(), constraints: vec![] })
+    ///     }
+    ///     fn summary(&self) -> String { format!("{{\"points\": {}}}", self.0.len()) }
+    ///     fn tell_outcome(&mut self, _: u64, _: TrialState, o: &TrialOutcome) -> Result<(), PluginError> {
+    ///         self.0.push(o.values.clone());
+    ///         Ok(())
+    ///     }
+    /// }
+    /// let mut p = Pareto(Vec::new());
+    /// p.tell_outcome(0, TrialState::COMPLETE, &TrialOutcome { values: vec![0.1, 3.0], constraints: vec![] }).unwrap();
+    /// assert_eq!(p.0, vec![vec![0.1, 3.0]]);
+    /// ```
+    fn tell_outcome(&mut self, trial: u64, state: TrialState, outcome: &TrialOutcome) -> Result<(), PluginError> {
+        let value = outcome.single().map_err(PluginError::config)?;
+        self.tell(trial, state, value)
+    }
 }
 
 /// Severity of a log line sent to the host.
@@ -208,6 +237,10 @@ impl TunerFfi for TunerAdapter {
             Ok(s) => s.into(),
             Err(_) => RString::from("{}"),
         }
+    }
+
+    fn tell_json(&mut self, trial: u64, state: TrialState, outcome: RStr<'_>) -> RResult<(), PluginError> {
+        guard("tell", || self.0.tell_outcome(trial, state, &TrialOutcome::from_json(outcome.as_str())?))
     }
 }
 

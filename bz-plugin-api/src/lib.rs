@@ -96,6 +96,7 @@ pub mod config;
 pub mod ffi;
 pub mod harness;
 pub mod kit;
+pub mod outcome;
 pub mod payload;
 
 /// The pinned abi_stable, re-exported so plugins never pick another version.

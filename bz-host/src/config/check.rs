@@ -16,6 +16,7 @@ pub(super) fn check_tagged(root: &toml::Table) -> Result<(), (String, String)> {
     section::<SchedulerConfig>(root.get("scheduler"), "scheduler")?;
     let tune = root.get("tune").and_then(toml::Value::as_table);
     section::<PrunerConfig>(tune.and_then(|t| t.get("pruner")), "tune.pruner")?;
+    tune.map(tune::check_raw).transpose()?;
     for (name, spec) in tune.and_then(|t| t.get("params")).and_then(toml::Value::as_table).into_iter().flatten() {
         let at = format!("tune.params.{name:?}");
         if !spec.is_table() {
@@ -75,6 +76,7 @@ pub(super) fn check(c: &Config) -> Result<(), (String, String)> {
     check_data(&c.data)?;
     check_optimizer(&c.optimizer)?;
     check_scheduler(&c.scheduler)?;
+    c.tune.as_ref().map(TuneConfig::check).transpose()?;
     if let Some(PrunerConfig::Percentile(p)) = c.tune.as_ref().map(|t| &t.pruner) {
         if !(0.0..=100.0).contains(&p.percentile) {
             return bad("tune.pruner.percentile", format!("{} is outside [0, 100]", p.percentile));

@@ -7,11 +7,18 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TuneConfig {
-    /// The objective: a metric of the epoch lines, e.g. `val/loss`.
+    /// The objective: a metric of the epoch lines, e.g. `val/loss`; a list of them for several objectives.
     #[serde(default = "default_tune_metric")]
-    pub metric: String,
+    pub metric: Metrics,
+    /// One per metric (a single string for one metric).
     #[serde(default)]
-    pub direction: TuneDirection,
+    pub direction: Directions,
+    /// Conditions a trial should meet, on any metric of its last epoch line: `"train/loss <= 0.5"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<Constraint>,
+    /// `sampler = "nsga2"`'s options; left out, the tuner's defaults (Optuna's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nsga2: Option<Nsga2Options>,
     /// The study's total number of trials (every worker counts towards it).
     #[serde(default = "default_n_trials")]
     pub n_trials: u64,
@@ -52,8 +59,186 @@ pub enum TuneDirection {
     Maximize,
 }
 
-fn default_tune_metric() -> String {
-    "val/loss".into()
+fn default_tune_metric() -> Metrics {
+    Metrics(vec!["val/loss".into()])
+}
+
+/// `metric = "val/loss"` or `metric = ["val/loss", "time/epoch_s"]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metrics(pub Vec<String>);
+
+/// `direction = "minimize"` or one per metric, `direction = ["minimize", "maximize"]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Directions(pub Vec<TuneDirection>);
+
+impl Default for Directions {
+    fn default() -> Self {
+        Directions(vec![TuneDirection::Minimize])
+    }
+}
+
+/// A value or a list of values of `T`, with `expecting` as the one-line error for anything else.
+fn one_or_many<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D, expecting: &str) -> Result<Vec<T>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw<T> {
+        One(T),
+        Many(Vec<T>),
+    }
+    match Raw::<T>::deserialize(d) {
+        Ok(Raw::One(x)) => Ok(vec![x]),
+        Ok(Raw::Many(v)) => Ok(v),
+        Err(_) => Err(serde::de::Error::custom(expecting)),
+    }
+}
+
+fn one_or_list<S: serde::Serializer, T: Serialize>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        [one] => one.serialize(s),
+        many => many.serialize(s),
+    }
+}
+
+impl<'de> Deserialize<'de> for Metrics {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        one_or_many(d, "must be a metric of the epoch lines like \"val/loss\", or a list of them (one objective each)").map(Metrics)
+    }
+}
+
+impl Serialize for Metrics {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        one_or_list(&self.0, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Directions {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        one_or_many(d, "must be \"minimize\" or \"maximize\", or a list of them (one per metric)").map(Directions)
+    }
+}
+
+impl Serialize for Directions {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        one_or_list(&self.0, s)
+    }
+}
+
+/// One of `[tune] constraints`: `METRIC <= NUMBER` or `METRIC >= NUMBER`. Its value for a trial is Optuna's
+/// constraint value, `c <= 0` when it holds: `value − bound` for `<=`, `bound − value` for `>=`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Constraint {
+    pub metric: String,
+    pub at_most: bool,
+    pub bound: f64,
+}
+
+impl Constraint {
+    /// Optuna's constraint value of a trial whose metric is `value`.
+    pub fn value(&self, value: f64) -> f64 {
+        if self.at_most {
+            value - self.bound
+        } else {
+            self.bound - value
+        }
+    }
+}
+
+impl std::fmt::Display for Constraint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.metric, if self.at_most { "<=" } else { ">=" }, self.bound)
+    }
+}
+
+impl std::str::FromStr for Constraint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a constraint: write \"METRIC <= NUMBER\" or \"METRIC >= NUMBER\", e.g. \"train/loss <= 0.5\"");
+        let (metric, at_most, bound) = match (s.split_once("<="), s.split_once(">=")) {
+            (Some((m, b)), None) => (m, true, b),
+            (None, Some((m, b))) => (m, false, b),
+            _ => return Err(bad()),
+        };
+        let metric = metric.trim();
+        let bound: f64 = bound.trim().parse().map_err(|_| bad())?;
+        if metric.is_empty() || metric.contains(['<', '>', '=']) || !bound.is_finite() {
+            return Err(bad());
+        }
+        Ok(Constraint { metric: metric.to_string(), at_most, bound })
+    }
+}
+
+impl<'de> Deserialize<'de> for Constraint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Constraint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// `[tune.nsga2]`: NSGA-II's options (Optuna's `NSGAIISampler` arguments); each left out keeps the tuner's default.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Nsga2Options {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub population_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutation_prob: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crossover_prob: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swapping_prob: Option<f64>,
+}
+
+impl TuneConfig {
+    /// Several objectives (a Pareto front rather than one best trial).
+    pub fn is_multi(&self) -> bool {
+        self.metric.0.len() > 1
+    }
+
+    /// The combinations serde cannot check: the key at fault and why.
+    pub fn check(&self) -> Result<(), (String, String)> {
+        let bad = |k: &str, m: String| Err((k.to_string(), m));
+        let metrics = &self.metric.0;
+        if metrics.is_empty() || metrics.iter().any(|m| m.trim().is_empty()) {
+            return bad("tune.metric", "name a metric of the epoch lines, e.g. \"val/loss\"".into());
+        }
+        if let Some(m) = metrics.iter().enumerate().find_map(|(i, m)| metrics[..i].contains(m).then_some(m)) {
+            return bad("tune.metric", format!("{m:?} is listed twice; each objective is a different metric"));
+        }
+        if self.direction.0.len() != metrics.len() {
+            return bad(
+                "tune.direction",
+                format!(
+                    "{} directions for {} metrics: give one per metric, e.g. direction = [{}]",
+                    self.direction.0.len(),
+                    metrics.len(),
+                    vec!["\"minimize\""; metrics.len()].join(", ")
+                ),
+            );
+        }
+        if self.nsga2.is_some() && self.sampler != "nsga2" {
+            return bad("tune.nsga2", format!("these options are for sampler = \"nsga2\"; the sampler is {:?}", self.sampler));
+        }
+        Ok(())
+    }
+}
+
+/// On the file's own keys (before defaults): several objectives refuse a pruner the user asked for, as Optuna
+/// refuses `report` in multi-objective studies; left out, there is no pruning.
+pub fn check_raw(tune: &toml::Table) -> Result<(), (String, String)> {
+    let several = tune.get("metric").and_then(toml::Value::as_array).is_some_and(|m| m.len() > 1);
+    let pruner = tune.get("pruner").and_then(toml::Value::as_table).map(|p| p.get("type").and_then(toml::Value::as_str).unwrap_or("median"));
+    match pruner {
+        Some(kind) if several && kind != "none" => Err((
+            "tune.pruner".into(),
+            format!("pruning ({kind}) is not supported with several objectives (Optuna refuses it too): remove [tune.pruner] or set type = \"none\""),
+        )),
+        _ => Ok(()),
+    }
 }
 fn default_n_trials() -> u64 {
     20
@@ -260,5 +445,25 @@ impl Tagged for ParamSpec {
 impl<'de> Deserialize<'de> for ParamSpec {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         tagged::deserialize(deserializer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Constraint;
+
+    #[test]
+    fn constraints_parse_and_give_optunas_values() {
+        let c: Constraint = "train/loss <= 0.5".parse().unwrap();
+        assert_eq!((c.metric.as_str(), c.at_most, c.bound), ("train/loss", true, 0.5));
+        assert_eq!(c.value(0.25), -0.25, "feasible: c <= 0");
+        assert_eq!(c.value(0.75), 0.25);
+        let c: Constraint = " val/accuracy>=0.9 ".parse().unwrap();
+        assert!(!c.at_most && c.value(0.95) < 0.0 && c.value(0.8) > 0.0);
+        assert_eq!(c.to_string(), "val/accuracy >= 0.9");
+        for bad in ["train/loss < 0.5", "train/loss <= high", "<= 0.5", "a <= 1 <= 2", "a >= inf", "a == 1"] {
+            let e = bad.parse::<Constraint>().unwrap_err();
+            assert!(e.contains("is not a constraint: write \"METRIC <= NUMBER\""), "{bad}: {e}");
+        }
     }
 }

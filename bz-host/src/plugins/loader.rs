@@ -4,7 +4,7 @@
 //! which caches one module per interface type and would hand every later plugin the first one's functions.
 //! Libraries are never unloaded (abi_stable's design); upgrades install a new file and rename it into place.
 
-use bz_plugin_api::abi_stable::library::{lib_header_from_path, LibraryError};
+use bz_plugin_api::abi_stable::library::{lib_header_from_path, LibHeader, LibraryError};
 use bz_plugin_api::{BzPluginMod_Ref, PluginMetadata};
 use std::path::{Path, PathBuf};
 
@@ -221,7 +221,7 @@ pub fn load(path: &Path, name: &str) -> Result<Library, LoadError> {
     check_elf(&real, name)?;
     bind_now(&real, name)?;
     let header = lib_header_from_path(&real).map_err(|e| classify(name, path, e))?;
-    let module = header.init_root_module::<BzPluginMod_Ref>().map_err(|e| classify(name, path, e))?;
+    let module = init_module(header, name, path)?;
     let metadata: Metadata = (module.metadata())().into();
     if super::api_compatible(&metadata.api_version).is_err() {
         return Err(LoadError::ApiMajor { name: name.into(), path: path.into(), found: metadata.api_version });
@@ -230,6 +230,47 @@ pub fn load(path: &Path, name: &str) -> Result<Library, LoadError> {
         return Err(LoadError::WrongName { name: name.into(), path: path.into(), found: metadata.name });
     }
     Ok(Library { name: name.into(), path: path.into(), module, metadata })
+}
+
+/// The root module, layout-checked. abi_stable accepts a library whose interface is as new as the host's or
+/// newer, never older: a plugin built against bz-plugin-api 1.2 lacks the vtable entries that 1.3 added after
+/// a `last_prefix_field` (`TunerFfi::tell_json`), and abi_stable refuses it as "too many fields". Exactly that
+/// difference is safe, since abi_stable's prefix types carry their own field count, so the accessor of a missing
+/// entry returns `None` and the trait object calls the method's default, which the interface crate wrote for
+/// this. Any other difference is still refused.
+fn init_module(header: &'static LibHeader, name: &str, path: &Path) -> Result<BzPluginMod_Ref, LoadError> {
+    match header.init_root_module::<BzPluginMod_Ref>() {
+        Err(LibraryError::AbiInstability(_)) if older_minor_of_this_interface(header) => {
+            // SAFETY: the layouts differ only by entries missing at the end of bz-plugin-api's own prefix types
+            // (checked just above), which abi_stable's accessors handle at run time.
+            unsafe { header.init_root_module_with_unchecked_layout::<BzPluginMod_Ref>() }.map_err(|e| classify(name, path, e))
+        }
+        r => r.map_err(|e| classify(name, path, e)),
+    }
+}
+
+/// Whether every layout difference between this bz's interface and the library's is a prefix type of
+/// bz-plugin-api that has fewer trailing fields in the library (an older 1.x that lacks later methods).
+fn older_minor_of_this_interface(header: &LibHeader) -> bool {
+    use bz_plugin_api::abi_stable::abi_stability::abi_checking::{check_layout_compatibility, AbiInstability};
+    use bz_plugin_api::abi_stable::type_layout::{TLData, TLFieldOrFunction};
+    use bz_plugin_api::abi_stable::StableAbi;
+    let Some(found) = header.layout() else { return false };
+    let Err(errors) = check_layout_compatibility(<BzPluginMod_Ref as StableAbi>::LAYOUT, found) else { return false };
+    // abi_stable also lists each enclosing type, with no error of its own, on the way to the one that differs.
+    errors.errors.iter().any(|e| !e.errs.is_empty())
+        && errors.errors.iter().filter(|e| !e.errs.is_empty()).all(|e| {
+            let layout = match e.stack_trace.last().map(|ef| &ef.expected) {
+                Some(TLFieldOrFunction::Field(f)) => f.layout(),
+                Some(TLFieldOrFunction::Function(_)) => return false,
+                None => errors.interface,
+            };
+            let ours = layout.package().as_str() == "bz-plugin-api" && matches!(layout.data(), TLData::PrefixType(_));
+            ours && e.errs.iter().all(|x| match x {
+                AbiInstability::FieldCountMismatch(ef) | AbiInstability::Size(ef) => ef.expected > ef.found,
+                _ => false,
+            })
+        })
 }
 
 fn classify(name: &str, path: &Path, e: LibraryError) -> LoadError {

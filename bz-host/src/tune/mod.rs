@@ -39,6 +39,7 @@ pub fn tune(loaded: &Loaded, opts: &TuneOptions, interrupt: &Interrupt) -> Resul
     let study = study::Study::resolve(loaded, tc)?;
     let path = loader::find(&opts.plugin_dir, &study.tune.plugin)?;
     let lib = loader::load(&path, &study.tune.plugin)?;
+    takes_outcomes(&lib.metadata, &study.tune)?;
     let mut tuner = plugins::create_tuner(&study.tune.plugin, &lib, &study.tuner_config(opts.resume)?.to_string(), &space.to_string())?;
     let launcher = trial::Launcher {
         exe: std::fs::canonicalize("/proc/self/exe").or_else(|_| std::env::current_exe()).context("cannot find the bz executable")?,
@@ -54,6 +55,22 @@ pub fn tune(loaded: &Loaded, opts: &TuneOptions, interrupt: &Interrupt) -> Resul
     scheduler::Scheduler::new(&mut tuner, &launcher, &study, interrupt, opts.quiet).run()?;
     summary::finish(&tuner, &study, loaded, &opts.sets)?;
     Ok(if interrupt.is_raised() { TuneOutcome::Interrupted } else { TuneOutcome::Finished })
+}
+
+/// Several objectives and constraints reach the tuner through `tell_json` (bz-plugin-api 1.3.0): a tuner built
+/// against an older API would refuse them at the first finished trial, so it is refused before any trial runs.
+fn takes_outcomes(meta: &loader::Metadata, tc: &crate::config::TuneConfig) -> Result<()> {
+    let old = semver::Version::parse(&meta.api_version).is_ok_and(|v| v < semver::Version::new(1, 3, 0));
+    if old && (tc.is_multi() || !tc.constraints.is_empty()) {
+        anyhow::bail!(
+            "the tuner plugin '{}' {} was built against bz-plugin-api {}, which takes one objective and no constraints: update it (`bz plugins install {} --force`) or tune one metric without constraints",
+            meta.name,
+            meta.version,
+            meta.api_version,
+            meta.name
+        );
+    }
+    Ok(())
 }
 
 /// A value as a `--set` item's TOML: strings quoted, numbers and booleans as they are.

@@ -3,10 +3,11 @@
 
 use super::fmt_params;
 use super::study::Study;
-use super::trial::{Launcher, Trial};
+use super::trial::{Launcher, Objectives, Trial};
 use crate::interrupt::Interrupt;
 use anyhow::{bail, Result};
 use bz_plugin_api::abi_stable::std_types::{RNone, RSome};
+use bz_plugin_api::outcome::TrialOutcome;
 use bz_plugin_api::{TrialState, TunerBox};
 use serde_json::{Map, Value};
 use std::process::ExitStatus;
@@ -73,14 +74,18 @@ impl<'a> Scheduler<'a> {
         Ok(())
     }
 
+    fn objectives(&self) -> Objectives<'a> {
+        Objectives { metrics: self.study.metrics(), constraints: &self.study.tune.constraints }
+    }
+
     /// Reports new epochs of every running trial, and finishes those whose process ended.
     fn poll(&mut self) -> Result<()> {
-        let metric = &self.study.tune.metric;
+        let watch = self.objectives();
         let mut i = 0;
         while i < self.running.len() {
             let trial = &mut self.running[i];
-            trial.report_new_epochs(self.tuner, metric);
-            match trial.try_finish(self.tuner, metric)? {
+            trial.report_new_epochs(self.tuner, &watch);
+            match trial.try_finish(self.tuner, &watch)? {
                 None => i += 1,
                 Some(status) => {
                     let trial = self.running.remove(i);
@@ -91,29 +96,28 @@ impl<'a> Scheduler<'a> {
         Ok(())
     }
 
-    /// Tells the tuner how a trial ended, and says so.
+    /// Tells the tuner how a trial ended (every objective and constraint value), and says so.
     fn finish(&mut self, trial: &Trial, status: ExitStatus) {
-        let metric = &self.study.tune.metric;
-        let mut verdict = trial.verdict(status, metric, self.interrupt.is_raised());
-        let value = match verdict.value {
-            Some(v) => RSome(v),
-            None => RNone,
-        };
+        let watch = self.objectives();
+        let mut verdict = trial.verdict(status, &watch, self.interrupt.is_raised());
+        let outcome = TrialOutcome { values: verdict.values.clone(), constraints: verdict.constraints.clone() }.to_json();
         // A result the study did not take (the trial was failed as stale meanwhile) is said so, and is no best.
-        match self.tuner.tell(trial.number, verdict.state, value).into_result() {
+        match self.tuner.tell_json(trial.number, verdict.state, outcome.as_str().into()).into_result() {
             Ok(()) => {
-                if let (TrialState::COMPLETE, Some(v)) = (verdict.state, verdict.value) {
-                    if self.best.is_none_or(|(_, b)| self.study.better(v, b)) {
-                        self.best = Some((trial.number, v));
+                let feasible = verdict.constraints.iter().all(|c| *c <= 0.0);
+                if let (TrialState::COMPLETE, [v], true) = (verdict.state, &verdict.values[..], feasible) {
+                    if self.best.is_none_or(|(_, b)| self.study.better(*v, b)) {
+                        self.best = Some((trial.number, *v));
                     }
                 }
             }
             Err(e) => verdict.what = format!("{}, NOT RECORDED: {}", verdict.what, e.message),
         }
         if !self.quiet {
-            let v = verdict.value.map(|v| format!("{metric} {} · ", crate::fmt::fmt_value(v))).unwrap_or_default();
+            let v: String = self.study.metrics().iter().zip(&verdict.values).map(|(m, v)| format!("{m} {} · ", crate::fmt::fmt_value(*v))).collect();
+            let infeasible = if verdict.constraints.iter().any(|c| *c > 0.0) { "infeasible · " } else { "" };
             let b = self.best.map(|(n, v)| format!(" · best {} (trial {n})", crate::fmt::fmt_value(v))).unwrap_or_default();
-            println!("trial {:>3} {:<9} {v}{} epochs · {}{b}", trial.number, verdict.what, trial.epochs, fmt_params(&trial.params));
+            println!("trial {:>3} {:<9} {v}{infeasible}{} epochs · {}{b}", trial.number, verdict.what, trial.epochs, fmt_params(&trial.params));
         }
     }
 

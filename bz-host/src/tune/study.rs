@@ -60,18 +60,20 @@ impl Study {
         })
     }
 
-    pub fn direction(&self) -> &'static str {
-        match self.tune.direction {
-            TuneDirection::Minimize => "minimize",
-            TuneDirection::Maximize => "maximize",
-        }
+    /// The objectives' metrics, in order.
+    pub fn metrics(&self) -> &[String] {
+        &self.tune.metric.0
     }
 
-    /// Whether objective value `a` is better than `b`.
+    fn directions(&self) -> Vec<&'static str> {
+        self.tune.direction.0.iter().map(|d| if *d == TuneDirection::Minimize { "minimize" } else { "maximize" }).collect()
+    }
+
+    /// Whether objective value `a` is better than `b` (the first objective's direction).
     pub fn better(&self, a: f64, b: f64) -> bool {
-        match self.tune.direction {
-            TuneDirection::Minimize => a < b,
-            TuneDirection::Maximize => a > b,
+        match self.tune.direction.0.first() {
+            Some(TuneDirection::Maximize) => a > b,
+            _ => a < b,
         }
     }
 
@@ -79,27 +81,38 @@ impl Study {
     pub fn tuner_config(&self, resume: bool) -> Result<Value> {
         let tc = &self.tune;
         let enqueue: Vec<Value> = tc.enqueue.iter().map(|t| serde_json::to_value(t).unwrap_or(Value::Null)).collect();
-        Ok(json!({
-            "study": self.name, "storage": self.storage, "direction": self.direction(), "sampler": tc.sampler,
+        // Several objectives never prune (the config check refused a pruner the user asked for).
+        let pruner = if tc.is_multi() { json!({ "type": "none" }) } else { serde_json::to_value(&tc.pruner)? };
+        let mut c = json!({
+            "study": self.name, "storage": self.storage, "direction": self.directions()[0], "sampler": tc.sampler,
             "seed": self.seed, "n_startup_trials": tc.n_startup_trials,
-            "pruner": serde_json::to_value(&tc.pruner)?, "n_trials": self.n_trials, "resume": resume,
+            "pruner": pruner, "n_trials": self.n_trials, "resume": resume,
             "heartbeat_interval": tc.heartbeat_interval, "enqueue": enqueue, "epochs": self.epochs,
-        }))
+        });
+        // Only the keys a study needs, so a tuner that predates them still takes a one-objective config.
+        if tc.is_multi() {
+            c["directions"] = json!(self.directions());
+        }
+        if let Some(n) = &tc.nsga2 {
+            c["nsga2"] = serde_json::to_value(n)?;
+        }
+        Ok(c)
     }
 
     /// The line that opens a study's output; a password in the storage URL is redacted.
     pub fn header(&self) -> String {
         let tc = &self.tune;
+        let objectives: Vec<String> = self.directions().iter().zip(self.metrics()).map(|(d, m)| format!("{d} {m}")).collect();
+        let constraints: String = tc.constraints.iter().map(|c| format!(" · subject to {c}")).collect();
         format!(
-            "study {} · {} · {} {} · {} trials, {} at a time · sampler {} · pruner {}",
+            "study {} · {} · {}{constraints} · {} trials, {} at a time · sampler {} · pruner {}",
             self.name,
             url::Url::parse(&self.storage).map(|u| crate::redact::url(&u)).unwrap_or_else(|_| self.storage.clone()),
-            self.direction(),
-            tc.metric,
+            objectives.join(", "),
             self.n_trials,
             self.n_jobs,
             tc.sampler,
-            tc.pruner.name()
+            if tc.is_multi() { "none" } else { tc.pruner.name() }
         )
     }
 }

@@ -1,9 +1,11 @@
 //! One trial: a child `bz train` process, the metrics file it writes, and the values reported from it.
 
 use super::toml_literal;
+use crate::config::Constraint;
 use anyhow::{Context, Result};
 use bz_plugin_api::{TrialState, TunerBox};
 use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 use std::io::{BufRead, Seek};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -45,7 +47,17 @@ impl Launcher {
         let metrics = self.root.join(&run_name).join("metrics.jsonl");
         // A rerun of a number (never happens within a study) would read old lines: start clean.
         let _ = std::fs::remove_file(&metrics);
-        Ok(Trial { number, params, child, metrics: MetricsTail { path: metrics, offset: 0 }, last: None, epochs: 0, pruning: false, exited: false, log })
+        Ok(Trial {
+            number,
+            params,
+            child,
+            metrics: MetricsTail { path: metrics, offset: 0 },
+            last: BTreeMap::new(),
+            epochs: 0,
+            pruning: false,
+            exited: false,
+            log,
+        })
     }
 }
 
@@ -54,8 +66,8 @@ pub struct Trial {
     pub params: Map<String, Value>,
     child: Child,
     metrics: MetricsTail,
-    /// The last objective value reported to the tuner: the trial's value.
-    last: Option<f64>,
+    /// The last value of each objective and constraint metric (until a prune): the trial's values.
+    last: BTreeMap<String, f64>,
     pub epochs: u64,
     /// The tuner said prune and the child got SIGINT.
     pruning: bool,
@@ -64,16 +76,40 @@ pub struct Trial {
     log: PathBuf,
 }
 
+/// What a trial's epoch lines are read for: its objectives' metrics and its constraints.
+pub struct Objectives<'a> {
+    pub metrics: &'a [String],
+    pub constraints: &'a [Constraint],
+}
+
+impl Objectives<'_> {
+    /// Only a single objective is reported epoch by epoch (for pruning), as in Optuna.
+    fn reported(&self) -> Option<&str> {
+        match self.metrics {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
+
+    fn watches(&self, key: &str) -> bool {
+        self.metrics.iter().any(|m| m == key) || self.constraints.iter().any(|c| c.metric == key)
+    }
+}
+
 /// A finished trial's result for the tuner, and the words that describe it.
 pub struct Verdict {
     pub state: TrialState,
-    pub value: Option<f64>,
+    /// One per objective (empty for a failed trial; the last reported one for a pruned trial).
+    pub values: Vec<f64>,
+    /// Optuna's constraint values (`c <= 0` holds), one per constraint, when the trial has them all.
+    pub constraints: Vec<f64>,
     pub what: String,
 }
 
 impl Trial {
-    /// Reports the objective of each new epoch line to the tuner, and stops the child when the tuner prunes it.
-    pub fn report_new_epochs(&mut self, tuner: &mut TunerBox, metric: &str) {
+    /// Keeps the objectives and constraint metrics of each new epoch line; with one objective, reports it to the
+    /// tuner, and stops the child when the tuner prunes it.
+    pub fn report_new_epochs(&mut self, tuner: &mut TunerBox, watch: &Objectives<'_>) {
         for line in self.metrics.new_lines() {
             if line["event"] != "epoch" {
                 continue;
@@ -81,8 +117,17 @@ impl Trial {
             let epoch = line["epoch"].as_u64().unwrap_or(self.epochs + 1);
             self.epochs = epoch;
             // After a prune the tuner keeps the last reported value; later epochs are not part of the trial.
-            let Some(v) = line.get(metric).and_then(Value::as_f64).filter(|_| !self.pruning) else { continue };
-            self.last = Some(v);
+            if self.pruning {
+                continue;
+            }
+            if let Some(fields) = line.as_object() {
+                for (k, v) in fields.iter().filter(|(k, _)| watch.watches(k)) {
+                    if let Some(v) = v.as_f64() {
+                        self.last.insert(k.clone(), v);
+                    }
+                }
+            }
+            let Some(v) = watch.reported().and_then(|m| line.get(m)).and_then(Value::as_f64) else { continue };
             match tuner.report(self.number, epoch, v).into_result() {
                 // A child that already finished ran to its end: the prune comes too late to stop anything.
                 Ok(true) if !self.exited => {
@@ -96,30 +141,32 @@ impl Trial {
     }
 
     /// The child's exit status once it has ended; then the lines it wrote since the last poll are reported too.
-    pub fn try_finish(&mut self, tuner: &mut TunerBox, metric: &str) -> Result<Option<ExitStatus>> {
+    pub fn try_finish(&mut self, tuner: &mut TunerBox, watch: &Objectives<'_>) -> Result<Option<ExitStatus>> {
         let status = self.child.try_wait()?;
         if status.is_some() {
             self.exited = true;
-            self.report_new_epochs(tuner, metric);
+            self.report_new_epochs(tuner, watch);
         }
         Ok(status)
     }
 
     /// What to tell the tuner about a trial whose child ended with `status`.
-    pub fn verdict(&self, status: ExitStatus, metric: &str, interrupted: bool) -> Verdict {
+    pub fn verdict(&self, status: ExitStatus, watch: &Objectives<'_>, interrupted: bool) -> Verdict {
         let code = status.code().unwrap_or(-1);
-        let (state, value, what) = if self.pruning {
-            (TrialState::PRUNED, self.last, "PRUNED".to_string())
-        } else if code == 0 && self.last.is_some() {
-            (TrialState::COMPLETE, self.last, "COMPLETE".to_string())
-        } else if code == 0 {
-            (TrialState::FAILED, None, format!("FAILED (no `{metric}` in its epoch lines; see {})", self.log.display()))
-        } else if interrupted {
-            (TrialState::FAILED, None, "FAILED (interrupted)".to_string())
-        } else {
-            (TrialState::FAILED, None, format!("FAILED (exit {code}; see {})", self.log.display()))
-        };
-        Verdict { state, value, what }
+        let values: Option<Vec<f64>> = watch.metrics.iter().map(|m| self.last.get(m).copied()).collect();
+        let constraints: Option<Vec<f64>> = watch.constraints.iter().map(|c| self.last.get(&c.metric).map(|v| c.value(*v))).collect();
+        let missing = watch.metrics.iter().chain(watch.constraints.iter().map(|c| &c.metric)).find(|m| !self.last.contains_key(*m));
+        let fail = |what: String| Verdict { state: TrialState::FAILED, values: Vec::new(), constraints: Vec::new(), what };
+        if self.pruning {
+            let values = watch.reported().and_then(|m| self.last.get(m).copied()).into_iter().collect();
+            return Verdict { state: TrialState::PRUNED, values, constraints: constraints.unwrap_or_default(), what: "PRUNED".into() };
+        }
+        match (code, values, constraints) {
+            (0, Some(values), Some(constraints)) => Verdict { state: TrialState::COMPLETE, values, constraints, what: "COMPLETE".into() },
+            (0, _, _) => fail(format!("FAILED (no `{}` in its epoch lines; see {})", missing.map(String::as_str).unwrap_or("?"), self.log.display())),
+            _ if interrupted => fail("FAILED (interrupted)".into()),
+            _ => fail(format!("FAILED (exit {code}; see {})", self.log.display())),
+        }
     }
 
     /// SIGINT: the trial stops after its current batch, as on Ctrl-C.

@@ -83,6 +83,8 @@ fn main() {
                         value: Some(value),
                         params: space.iter().map(|(name, d)| (name.clone(), (params[name], d.clone()))).collect(),
                         intermediate: BTreeMap::new(),
+                        values: vec![value],
+                        constraints: Vec::new(),
                     });
                     per_ms.push(t0.elapsed().as_secs_f64() * 1e3);
                     best = best.min(value);

@@ -1,6 +1,7 @@
 //! The tuner's configuration: the `[tune]` section as bz sends it (with `study`, `storage`, `resume` and `epochs`
 //! resolved), typed, so that an unknown key anywhere, the pruner's included, is an error naming it.
 
+use crate::nsga2::Nsga2Sampler;
 use crate::pruners::Pruner;
 use crate::space::Direction;
 use crate::tpe::TpeSampler;
@@ -24,7 +25,13 @@ pub struct TunerConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
     pub direction: Direction,
+    /// Several objectives (Optuna's `directions`), one per metric; when given, `direction` is ignored.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub directions: Vec<Direction>,
     pub sampler: SamplerKind,
+    /// `sampler = "nsga2"`'s options.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nsga2: Option<Nsga2Options>,
     /// The sampler's seed.
     pub seed: u64,
     /// TPE: random trials before the model takes over; default 10.
@@ -54,6 +61,18 @@ impl PluginConfig for TunerConfig {
         if self.storage.as_deref().is_none_or(str::is_empty) {
             return Err(key_error("storage", "a storage URL or path is required"));
         }
+        if self.directions.len() > 1 && self.pruner != PrunerConfig::None {
+            return Err(key_error(
+                "pruner",
+                "pruning is not supported with several objectives (Optuna refuses `report` in multi-objective studies): set tune.pruner.type = \"none\"",
+            ));
+        }
+        if let Some(n) = &self.nsga2 {
+            if self.sampler != SamplerKind::Nsga2 {
+                return Err(key_error("nsga2", "these options are for sampler = \"nsga2\""));
+            }
+            n.check()?;
+        }
         if let PrunerConfig::Percentile(p) = &self.pruner {
             if !(0.0..=100.0).contains(&p.percentile) {
                 return Err(key_error("pruner.percentile", format!("{} is not in [0, 100]", p.percentile)));
@@ -66,11 +85,33 @@ impl PluginConfig for TunerConfig {
 impl TunerConfig {
     pub fn sampler(&self) -> Sampler {
         match self.sampler {
-            SamplerKind::Tpe => {
-                Sampler::Tpe(TpeSampler { seed: self.seed, n_startup_trials: self.n_startup_trials.unwrap_or(10) as usize, ..Default::default() })
-            }
+            SamplerKind::Tpe => Sampler::Tpe(TpeSampler {
+                seed: self.seed,
+                n_startup_trials: self.n_startup_trials.unwrap_or(10) as usize,
+                directions: self.all_directions(),
+                ..Default::default()
+            }),
             SamplerKind::Random => Sampler::Random { seed: self.seed },
             SamplerKind::Grid => Sampler::Grid,
+            SamplerKind::Nsga2 => {
+                let o = self.nsga2.clone().unwrap_or_default();
+                Sampler::Nsga2(Nsga2Sampler {
+                    seed: self.seed,
+                    population_size: o.population_size,
+                    mutation_prob: o.mutation_prob,
+                    crossover_prob: o.crossover_prob,
+                    swapping_prob: o.swapping_prob,
+                })
+            }
+        }
+    }
+
+    /// The study's directions: `directions` when given, else `direction` alone.
+    pub fn all_directions(&self) -> Vec<Direction> {
+        if self.directions.is_empty() {
+            vec![self.direction]
+        } else {
+            self.directions.clone()
         }
     }
 
@@ -93,6 +134,43 @@ pub enum SamplerKind {
     Random,
     /// Every combination of the (categorical or stepped) search space.
     Grid,
+    /// The genetic algorithm NSGA-II (Optuna's `NSGAIISampler`), for several objectives.
+    Nsga2,
+}
+
+/// `sampler = "nsga2"`'s options, with Optuna's defaults.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Nsga2Options {
+    /// Trials per generation (at least 2).
+    pub population_size: usize,
+    /// Chance to redraw each parameter at random; default 1 / number of parameters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mutation_prob: Option<f64>,
+    /// Chance that a child is a crossover of two parents rather than a copy of one.
+    pub crossover_prob: f64,
+    /// Uniform crossover: chance to take each parameter from the second parent.
+    pub swapping_prob: f64,
+}
+
+impl Default for Nsga2Options {
+    fn default() -> Self {
+        Nsga2Options { population_size: 50, mutation_prob: None, crossover_prob: 0.9, swapping_prob: 0.5 }
+    }
+}
+
+impl Nsga2Options {
+    fn check(&self) -> Result<(), PluginError> {
+        if self.population_size < 2 {
+            return Err(key_error("nsga2.population_size", format!("{} must be at least 2", self.population_size)));
+        }
+        for (k, v) in [("mutation_prob", self.mutation_prob.unwrap_or(0.0)), ("crossover_prob", self.crossover_prob), ("swapping_prob", self.swapping_prob)] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(key_error(&format!("nsga2.{k}"), format!("{v} is not in [0, 1]")));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[tune.pruner]`: `type` picks the pruner (default `median`), and each takes only its own options.

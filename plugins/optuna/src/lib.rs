@@ -1,7 +1,8 @@
 //! The `optuna` plugin for bz: hyperparameter search whose studies Python Optuna and optuna-dashboard open.
 //!
 //! `bz tune CONFIG` creates the tuner with the `[tune]` section and the search space of `[tune.params]`:
-//! TPE as Optuna 5.0 does it by default (multivariate, constant liar), random or grid sampling, seeded; median,
+//! TPE as Optuna 5.0 does it by default (multivariate, constant liar; MOTPE with several objectives, constrained
+//! TPE with constraints), NSGA-II, random or grid sampling, seeded; median,
 //! percentile, successive-halving, hyperband or no pruning; the study in Optuna's own SQLite schema
 //! (`runs/<study>/study.db` by default) or its journal file (`journal:///study.log`), shared by any number of
 //! workers, bz or Python.
@@ -9,6 +10,9 @@
 pub mod config;
 pub mod db;
 pub mod journal;
+pub mod motpe;
+pub mod nsga2;
+pub mod pareto;
 pub mod pruners;
 pub mod space;
 pub mod storage;
@@ -16,6 +20,7 @@ pub mod tpe;
 pub mod tuner;
 
 use bz_plugin_api::config::{ConfigType, PluginConfig};
+use bz_plugin_api::outcome::TrialOutcome;
 use bz_plugin_api::{export_plugin, Host, Plugin, PluginError, PluginMetadata, Trial, TrialState, Tuner};
 use config::TunerConfig;
 use serde_json::Value;
@@ -36,16 +41,23 @@ impl Tuner for OptunaTuner {
     }
 
     fn tell(&mut self, trial: u64, state: TrialState, value: Option<f64>) -> Result<(), PluginError> {
-        let state = match state {
-            TrialState::COMPLETE => State::Complete,
-            TrialState::PRUNED => State::Pruned,
-            _ => State::Fail,
-        };
-        self.0.tell(trial, state, value).map_err(PluginError::other)
+        self.0.tell(trial, state_of(state), value).map_err(PluginError::other)
     }
 
     fn summary(&self) -> String {
         self.0.summary().to_string()
+    }
+
+    fn tell_outcome(&mut self, trial: u64, state: TrialState, outcome: &TrialOutcome) -> Result<(), PluginError> {
+        self.0.tell_outcome(trial, state_of(state), &outcome.values, &outcome.constraints).map_err(PluginError::other)
+    }
+}
+
+fn state_of(state: TrialState) -> State {
+    match state {
+        TrialState::COMPLETE => State::Complete,
+        TrialState::PRUNED => State::Pruned,
+        _ => State::Fail,
     }
 }
 
@@ -95,7 +107,7 @@ impl Plugin for OptunaPlugin {
                 std::fs::create_dir_all(parent).map_err(|e| PluginError::new(PluginError::IO, format!("{}: {e}", parent.display())))?;
             }
         }
-        let storage = storage::Storage::open(url, study, cfg.direction, cfg.resume).map_err(PluginError::config)?;
+        let storage = storage::Storage::open_multi(url, study, &cfg.all_directions(), cfg.resume).map_err(PluginError::config)?;
         let mut t = StudyTuner::new(storage, space, cfg.sampler(), cfg.pruner(), cfg.n_trials, cfg.heartbeat()).map_err(PluginError::config)?;
         for fixed in &cfg.enqueue {
             t.enqueue(fixed).map_err(PluginError::other)?;

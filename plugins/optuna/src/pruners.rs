@@ -220,6 +220,8 @@ mod tests {
             value: curve.last().copied(),
             params: BTreeMap::new(),
             intermediate: curve.iter().enumerate().map(|(i, v)| (i as u64 + 1, *v)).collect(),
+            values: curve.last().copied().into_iter().collect(),
+            constraints: Vec::new(),
         }
     }
 

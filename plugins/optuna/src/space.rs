@@ -146,4 +146,8 @@ pub struct FrozenTrial {
     pub params: BTreeMap<String, (f64, Distribution)>,
     /// step -> value (NaN allowed).
     pub intermediate: BTreeMap<u64, f64>,
+    /// Every objective's value, in the study's order (empty when the trial has none; `value` is the first).
+    pub values: Vec<f64>,
+    /// Optuna's `constraints` system attribute: `c <= 0` holds (empty: the trial has none).
+    pub constraints: Vec<f64>,
 }

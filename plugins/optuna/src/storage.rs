@@ -93,6 +93,8 @@ pub struct SqlStorage {
     pub study_id: i64,
     pub study: String,
     pub direction: Direction,
+    /// Every objective's direction (`direction` is the first).
+    pub directions: Vec<Direction>,
 }
 
 fn tag_sql(x: f64) -> (Option<f64>, &'static str) {
@@ -111,6 +113,12 @@ impl SqlStorage {
     /// rows when they are missing, and the study `name`: created when missing; an existing one only with
     /// `load_if_exists` and the same direction.
     pub fn open(url: &str, name: &str, direction: Direction, load_if_exists: bool) -> Result<SqlStorage, String> {
+        Self::open_multi(url, name, &[direction], load_if_exists)
+    }
+
+    /// As [`SqlStorage::open`], for a study with one direction per objective.
+    pub fn open_multi(url: &str, name: &str, directions: &[Direction], load_if_exists: bool) -> Result<SqlStorage, String> {
+        let direction = *directions.first().ok_or("a study needs at least one direction")?;
         let db = if url.starts_with("postgresql://") || url.starts_with("postgres://") {
             // SQLAlchemy's driver suffix (`postgresql+psycopg2://`) is Python's business; plain URLs here.
             let client = postgres::Client::connect(url, postgres::NoTls).map_err(|e| {
@@ -126,9 +134,9 @@ impl SqlStorage {
             let _ = conn.pragma_update(None, "journal_mode", "WAL");
             Db::Sqlite(conn)
         };
-        let mut s = SqlStorage { db, url: url.to_string(), study_id: 0, study: name.to_string(), direction };
+        let mut s = SqlStorage { db, url: url.to_string(), study_id: 0, study: name.to_string(), direction, directions: directions.to_vec() };
         s.init()?;
-        s.study_id = s.open_study(name, direction, load_if_exists)?;
+        s.study_id = s.open_study(name, directions, load_if_exists)?;
         Ok(s)
     }
 
@@ -175,20 +183,20 @@ impl SqlStorage {
         })
     }
 
-    fn open_study(&mut self, name: &str, direction: Direction, load_if_exists: bool) -> Result<i64, String> {
-        match self.open_study_once(name, direction, load_if_exists) {
+    fn open_study(&mut self, name: &str, directions: &[Direction], load_if_exists: bool) -> Result<i64, String> {
+        match self.open_study_once(name, directions, load_if_exists) {
             // Workers started together can both find no study and both insert it; the second insert then fails on
             // the unique study name (named in the message whatever the server's language). The study exists now,
             // so a worker that may load it does, as Optuna's `load_if_exists` does on DuplicatedStudyError.
             Err(e) if load_if_exists && (e.contains("ix_studies_study_name") || e.contains("studies.study_name")) => {
-                self.open_study_once(name, direction, load_if_exists)
+                self.open_study_once(name, directions, load_if_exists)
             }
             other => other,
         }
     }
 
-    fn open_study_once(&mut self, name: &str, direction: Direction, load_if_exists: bool) -> Result<i64, String> {
-        let want = dir_name(direction);
+    fn open_study_once(&mut self, name: &str, directions: &[Direction], load_if_exists: bool) -> Result<i64, String> {
+        let want: Vec<&str> = directions.iter().map(|d| dir_name(*d)).collect();
         self.db.tx(|db| {
             let existing = db.query("SELECT study_id FROM studies WHERE study_name = $1", &[P::S(name.into())])?;
             if let Some(row) = existing.first() {
@@ -198,11 +206,13 @@ impl SqlStorage {
                 }
                 let dirs: Vec<String> =
                     db.query("SELECT direction FROM study_directions WHERE study_id = $1 ORDER BY objective", &[P::I(id)])?.iter().map(|r| r[0].s()).collect();
-                if dirs.len() != 1 {
-                    return Err(format!("study '{name}' has {} objectives; bz tunes one", dirs.len()));
+                if dirs.len() != want.len() {
+                    return Err(format!("study '{name}' has {} objectives; tune.metric names {}", dirs.len(), want.len()));
                 }
-                if dirs[0] != want {
-                    return Err(format!("study '{name}' was created to {} its objective; tune.direction says {}", dirs[0].to_lowercase(), want.to_lowercase()));
+                if dirs != want {
+                    let lower = |v: &[&str]| v.iter().map(|d| d.to_lowercase()).collect::<Vec<_>>().join(", ");
+                    let have: Vec<&str> = dirs.iter().map(String::as_str).collect();
+                    return Err(format!("study '{name}' was created to {} its objectives; tune.direction says {}", lower(&have), lower(&want)));
                 }
                 return Ok(id);
             }
@@ -211,7 +221,9 @@ impl SqlStorage {
                 .first()
                 .map(|r| r[0].i())
                 .ok_or("no study id")?;
-            db.exec(&format!("INSERT INTO study_directions (direction, study_id, objective) VALUES ('{want}', $1, 0)"), &[P::I(id)])?;
+            for (objective, d) in want.iter().enumerate() {
+                db.exec(&format!("INSERT INTO study_directions (direction, study_id, objective) VALUES ('{d}', $1, {objective})"), &[P::I(id)])?;
+            }
             Ok(id)
         })
     }
@@ -356,19 +368,27 @@ impl SqlStorage {
     /// Finishes a RUNNING trial (state, value, completion time) in one transaction; a trial that is no longer
     /// RUNNING (failed as stale meanwhile) is left as it is.
     pub fn finish(&mut self, trial_id: i64, state: State, value: Option<f64>) -> Result<bool, String> {
+        self.finish_values(trial_id, state, &value.into_iter().collect::<Vec<_>>())
+    }
+
+    /// [`Storage::finish`] with one value per objective (`trial_values` row per objective index); values are
+    /// written only when every one is a number.
+    pub fn finish_values(&mut self, trial_id: i64, state: State, values: &[f64]) -> Result<bool, String> {
         self.db.tx(|db| {
             let changed = db.exec(
                 &format!("UPDATE trials SET state = '{}', datetime_complete = $1 WHERE trial_id = $2 AND state = 'RUNNING'", state.name()),
                 &[P::S(now()), P::I(trial_id)],
             )?;
-            if changed == 1 {
-                if let Some(v) = value.filter(|v| !v.is_nan()) {
-                    let (x, tag) = tag_sql(v);
+            if changed == 1 && values.iter().all(|v| !v.is_nan()) {
+                for (objective, v) in values.iter().enumerate() {
+                    let (x, tag) = tag_sql(*v);
                     db.exec(
-                        &format!("INSERT INTO trial_values (trial_id, objective, value, value_type) VALUES ($1, 0, $2, '{tag}')"),
+                        &format!("INSERT INTO trial_values (trial_id, objective, value, value_type) VALUES ($1, {objective}, $2, '{tag}')"),
                         &[P::I(trial_id), P::F(x)],
                     )?;
                 }
+            }
+            if changed == 1 {
                 db.exec("DELETE FROM trial_heartbeats WHERE trial_id = $1", &[P::I(trial_id)])?;
             }
             Ok(changed == 1)
@@ -424,7 +444,16 @@ impl SqlStorage {
         let mut out: BTreeMap<i64, FrozenTrial> = BTreeMap::new();
         for r in self.db.query("SELECT trial_id, number, state FROM trials WHERE study_id = $1", &sid)? {
             let state = State::from_name(&r[2].s()).ok_or_else(|| format!("trial {} has an unknown state {:?}", r[1].i(), r[2].s()))?;
-            out.insert(r[0].i(), FrozenTrial { number: r[1].i() as u64, state, value: None, params: BTreeMap::new(), intermediate: BTreeMap::new() });
+            let t = FrozenTrial {
+                number: r[1].i() as u64,
+                state,
+                value: None,
+                params: BTreeMap::new(),
+                intermediate: BTreeMap::new(),
+                values: Vec::new(),
+                constraints: Vec::new(),
+            };
+            out.insert(r[0].i(), t);
         }
         for r in self.db.query("SELECT p.trial_id, p.param_name, p.param_value, p.distribution_json FROM trial_params p JOIN trials t ON t.trial_id = p.trial_id WHERE t.study_id = $1", &sid)? {
             let (name, dist) = (r[1].s(), r[3].s());
@@ -434,11 +463,17 @@ impl SqlStorage {
             }
         }
         for r in self.db.query(
-            "SELECT v.trial_id, v.value, v.value_type FROM trial_values v JOIN trials t ON t.trial_id = v.trial_id WHERE t.study_id = $1 AND v.objective = 0",
+            "SELECT v.trial_id, v.value, v.value_type FROM trial_values v JOIN trials t ON t.trial_id = v.trial_id WHERE t.study_id = $1 ORDER BY v.trial_id, v.objective",
             &sid,
         )? {
             if let Some(t) = out.get_mut(&r[0].i()) {
-                t.value = Some(untagged(r[1].f(), &r[2].s()));
+                t.values.push(untagged(r[1].f(), &r[2].s()));
+                t.value = t.values.first().copied();
+            }
+        }
+        for (id, v) in self.trial_attrs(crate::pareto::CONSTRAINTS_KEY)? {
+            if let Some(t) = out.get_mut(&id) {
+                t.constraints = v.as_array().map(|a| a.iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect()).unwrap_or_default();
             }
         }
         for r in self.db.query("SELECT i.trial_id, i.step, i.intermediate_value, i.intermediate_value_type FROM trial_intermediate_values i JOIN trials t ON t.trial_id = i.trial_id WHERE t.study_id = $1", &sid)? {
@@ -449,6 +484,28 @@ impl SqlStorage {
         let mut trials: Vec<FrozenTrial> = out.into_values().collect();
         trials.sort_by_key(|t| t.number);
         Ok(trials)
+    }
+
+    /// This study's trial system attributes named `key`: trial_id → value.
+    pub fn trial_attrs(&mut self, key: &str) -> Result<BTreeMap<i64, Value>, String> {
+        let rows = self.db.query(
+            "SELECT a.trial_id, a.value_json FROM trial_system_attributes a JOIN trials t ON t.trial_id = a.trial_id WHERE t.study_id = $1 AND a.\"key\" = $2",
+            &[P::I(self.study_id), P::S(key.into())],
+        )?;
+        Ok(rows.iter().filter_map(|r| serde_json::from_str(&r[1].s()).ok().map(|v| (r[0].i(), v))).collect())
+    }
+
+    /// The study system attribute `key`, if set.
+    pub fn study_attr(&mut self, key: &str) -> Result<Option<Value>, String> {
+        let rows =
+            self.db.query("SELECT value_json FROM study_system_attributes WHERE study_id = $1 AND \"key\" = $2", &[P::I(self.study_id), P::S(key.into())])?;
+        Ok(rows.first().and_then(|r| serde_json::from_str(&r[0].s()).ok()))
+    }
+
+    /// trial number → trial_id for every trial of the study.
+    pub fn trial_ids(&mut self) -> Result<BTreeMap<u64, i64>, String> {
+        let rows = self.db.query("SELECT number, trial_id FROM trials WHERE study_id = $1", &[P::I(self.study_id)])?;
+        Ok(rows.iter().map(|r| (r[0].i() as u64, r[1].i())).collect())
     }
 
     /// Trial system attributes with numeric values whose key contains `completed_rung_` (pruner state).
@@ -480,6 +537,8 @@ pub struct Storage {
     url: String,
     pub study: String,
     pub direction: Direction,
+    /// Every objective's direction (`direction` is the first).
+    pub directions: Vec<Direction>,
 }
 
 /// The same call on whichever backend holds the study.
@@ -497,11 +556,17 @@ impl Storage {
     /// `postgresql://…` — and the study `name` in it: created when missing; an existing one only with
     /// `load_if_exists` and the same direction.
     pub fn open(url: &str, name: &str, direction: Direction, load_if_exists: bool) -> Result<Storage, String> {
+        Self::open_multi(url, name, &[direction], load_if_exists)
+    }
+
+    /// As [`Storage::open`], for a study with one direction per objective.
+    pub fn open_multi(url: &str, name: &str, directions: &[Direction], load_if_exists: bool) -> Result<Storage, String> {
+        let direction = *directions.first().ok_or("a study needs at least one direction")?;
         let backend = match journal::path_of(url) {
-            Some(path) => Backend::Journal(JournalStorage::open(std::path::Path::new(path), name, direction, load_if_exists)?),
-            None => Backend::Sql(SqlStorage::open(url, name, direction, load_if_exists)?),
+            Some(path) => Backend::Journal(JournalStorage::open_multi(std::path::Path::new(path), name, directions, load_if_exists)?),
+            None => Backend::Sql(SqlStorage::open_multi(url, name, directions, load_if_exists)?),
         };
-        Ok(Storage { backend, url: url.to_string(), study: name.to_string(), direction })
+        Ok(Storage { backend, url: url.to_string(), study: name.to_string(), direction, directions: directions.to_vec() })
     }
 
     /// The URL this storage was opened with (for a second connection).
@@ -531,6 +596,26 @@ impl Storage {
 
     pub fn finish(&mut self, trial_id: i64, state: State, value: Option<f64>) -> Result<bool, String> {
         each!(self, b => b.finish(trial_id, state, value))
+    }
+
+    /// [`Storage::finish`] with one value per objective.
+    pub fn finish_values(&mut self, trial_id: i64, state: State, values: &[f64]) -> Result<bool, String> {
+        each!(self, b => b.finish_values(trial_id, state, values))
+    }
+
+    /// trial_id → the trial system attribute `key`, for the trials of the study that have it.
+    pub fn trial_attrs(&mut self, key: &str) -> Result<BTreeMap<i64, Value>, String> {
+        each!(self, b => b.trial_attrs(key))
+    }
+
+    /// The study system attribute `key`, if set.
+    pub fn study_attr(&mut self, key: &str) -> Result<Option<Value>, String> {
+        each!(self, b => b.study_attr(key))
+    }
+
+    /// trial number → trial_id for every trial of the study.
+    pub fn trial_ids(&mut self) -> Result<BTreeMap<u64, i64>, String> {
+        each!(self, b => b.trial_ids())
     }
 
     pub fn heartbeat(&mut self, trial_id: i64) -> Result<(), String> {

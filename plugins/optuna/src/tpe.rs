@@ -23,11 +23,13 @@ pub struct TpeSampler {
     pub n_ei_candidates: usize,
     pub multivariate: bool,
     pub constant_liar: bool,
+    /// With several objectives, MOTPE (see `motpe`); empty or one: the `direction` given to `sample`.
+    pub directions: Vec<Direction>,
 }
 
 impl Default for TpeSampler {
     fn default() -> Self {
-        TpeSampler { seed: 0, n_startup_trials: 10, n_ei_candidates: 24, multivariate: true, constant_liar: true }
+        TpeSampler { seed: 0, n_startup_trials: 10, n_ei_candidates: 24, multivariate: true, constant_liar: true, directions: Vec::new() }
     }
 }
 
@@ -58,7 +60,7 @@ impl TpeSampler {
             trials.iter().filter(|t| finished(t) || (self.constant_liar && t.state == State::Running && t.number != number)).collect();
         considered.sort_by_key(|t| t.number);
         let n = considered.iter().filter(|t| t.state != State::Running).count();
-        let (below, above) = split_trials(&considered, default_gamma(n), direction);
+        let (below, above) = self.split(&considered, n, direction);
 
         let mut joint: Vec<(&str, &Distribution)> = Vec::new();
         let mut single: Vec<(&str, &Distribution)> = Vec::new();
@@ -83,6 +85,17 @@ impl TpeSampler {
             }
         }
         out
+    }
+
+    /// Below and above: with several objectives or any constraint, Optuna's general split (`motpe`).
+    fn split<'a>(&self, considered: &[&'a FrozenTrial], n: usize, direction: Direction) -> (Vec<&'a FrozenTrial>, Vec<&'a FrozenTrial>) {
+        if self.directions.len() > 1 {
+            crate::motpe::split(considered, crate::motpe::gamma_multi(n), &self.directions)
+        } else if considered.iter().any(|t| !t.constraints.is_empty()) {
+            crate::motpe::split(considered, default_gamma(n), &[direction])
+        } else {
+            split_trials(considered, default_gamma(n), direction)
+        }
     }
 
     /// One TPE step over `params` jointly: candidates from l(x), the one maximising log l(x) − log g(x).
@@ -134,7 +147,7 @@ fn in_intersection(trials: &[&FrozenTrial], name: &str, d: &Distribution) -> boo
 }
 
 /// Ranks for the split: lower is better. Non-finite objective values of complete trials rank last.
-fn complete_key(t: &FrozenTrial, direction: Direction) -> f64 {
+pub(crate) fn complete_key(t: &FrozenTrial, direction: Direction) -> f64 {
     match t.value {
         Some(v) if !v.is_nan() => match direction {
             Direction::Minimize => v,
@@ -145,7 +158,7 @@ fn complete_key(t: &FrozenTrial, direction: Direction) -> f64 {
 }
 
 /// Pruned trials: deeper last step first, then the better last intermediate value (NaN last).
-fn pruned_key(t: &FrozenTrial, direction: Direction) -> (f64, f64) {
+pub(crate) fn pruned_key(t: &FrozenTrial, direction: Direction) -> (f64, f64) {
     match t.intermediate.iter().next_back() {
         None => (1.0, 0.0),
         Some((&step, &v)) => {
@@ -651,6 +664,8 @@ mod tests {
             value,
             params: params.iter().map(|(n, v, d)| (n.to_string(), (*v, (*d).clone()))).collect(),
             intermediate: BTreeMap::new(),
+            values: value.into_iter().collect(),
+            constraints: Vec::new(),
         }
     }
 
@@ -682,6 +697,8 @@ mod tests {
                 value: Some(v),
                 params: space.iter().map(|(name, d)| (name.clone(), (p[name], d.clone()))).collect(),
                 intermediate: BTreeMap::new(),
+                values: vec![v],
+                constraints: Vec::new(),
             });
         }
         trials

@@ -2,6 +2,8 @@
 //! answers whether to prune), tell (the final state and value). Everything goes through the storage, so
 //! several `bz tune` workers — and Python Optuna workers — share one study.
 
+use crate::nsga2::{Nsga2Sampler, GENERATION_KEY, PARENT_KEY_PREFIX};
+use crate::pareto::{pareto_front, penalty, CONSTRAINTS_KEY};
 use crate::pruners::Pruner;
 use crate::space::{Direction, Distribution, FrozenTrial, Space, State};
 use crate::storage::Storage;
@@ -22,6 +24,7 @@ pub enum Sampler {
     Tpe(TpeSampler),
     Random { seed: u64 },
     Grid,
+    Nsga2(Nsga2Sampler),
 }
 
 pub struct StudyTuner {
@@ -29,6 +32,8 @@ pub struct StudyTuner {
     storage: Mutex<Storage>,
     study: String,
     direction: Direction,
+    /// One per objective (`direction` is the first).
+    directions: Vec<Direction>,
     space: Space,
     sampler: Sampler,
     pruner: Pruner,
@@ -77,7 +82,7 @@ impl StudyTuner {
         // Heartbeats from a thread with its own connection: a trial's training can take minutes between reports.
         let (r2, s2) = (running.clone(), stop.clone());
         let study = storage.study.clone();
-        let direction = storage.direction;
+        let directions = storage.directions.clone();
         let url = storage.url().to_string();
         let handle = std::thread::Builder::new()
             .name("bz-optuna-heartbeat".into())
@@ -99,7 +104,7 @@ impl StudyTuner {
                     let beat = |hb: &mut Option<Storage>| -> Result<(), String> {
                         let st = match hb {
                             Some(st) => st,
-                            None => hb.insert(Storage::open(&url, &study, direction, true)?),
+                            None => hb.insert(Storage::open_multi(&url, &study, &directions, true)?),
                         };
                         ids.iter().try_for_each(|id| st.heartbeat(*id))
                     };
@@ -120,11 +125,12 @@ impl StudyTuner {
                 }
             })
             .ok();
-        let (study, direction) = (storage.study.clone(), storage.direction);
+        let (study, direction, directions) = (storage.study.clone(), storage.direction, storage.directions.clone());
         Ok(StudyTuner {
             storage: Mutex::new(storage),
             study,
             direction,
+            directions,
             space,
             sampler,
             pruner,
@@ -175,6 +181,7 @@ impl StudyTuner {
                     missing.iter().map(|(n, d)| (n.clone(), sample_random(d, &mut rng))).collect()
                 }
                 Sampler::Grid => self.next_grid_point(&trials).unwrap_or_default(),
+                Sampler::Nsga2(ga) => self.sample_nsga2(ga, &missing, &trials, id, number)?,
             };
             internal.extend(sampled);
         }
@@ -185,6 +192,38 @@ impl StudyTuner {
             params.insert(name.clone(), d.external(v));
         }
         Ok(Some((number, params)))
+    }
+
+    /// NSGA-II's draw for trial `number` (id `id`): its generation recorded as Optuna does, then a child of that
+    /// generation's parents.
+    fn sample_nsga2(&self, ga: &Nsga2Sampler, space: &Space, trials: &[FrozenTrial], id: i64, number: u64) -> Result<BTreeMap<String, f64>, String> {
+        let mut st = self.st()?;
+        let generations = st.trial_attrs(GENERATION_KEY)?;
+        let ids = st.trial_ids()?;
+        let generation_of = |n: u64| ids.get(&n).and_then(|i| generations.get(i)).and_then(Value::as_i64);
+        let complete: Vec<&FrozenTrial> = trials.iter().filter(|t| t.state == State::Complete).collect();
+        let generation = ga.generation(complete.iter().map(|t| generation_of(t.number).unwrap_or(-1)));
+        st.set_trial_system_attr(id, GENERATION_KEY, &json!(generation))?;
+        // Generations without cached parents are selected oldest first, each from the one before.
+        let first_uncached = (1..=generation).rev().take_while(|g| st.study_attr(&format!("{PARENT_KEY_PREFIX}{g}")).ok().flatten().is_none()).last();
+        for g in first_uncached.unwrap_or(generation + 1)..=generation {
+            let prev: Vec<u64> = self.cached_parents(&mut st, g - 1, &ids)?;
+            let pool: Vec<&FrozenTrial> = complete.iter().copied().filter(|t| generation_of(t.number) == Some(g - 1) || prev.contains(&t.number)).collect();
+            let elite: Vec<i64> = ga.select_elite(&pool, &self.directions).iter().filter_map(|t| ids.get(&t.number).copied()).collect();
+            st.set_study_system_attr(&format!("{PARENT_KEY_PREFIX}{g}"), &json!(elite))?;
+        }
+        let parents = self.cached_parents(&mut st, generation, &ids)?;
+        let parent_trials: Vec<&FrozenTrial> = complete.iter().copied().filter(|t| parents.contains(&t.number)).collect();
+        Ok(ga.sample(space, &parent_trials, &self.directions, number))
+    }
+
+    /// The trial numbers of generation `g`'s cached parents (none for generation 0 or when not cached).
+    fn cached_parents(&self, st: &mut Storage, g: i64, ids: &BTreeMap<u64, i64>) -> Result<Vec<u64>, String> {
+        if g <= 0 {
+            return Ok(Vec::new());
+        }
+        let cached: Vec<i64> = st.study_attr(&format!("{PARENT_KEY_PREFIX}{g}"))?.and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
+        Ok(ids.iter().filter(|(_, id)| cached.contains(id)).map(|(n, _)| *n).collect())
     }
 
     /// The first grid point no trial (running or finished) has taken yet.
@@ -214,6 +253,9 @@ impl StudyTuner {
     }
 
     pub fn report(&mut self, number: u64, step: u64, value: f64) -> Result<bool, String> {
+        if self.directions.len() > 1 {
+            return Err("intermediate values are not supported with several objectives (as in Optuna)".into());
+        }
         let id = self.id(number)?;
         self.st()?.report(id, step, value)?;
         if self.pruner == Pruner::None {
@@ -230,7 +272,23 @@ impl StudyTuner {
     }
 
     pub fn tell(&mut self, number: u64, state: State, value: Option<f64>) -> Result<(), String> {
+        self.tell_outcome(number, state, &value.into_iter().collect::<Vec<_>>(), &[])
+    }
+
+    /// How trial `number` ended: one value per objective, and its constraint values (`c <= 0` holds), stored as
+    /// Optuna's `constraints` system attribute for COMPLETE and PRUNED trials before the state, as Optuna does.
+    pub fn tell_outcome(&mut self, number: u64, state: State, values: &[f64], constraints: &[f64]) -> Result<(), String> {
+        if !values.is_empty() && values.len() != self.directions.len() {
+            return Err(format!("trial {number} has {} values; the study has {} objectives", values.len(), self.directions.len()));
+        }
         let id = self.id(number)?;
+        let value = values.first().copied();
+        if matches!(state, State::Complete | State::Pruned) && !constraints.is_empty() {
+            if constraints.iter().any(|c| c.is_nan()) {
+                return Err(format!("trial {number}: constraint values cannot be NaN"));
+            }
+            self.st()?.set_trial_system_attr(id, CONSTRAINTS_KEY, &json!(constraints))?;
+        }
         let (state, value) = match state {
             // Optuna fails a trial whose objective is NaN.
             State::Complete if value.is_none_or(f64::is_nan) => (State::Fail, None),
@@ -241,7 +299,12 @@ impl StudyTuner {
             }
             s => (s, value),
         };
-        let finished = self.st()?.finish(id, state, value)?;
+        let values: Vec<f64> = match (state, values.len()) {
+            (State::Complete, n) if n > 1 && values.iter().any(|v| v.is_nan()) => return self.tell_outcome(number, State::Fail, &[], &[]),
+            (State::Complete, n) if n > 1 => values.to_vec(),
+            _ => value.into_iter().collect(),
+        };
+        let finished = self.st()?.finish_values(id, state, &values)?;
         self.running.lock().map_err(|e| e.to_string())?.remove(&number);
         if !finished {
             return Err(format!(
@@ -252,28 +315,38 @@ impl StudyTuner {
         Ok(())
     }
 
+    /// The study's counts and its best trial (`best`, feasible only when there are constraints), and with
+    /// several objectives its Pareto front (`best_trials`, Optuna's `study.best_trials`, in number order).
     pub fn summary(&self) -> Value {
         let trials = self.st().ok().and_then(|mut s| s.trials().ok()).unwrap_or_default();
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for t in &trials {
             *counts.entry(t.state.name()).or_default() += 1;
         }
+        let params = |t: &FrozenTrial| -> Map<String, Value> { t.params.iter().map(|(n, (x, d))| (n.clone(), d.external(*x))).collect() };
+        let directions: Vec<&str> = self.directions.iter().map(|d| if *d == Direction::Minimize { "minimize" } else { "maximize" }).collect();
+        if self.directions.len() > 1 {
+            let front: Vec<Value> = pareto_front(&trials, &self.directions)
+                .iter()
+                .map(|t| json!({ "number": t.number, "values": t.values, "params": params(t), "constraints": t.constraints }))
+                .collect();
+            return json!({ "study": self.study, "counts": counts, "directions": directions, "best_trials": front, "trials": trials.len() });
+        }
         let better = |a: f64, b: f64| match self.direction {
             Direction::Minimize => a < b,
             Direction::Maximize => a > b,
         };
-        let best = trials.iter().filter(|t| t.state == State::Complete).filter_map(|t| t.value.filter(|v| !v.is_nan()).map(|v| (t, v))).fold(
+        let constrained = trials.iter().any(|t| !t.constraints.is_empty());
+        let feasible = |t: &FrozenTrial| !constrained || (!t.constraints.is_empty() && penalty(t) <= 0.0);
+        let best = trials.iter().filter(|t| t.state == State::Complete && feasible(t)).filter_map(|t| t.value.filter(|v| !v.is_nan()).map(|v| (t, v))).fold(
             None::<(&FrozenTrial, f64)>,
             |acc, (t, v)| match acc {
                 Some((_, bv)) if !better(v, bv) => acc,
                 _ => Some((t, v)),
             },
         );
-        let best = best.map(|(t, v)| {
-            let params: Map<String, Value> = t.params.iter().map(|(n, (x, d))| (n.clone(), d.external(*x))).collect();
-            json!({ "number": t.number, "value": v, "params": params })
-        });
-        json!({ "study": self.study, "counts": counts, "best": best, "trials": trials.len() })
+        let best = best.map(|(t, v)| json!({ "number": t.number, "value": v, "params": params(t), "constraints": t.constraints }));
+        json!({ "study": self.study, "counts": counts, "directions": directions, "best": best, "trials": trials.len() })
     }
 
     pub fn enqueue(&mut self, fixed: &Map<String, Value>) -> Result<bool, String> {

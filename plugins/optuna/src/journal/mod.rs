@@ -30,6 +30,11 @@ fn now() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
 }
 
+/// Optuna's `constraints` attribute as numbers (a non-number counts as NaN: not known to hold).
+fn constraint_values(v: &Value) -> Vec<f64> {
+    v.as_array().map(|a| a.iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect()).unwrap_or_default()
+}
+
 fn text(s: &str) -> String {
     Value::from(s).to_string()
 }
@@ -44,6 +49,14 @@ impl JournalStorage {
     /// Opens (creating) the journal at `path` and the study `name` in it: created when missing; an existing one
     /// only with `load_if_exists` and the same direction.
     pub fn open(path: &Path, name: &str, direction: Direction, load_if_exists: bool) -> Result<JournalStorage, String> {
+        Self::open_multi(path, name, &[direction], load_if_exists)
+    }
+
+    /// As [`JournalStorage::open`], for a study with one direction per objective.
+    pub fn open_multi(path: &Path, name: &str, directions: &[Direction], load_if_exists: bool) -> Result<JournalStorage, String> {
+        if directions.is_empty() {
+            return Err("a study needs at least one direction".into());
+        }
         // Python's worker ids are `<uuid4>-<thread id>`; one id per open journal is enough for bz.
         let worker_id = format!("{}-{}", file::uuid4(), std::process::id());
         let mut j = JournalStorage { file: JournalFile::open(path)?, replay: Replay::new(worker_id), study_id: 0 };
@@ -51,7 +64,8 @@ impl JournalStorage {
         j.sync()?;
         let existed = j.find(name).is_some();
         if !existed {
-            let line = j.line(replay::CREATE_STUDY, &[("study_name", text(name)), ("directions", format!("[{}]", replay::direction_code(direction)))]);
+            let codes: Vec<String> = directions.iter().map(|d| replay::direction_code(*d).to_string()).collect();
+            let line = j.line(replay::CREATE_STUDY, &[("study_name", text(name)), ("directions", format!("[{}]", codes.join(",")))]);
             j.file.append(&lock, &[line])?;
         }
         drop(lock);
@@ -62,12 +76,9 @@ impl JournalStorage {
                 return Err(format!("study '{name}' already exists: pass --resume to continue it, or choose another study name"));
             }
             let dirs = &j.replay.studies[&id].directions;
-            if dirs.len() != 1 {
-                return Err(format!("study '{name}' has {} objectives; bz tunes one", dirs.len()));
-            }
-            if dirs[0] != direction {
-                let word = |d: Direction| if d == Direction::Minimize { "minimize" } else { "maximize" };
-                return Err(format!("study '{name}' was created to {} its objective; tune.direction says {}", word(dirs[0]), word(direction)));
+            if dirs != directions {
+                let words = |ds: &[Direction]| ds.iter().map(|d| if *d == Direction::Minimize { "minimize" } else { "maximize" }).collect::<Vec<_>>().join(", ");
+                return Err(format!("study '{name}' was created to {} its objectives; tune.direction says {}", words(dirs), words(directions)));
             }
         }
         j.study_id = id;
@@ -207,7 +218,16 @@ impl JournalStorage {
 
     /// Finishes a RUNNING trial (state, value, completion time); a trial that is no longer RUNNING is left as it is.
     pub fn finish(&mut self, trial_id: i64, state: State, value: Option<f64>) -> Result<bool, String> {
-        let values = value.filter(|v| !v.is_nan()).map_or("null".to_string(), |v| format!("[{}]", num(v)));
+        self.finish_values(trial_id, state, &value.into_iter().collect::<Vec<_>>())
+    }
+
+    /// [`JournalStorage::finish`] with one value per objective; values are written only when every one is a number.
+    pub fn finish_values(&mut self, trial_id: i64, state: State, values: &[f64]) -> Result<bool, String> {
+        let values = if values.is_empty() || values.iter().any(|v| v.is_nan()) {
+            "null".to_string()
+        } else {
+            format!("[{}]", values.iter().map(|v| num(*v)).collect::<Vec<_>>().join(","))
+        };
         let fields =
             [("trial_id", trial_id.to_string()), ("state", replay::state_code(state).to_string()), ("values", values), ("datetime_complete", text(&now()))];
         let line = self.line(replay::SET_TRIAL_STATE_VALUES, &fields);
@@ -248,8 +268,28 @@ impl JournalStorage {
                 value: t.values.as_ref().and_then(|v| v.first().copied()),
                 params: t.params.clone(),
                 intermediate: t.intermediate.clone(),
+                values: t.values.clone().unwrap_or_default(),
+                constraints: t.system_attrs.get(crate::pareto::CONSTRAINTS_KEY).map(constraint_values).unwrap_or_default(),
             })
             .collect())
+    }
+
+    /// trial_id → the trial system attribute `key`, for the trials of the study that have it.
+    pub fn trial_attrs(&mut self, key: &str) -> Result<BTreeMap<i64, Value>, String> {
+        self.sync()?;
+        Ok(self.study_trials().filter_map(|(id, t)| t.system_attrs.get(key).map(|v| (id as i64, v.clone()))).collect())
+    }
+
+    /// The study system attribute `key`, if set.
+    pub fn study_attr(&mut self, key: &str) -> Result<Option<Value>, String> {
+        self.sync()?;
+        Ok(self.replay.studies.get(&self.study_id).and_then(|s| s.system_attrs.get(key).cloned()))
+    }
+
+    /// trial number → trial_id for every trial of the study.
+    pub fn trial_ids(&mut self) -> Result<BTreeMap<u64, i64>, String> {
+        self.sync()?;
+        Ok(self.study_trials().map(|(id, t)| (t.number, id as i64)).collect())
     }
 
     /// Trial system attributes with numeric values whose key contains `completed_rung_` (pruner state).
