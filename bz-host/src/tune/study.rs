@@ -81,7 +81,7 @@ impl Study {
         let enqueue: Vec<Value> = tc.enqueue.iter().map(|t| serde_json::to_value(t).unwrap_or(Value::Null)).collect();
         Ok(json!({
             "study": self.name, "storage": self.storage, "direction": self.direction(), "sampler": tc.sampler,
-            "seed": self.seed, "n_startup_trials": tc.n_startup_trials,
+            "seed": self.seed, "n_startup_trials": tc.n_startup_trials, "restart_strategy": tc.restart_strategy,
             "pruner": serde_json::to_value(&tc.pruner)?, "n_trials": self.n_trials, "resume": resume,
             "heartbeat_interval": tc.heartbeat_interval, "enqueue": enqueue, "epochs": self.epochs,
         }))

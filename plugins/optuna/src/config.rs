@@ -1,6 +1,7 @@
 //! The tuner's configuration: the `[tune]` section as bz sends it (with `study`, `storage`, `resume` and `epochs`
 //! resolved), typed, so that an unknown key anywhere, the pruner's included, is an error naming it.
 
+use crate::cmaes::{CmaEsSampler, Restart};
 use crate::pruners::Pruner;
 use crate::space::Direction;
 use crate::tpe::TpeSampler;
@@ -26,9 +27,12 @@ pub struct TunerConfig {
     pub sampler: SamplerKind,
     /// The sampler's seed.
     pub seed: u64,
-    /// TPE: random trials before the model takes over; default 10.
+    /// Random trials before the model takes over; default 10 (TPE), 1 (CMA-ES).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub n_startup_trials: Option<u64>,
+    /// CMA-ES: restart a converged search with a larger population, `ipop` or `bipop`; default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_strategy: Option<Restart>,
     pub pruner: PrunerConfig,
     /// The study's total number of trials; none: no limit.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -53,6 +57,9 @@ impl PluginConfig for TunerConfig {
         if self.storage.as_deref().is_none_or(str::is_empty) {
             return Err(key_error("storage", "a storage URL or path is required"));
         }
+        if self.restart_strategy.is_some() && self.sampler != SamplerKind::Cmaes {
+            return Err(key_error("restart_strategy", "applies to sampler = \"cmaes\" only"));
+        }
         if let PrunerConfig::Percentile(p) = &self.pruner {
             if !(0.0..=100.0).contains(&p.percentile) {
                 return Err(key_error("pruner.percentile", format!("{} is not in [0, 100]", p.percentile)));
@@ -69,6 +76,12 @@ impl TunerConfig {
                 Sampler::Tpe(TpeSampler { seed: self.seed, n_startup_trials: self.n_startup_trials.unwrap_or(10) as usize, ..Default::default() })
             }
             SamplerKind::Random => Sampler::Random { seed: self.seed },
+            SamplerKind::Cmaes => Sampler::CmaEs(CmaEsSampler {
+                seed: self.seed,
+                n_startup_trials: self.n_startup_trials.unwrap_or(1) as usize,
+                restart: self.restart_strategy,
+                ..Default::default()
+            }),
             SamplerKind::Grid => Sampler::Grid,
         }
     }
@@ -90,6 +103,8 @@ pub enum SamplerKind {
     #[default]
     Tpe,
     Random,
+    /// CMA-ES for float and int parameters, as Optuna's `CmaEsSampler` (categorical ones at random).
+    Cmaes,
     /// Every combination of the (categorical or stepped) search space.
     Grid,
 }
@@ -301,7 +316,7 @@ mod tests {
     #[test]
     fn unknown_top_level_keys_and_values_are_refused() {
         assert!(parse(json!({ "samplr": "tpe" })).unwrap_err().starts_with("`samplr`: unknown key; did you mean `sampler`?"));
-        assert!(parse(json!({ "sampler": "cmaes" })).unwrap_err().starts_with("`sampler`: unknown value `cmaes`"));
+        assert!(parse(json!({ "sampler": "cma" })).unwrap_err().starts_with("`sampler`: unknown value `cma`"));
         assert!(parse(json!({ "direction": "up" })).unwrap_err().starts_with("`direction`: unknown value `up`"));
         assert_eq!(TunerConfig::parse(&json!({ "storage": "x" })).unwrap_err().message, "`study`: a study name is required");
     }
