@@ -49,9 +49,10 @@ def hartmann6(s):
 FUNCS = {"branin": (branin, BRANIN_MIN), "hartmann6": (hartmann6, HARTMANN6_MIN)}
 
 
-def run_one(func, seed, n_trials):
-    f, fmin = FUNCS[func]
-    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+def run_one(func, seed, n_trials, funcs=FUNCS, sampler=optuna.samplers.TPESampler, label="optuna-tpe"):
+    """One study of `sampler(seed=seed)` on `funcs[func]`, as a JSON-able record."""
+    f, fmin = funcs[func]
+    study = optuna.create_study(sampler=sampler(seed=seed))
     values, stamps = [], []
 
     def objective(trial):
@@ -69,7 +70,7 @@ def run_one(func, seed, n_trials):
     per = [(b - a) * 1000 for a, b in zip([t0] + stamps[:-1], stamps)]
     mean = lambda xs: sum(xs) / max(len(xs), 1)
     return {
-        "lib": "optuna " + optuna.__version__, "sampler": "optuna-tpe", "func": func, "seed": seed,
+        "lib": "optuna " + optuna.__version__, "sampler": label, "func": func, "seed": seed,
         "n_trials": n_trials, "storage": "memory", "fmin": fmin,
         "best": {str(k): trace[k - 1] for k in (10, 20, 50, 100, 200, 500, 1000) if k <= len(trace)},
         "trace": trace, "total_s": total, "per_trial_ms": [round(p, 4) for p in per],

@@ -82,6 +82,9 @@ pub(super) fn check(c: &Config) -> Result<(), (String, String)> {
             return bad("tune.pruner.percentile", format!("{} is outside [0, 100]", p.percentile));
         }
     }
+    if let Some(t) = &c.tune {
+        super::tune::check_conditions(&t.params)?;
+    }
     if c.model.torchscript.is_some() && !c.model.layers.is_empty() {
         return bad("model.torchscript", "give either `layers` or `torchscript`, not both".into());
     }

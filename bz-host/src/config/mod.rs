@@ -25,8 +25,8 @@ pub use overrides::apply_override;
 pub use scheduler::{CosineOptions, OneCycleOptions, PlateauOptions, SchedulerConfig, SchedulerKind, StepOptions};
 pub use tagged::SectionError;
 pub use tune::{
-    Choices, Constraint, FloatRange, HalvingOptions, HyperbandOptions, IntRange, MedianOptions, ParamSpec, PercentileOptions, PrunerConfig, TuneConfig,
-    TuneDirection,
+    AnyOf, Choices, Constraint, FloatRange, HalvingOptions, HyperbandOptions, IntRange, MedianOptions, ParamRange, ParamSpec, PercentileOptions, PrunerConfig,
+    TuneConfig, TuneDirection,
 };
 
 use check::{check, check_plugin_names, check_tagged};

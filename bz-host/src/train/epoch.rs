@@ -71,7 +71,19 @@ impl Trainer<'_> {
         let loader = self.session.data.train.loader(plan)?;
         phases.lap(t, Phase::Data);
         let e1 = self.state.epoch + 1;
-        Ok(EpochRun { e1, start: t, phases, loader, order, metrics: vec![], confusion: None, grad_histograms: None, pr_curves: None, misclassified: None, train_seconds: 0.0 })
+        Ok(EpochRun {
+            e1,
+            start: t,
+            phases,
+            loader,
+            order,
+            metrics: vec![],
+            confusion: None,
+            grad_histograms: None,
+            pr_curves: None,
+            misclassified: None,
+            train_seconds: 0.0,
+        })
     }
 
     /// The batch loop; true when Ctrl-C ended it (the caller saves and ends the run).

@@ -85,7 +85,7 @@ impl Study {
         let pruner = if tc.is_multi() { json!({ "type": "none" }) } else { serde_json::to_value(&tc.pruner)? };
         let mut c = json!({
             "study": self.name, "storage": self.storage, "direction": self.directions()[0], "sampler": tc.sampler,
-            "seed": self.seed, "n_startup_trials": tc.n_startup_trials,
+            "seed": self.seed, "n_startup_trials": tc.n_startup_trials, "restart_strategy": tc.restart_strategy,
             "pruner": pruner, "n_trials": self.n_trials, "resume": resume,
             "heartbeat_interval": tc.heartbeat_interval, "enqueue": enqueue, "epochs": self.epochs,
         });

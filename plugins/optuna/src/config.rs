@@ -1,6 +1,7 @@
 //! The tuner's configuration: the `[tune]` section as bz sends it (with `study`, `storage`, `resume` and `epochs`
 //! resolved), typed, so that an unknown key anywhere, the pruner's included, is an error naming it.
 
+use crate::cmaes::{CmaEsSampler, Restart};
 use crate::nsga2::Nsga2Sampler;
 use crate::pruners::Pruner;
 use crate::space::Direction;
@@ -34,9 +35,12 @@ pub struct TunerConfig {
     pub nsga2: Option<Nsga2Options>,
     /// The sampler's seed.
     pub seed: u64,
-    /// TPE: random trials before the model takes over; default 10.
+    /// Random trials before the model takes over; default 10 (TPE), 1 (CMA-ES).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub n_startup_trials: Option<u64>,
+    /// CMA-ES: restart a converged search with a larger population, `ipop` or `bipop`; default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_strategy: Option<Restart>,
     pub pruner: PrunerConfig,
     /// The study's total number of trials; none: no limit.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,6 +77,9 @@ impl PluginConfig for TunerConfig {
             }
             n.check()?;
         }
+        if self.restart_strategy.is_some() && self.sampler != SamplerKind::Cmaes {
+            return Err(key_error("restart_strategy", "applies to sampler = \"cmaes\" only"));
+        }
         if let PrunerConfig::Percentile(p) = &self.pruner {
             if !(0.0..=100.0).contains(&p.percentile) {
                 return Err(key_error("pruner.percentile", format!("{} is not in [0, 100]", p.percentile)));
@@ -92,6 +99,12 @@ impl TunerConfig {
                 ..Default::default()
             }),
             SamplerKind::Random => Sampler::Random { seed: self.seed },
+            SamplerKind::Cmaes => Sampler::CmaEs(CmaEsSampler {
+                seed: self.seed,
+                n_startup_trials: self.n_startup_trials.unwrap_or(1) as usize,
+                restart: self.restart_strategy,
+                ..Default::default()
+            }),
             SamplerKind::Grid => Sampler::Grid,
             SamplerKind::Nsga2 => {
                 let o = self.nsga2.clone().unwrap_or_default();
@@ -132,6 +145,8 @@ pub enum SamplerKind {
     #[default]
     Tpe,
     Random,
+    /// CMA-ES for float and int parameters, as Optuna's `CmaEsSampler` (categorical ones at random).
+    Cmaes,
     /// Every combination of the (categorical or stepped) search space.
     Grid,
     /// The genetic algorithm NSGA-II (Optuna's `NSGAIISampler`), for several objectives.
@@ -380,7 +395,7 @@ mod tests {
     #[test]
     fn unknown_top_level_keys_and_values_are_refused() {
         assert!(parse(json!({ "samplr": "tpe" })).unwrap_err().starts_with("`samplr`: unknown key; did you mean `sampler`?"));
-        assert!(parse(json!({ "sampler": "cmaes" })).unwrap_err().starts_with("`sampler`: unknown value `cmaes`"));
+        assert!(parse(json!({ "sampler": "cma" })).unwrap_err().starts_with("`sampler`: unknown value `cma`"));
         assert!(parse(json!({ "direction": "up" })).unwrap_err().starts_with("`direction`: unknown value `up`"));
         assert_eq!(TunerConfig::parse(&json!({ "storage": "x" })).unwrap_err().message, "`study`: a study name is required");
     }

@@ -7,6 +7,7 @@
 //! (`runs/<study>/study.db` by default) or its journal file (`journal:///study.log`), shared by any number of
 //! workers, bz or Python.
 
+pub mod cmaes;
 pub mod config;
 pub mod db;
 pub mod journal;
@@ -21,7 +22,7 @@ pub mod tuner;
 
 use bz_plugin_api::config::{ConfigType, PluginConfig};
 use bz_plugin_api::outcome::TrialOutcome;
-use bz_plugin_api::{export_plugin, Host, Plugin, PluginError, PluginMetadata, Trial, TrialState, Tuner};
+use bz_plugin_api::{export_plugin, log, Host, Level, Plugin, PluginError, PluginMetadata, Trial, TrialState, Tuner};
 use config::TunerConfig;
 use serde_json::Value;
 use space::State;
@@ -97,8 +98,9 @@ impl Plugin for OptunaPlugin {
 
     const CONFIG: ConfigType = ConfigType::of::<TunerConfig>();
 
-    fn create_tuner(_host: Host, config: Value, space: Value) -> Result<Option<Box<dyn Tuner>>, PluginError> {
-        let space = tuner::parse_space(&space).map_err(PluginError::config)?;
+    fn create_tuner(_host: Host, config: Value, params: Value) -> Result<Option<Box<dyn Tuner>>, PluginError> {
+        let space = tuner::parse_space(&params).map_err(PluginError::config)?;
+        let conditions = space::Conditions::parse(&params, &space).map_err(PluginError::config)?;
         let cfg = TunerConfig::parse(&config)?;
         // `check` made sure both are there.
         let (study, url) = (cfg.study.as_deref().unwrap_or_default(), cfg.storage.as_deref().unwrap_or_default());
@@ -108,7 +110,13 @@ impl Plugin for OptunaPlugin {
             }
         }
         let storage = storage::Storage::open_multi(url, study, &cfg.all_directions(), cfg.resume).map_err(PluginError::config)?;
-        let mut t = StudyTuner::new(storage, space, cfg.sampler(), cfg.pruner(), cfg.n_trials, cfg.heartbeat()).map_err(PluginError::config)?;
+        let sampler = cfg.sampler();
+        if let (tuner::Sampler::CmaEs(_), Some(first)) = (&sampler, cmaes::categorical_params(&space).first()) {
+            log!(Level::Warn, "CMA-ES does not search categorical parameters: {first} and any other is sampled at random, as Optuna's CmaEsSampler does");
+        }
+        let mut t = StudyTuner::new(storage, space, sampler, cfg.pruner(), cfg.n_trials, cfg.heartbeat())
+            .and_then(|t| t.with_conditions(conditions))
+            .map_err(PluginError::config)?;
         for fixed in &cfg.enqueue {
             t.enqueue(fixed).map_err(PluginError::other)?;
         }

@@ -151,3 +151,115 @@ pub struct FrozenTrial {
     /// Optuna's `constraints` system attribute: `c <= 0` holds (empty: the trial has none).
     pub constraints: Vec<f64>,
 }
+
+/// `when`: the parameters searched only in trials where earlier categorical parameters took given values (what
+/// define-by-run users write as `if trial.suggest_categorical(…) == …: trial.suggest_float(…)`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Conditions {
+    /// Guarded parameter → (categorical parameter, the internal indices of its accepted choices).
+    guards: BTreeMap<String, Vec<(String, Vec<f64>)>>,
+}
+
+impl Conditions {
+    /// Reads the `when` tables of the host's search space (`[{"name": …, "when": {"param": [values]}}, …]`):
+    /// each names a categorical parameter listed earlier, and values among its choices.
+    pub fn parse(v: &Value, space: &[(String, Distribution)]) -> Result<Conditions, String> {
+        let mut guards = BTreeMap::new();
+        for (i, p) in v.as_array().into_iter().flatten().enumerate() {
+            let Some(when) = p.get("when").filter(|w| !w.is_null()) else { continue };
+            let name = p["name"].as_str().unwrap_or_default();
+            let bad = |why: String| format!("tune.params.\"{name}\".when: {why}");
+            let when = when.as_object().ok_or_else(|| bad("must be a table of `\"param\" = value or [values]`".into()))?;
+            let mut list = Vec::new();
+            for (parent, values) in when {
+                let choices = match space[..i.min(space.len())].iter().find(|(n, _)| n == parent) {
+                    Some((_, d @ Distribution::Categorical { .. })) => d,
+                    Some(_) => return Err(bad(format!("{parent:?} is not categorical"))),
+                    None => return Err(bad(format!("{parent:?} is not a parameter listed before this one"))),
+                };
+                let values = match values {
+                    Value::Array(a) => a.clone(),
+                    one => vec![one.clone()],
+                };
+                let mut accepted = Vec::new();
+                for v in &values {
+                    accepted.push(choices.internal(v).ok_or_else(|| bad(format!("{v} is not one of {parent:?}'s choices")))?);
+                }
+                if accepted.is_empty() {
+                    return Err(bad(format!("{parent:?} lists no values")));
+                }
+                list.push((parent.clone(), accepted));
+            }
+            if !list.is_empty() {
+                guards.insert(name.to_string(), list);
+            }
+        }
+        Ok(Conditions { guards })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.guards.is_empty()
+    }
+
+    /// Keeps the parameters whose conditions hold, deciding in space order: a guard on a parameter that is itself
+    /// absent does not hold.
+    pub fn retain_active(&self, space: &Space, values: &mut BTreeMap<String, f64>) {
+        for (name, _) in space {
+            let holds = self
+                .guards
+                .get(name)
+                .is_none_or(|list| list.iter().all(|(parent, accepted)| values.get(parent).is_some_and(|v| accepted.iter().any(|a| (a - v).abs() < 0.5))));
+            if !holds {
+                values.remove(name);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn space() -> Space {
+        vec![
+            ("opt".into(), Distribution::Categorical { choices: vec![json!("sgd"), json!("adam"), json!("rmsprop")] }),
+            ("momentum".into(), Distribution::Float { low: 0.0, high: 0.99, log: false, step: None }),
+            ("nesterov".into(), Distribution::Categorical { choices: vec![json!(true), json!(false)] }),
+            ("dampening".into(), Distribution::Float { low: 0.0, high: 0.5, log: false, step: None }),
+        ]
+    }
+
+    #[test]
+    fn conditions_hold_in_order_and_chain() {
+        let spec = json!([
+            { "name": "opt" },
+            { "name": "momentum", "when": { "opt": ["sgd", "rmsprop"] } },
+            { "name": "nesterov", "when": { "opt": "sgd" } },
+            { "name": "dampening", "when": { "nesterov": false } },
+        ]);
+        let c = Conditions::parse(&spec, &space()).unwrap();
+        let all = |opt: f64, nesterov: f64| -> Vec<String> {
+            let mut v: BTreeMap<String, f64> =
+                [("opt", opt), ("momentum", 0.5), ("nesterov", nesterov), ("dampening", 0.1)].iter().map(|(k, x)| (k.to_string(), *x)).collect();
+            c.retain_active(&space(), &mut v);
+            v.into_keys().collect()
+        };
+        assert_eq!(all(0.0, 1.0), ["dampening", "momentum", "nesterov", "opt"]);
+        assert_eq!(all(0.0, 0.0), ["momentum", "nesterov", "opt"]);
+        // rmsprop: momentum, but no nesterov, and so no dampening either.
+        assert_eq!(all(2.0, 1.0), ["momentum", "opt"]);
+        assert_eq!(all(1.0, 1.0), ["opt"]);
+        assert!(Conditions::parse(&json!([{ "name": "opt" }]), &space()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn conditions_the_host_did_not_check_are_refused() {
+        let bad = |when: Value, name: &str| Conditions::parse(&json!([{ "name": "opt" }, { "name": name, "when": when }]), &space()[..2]).unwrap_err();
+        assert!(bad(json!({ "momentum": 0.5 }), "momentum").contains("\"momentum\" is not a parameter listed before"));
+        assert!(bad(json!({ "opt": "sgdd" }), "momentum").contains("\"sgdd\" is not one of \"opt\"'s choices"));
+        assert!(bad(json!({ "opt": [] }), "momentum").contains("lists no values"));
+        assert!(bad(json!("sgd"), "momentum").contains("must be a table"));
+        let float_parent = json!([{ "name": "opt" }, { "name": "momentum" }, { "name": "nesterov", "when": { "momentum": 0.5 } }]);
+        assert!(Conditions::parse(&float_parent, &space()[..3]).unwrap_err().contains("\"momentum\" is not categorical"));
+    }
+}

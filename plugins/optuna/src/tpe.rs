@@ -8,6 +8,8 @@
 //!
 //! Values are Optuna's internal representation (the float; the int as a float; the categorical index).
 
+mod group;
+
 use crate::space::{Direction, Distribution, FrozenTrial, Space, State};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -25,11 +27,13 @@ pub struct TpeSampler {
     pub constant_liar: bool,
     /// With several objectives, MOTPE (see `motpe`); empty or one: the `direction` given to `sample`.
     pub directions: Vec<Direction>,
+    /// Optuna's `group=True`: sample each group of parameters that always appear together jointly (see `group`).
+    pub group: bool,
 }
 
 impl Default for TpeSampler {
     fn default() -> Self {
-        TpeSampler { seed: 0, n_startup_trials: 10, n_ei_candidates: 24, multivariate: true, constant_liar: true, directions: Vec::new() }
+        TpeSampler { seed: 0, n_startup_trials: 10, n_ei_candidates: 24, multivariate: true, constant_liar: true, directions: Vec::new(), group: false }
     }
 }
 
@@ -61,6 +65,9 @@ impl TpeSampler {
         considered.sort_by_key(|t| t.number);
         let n = considered.iter().filter(|t| t.state != State::Running).count();
         let (below, above) = self.split(&considered, n, direction);
+        if self.group && self.multivariate {
+            return group::sample(self, space, (&below, &above), &considered, &mut rng);
+        }
 
         let mut joint: Vec<(&str, &Distribution)> = Vec::new();
         let mut single: Vec<(&str, &Distribution)> = Vec::new();

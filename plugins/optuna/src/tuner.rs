@@ -2,10 +2,11 @@
 //! answers whether to prune), tell (the final state and value). Everything goes through the storage, so
 //! several `bz tune` workers — and Python Optuna workers — share one study.
 
+use crate::cmaes::CmaEsSampler;
 use crate::nsga2::{Nsga2Sampler, GENERATION_KEY, PARENT_KEY_PREFIX};
 use crate::pareto::{pareto_front, penalty, CONSTRAINTS_KEY};
 use crate::pruners::Pruner;
-use crate::space::{Direction, Distribution, FrozenTrial, Space, State};
+use crate::space::{Conditions, Direction, Distribution, FrozenTrial, Space, State};
 use crate::storage::Storage;
 use crate::tpe::{sample_random, TpeSampler};
 use bz_plugin_api::{log, Level};
@@ -22,6 +23,7 @@ pub type Asked = (u64, Map<String, Value>);
 #[derive(Debug, Clone)]
 pub enum Sampler {
     Tpe(TpeSampler),
+    CmaEs(CmaEsSampler),
     Random { seed: u64 },
     Grid,
     Nsga2(Nsga2Sampler),
@@ -35,6 +37,7 @@ pub struct StudyTuner {
     /// One per objective (`direction` is the first).
     directions: Vec<Direction>,
     space: Space,
+    conditions: Conditions,
     sampler: Sampler,
     pruner: Pruner,
     budget: Option<u64>,
@@ -132,6 +135,7 @@ impl StudyTuner {
             direction,
             directions,
             space,
+            conditions: Conditions::default(),
             sampler,
             pruner,
             budget,
@@ -140,6 +144,21 @@ impl StudyTuner {
             stop,
             heartbeat: handle,
         })
+    }
+
+    /// Searches the parameters `conditions` guard only where their conditions hold; TPE then samples the
+    /// group-decomposed space (Optuna's `group=True`), which a conditional space needs. Grid search refuses them.
+    pub fn with_conditions(mut self, conditions: Conditions) -> Result<StudyTuner, String> {
+        if conditions.is_empty() {
+            return Ok(self);
+        }
+        match &mut self.sampler {
+            Sampler::Grid => return Err("the grid sampler cannot search conditional parameters (`when`): use sampler = \"tpe\" or \"random\"".into()),
+            Sampler::Tpe(tpe) => tpe.group = true,
+            _ => {}
+        }
+        self.conditions = conditions;
+        Ok(self)
     }
 
     fn st(&self) -> Result<MutexGuard<'_, Storage>, String> {
@@ -176,6 +195,7 @@ impl StudyTuner {
         if !missing.is_empty() {
             let sampled = match &self.sampler {
                 Sampler::Tpe(tpe) => tpe.sample(&missing, &trials, self.direction, number),
+                Sampler::CmaEs(cma) => cma.sample(&missing, &trials, self.direction, number),
                 Sampler::Random { seed } => {
                     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ number);
                     missing.iter().map(|(n, d)| (n.clone(), sample_random(d, &mut rng))).collect()
@@ -185,6 +205,7 @@ impl StudyTuner {
             };
             internal.extend(sampled);
         }
+        self.conditions.retain_active(&self.space, &mut internal);
         let mut params = Map::new();
         for (name, d) in &self.space {
             let Some(v) = internal.get(name).copied() else { continue };

@@ -77,7 +77,8 @@ impl JournalStorage {
             }
             let dirs = &j.replay.studies[&id].directions;
             if dirs != directions {
-                let words = |ds: &[Direction]| ds.iter().map(|d| if *d == Direction::Minimize { "minimize" } else { "maximize" }).collect::<Vec<_>>().join(", ");
+                let words =
+                    |ds: &[Direction]| ds.iter().map(|d| if *d == Direction::Minimize { "minimize" } else { "maximize" }).collect::<Vec<_>>().join(", ");
                 return Err(format!("study '{name}' was created to {} its objectives; tune.direction says {}", words(dirs), words(directions)));
             }
         }
