@@ -82,7 +82,7 @@ impl Nsga2Sampler {
     /// Internal values for every parameter of `space` for trial `number`, children of `parents` (random when
     /// there are none: generation 0).
     pub fn sample(&self, space: &Space, parents: &[&FrozenTrial], directions: &[Direction], number: u64) -> BTreeMap<String, f64> {
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x6e73_6761_32);
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x006e_7367_6132);
         rng.set_stream(number);
         let shared: Vec<&str> = space
             .iter()

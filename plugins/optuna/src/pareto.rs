@@ -102,6 +102,8 @@ pub fn crowding_distance(losses: &[Vec<f64>]) -> Vec<f64> {
     let n = losses.len();
     let mut dist = vec![0.0; n];
     let Some(m) = losses.first().map(Vec::len) else { return dist };
+    // `k` indexes the objective inside every point, not `losses` itself.
+    #[allow(clippy::needless_range_loop)]
     for k in 0..m {
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by(|&a, &b| losses[a][k].total_cmp(&losses[b][k]));
