@@ -77,6 +77,9 @@ impl PluginConfig for TunerConfig {
             }
             n.check()?;
         }
+        if self.directions.len() > 1 && self.sampler == SamplerKind::Cmaes {
+            return Err(key_error("sampler", "cmaes searches one objective, as Optuna's CmaEsSampler: use tpe (MOTPE) or nsga2 for several"));
+        }
         if self.restart_strategy.is_some() && self.sampler != SamplerKind::Cmaes {
             return Err(key_error("restart_strategy", "applies to sampler = \"cmaes\" only"));
         }
@@ -411,6 +414,13 @@ mod tests {
         assert_eq!(c.pruner(), Pruner::Hyperband { min_resource: 1, max_resource: Some(9), reduction_factor: 2, bootstrap_count: 0 });
         let c = parse(json!({ "pruner": { "type": "successive_halving" } })).unwrap();
         assert_eq!(c.pruner(), Pruner::SuccessiveHalving { min_resource: None, reduction_factor: 4, min_early_stopping_rate: 0, bootstrap_count: 0 });
+    }
+
+    #[test]
+    fn cmaes_takes_one_objective() {
+        let two = json!({ "sampler": "cmaes", "directions": ["minimize", "minimize"], "pruner": { "type": "none" } });
+        assert!(parse(two).unwrap_err().starts_with("`sampler`: cmaes searches one objective"));
+        assert!(parse(json!({ "sampler": "cmaes", "directions": ["minimize"] })).is_ok());
     }
 
     #[test]
