@@ -193,6 +193,14 @@ pub fn read_jsonl(path: &Path) -> Vec<Value> {
     text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"))).collect()
 }
 
+/// The complete lines of a JSONL file another process is still appending to: a last
+/// line without its newline is being written and is left for a later read.
+pub fn read_jsonl_so_far(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let done = text.rfind('\n').map_or("", |end| &text[..end]);
+    done.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"))).collect()
+}
+
 /// The `epoch` lines of a run's metrics.jsonl.
 pub fn epoch_lines(run: &Path) -> Vec<Value> {
     read_jsonl(&run.join("metrics.jsonl")).into_iter().filter(|v| v["event"] == "epoch").collect()

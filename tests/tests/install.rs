@@ -314,7 +314,7 @@ fn upgrading_while_a_run_uses_the_old_library_leaves_the_run_intact() {
     let m = maps();
     let lib: Vec<&str> = m.lines().filter(|l| l.contains("libbz_fixture")).collect();
     assert!(!lib.is_empty() && lib.iter().all(|l| l.ends_with("store/fixture/0.3.0/libbz_fixture.so")), "{m}");
-    assert!(!read_jsonl(&events).iter().any(|ev| ev["kind"] == "FINISH"), "the run finished before the upgrade: make it slower");
+    assert!(!read_jsonl_so_far(&events).iter().any(|ev| ev["kind"] == "FINISH"), "the run finished before the upgrade: make it slower");
     let done = wait_limited(run, Duration::from_secs(120));
     assert_eq!(done.code, 0, "{}", done.all());
     let ev = read_jsonl(&events);
