@@ -20,6 +20,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 const EPS: f64 = 1e-8;
 const SIGMA_MAX: f64 = 1e32;
@@ -271,22 +272,48 @@ pub struct CmaEsSampler {
     pub popsize: Option<usize>,
     /// The population's growth factor at each (large) restart.
     pub inc_popsize: usize,
+    /// The last replay, continued when the next ask's history only grew.
+    pub memo: Memo,
 }
 
 impl Default for CmaEsSampler {
     fn default() -> Self {
-        CmaEsSampler { seed: 0, n_startup_trials: 1, restart: None, popsize: None, inc_popsize: 2 }
+        CmaEsSampler { seed: 0, n_startup_trials: 1, restart: None, popsize: None, inc_popsize: 2, memo: Memo::default() }
     }
 }
 
-/// Where a replayed search stands: the optimizer and the restart bookkeeping of Optuna's restart sampler.
+/// Where a replayed search stands: the optimizer, the restart bookkeeping of Optuna's restart sampler, and
+/// which trials it has been told (by number and value, in order), so a later ask can go on from here.
+#[derive(Debug, Clone)]
 struct Run {
     cma: Cma,
+    restart_rng: ChaCha8Rng,
     restarts: u32,
     large_restarts: u32,
     small: bool,
     small_evals: usize,
     large_evals: usize,
+    dims: Vec<String>,
+    told: Vec<(u64, u64)>,
+}
+
+/// A cache of the last replay. Replaying from scratch costs O(generations · n³) per ask, which grows with the
+/// study; continuing a replay whose told trials are a prefix of the new history makes an ask cost one
+/// generation at most. It never changes a sample: the replay is the same either way.
+#[derive(Debug, Default)]
+pub struct Memo(Mutex<Option<Box<Run>>>);
+
+impl Clone for Memo {
+    fn clone(&self) -> Self {
+        Memo::default()
+    }
+}
+
+impl PartialEq for Memo {
+    /// A cache is not part of a sampler's settings.
+    fn eq(&self, _: &Memo) -> bool {
+        true
+    }
 }
 
 impl CmaEsSampler {
@@ -318,53 +345,75 @@ impl CmaEsSampler {
         out
     }
 
-    /// The search after telling it `solutions` (complete trials sampled by it, in trial order) generation by generation.
+    /// The search after telling it `solutions` (complete trials sampled by it, in trial order) generation by
+    /// generation, continuing the memoised replay when it was told a prefix of them.
     fn replay(&self, dims: &[Dim], solutions: &[&FrozenTrial], direction: Direction) -> Run {
+        let names: Vec<String> = dims.iter().map(|d| d.name.to_string()).collect();
+        let key = |t: &&FrozenTrial| (t.number, t.value.unwrap_or(f64::INFINITY).to_bits());
+        let cached = self.memo.0.lock().ok().and_then(|mut m| m.take());
+        let mut run = match cached {
+            Some(run) if run.dims == names && run.told.len() <= solutions.len() && run.told.iter().copied().eq(solutions[..run.told.len()].iter().map(key)) => {
+                *run
+            }
+            _ => self.fresh_run(names),
+        };
         let n = dims.len();
         let initial = self.popsize.unwrap_or_else(|| default_popsize(n));
+        let sign = if direction == Direction::Maximize { -1.0 } else { 1.0 };
+        while run.told.len() + run.cma.popsize() <= solutions.len() {
+            let popsize = run.cma.popsize();
+            let batch = &solutions[run.told.len()..run.told.len() + popsize];
+            let mut generation: Vec<(Vec<f64>, f64)> =
+                batch.iter().map(|t| (dims.iter().map(|d| d.transform(t.params[d.name].0)).collect(), sign * t.value.unwrap_or(f64::INFINITY))).collect();
+            run.told.extend(batch.iter().map(key));
+            run.cma.tell(&mut generation);
+            let Some(strategy) = self.restart else { continue };
+            if run.cma.should_stop() {
+                self.restart(&mut run, strategy, popsize, initial);
+            }
+        }
+        if let Ok(mut m) = self.memo.0.lock() {
+            *m = Some(Box::new(run.clone()));
+        }
+        run
+    }
+
+    /// The search before any generation: the centre of the box, σ₀ = 1/6, the default population.
+    fn fresh_run(&self, dims: Vec<String>) -> Run {
+        let n = dims.len();
+        let popsize = self.popsize.unwrap_or_else(|| default_popsize(n));
         // Restart points come from their own stream, drawn in the same order at every replay.
         let mut restart_rng = ChaCha8Rng::seed_from_u64(self.seed);
         restart_rng.set_stream(u64::MAX);
-        let fresh = |popsize: usize, mean: Vec<f64>| Cma::new(mean, 1.0 / 6.0, vec![(0.0, 1.0); n], Some(popsize));
-        let mut run = Run { cma: fresh(initial, vec![0.5; n]), restarts: 0, large_restarts: 0, small: true, small_evals: 0, large_evals: 0 };
-        let sign = if direction == Direction::Maximize { -1.0 } else { 1.0 };
-        let mut at = 0;
-        while at + run.cma.popsize() <= solutions.len() {
-            let popsize = run.cma.popsize();
-            let mut generation: Vec<(Vec<f64>, f64)> = solutions[at..at + popsize]
-                .iter()
-                .map(|t| (dims.iter().map(|d| d.transform(t.params[d.name].0)).collect(), sign * t.value.unwrap_or(f64::INFINITY)))
-                .collect();
-            at += popsize;
-            run.cma.tell(&mut generation);
-            let Some(strategy) = self.restart else { continue };
-            if !run.cma.should_stop() {
-                continue;
-            }
-            run.restarts += 1;
-            let popsize = match strategy {
-                Restart::Ipop => popsize * self.inc_popsize,
-                Restart::Bipop => {
-                    let evals = popsize * run.cma.generation();
-                    if run.small {
-                        run.small_evals += evals;
-                    } else {
-                        run.large_evals += evals;
-                    }
-                    run.small = run.small_evals < run.large_evals;
-                    if run.small {
-                        let multiplier = (self.inc_popsize as f64).powi(run.large_restarts as i32);
-                        (initial as f64 * multiplier.powf(restart_rng.random::<f64>().powi(2))).floor() as usize
-                    } else {
-                        run.large_restarts += 1;
-                        initial * self.inc_popsize.pow(run.large_restarts)
-                    }
+        let cma = Cma::new(vec![0.5; n], 1.0 / 6.0, vec![(0.0, 1.0); n], Some(popsize));
+        Run { cma, restart_rng, restarts: 0, large_restarts: 0, small: true, small_evals: 0, large_evals: 0, dims, told: Vec::new() }
+    }
+
+    /// A converged search starts again from a random point with the population `strategy` gives.
+    fn restart(&self, run: &mut Run, strategy: Restart, popsize: usize, initial: usize) {
+        run.restarts += 1;
+        let popsize = match strategy {
+            Restart::Ipop => popsize * self.inc_popsize,
+            Restart::Bipop => {
+                let evals = popsize * run.cma.generation();
+                if run.small {
+                    run.small_evals += evals;
+                } else {
+                    run.large_evals += evals;
                 }
-            };
-            let mean = (0..n).map(|_| restart_rng.random::<f64>()).collect();
-            run.cma = fresh(popsize, mean);
-        }
-        run
+                run.small = run.small_evals < run.large_evals;
+                if run.small {
+                    let multiplier = (self.inc_popsize as f64).powi(run.large_restarts as i32);
+                    (initial as f64 * multiplier.powf(run.restart_rng.random::<f64>().powi(2))).floor() as usize
+                } else {
+                    run.large_restarts += 1;
+                    initial * self.inc_popsize.pow(run.large_restarts)
+                }
+            }
+        };
+        let n = run.dims.len();
+        let mean = (0..n).map(|_| run.restart_rng.random::<f64>()).collect();
+        run.cma = Cma::new(mean, 1.0 / 6.0, vec![(0.0, 1.0); n], Some(popsize));
     }
 }
 
@@ -506,6 +555,22 @@ mod tests {
             }
         }
         assert!(cma_total < 0.5 * random_total, "CMA-ES {cma_total} vs random {random_total}");
+    }
+
+    #[test]
+    fn a_memoised_replay_samples_what_a_fresh_one_does() {
+        let space: Space = space()[..2].to_vec();
+        let plateau = |p: &BTreeMap<String, f64>| ((p["x"] - 1.0).powi(2) + (p["lr"].ln() + 3.0).powi(2)).max(0.5);
+        let sampler = CmaEsSampler { seed: 3, restart: Some(Restart::Bipop), ..CmaEsSampler::default() };
+        let trials = study(&sampler, &space, 300, plateau);
+        // `clone` starts with an empty memo, so each of these asks replays the whole history.
+        for number in [1, 2, 7, 8, 150, 299, 300] {
+            let fresh = sampler.clone().sample(&space, &trials[..number as usize], Direction::Minimize, number);
+            assert_eq!(fresh, sampler.sample(&space, &trials[..number as usize], Direction::Minimize, number), "trial {number}");
+        }
+        // A history the memo was not told (another study's) is replayed from scratch.
+        let other = study(&CmaEsSampler { seed: 4, ..CmaEsSampler::default() }, &space, 60, plateau);
+        assert_eq!(sampler.clone().sample(&space, &other, Direction::Minimize, 60), sampler.sample(&space, &other, Direction::Minimize, 60));
     }
 
     #[test]
