@@ -95,12 +95,9 @@ impl PluginConfig for TunerConfig {
 impl TunerConfig {
     pub fn sampler(&self) -> Sampler {
         match self.sampler {
-            SamplerKind::Tpe => Sampler::Tpe(TpeSampler {
-                seed: self.seed,
-                n_startup_trials: self.n_startup_trials.unwrap_or(10) as usize,
-                directions: self.all_directions(),
-                ..Default::default()
-            }),
+            SamplerKind::Tpe => {
+                Sampler::Tpe(TpeSampler { n_startup_trials: self.n_startup_trials.unwrap_or(10) as usize, ..TpeSampler::new(self.seed, self.all_directions()) })
+            }
             SamplerKind::Random => Sampler::Random { seed: self.seed },
             SamplerKind::Cmaes => Sampler::CmaEs(CmaEsSampler {
                 seed: self.seed,

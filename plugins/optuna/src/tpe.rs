@@ -46,6 +46,19 @@ fn trial_rng(seed: u64, number: u64) -> ChaCha8Rng {
 }
 
 impl TpeSampler {
+    /// Optuna's `TPESampler(seed=seed)` for a study with `directions`: the multivariate TPE for one objective,
+    /// the independent one (MOTPE) for several, as Optuna 5 defaults `multivariate`.
+    ///
+    /// ```
+    /// use bz_optuna::space::Direction;
+    /// use bz_optuna::tpe::TpeSampler;
+    /// assert!(TpeSampler::new(0, vec![Direction::Minimize]).multivariate);
+    /// assert!(!TpeSampler::new(0, vec![Direction::Minimize, Direction::Maximize]).multivariate);
+    /// ```
+    pub fn new(seed: u64, directions: Vec<Direction>) -> TpeSampler {
+        TpeSampler { seed, multivariate: directions.len() <= 1, directions, ..TpeSampler::default() }
+    }
+
     /// Samples internal values for every parameter of `space` for trial number `number`, given all trials of the
     /// study (any states; the trial being sampled is not among them). Deterministic for (seed, number, trials).
     pub fn sample(&self, space: &Space, trials: &[FrozenTrial], direction: Direction, number: u64) -> BTreeMap<String, f64> {

@@ -154,7 +154,11 @@ impl StudyTuner {
         }
         match &mut self.sampler {
             Sampler::Grid => return Err("the grid sampler cannot search conditional parameters (`when`): use sampler = \"tpe\" or \"random\"".into()),
-            Sampler::Tpe(tpe) => tpe.group = true,
+            // As in Optuna, `group` implies the multivariate TPE, with several objectives too.
+            Sampler::Tpe(tpe) => {
+                tpe.group = true;
+                tpe.multivariate = true;
+            }
             _ => {}
         }
         self.conditions = conditions;
