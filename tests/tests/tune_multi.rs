@@ -4,6 +4,7 @@
 //! bz started; the config's mistakes are one line each.
 
 use bz_e2e::fixtures::*;
+use bz_e2e::tune_env::{study_db, study_dir, tune};
 use bz_e2e::*;
 use serde_json::Value;
 use std::path::Path;
@@ -23,24 +24,6 @@ population_size = 2
 "optimizer.name" = { type = "categorical", choices = ["sgd", "adam"] }
 "#;
 
-fn setup(config: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let so = bz_path().parent().unwrap().join("libbz_optuna.so");
-    assert!(so.exists(), "{} missing: cargo build --workspace builds it", so.display());
-    std::fs::create_dir(dir.path().join("plugins")).unwrap();
-    std::os::unix::fs::symlink(&so, dir.path().join("plugins/optuna.so")).unwrap();
-    write_config(dir.path(), "s.toml", config);
-    dir
-}
-
-fn tune(dir: &Path) -> Output {
-    bz(dir, &["tune", "s.toml", "--plugin-dir", "plugins"])
-}
-
-fn storage(dir: &Path) -> String {
-    format!("sqlite:///{}", dir.join("runs/s/study.db").display())
-}
-
 fn optuna(dir: &Path, args: &[&str]) -> Value {
     serde_json::from_str(&py_script(dir, "optuna_multi.py", args, Duration::from_secs(120))).unwrap()
 }
@@ -48,12 +31,12 @@ fn optuna(dir: &Path, args: &[&str]) -> Value {
 #[test]
 fn a_two_objective_constrained_nsga2_study_is_the_front_optuna_and_the_dashboard_see() {
     let config = Digits { layers: LINEAR, epochs: 2, batch_size: Some(128), ..Digits::default() }.toml() + MULTI;
-    let dir = setup(&config);
-    let out = tune(dir.path());
+    let dir = study_dir(&config);
+    let out = tune(dir.path(), &[]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(out.stdout.contains("minimize val/loss, maximize val/accuracy · subject to val/accuracy >= 0.5"), "{}", out.stdout);
 
-    let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
+    let study = optuna(dir.path(), &[&study_db(dir.path()), "s", "read"]);
     assert_eq!(study["directions"], serde_json::json!(["MINIMIZE", "MAXIMIZE"]));
     let trials = study["trials"].as_array().unwrap();
     assert_eq!(trials.len(), 6);
@@ -90,7 +73,7 @@ fn a_two_objective_constrained_nsga2_study_is_the_front_optuna_and_the_dashboard
 
     // optuna-dashboard's study API draws the Pareto front of every COMPLETE trial (it ignores constraints) and shows
     // each trial's constraint values: both from what bz stored.
-    let dash: Value = serde_json::from_str(&py_script(dir.path(), "optuna_dashboard_probe.py", &[&storage(dir.path())], Duration::from_secs(120))).unwrap();
+    let dash: Value = serde_json::from_str(&py_script(dir.path(), "optuna_dashboard_probe.py", &[&study_db(dir.path())], Duration::from_secs(120))).unwrap();
     let detail = &dash["detail"][0];
     assert_eq!(detail["directions"], serde_json::json!(["minimize", "maximize"]));
     let points: Vec<(u64, f64, f64)> = study["trials"]
@@ -110,7 +93,7 @@ fn a_two_objective_constrained_nsga2_study_is_the_front_optuna_and_the_dashboard
     }
 
     // Python's NSGA-II carries the study on from bz's generations.
-    let extended = optuna(dir.path(), &[&storage(dir.path()), "s", "extend-nsga2", "3", "2"]);
+    let extended = optuna(dir.path(), &[&study_db(dir.path()), "s", "extend-nsga2", "3", "2"]);
     let trials = extended["trials"].as_array().unwrap();
     assert_eq!(trials.len(), 9);
     let newest_bz = (0..6).filter_map(|n| trials[n]["system_attrs"]["NSGAIISampler:generation"].as_i64()).max().unwrap();
@@ -124,6 +107,11 @@ fn several_objectives_and_constraints_are_checked_before_any_trial() {
         ("metric = [\"val/loss\", \"train/loss\"]\ndirection = \"minimize\"\n", "`tune.direction`: 1 directions for 2 metrics"),
         ("metric = [\"val/loss\", \"val/loss\"]\ndirection = [\"minimize\", \"minimize\"]\n", "`tune.metric`: \"val/loss\" is listed twice"),
         ("direction = \"up\"\n", "`tune.direction`: must be \"minimize\" or \"maximize\""),
+        (
+            "metric = [\"val/loss\", \"time/epoch_s\"]\ndirection = [\"minimize\", \"minimize\"]\n",
+            "`tune.metric`: \"time/epoch_s\" is not in the epoch lines: name a train/… or val/… metric (`bz validate` lists them) or one of epoch_time_s,",
+        ),
+        ("constraints = [\"loss <= 0.5\"]\n", "`tune.constraints`: \"loss\" is not in the epoch lines"),
         ("constraints = [\"train/loss < 0.5\"]\n", "is not a constraint: write \"METRIC <= NUMBER\""),
         (
             "metric = [\"val/loss\", \"train/loss\"]\ndirection = [\"minimize\", \"minimize\"]\n[tune.pruner]\ntype = \"median\"\n",
@@ -133,13 +121,30 @@ fn several_objectives_and_constraints_are_checked_before_any_trial() {
     ];
     for (tune_keys, expected) in cases {
         let config = format!("{digits}[tune]\n{tune_keys}[tune.params]\n\"optimizer.lr\" = {{ type = \"float\", low = 0.001, high = 0.1 }}\n");
-        let dir = setup(&config);
-        let out = tune(dir.path());
+        let dir = study_dir(&config);
+        let out = tune(dir.path(), &[]);
         assert_eq!(out.code, 2, "{tune_keys}: {}", out.all());
         let line = out.stderr.lines().find(|l| l.contains(expected)).unwrap_or_else(|| panic!("{expected:?} not in {}", out.stderr));
         // One line naming file:line:col.
         assert!(line.contains("s.toml:") && line.split("s.toml:").nth(1).is_some_and(|r| r.split(':').take(2).all(|n| n.parse::<u32>().is_ok())), "{line}");
         assert!(!dir.path().join("runs/s/study.db").exists(), "nothing written for {tune_keys}");
+    }
+}
+
+/// Which train/ and val/ metrics a run has is known once its data and model are: `bz validate` (and each trial,
+/// before it trains) names a study metric the run does not report, and the metrics it does.
+#[test]
+fn a_study_metric_the_run_does_not_report_is_named_before_training() {
+    let digits = Digits { epochs: 1, ..Digits::default() }.toml();
+    for (tune_keys, key, name) in [
+        ("metric = [\"val/loss\", \"val/f1\"]\ndirection = [\"minimize\", \"maximize\"]\n", "tune.metric", "val/f1"),
+        ("metric = \"epoch_time_s\"\nconstraints = [\"train/mse <= 1\"]\n", "tune.constraints", "train/mse"),
+    ] {
+        let dir = study_dir(&format!("{digits}[tune]\n{tune_keys}[tune.params]\n\"optimizer.lr\" = {{ type = \"float\", low = 0.001, high = 0.1 }}\n"));
+        let out = bz(dir.path(), &["validate", "s.toml"]);
+        assert_eq!(out.code, 2, "{}", out.all());
+        let expected = format!("`{key}`: \"{name}\" is not a metric of this run; choose one of: train/loss, train/accuracy, val/loss");
+        assert!(out.stderr.lines().any(|l| l.contains(&expected)), "{expected:?} not in {}", out.stderr);
     }
 }
 
@@ -155,7 +160,7 @@ fn a_tuner_built_against_the_previous_api_still_loads_and_tunes() {
     std::fs::create_dir(dir.path().join("plugins")).unwrap();
     std::os::unix::fs::symlink(&so, dir.path().join("plugins/oldtuner.so")).unwrap();
     write_config(dir.path(), "s.toml", &format!("{digits}[tune]\nplugin = \"oldtuner\"\nn_trials = 2\nn_jobs = 1\n{params}"));
-    let out = tune(dir.path());
+    let out = tune(dir.path(), &[]);
     assert_eq!(out.code, 0, "{}", out.all());
     let summary: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("runs/s/summary.json")).unwrap()).unwrap();
     let told = summary["told"].as_array().unwrap();
@@ -175,7 +180,7 @@ fn a_tuner_built_against_the_previous_api_still_loads_and_tunes() {
             "{digits}[tune]\nplugin = \"oldtuner\"\nmetric = [\"val/loss\", \"train/loss\"]\ndirection = [\"minimize\", \"minimize\"]\nstudy = \"m\"\n{params}"
         ),
     );
-    let out = tune(dir.path());
+    let out = tune(dir.path(), &[]);
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("was built against bz-plugin-api 1.2.0, which takes one objective and no constraints"), "{}", out.stderr);
     assert!(!dir.path().join("runs/m/trial-0").exists(), "no trial ran");

@@ -26,7 +26,7 @@ pub use scheduler::{CosineOptions, OneCycleOptions, PlateauOptions, SchedulerCon
 pub use tagged::SectionError;
 pub use tune::{
     AnyOf, Choices, Constraint, FloatRange, HalvingOptions, HyperbandOptions, IntRange, MedianOptions, ParamRange, ParamSpec, PercentileOptions, PrunerConfig,
-    TuneConfig, TuneDirection,
+    TuneConfig, TuneDirection, EPOCH_NUMBERS,
 };
 
 use check::{check, check_plugin_names, check_tagged};

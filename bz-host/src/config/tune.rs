@@ -211,6 +211,14 @@ impl TuneConfig {
         if let Some(m) = metrics.iter().enumerate().find_map(|(i, m)| metrics[..i].contains(m).then_some(m)) {
             return bad("tune.metric", format!("{m:?} is listed twice; each objective is a different metric"));
         }
+        let watched = metrics.iter().chain(self.constraints.iter().map(|c| &c.metric));
+        if let Some(m) = watched.clone().find(|m| !is_epoch_number(m)) {
+            let key = if metrics.contains(m) { "tune.metric" } else { "tune.constraints" };
+            return bad(
+                key,
+                format!("{m:?} is not in the epoch lines: name a train/… or val/… metric (`bz validate` lists them) or one of {}", EPOCH_NUMBERS.join(", ")),
+            );
+        }
         if self.direction.0.len() != metrics.len() {
             return bad(
                 "tune.direction",
@@ -227,6 +235,16 @@ impl TuneConfig {
         }
         Ok(())
     }
+}
+
+/// The numbers of an epoch line besides its train/ and val/ metrics (`EpochSummary`'s fields), which a study
+/// can optimise or constrain too, e.g. `metric = ["val/loss", "epoch_time_s"]`.
+pub const EPOCH_NUMBERS: [&str; 4] = ["epoch_time_s", "train_time_s", "samples_per_s", "lr"];
+
+/// Whether `name` can be a number of an epoch line; which train/ and val/ metrics a run has is only known once
+/// its data and model are (`train::Session` checks that).
+fn is_epoch_number(name: &str) -> bool {
+    EPOCH_NUMBERS.contains(&name) || name.strip_prefix("train/").or_else(|| name.strip_prefix("val/")).is_some_and(|m| !m.is_empty())
 }
 
 /// On the file's own keys (before defaults): several objectives refuse a pruner the user asked for, as Optuna
@@ -517,7 +535,7 @@ impl<'de> Deserialize<'de> for ParamSpec {
 
 #[cfg(test)]
 mod tests {
-    use super::Constraint;
+    use super::{is_epoch_number, Constraint};
     use crate::config::{parse, Config, ConfigError};
     use serde_json::json;
     use std::path::Path;
@@ -564,6 +582,16 @@ mod tests {
         assert!(e.message.contains("\"c\" is not a parameter listed before \"b\""), "{e}");
         let e = with("\"optimizer.momentum\" = { type = \"float\", low = 0.0, high = 0.99, when = \"sgd\" }").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("tune.params.\"optimizer.momentum\".when"), "{e}");
+    }
+
+    #[test]
+    fn study_metrics_are_numbers_an_epoch_line_can_have() {
+        for ok in ["val/loss", "train/accuracy", "val/f1_macro", "epoch_time_s", "samples_per_s", "lr"] {
+            assert!(is_epoch_number(ok), "{ok}");
+        }
+        for bad in ["time/epoch_s", "loss", "val/", "epoch", "step", "test/accuracy"] {
+            assert!(!is_epoch_number(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -66,6 +66,13 @@ fn check_monitors(cfg: &Config, config_path: &Path, objective: &Objective, data:
         Ok(())
     };
     check_metric("checkpoint.monitor", &cfg.checkpoint.monitor)?;
+    // A study's objectives and constraints: a trial that never reports one would fail only after training.
+    if let Some(tune) = &cfg.tune {
+        let study_keys = tune.metric.0.iter().map(|m| ("tune.metric", m)).chain(tune.constraints.iter().map(|c| ("tune.constraints", &c.metric)));
+        for (key, name) in study_keys.filter(|(_, m)| !config::EPOCH_NUMBERS.contains(&m.as_str())) {
+            check_metric(key, name)?;
+        }
+    }
     if let Some(monitor) = cfg.scheduler.plateau_monitor() {
         check_metric("scheduler.monitor", monitor)?;
     }
