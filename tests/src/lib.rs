@@ -5,6 +5,7 @@ pub mod fixtures;
 pub mod http;
 pub mod install_env;
 pub mod postgres;
+pub mod tune_env;
 pub mod wandb_server;
 
 use serde_json::Value;

@@ -4,6 +4,7 @@
 //! early.
 
 use bz_e2e::fixtures::*;
+use bz_e2e::tune_env::{study_db, study_dir, tune};
 use bz_e2e::*;
 use serde_json::Value;
 use std::path::Path;
@@ -27,26 +28,6 @@ n_startup_trials = 2
 "optimizer.name" = { type = "categorical", choices = ["sgd", "adam"] }
 "#;
 
-fn setup(config: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let so = bz_path().parent().unwrap().join("libbz_optuna.so");
-    assert!(so.exists(), "{} missing: cargo build --workspace builds it", so.display());
-    std::fs::create_dir(dir.path().join("plugins")).unwrap();
-    std::os::unix::fs::symlink(&so, dir.path().join("plugins/optuna.so")).unwrap();
-    write_config(dir.path(), "s.toml", config);
-    dir
-}
-
-fn tune(dir: &Path, args: &[&str]) -> Output {
-    let mut all = vec!["tune", "s.toml", "--plugin-dir", "plugins"];
-    all.extend_from_slice(args);
-    bz(dir, &all)
-}
-
-fn storage(dir: &Path) -> String {
-    format!("sqlite:///{}", dir.join("runs/s/study.db").display())
-}
-
 fn optuna(dir: &Path, args: &[&str]) -> Value {
     serde_json::from_str(&py_script(dir, "optuna_study.py", args, Duration::from_secs(120))).unwrap()
 }
@@ -57,10 +38,10 @@ fn epoch_values(dir: &Path, number: u64) -> Vec<f64> {
 
 #[test]
 fn a_study_written_by_bz_opens_in_optuna_and_optuna_dashboard_with_every_value() {
-    let dir = setup(&base());
+    let dir = study_dir(&base());
     let out = tune(dir.path(), &[]);
     assert_eq!(out.code, 0, "{}", out.all());
-    let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
+    let study = optuna(dir.path(), &[&study_db(dir.path()), "s", "read"]);
     assert_eq!(study["direction"], "MINIMIZE");
     let trials = study["trials"].as_array().unwrap();
     assert_eq!(trials.len(), 6);
@@ -99,7 +80,7 @@ fn a_study_written_by_bz_opens_in_optuna_and_optuna_dashboard_with_every_value()
     assert!(!best.contains("[tune"), "best.toml is a training config: {best}");
     assert_eq!(bz(dir.path(), &["validate", "runs/s/best.toml"]).code, 0);
 
-    let dash: Value = serde_json::from_str(&py_script(dir.path(), "optuna_dashboard_probe.py", &[&storage(dir.path())], Duration::from_secs(120))).unwrap();
+    let dash: Value = serde_json::from_str(&py_script(dir.path(), "optuna_dashboard_probe.py", &[&study_db(dir.path())], Duration::from_secs(120))).unwrap();
     let summaries = dash["studies"]["study_summaries"].as_array().unwrap();
     assert_eq!(summaries.len(), 1);
     assert_eq!(summaries[0]["study_name"], "s");
@@ -108,15 +89,15 @@ fn a_study_written_by_bz_opens_in_optuna_and_optuna_dashboard_with_every_value()
 
 #[test]
 fn studies_continue_across_python_and_bz() {
-    let dir = setup(&base());
+    let dir = study_dir(&base());
     std::fs::create_dir_all(dir.path().join("runs/s")).unwrap();
     // Python starts the study: 3 trials, one pruned.
-    let py = optuna(dir.path(), &[&storage(dir.path()), "s", "create", "3"]);
+    let py = optuna(dir.path(), &[&study_db(dir.path()), "s", "create", "3"]);
     assert_eq!(py["trials"].as_array().unwrap().len(), 3);
     // bz continues it to 6 trials...
     let out = tune(dir.path(), &["--resume"]);
     assert_eq!(out.code, 0, "{}", out.all());
-    let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
+    let study = optuna(dir.path(), &[&study_db(dir.path()), "s", "read"]);
     let trials = study["trials"].as_array().unwrap();
     assert_eq!(trials.len(), 6);
     let numbers: Vec<u64> = trials.iter().map(|t| t["number"].as_u64().unwrap()).collect();
@@ -126,7 +107,7 @@ fn studies_continue_across_python_and_bz() {
         assert!(dir.path().join(format!("runs/s/trial-{}/metrics.jsonl", t["number"])).exists(), "bz ran trial {}", t["number"]);
     }
     // ...and Python goes on after bz.
-    let study = optuna(dir.path(), &[&storage(dir.path()), "s", "extend", "2"]);
+    let study = optuna(dir.path(), &[&study_db(dir.path()), "s", "extend", "2"]);
     assert_eq!(study["trials"].as_array().unwrap().len(), 8);
     // Without --resume an existing study is an error that says what to do.
     let out = tune(dir.path(), &[]);
@@ -158,10 +139,10 @@ fn pruning_stops_bad_trials_early() {
 "model.layers[1].out" = 8
 "optimizer.name" = "sgd"
 "#;
-    let dir = setup(&cfg);
+    let dir = study_dir(&cfg);
     let out = tune(dir.path(), &[]);
     assert_eq!(out.code, 0, "{}", out.all());
-    let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
+    let study = optuna(dir.path(), &[&study_db(dir.path()), "s", "read"]);
     let trials = study["trials"].as_array().unwrap();
     assert_eq!(trials.len(), 4);
     for t in &trials[..2] {
@@ -180,9 +161,9 @@ fn pruning_stops_bad_trials_early() {
 
 #[test]
 fn four_workers_share_one_study_without_losing_or_repeating_a_trial() {
-    let dir = setup(&workers_config());
+    let dir = study_dir(&workers_config());
     four_workers(dir.path(), &[]);
-    let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
+    let study = optuna(dir.path(), &[&study_db(dir.path()), "s", "read"]);
     twelve_complete_trials(dir.path(), &study);
 }
 
@@ -274,7 +255,7 @@ fn a_killed_worker_leaves_no_trial_running() {
         .replace("n_trials = 6", "n_trials = 2")
         .replace("n_jobs = 2", "n_jobs = 1")
         .replace("[tune.pruner]", "heartbeat_interval = 0.5\n[tune.pruner]");
-    let dir = setup(&cfg);
+    let dir = study_dir(&cfg);
     let mut worker = worker_with_trial_0_started(dir.path(), Stdio::null);
     // SIGKILL: no handler runs in bz tune, yet its trial must not go on training as an orphan. Found by this
     // test's own run dir, which is on the trial's command line (other tests' trials live on).
@@ -287,7 +268,7 @@ fn a_killed_worker_leaves_no_trial_running() {
         assert!(start.elapsed() < Duration::from_secs(30), "the trial outlived its killed bz tune: {:?}", trials_running(&pattern));
         std::thread::sleep(Duration::from_millis(50));
     }
-    let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
+    let study = optuna(dir.path(), &[&study_db(dir.path()), "s", "read"]);
     assert_eq!(study["trials"][0]["state"], "RUNNING");
     // A new worker finds the heartbeat stale, fails the trial, and runs the rest of the study.
     let cfg2 = cfg.replace("epochs = 200", "epochs = 1");
@@ -295,7 +276,7 @@ fn a_killed_worker_leaves_no_trial_running() {
     std::thread::sleep(Duration::from_millis(2500));
     let out = tune(dir.path(), &["--resume"]);
     assert_eq!(out.code, 0, "{}", out.all());
-    let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
+    let study = optuna(dir.path(), &[&study_db(dir.path()), "s", "read"]);
     let states: Vec<&str> = study["trials"].as_array().unwrap().iter().map(|t| t["state"].as_str().unwrap()).collect();
     assert_eq!(states, vec!["FAIL", "COMPLETE"], "{study}");
 }
@@ -303,7 +284,7 @@ fn a_killed_worker_leaves_no_trial_running() {
 #[test]
 fn ctrl_c_fails_the_running_trials_and_exits_130() {
     let cfg = base().replace("epochs = 4", "epochs = 200").replace("n_trials = 6", "n_trials = 4");
-    let dir = setup(&cfg);
+    let dir = study_dir(&cfg);
     let worker = Command::new(bz_path())
         .args(["tune", "s.toml", "--plugin-dir", "plugins"])
         .current_dir(dir.path())
@@ -322,7 +303,7 @@ fn ctrl_c_fails_the_running_trials_and_exits_130() {
     unsafe { libc_kill(worker.id() as i32, 2) };
     let out = wait_limited(worker, Duration::from_secs(120));
     assert_eq!(out.code, 130, "{}", out.all());
-    let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
+    let study = optuna(dir.path(), &[&study_db(dir.path()), "s", "read"]);
     let states: Vec<&str> = study["trials"].as_array().unwrap().iter().map(|t| t["state"].as_str().unwrap()).collect();
     assert_eq!(states, vec!["FAIL", "FAIL"], "{}", out.all());
 }
@@ -336,7 +317,7 @@ extern "C" {
 fn tracking_plugins_see_each_trial_as_a_run_grouped_by_study() {
     let cfg =
         base().replace("n_trials = 6", "n_trials = 2").replace("epochs = 4", "epochs = 1") + "[plugins.tensorboard]\n[plugins.wandb]\nmode = \"offline\"\n";
-    let dir = setup(&cfg);
+    let dir = study_dir(&cfg);
     for lib in ["tensorboard", "wandb"] {
         std::os::unix::fs::symlink(bz_path().parent().unwrap().join(format!("libbz_{lib}.so")), dir.path().join(format!("plugins/{lib}.so"))).unwrap();
     }
@@ -370,7 +351,7 @@ fn tracking_plugins_see_each_trial_as_a_run_grouped_by_study() {
 #[test]
 fn four_workers_share_one_postgresql_study() {
     let pg = bz_e2e::postgres::PgServer::start();
-    let dir = setup(&workers_config());
+    let dir = study_dir(&workers_config());
     four_workers(dir.path(), &["--storage", &pg.url]);
     // Python Optuna reads the study through SQLAlchemy and psycopg2, and continues it.
     let py_url = pg.url.replace("postgresql://", "postgresql+psycopg2://");
@@ -396,10 +377,10 @@ fn a_grid_is_searched_once_and_a_crashing_trial_fails_alone() {
 "optimizer.name" = { type = "categorical", choices = ["sgd", "adam"] }"#,
         )
         .replace("[tune]\n", "[tune]\nsampler = \"grid\"\n");
-    let dir = setup(&cfg);
+    let dir = study_dir(&cfg);
     let out = tune(dir.path(), &[]);
     assert_eq!(out.code, 0, "{}", out.all());
-    let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
+    let study = optuna(dir.path(), &[&study_db(dir.path()), "s", "read"]);
     let trials = study["trials"].as_array().unwrap();
     assert_eq!(trials.len(), 4, "{trials:?}");
     let mut points: Vec<(i64, String)> =
@@ -415,7 +396,7 @@ fn a_grid_is_searched_once_and_a_crashing_trial_fails_alone() {
 
 #[test]
 fn a_misspelled_search_key_is_a_config_error_before_any_trial() {
-    let dir = setup(&base().replace("\"optimizer.lr\" = {", "\"optimizer.lrr\" = {"));
+    let dir = study_dir(&base().replace("\"optimizer.lr\" = {", "\"optimizer.lrr\" = {"));
     let out = tune(dir.path(), &[]);
     assert_eq!(out.code, 2, "{}", out.all());
     assert!(out.stderr.contains("tune.params.\"optimizer.lrr\"") && out.stderr.contains("lrr"), "{}", out.stderr);
@@ -425,7 +406,7 @@ fn a_misspelled_search_key_is_a_config_error_before_any_trial() {
 #[test]
 fn an_unknown_pruner_key_is_a_config_error_naming_it_before_any_trial() {
     // Optuna's plugin once fell back to the defaults for keys it did not know.
-    let dir = setup(&base().replace("n_startup_trials = 2\n", "n_startup_trials = 2\nn_warmup = 3\n"));
+    let dir = study_dir(&base().replace("n_startup_trials = 2\n", "n_startup_trials = 2\nn_warmup = 3\n"));
     let out = tune(dir.path(), &[]);
     assert_eq!(out.code, 2, "{}", out.all());
     assert!(out.stderr.contains("`tune.pruner.n_warmup`") && out.stderr.contains("did you mean `n_warmup_steps`?"), "{}", out.stderr);
@@ -436,7 +417,7 @@ fn an_unknown_pruner_key_is_a_config_error_naming_it_before_any_trial() {
 fn the_example_study_runs() {
     // examples/digits-tune.toml as shipped, cut to 3 trials of 2 epochs, its runs moved with `--set run.dir`
     // (which must move the trials' runs with the study, not away from where their metrics are read).
-    let dir = setup(&std::fs::read_to_string(repo_root().join("examples/digits-tune.toml")).unwrap());
+    let dir = study_dir(&std::fs::read_to_string(repo_root().join("examples/digits-tune.toml")).unwrap());
     let elsewhere = format!("run.dir={:?}", dir.path().join("elsewhere").display().to_string());
     let out = tune(dir.path(), &["--n-trials", "3", "--set", "train.epochs=2", "--study", "s", "--set", &elsewhere]);
     assert_eq!(out.code, 0, "{}", out.all());
@@ -449,12 +430,12 @@ fn the_example_study_runs() {
 
 #[test]
 fn a_timeout_stops_starting_trials_and_lets_the_running_ones_finish() {
-    let dir = setup(&base().replace("n_trials = 6", "n_trials = 500").replace("epochs = 4", "epochs = 1"));
+    let dir = study_dir(&base().replace("n_trials = 6", "n_trials = 500").replace("epochs = 4", "epochs = 1"));
     let start = Instant::now();
     let out = tune(dir.path(), &["--timeout", "2"]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(start.elapsed() < Duration::from_secs(60));
-    let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
+    let study = optuna(dir.path(), &[&study_db(dir.path()), "s", "read"]);
     let trials = study["trials"].as_array().unwrap();
     assert!(!trials.is_empty() && trials.len() < 500, "{} trials", trials.len());
     assert!(trials.iter().all(|t| t["state"] != "RUNNING"), "no trial left running");
@@ -462,7 +443,7 @@ fn a_timeout_stops_starting_trials_and_lets_the_running_ones_finish() {
 
 #[test]
 fn a_storage_password_is_never_printed() {
-    let dir = setup(&base());
+    let dir = study_dir(&base());
     // Nothing listens on port 1: the connection fails, and its error names the server without the password.
     let out = tune(dir.path(), &["--storage", "postgresql://bz:s3cr3t@127.0.0.1:1/study"]);
     assert_ne!(out.code, 0, "{}", out.all());
@@ -480,7 +461,7 @@ fn a_result_that_arrives_after_its_trial_was_failed_as_stale_is_not_reported_as_
         .replace("n_trials = 6", "n_trials = 1")
         .replace("n_jobs = 2", "n_jobs = 1")
         .replace("type = \"median\"\nn_startup_trials = 2", "type = \"none\"");
-    let dir = setup(&cfg);
+    let dir = study_dir(&cfg);
     let worker = worker_with_trial_0_started(dir.path(), Stdio::piped);
     // Another worker decided this one was dead and failed its trial (what a stale heartbeat leads to).
     let db = dir.path().join("runs/s/study.db");
@@ -496,7 +477,7 @@ fn a_result_that_arrives_after_its_trial_was_failed_as_stale_is_not_reported_as_
     let line = out.stdout.lines().find(|l| l.starts_with("trial   0")).unwrap_or_default();
     assert!(line.contains("NOT RECORDED") && line.contains("failed as stale"), "{}", out.stdout);
     assert!(!out.stdout.contains("best trial 0"), "{}", out.stdout);
-    let study = optuna(dir.path(), &[&storage(dir.path()), "s", "read"]);
+    let study = optuna(dir.path(), &[&study_db(dir.path()), "s", "read"]);
     assert_eq!(study["trials"][0]["state"], "FAIL", "{study}");
 }
 
@@ -504,7 +485,7 @@ fn a_result_that_arrives_after_its_trial_was_failed_as_stale_is_not_reported_as_
 fn a_tune_flag_and_the_same_set_agree_and_the_flag_wins() {
     // `--timeout 0` starts no trial; the header shows the settings the study runs with.
     let header = |args: &[&str]| {
-        let dir = setup(&base());
+        let dir = study_dir(&base());
         let out = tune(dir.path(), args);
         assert_eq!(out.code, 0, "{}", out.all());
         out.stdout.lines().next().unwrap_or_default().replace(&dir.path().display().to_string(), "DIR")
@@ -520,7 +501,7 @@ fn a_tune_flag_and_the_same_set_agree_and_the_flag_wins() {
 
 #[test]
 fn a_timeout_that_is_not_a_duration_is_a_config_error() {
-    let dir = setup(&base());
+    let dir = study_dir(&base());
     for args in [&["--timeout=-1"][..], &["--set", "tune.timeout=-1"], &["--set", "tune.timeout=nan"]] {
         let out = tune(dir.path(), args);
         assert_eq!(out.code, 2, "{args:?}: {}", out.all());

@@ -3,6 +3,7 @@
 //! and in the trial's config; CMA-ES studies open in Optuna with every value inside its distribution.
 
 use bz_e2e::fixtures::*;
+use bz_e2e::tune_env::{study_db, study_dir, tune};
 use bz_e2e::*;
 use serde_json::Value;
 use std::path::Path;
@@ -26,33 +27,20 @@ type = "none"
 "optimizer.momentum" = 0.5
 "#;
 
+/// A study of the one-epoch digits MLP with `config`'s [tune] sections.
 fn setup(config: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let so = bz_path().parent().unwrap().join("libbz_optuna.so");
-    assert!(so.exists(), "{} missing: cargo build --workspace builds it", so.display());
-    std::fs::create_dir(dir.path().join("plugins")).unwrap();
-    std::os::unix::fs::symlink(&so, dir.path().join("plugins/optuna.so")).unwrap();
-    write_config(dir.path(), "s.toml", &(Digits { layers: MLP_32, epochs: 1, ..Digits::default() }.toml() + config));
-    dir
-}
-
-fn tune(dir: &Path) -> Output {
-    bz(dir, &["tune", "s.toml", "--plugin-dir", "plugins"])
-}
-
-fn storage(dir: &Path) -> String {
-    format!("sqlite:///{}", dir.join("runs/s/study.db").display())
+    study_dir(&(Digits { layers: MLP_32, epochs: 1, ..Digits::default() }.toml() + config))
 }
 
 fn optuna_trials(dir: &Path) -> Vec<Value> {
-    let study: Value = serde_json::from_str(&py_script(dir, "optuna_study.py", &[&storage(dir), "s", "read"], Duration::from_secs(120))).unwrap();
+    let study: Value = serde_json::from_str(&py_script(dir, "optuna_study.py", &[&study_db(dir), "s", "read"], Duration::from_secs(120))).unwrap();
     study["trials"].as_array().unwrap().clone()
 }
 
 #[test]
 fn a_guarded_parameter_is_searched_exactly_when_its_condition_holds() {
     let dir = setup(CONDITIONAL);
-    let out = tune(dir.path());
+    let out = tune(dir.path(), &[]);
     assert_eq!(out.code, 0, "{}", out.all());
     let trials = optuna_trials(dir.path());
     assert_eq!(trials.len(), 8);
@@ -75,7 +63,7 @@ fn a_guarded_parameter_is_searched_exactly_when_its_condition_holds() {
     }
     // The enqueued trials: sgd got a sampled momentum; adam's given momentum was dropped, as its condition fails.
     assert_eq!(&names[..2], ["sgd", "adam"]);
-    let dash: Value = serde_json::from_str(&py_script(dir.path(), "optuna_dashboard_probe.py", &[&storage(dir.path())], Duration::from_secs(120))).unwrap();
+    let dash: Value = serde_json::from_str(&py_script(dir.path(), "optuna_dashboard_probe.py", &[&study_db(dir.path())], Duration::from_secs(120))).unwrap();
     let shown = dash["detail"][0]["trials"].as_array().unwrap();
     assert_eq!(shown.len(), 8);
     for t in shown {
@@ -89,7 +77,7 @@ fn a_guarded_parameter_is_searched_exactly_when_its_condition_holds() {
 fn a_condition_on_a_missing_parameter_is_a_config_error_before_any_trial() {
     let config = CONDITIONAL.replace("when = { \"optimizer.name\" = \"sgd\" }", "when = { \"optimizer.nme\" = \"sgd\" }");
     let dir = setup(&config);
-    let out = tune(dir.path());
+    let out = tune(dir.path(), &[]);
     assert_eq!(out.code, 2, "{}", out.all());
     let line = out.stderr.lines().find(|l| l.contains("when")).unwrap_or_default();
     assert!(line.contains("s.toml:") && line.contains("tune.params.\"optimizer.momentum\".when.\"optimizer.nme\""), "{}", out.all());
@@ -111,7 +99,7 @@ type = "none"
 "optimizer.name" = { type = "categorical", choices = ["sgd", "adam"] }
 "#;
     let dir = setup(config);
-    let out = tune(dir.path());
+    let out = tune(dir.path(), &[]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(out.all().contains("CMA-ES does not search categorical parameters: optimizer.name"), "{}", out.all());
     let trials = optuna_trials(dir.path());
@@ -123,7 +111,7 @@ type = "none"
         assert!((1e-3..=0.3).contains(&lr) && (4..=64).contains(&units), "{t}");
     }
     let bad = setup(&config.replace("\"ipop\"", "\"ipopp\""));
-    let out = tune(bad.path());
+    let out = tune(bad.path(), &[]);
     assert_eq!(out.code, 2, "{}", out.all());
     assert!(out.all().contains("restart_strategy"), "{}", out.all());
 }

@@ -4,6 +4,7 @@
 //! losing or repeating a trial.
 
 use bz_e2e::fixtures::*;
+use bz_e2e::tune_env::{study_dir, tune};
 use bz_e2e::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -38,21 +39,11 @@ fn workers_config(n: u32) -> String {
         .replace("type = \"median\"\nn_startup_trials = 2", "type = \"none\"")
 }
 
+/// A study directory whose `runs/s` exists, for journal paths inside it.
 fn setup(config: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let so = bz_path().parent().unwrap().join("libbz_optuna.so");
-    assert!(so.exists(), "{} missing: cargo build --workspace builds it", so.display());
-    std::fs::create_dir(dir.path().join("plugins")).unwrap();
-    std::os::unix::fs::symlink(&so, dir.path().join("plugins/optuna.so")).unwrap();
+    let dir = study_dir(config);
     std::fs::create_dir_all(dir.path().join("runs/s")).unwrap();
-    write_config(dir.path(), "s.toml", config);
     dir
-}
-
-fn tune(dir: &Path, args: &[&str]) -> Output {
-    let mut all = vec!["tune", "s.toml", "--plugin-dir", "plugins"];
-    all.extend_from_slice(args);
-    bz(dir, &all)
 }
 
 fn journal(dir: &Path) -> String {
