@@ -4,7 +4,7 @@
 //! last step and value; then infeasible trials by their summed violation. RUNNING trials are always "above".
 //! Below, with several objectives, γ(n) = ⌈0.1 n⌉ without the single-objective cap of 25.
 
-use crate::pareto::{hssp, losses, non_domination_ranks, penalty, reference_point};
+use crate::pareto::{hssp, leading_ranks, losses, penalty, reference_point};
 use crate::space::{Direction, FrozenTrial, State};
 use crate::tpe::{complete_key, pruned_key};
 
@@ -60,7 +60,7 @@ fn split_complete<'a>(trials: &[&'a FrozenTrial], n_below: usize, directions: &[
         return if n_below == 0 { (Vec::new(), trials.to_vec()) } else { (trials.to_vec(), Vec::new()) };
     }
     let l: Vec<Vec<f64>> = trials.iter().map(|t| losses(t, directions)).collect();
-    let ranks = non_domination_ranks(&l, None);
+    let ranks = leading_ranks(&l, n_below);
     let mut chosen = vec![false; trials.len()];
     let mut taken = 0;
     let mut rank = 0;

@@ -82,11 +82,18 @@ pub fn non_domination_ranks(losses: &[Vec<f64>], penalty: Option<&[f64]>) -> Vec
 
 /// Plain non-dominated sorting: peel off fronts until every point has a rank.
 fn plain_ranks(losses: &[Vec<f64>]) -> Vec<usize> {
+    leading_ranks(losses, losses.len())
+}
+
+/// The first fronts only, until at least `n_needed` points have a rank; the others keep `usize::MAX`. What TPE's
+/// split needs (as Optuna's `_fast_non_domination_rank(…, n_below=…)`): peeling every front of a long study
+/// costs O(n² · fronts) per ask.
+pub fn leading_ranks(losses: &[Vec<f64>], n_needed: usize) -> Vec<usize> {
     let n = losses.len();
     let mut ranks = vec![usize::MAX; n];
     let mut left: Vec<usize> = (0..n).collect();
     let mut rank = 0;
-    while !left.is_empty() {
+    while !left.is_empty() && n - left.len() < n_needed {
         let front: Vec<usize> = left.iter().copied().filter(|&i| !left.iter().any(|&j| j != i && dominates(&losses[j], &losses[i]))).collect();
         for &i in &front {
             ranks[i] = rank;
@@ -235,6 +242,8 @@ mod tests {
     fn ranks_peel_fronts() {
         let pts = v(&[[1.0, 4.0], [2.0, 2.0], [4.0, 1.0], [3.0, 3.0], [5.0, 5.0]]);
         assert_eq!(non_domination_ranks(&pts, None), vec![0, 0, 0, 1, 2]);
+        assert_eq!(leading_ranks(&pts, 3), vec![0, 0, 0, usize::MAX, usize::MAX]);
+        assert_eq!(leading_ranks(&pts, 4), vec![0, 0, 0, 1, usize::MAX]);
         // Feasible first; among the infeasible, the smaller violation is better.
         assert_eq!(non_domination_ranks(&pts, Some(&[0.0, 2.0, 0.0, 1.0, 0.0])), vec![0, 3, 0, 2, 1]);
     }

@@ -126,11 +126,21 @@ impl TpeSampler {
         let n = self.n_ei_candidates.max(1);
         let mut best: Option<(f64, Vec<f64>)> = None;
         let mut buf = Vec::new();
+        // On a grid (ints, steps, categories) candidates repeat; scoring one costs a mass per component, so
+        // each distinct candidate is scored once. Scoring draws nothing, so the samples are unchanged.
+        let mut scored: Vec<(Vec<f64>, f64)> = Vec::with_capacity(n);
         for _ in 0..n {
             let x = l.sample(&specs, rng);
-            let score = l.log_pdf(&specs, &x, &mut buf) - g.log_pdf(&specs, &x, &mut buf);
-            // NaN never wins (np.argmax would pick it; a NaN score only arises from a degenerate mixture).
-            let score = if score.is_nan() { f64::NEG_INFINITY } else { score };
+            let score = match scored.iter().find(|(y, _)| *y == x) {
+                Some((_, score)) => *score,
+                None => {
+                    let score = l.log_pdf(&specs, &x, &mut buf) - g.log_pdf(&specs, &x, &mut buf);
+                    // NaN never wins (np.argmax would pick it; a NaN score only arises from a degenerate mixture).
+                    let score = if score.is_nan() { f64::NEG_INFINITY } else { score };
+                    scored.push((x.clone(), score));
+                    score
+                }
+            };
             if best.as_ref().is_none_or(|(s, _)| score > *s) {
                 best = Some((score, x));
             }
