@@ -27,3 +27,15 @@ pub fn for_error(e: &anyhow::Error) -> u8 {
         FAILED
     }
 }
+
+/// Ends the process with `code` once stdout and stderr are flushed, skipping C++ static destructors: libtorch's
+/// deregister every operator one by one, about 0.1 s of CPU at every exit (measured: a `bz tune` study of 30
+/// digits trials ran 10.1 s with them, 5.3 s without them and forked trials). Everything bz keeps is written,
+/// synced and closed before a command returns, so nothing is lost by not running them.
+pub fn exit_now(code: u8) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: ends this process; no code runs after it.
+    unsafe { libc::_exit(code.into()) }
+}

@@ -2,7 +2,6 @@
 //! `commands::exit`: 0 success, 1 failure, 2 bad config or command line, 3 NaN/inf loss, 130 Ctrl-C).
 
 use clap::Parser;
-use std::process::ExitCode;
 
 mod commands;
 
@@ -45,7 +44,20 @@ fn one_line_panics() {
     }));
 }
 
-fn main() -> ExitCode {
+/// A command line (without the program name) run in this process, as a forked trial runs `bz train …`.
+fn run_args(args: Vec<String>) -> u8 {
+    let argv = std::iter::once("bz".to_string()).chain(args);
+    match Cli::try_parse_from(argv) {
+        Ok(cli) => commands::exit::number(cli.command.run()),
+        Err(e) => {
+            let _ = e.print();
+            bz_host::exit_code::BAD_INPUT
+        }
+    }
+}
+
+fn main() -> ! {
+    // `exit_now` rather than returning: see there why libtorch's static destructors are skipped.
     tune_allocator();
     one_line_panics();
     let cli = Cli::parse();
@@ -55,5 +67,5 @@ fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    commands::exit::code(cli.command.run())
+    bz_host::exit_code::exit_now(commands::exit::number(cli.command.run()))
 }

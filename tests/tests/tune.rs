@@ -508,3 +508,56 @@ fn a_timeout_that_is_not_a_duration_is_a_config_error() {
         assert!(out.stderr.contains("`tune.timeout`") && !out.stderr.contains("panicked"), "{args:?}: {}", out.stderr);
     }
 }
+
+/// The processes under `root` (itself included) whose name starts `bz-trial`: (pid, name, parent pid).
+fn trial_processes(root: u32) -> Vec<(u32, String, u32)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // `pid (comm) state ppid …`; comm may hold spaces, so split after its closing parenthesis.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let name = stat[open + 1..close].to_string();
+        let ppid = stat[close + 2..].split(' ').nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+        if name.starts_with("bz-trial") || pid == root {
+            found.push((pid, name, ppid));
+        }
+    }
+    found
+}
+
+/// Trials are forked from one warm `bz __trial-server` (libtorch loaded once; each trial is still its own
+/// process, named `bz-trial-N`), and a study run so is the same study, value for value, as with a new process per
+/// trial (`BZ_TUNE_EXEC=1`).
+#[test]
+fn trials_fork_from_one_warm_server_and_equal_trials_started_anew() {
+    let config = base().replace("n_jobs = 2", "n_jobs = 1").replace("n_trials = 6", "n_trials = 4").replace("type = \"median\"", "type = \"none\"");
+    let forked = study_dir(&config);
+    let mut child = bz_command(forked.path(), &["tune", "s.toml", "--plugin-dir", "plugins", "-q"], &[]).spawn().unwrap();
+    let tune_pid = child.id();
+    let mut seen = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        for (pid, name, ppid) in trial_processes(tune_pid) {
+            seen.insert(pid, (name, ppid));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = wait_limited(child, Duration::from_secs(10));
+    assert_eq!(out.code, 0, "{}", out.all());
+    let servers: Vec<u32> = seen.iter().filter(|(_, (n, ppid))| n == "bz-trial-server" && *ppid == tune_pid).map(|(p, _)| *p).collect();
+    assert_eq!(servers.len(), 1, "one trial server under bz tune: {seen:?}");
+    let trials: Vec<&String> = seen.values().filter(|(n, ppid)| n.starts_with("bz-trial-") && *ppid == servers[0]).map(|(n, _)| n).collect();
+    assert!(!trials.is_empty(), "trials forked from the server: {seen:?}");
+
+    let fresh = study_dir(&config);
+    let out = bz_env(fresh.path(), &["tune", "s.toml", "--plugin-dir", "plugins", "-q"], &[("BZ_TUNE_EXEC", Path::new("1"))], Duration::from_secs(300));
+    assert_eq!(out.code, 0, "{}", out.all());
+    // Every epoch's val/loss of every trial: the same sampled parameters and the same training.
+    let losses = |dir: &Path| -> Vec<Vec<Value>> {
+        (0..4).map(|n| epoch_lines(&dir.join(format!("runs/s/trial-{n}"))).iter().map(|l| l["val/loss"].clone()).collect()).collect()
+    };
+    let (a, b) = (losses(forked.path()), losses(fresh.path()));
+    assert!(a.iter().all(|t| t.len() == 4), "{a:?}");
+    assert_eq!(a, b, "forked and new-process trials give the same study");
+}

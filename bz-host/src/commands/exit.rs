@@ -2,7 +2,6 @@
 //! `bz_host::exit_code`'s policy.
 
 use bz_host::exit_code::{self, FAILED};
-use std::process::ExitCode;
 
 pub use bz_host::exit_code::INTERRUPTED;
 
@@ -19,15 +18,15 @@ pub enum Status {
 }
 
 /// The process's exit code for a command's result; an error is printed here, as one `error: …` line.
-pub fn code(result: anyhow::Result<Status>) -> ExitCode {
+pub fn number(result: anyhow::Result<Status>) -> u8 {
     match result {
-        Ok(Status::Success) => ExitCode::SUCCESS,
-        Ok(Status::Failed) => ExitCode::from(FAILED),
-        Ok(Status::Interrupted) => ExitCode::from(INTERRUPTED),
-        Ok(Status::Exited(code)) => ExitCode::from(code),
+        Ok(Status::Success) => 0,
+        Ok(Status::Failed) => FAILED,
+        Ok(Status::Interrupted) => INTERRUPTED,
+        Ok(Status::Exited(code)) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(exit_code::for_error(&e))
+            exit_code::for_error(&e)
         }
     }
 }

@@ -38,6 +38,9 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     /// Built-in and installed plugins.
     Plugins(plugins::PluginsArgs),
+    /// Internal: the warm process `bz tune` forks its trials from (`bz_host::tune::forkserver`).
+    #[command(name = "__trial-server", hide = true)]
+    TrialServer,
 }
 
 impl Command {
@@ -52,12 +55,14 @@ impl Command {
             Command::Init(c) => c.run(),
             Command::Doctor(c) => c.run(),
             Command::Plugins(c) => c.run(),
+            Command::TrialServer => bz_host::tune::forkserver::serve(crate::run_args).map(|()| Status::Success),
         }
     }
 
     /// Training keeps Rust's default of ignoring SIGPIPE, so a plugin's socket to a closed peer is an error it
     /// handles, not the death of the run; every other command ends quietly on a closed pipe (`bz plugins list | head`).
     pub fn dies_on_closed_pipe(&self) -> bool {
-        !matches!(self, Command::Train(_))
+        // `bz tune` writes to its trial server's pipe, and must outlive that server.
+        !matches!(self, Command::Train(_) | Command::Tune(_))
     }
 }

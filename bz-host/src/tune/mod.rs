@@ -4,9 +4,10 @@
 //! prune gets SIGINT and stops after its current batch. Complete / Pruned / Failed go back to the tuner, and a
 //! killed or crashed child is Failed, never left running.
 //!
-//! `study` resolves the settings, `space` the search space, `trial` runs one trial process, `scheduler` keeps
-//! up to `n_jobs` of them going, `summary` writes the study's result.
+//! `study` resolves the settings, `space` the search space, `trial` runs one trial process (forked from a warm
+//! `forkserver`), `scheduler` keeps up to `n_jobs` of them going, `summary` writes the study's result.
 
+pub mod forkserver;
 mod scheduler;
 mod space;
 mod study;
@@ -41,8 +42,10 @@ pub fn tune(loaded: &Loaded, opts: &TuneOptions, interrupt: &Interrupt) -> Resul
     let lib = loader::load(&path, &study.tune.plugin)?;
     takes_outcomes(&lib.metadata, &study.tune)?;
     let mut tuner = plugins::create_tuner(&study.tune.plugin, &lib, &study.tuner_config(opts.resume)?.to_string(), &space.to_string())?;
-    let launcher = trial::Launcher {
-        exe: std::fs::canonicalize("/proc/self/exe").or_else(|_| std::env::current_exe()).context("cannot find the bz executable")?,
+    let exe = std::fs::canonicalize("/proc/self/exe").or_else(|_| std::env::current_exe()).context("cannot find the bz executable")?;
+    let mut launcher = trial::Launcher {
+        server: trial_server(&exe),
+        exe,
         config: std::fs::canonicalize(&loaded.path)?,
         plugin_dir: opts.plugin_dir.clone(),
         sets: opts.sets.clone(),
@@ -52,9 +55,18 @@ pub fn tune(loaded: &Loaded, opts: &TuneOptions, interrupt: &Interrupt) -> Resul
     if !opts.quiet {
         println!("{}", study.header());
     }
-    scheduler::Scheduler::new(&mut tuner, &launcher, &study, interrupt, opts.quiet).run()?;
+    scheduler::Scheduler::new(&mut tuner, &mut launcher, &study, interrupt, opts.quiet).run()?;
     summary::finish(&tuner, &study, loaded, &opts.sets)?;
     Ok(if interrupt.is_raised() { TuneOutcome::Interrupted } else { TuneOutcome::Finished })
+}
+
+/// The warm server trials are forked from (see `forkserver`), unless `BZ_TUNE_EXEC=1` asks for a new process
+/// per trial; when it cannot start, trials are exec'd as before.
+fn trial_server(exe: &std::path::Path) -> Option<forkserver::ForkServer> {
+    if std::env::var("BZ_TUNE_EXEC").is_ok_and(|v| v == "1") {
+        return None;
+    }
+    forkserver::ForkServer::start(exe).map_err(|e| eprintln!("warning: {e:#}; each trial starts as a new process")).ok()
 }
 
 /// Several objectives and constraints reach the tuner through `tell_json` (bz-plugin-api 1.3.0): a tuner built

@@ -20,7 +20,7 @@ const STOP_GRACE: Duration = Duration::from_secs(60);
 
 pub struct Scheduler<'a> {
     tuner: &'a mut TunerBox,
-    launcher: &'a Launcher,
+    launcher: &'a mut Launcher,
     study: &'a Study,
     interrupt: &'a Interrupt,
     quiet: bool,
@@ -33,7 +33,7 @@ pub struct Scheduler<'a> {
 }
 
 impl<'a> Scheduler<'a> {
-    pub fn new(tuner: &'a mut TunerBox, launcher: &'a Launcher, study: &'a Study, interrupt: &'a Interrupt, quiet: bool) -> Self {
+    pub fn new(tuner: &'a mut TunerBox, launcher: &'a mut Launcher, study: &'a Study, interrupt: &'a Interrupt, quiet: bool) -> Self {
         Scheduler { tuner, launcher, study, interrupt, quiet, running: Vec::new(), exhausted: false, best: None, start: Instant::now() }
     }
 

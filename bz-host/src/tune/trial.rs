@@ -1,5 +1,6 @@
 //! One trial: a child `bz train` process, the metrics file it writes, and the values reported from it.
 
+use super::forkserver::{ForkServer, Forked};
 use super::toml_literal;
 use crate::config::Constraint;
 use anyhow::{Context, Result};
@@ -8,7 +9,7 @@ use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::io::{BufRead, Seek};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
 /// How trials are started: the same bz, config, plugins and `--set`s for each, in the study's directory.
@@ -20,37 +21,39 @@ pub struct Launcher {
     pub sets: Vec<String>,
     pub root: PathBuf,
     pub study: String,
+    /// Forks trials from a warm bz; without one (or when it fails) each trial is exec'd.
+    pub server: Option<ForkServer>,
 }
 
 impl Launcher {
     /// Starts the tuner's trial `number` with `params`, its output going to `trial-N.log`.
-    pub fn start(&self, number: u64, params: Map<String, Value>) -> Result<Trial> {
+    pub fn start(&mut self, number: u64, params: Map<String, Value>) -> Result<Trial> {
         let run_name = format!("trial-{number}");
         let log = self.root.join(format!("{run_name}.log"));
-        let mut cmd = Command::new(&self.exe);
-        cmd.arg("train").arg(&self.config).arg("--run-name").arg(&run_name).arg("--plugin-dir").arg(&self.plugin_dir).arg("-q");
-        for s in &self.sets {
-            cmd.arg("--set").arg(s);
-        }
-        // After the user's `--set`s: a `run.dir` among them already placed the study's root, and the trial's run
-        // must land inside it, where its metrics are read.
-        cmd.arg("--set").arg(format!("run.dir={}", toml_literal(&json!(self.root.display().to_string()))));
-        for (k, v) in &params {
-            cmd.arg("--set").arg(format!("{k}={}", toml_literal(v)));
-        }
+        let args = self.args(&run_name, &params);
         // Tracking plugins group a study's trials (W&B reads this; TensorBoard shows the runs side by side).
-        cmd.env("WANDB_RUN_GROUP", &self.study).env("BZ_TUNE_STUDY", &self.study).env("BZ_TUNE_TRIAL", number.to_string());
-        let out = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
-        cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
-        die_with_parent(&mut cmd);
-        let child = cmd.spawn().context("cannot start a trial")?;
+        let env = vec![
+            ("WANDB_RUN_GROUP".to_string(), self.study.clone()),
+            ("BZ_TUNE_STUDY".to_string(), self.study.clone()),
+            ("BZ_TUNE_TRIAL".to_string(), number.to_string()),
+        ];
+        let forked = self.server.as_mut().map(|server| server.spawn(args.clone(), env.clone(), &log));
+        let process = match forked {
+            Some(Ok(forked)) => TrialProcess::Forked(forked),
+            Some(Err(e)) => {
+                eprintln!("warning: {e:#}; trials start as new processes from now on");
+                self.server = None;
+                TrialProcess::Spawned(self.exec(&args, &env, &log)?)
+            }
+            None => TrialProcess::Spawned(self.exec(&args, &env, &log)?),
+        };
         let metrics = self.root.join(&run_name).join("metrics.jsonl");
         // A rerun of a number (never happens within a study) would read old lines: start clean.
         let _ = std::fs::remove_file(&metrics);
         Ok(Trial {
             number,
             params,
-            child,
+            process,
             metrics: MetricsTail { path: metrics, offset: 0 },
             last: BTreeMap::new(),
             epochs: 0,
@@ -59,12 +62,70 @@ impl Launcher {
             log,
         })
     }
+
+    /// `bz train …` for one trial, without the program name.
+    fn args(&self, run_name: &str, params: &Map<String, Value>) -> Vec<String> {
+        let mut args: Vec<String> = vec!["train".into(), self.config.display().to_string(), "--run-name".into(), run_name.into()];
+        args.extend(["--plugin-dir".into(), self.plugin_dir.display().to_string(), "-q".into()]);
+        for s in &self.sets {
+            args.extend(["--set".into(), s.clone()]);
+        }
+        // After the user's `--set`s: a `run.dir` among them already placed the study's root, and the trial's run
+        // must land inside it, where its metrics are read.
+        args.extend(["--set".into(), format!("run.dir={}", toml_literal(&json!(self.root.display().to_string())))]);
+        for (k, v) in params {
+            args.extend(["--set".into(), format!("{k}={}", toml_literal(v))]);
+        }
+        args
+    }
+
+    /// A trial as a new `bz` process.
+    fn exec(&self, args: &[String], env: &[(String, String)], log: &Path) -> Result<Child> {
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(args).envs(env.iter().map(|(k, v)| (k, v)));
+        let out = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+        cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+        die_with_parent(&mut cmd);
+        cmd.spawn().context("cannot start a trial")
+    }
+}
+
+/// A trial's process: exec'd by `bz tune`, or forked by its trial server.
+enum TrialProcess {
+    Spawned(Child),
+    Forked(Forked),
+}
+
+impl TrialProcess {
+    fn id(&self) -> u32 {
+        match self {
+            TrialProcess::Spawned(c) => c.id(),
+            TrialProcess::Forked(f) => f.id(),
+        }
+    }
+
+    fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        match self {
+            TrialProcess::Spawned(c) => Ok(c.try_wait()?),
+            TrialProcess::Forked(f) => Ok(f.try_wait()),
+        }
+    }
+
+    fn kill(&mut self) {
+        match self {
+            TrialProcess::Spawned(c) => {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            TrialProcess::Forked(f) => f.kill(),
+        }
+    }
 }
 
 pub struct Trial {
     pub number: u64,
     pub params: Map<String, Value>,
-    child: Child,
+    process: TrialProcess,
     metrics: MetricsTail,
     /// The last value of each objective and constraint metric (until a prune): the trial's values.
     last: BTreeMap<String, f64>,
@@ -142,7 +203,7 @@ impl Trial {
 
     /// The child's exit status once it has ended; then the lines it wrote since the last poll are reported too.
     pub fn try_finish(&mut self, tuner: &mut TunerBox, watch: &Objectives<'_>) -> Result<Option<ExitStatus>> {
-        let status = self.child.try_wait()?;
+        let status = self.process.try_wait()?;
         if status.is_some() {
             self.exited = true;
             self.report_new_epochs(tuner, watch);
@@ -173,19 +234,18 @@ impl Trial {
     pub fn interrupt(&self) {
         if !self.exited {
             // SAFETY: signalling our own child, which is not yet reaped.
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+            unsafe { libc::kill(self.process.id() as i32, libc::SIGINT) };
         }
     }
 
     /// Whether the child is still running (it is reaped when it is not).
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        matches!(self.process.try_wait(), Ok(None))
     }
 
     /// Kills the child if it still runs, and reaps it.
     pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 }
 
