@@ -44,7 +44,7 @@ pub struct Value {
     pub tag: String,
     #[prost(message, optional, tag = "9")]
     pub metadata: Option<SummaryMetadata>,
-    #[prost(oneof = "Kind", tags = "2, 4, 5, 8")]
+    #[prost(oneof = "Kind", tags = "2, 5, 8")]
     pub value: Option<Kind>,
 }
 
@@ -53,30 +53,11 @@ pub enum Kind {
     /// f32 on purpose: TensorBoard's default (Rust) loader drops DT_DOUBLE scalars.
     #[prost(float, tag = "2")]
     SimpleValue(f32),
-    #[prost(message, tag = "4")]
-    Image(Image),
     #[prost(message, tag = "5")]
     Histo(HistogramProto),
     #[prost(message, tag = "8")]
     Tensor(TensorProto),
 }
-
-/// `Summary.Image`: readers migrate it to the images plugin.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Image {
-    #[prost(int32, tag = "1")]
-    pub height: i32,
-    #[prost(int32, tag = "2")]
-    pub width: i32,
-    /// 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA.
-    #[prost(int32, tag = "3")]
-    pub colorspace: i32,
-    /// PNG.
-    #[prost(bytes = "vec", tag = "4")]
-    pub encoded_image_string: Vec<u8>,
-}
-
-pub const COLORSPACE_RGB: i32 = 3;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct SummaryMetadata {
@@ -87,7 +68,13 @@ pub struct SummaryMetadata {
     /// Shown on the dashboard's card; readers keep the first one of each tag.
     #[prost(string, tag = "3")]
     pub summary_description: String,
+    /// How readers store the values (`DATA_CLASS_*`); 0 leaves it to their migration by plugin.
+    #[prost(int32, tag = "4")]
+    pub data_class: i32,
 }
+
+/// `DataClass.BLOB_SEQUENCE`: each value is a list of byte strings (images: width, height, PNGs).
+pub const DATA_CLASS_BLOB_SEQUENCE: i32 = 3;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PluginData {

@@ -1,5 +1,5 @@
-//! Summaries as TensorBoard's loaders expect them: f32 scalars, legacy histograms, markdown text, PNG images, PR
-//! curves, and the HParams plugin's session start and end records.
+//! Summaries as TensorBoard's loaders expect them: f32 scalars, legacy histograms, markdown text, PNG images (the
+//! images plugin's blob sequences), PR curves, and the HParams plugin's session start and end records.
 
 use crate::canvas::Png;
 use crate::proto::{self, HParamsData, Kind, PbKind, PbValue};
@@ -67,10 +67,20 @@ impl Writer {
 
     /// A PNG image (the images plugin shows one per step), with a description for its card when not empty.
     pub fn image(&mut self, step: u64, tag: &str, png: &Png, description: &str) -> std::io::Result<()> {
-        let image =
-            proto::Image { height: png.height as i32, width: png.width as i32, colorspace: proto::COLORSPACE_RGB, encoded_image_string: png.bytes.clone() };
-        let metadata = (!description.is_empty()).then(|| proto::SummaryMetadata { summary_description: description.into(), ..Default::default() });
-        self.summary(step, vec![proto::Value { tag: tag.into(), metadata, value: Some(Kind::Image(image)) }])
+        // The images plugin's own (v2) form: a blob sequence [width, height, PNG]. Both loaders read the legacy
+        // `Summary.Image` too, but RustBoard drops its description from the card.
+        let tensor = proto::TensorProto {
+            dtype: proto::DT_STRING,
+            tensor_shape: Some(proto::TensorShapeProto { dim: vec![proto::Dim { size: 3 }] }),
+            string_val: vec![png.width.to_string().into_bytes(), png.height.to_string().into_bytes(), png.bytes.clone()],
+            float_val: vec![],
+        };
+        let metadata = proto::SummaryMetadata {
+            summary_description: description.into(),
+            data_class: proto::DATA_CLASS_BLOB_SEQUENCE,
+            ..plugin("images", Vec::new()).unwrap_or_default()
+        };
+        self.summary(step, vec![proto::Value { tag: tag.into(), metadata: Some(metadata), value: Some(Kind::Tensor(tensor)) }])
     }
 
     /// One PR curve per class, tagged `<prefix>/<class label>`, in one event. The pr_curves plugin's layout: a
