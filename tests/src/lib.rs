@@ -202,6 +202,14 @@ pub fn read_jsonl_so_far(path: &Path) -> Vec<Value> {
     done.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"))).collect()
 }
 
+/// The `test` line of a run's metrics.jsonl (a run with a test split writes one after training).
+pub fn test_line(run: &Path) -> Value {
+    read_jsonl(&run.join("metrics.jsonl"))
+        .into_iter()
+        .find(|v| v["event"] == "test")
+        .unwrap_or_else(|| panic!("no test line in {}/metrics.jsonl", run.display()))
+}
+
 /// The `epoch` lines of a run's metrics.jsonl.
 pub fn epoch_lines(run: &Path) -> Vec<Value> {
     read_jsonl(&run.join("metrics.jsonl")).into_iter().filter(|v| v["event"] == "epoch").collect()

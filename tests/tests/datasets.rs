@@ -39,8 +39,7 @@ lr = 0.01
     let out = bz(dir.path(), &["train", "t.toml", "--run-name", "t"]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(out.stdout.contains("320 train / 80 val samples"), "{}", out.stdout);
-    let lines = read_jsonl(&dir.path().join("runs/t/metrics.jsonl"));
-    let test = lines.iter().find(|l| l["event"] == "test").expect("a test line");
+    let test = test_line(&dir.path().join("runs/t"));
     assert!(test["test/accuracy"].as_f64().unwrap() > 0.95, "{test}");
 }
 

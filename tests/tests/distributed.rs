@@ -214,7 +214,7 @@ fn sharded_validation_and_test_reduce_to_the_metrics_of_one_process() {
     write_config(d, "s.toml", &fixtures::csv_with_test_split(d));
     let out = train(d, "s.toml", "s", &["--nproc", "2"]);
     assert_eq!(out.code, 0, "{}", out.all());
-    let test = read_jsonl(&d.join("runs/s/metrics.jsonl")).into_iter().find(|l| l["event"] == "test").expect("a test line");
+    let test = test_line(&d.join("runs/s"));
     let single = eval_json(d, "s.toml", &["--run-name", "s", "--split", "test"]);
     assert_same_metrics(&metrics_with(&test, "test/"), &metrics_with(&single, "test/"), "test split");
 

@@ -154,7 +154,7 @@ fn the_test_splits_metrics_are_in_the_run_summary() {
     let out = train(dir.path(), &["--run-name", "t"], &[]);
     assert_eq!(out.code, 0, "{}", out.all());
     let run_root = dir.path().join("runs/t");
-    let line = read_jsonl(&run_root.join("metrics.jsonl")).into_iter().find(|l| l["event"] == "test").expect("a test line in metrics.jsonl");
+    let line = test_line(&run_root);
     let runs = run_dirs(&run_root.join("wandb"));
     let summary = inspect_summary(dir.path(), &runs[0]);
     assert_eq!(summary["state"], "finished");
