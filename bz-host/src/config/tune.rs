@@ -307,6 +307,7 @@ pub struct MedianOptions {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PercentileOptions {
+    // The median pruner's options, repeated: serde cannot `flatten` `MedianOptions` in under `deny_unknown_fields`.
     /// In [0, 100]: a trial worse than this percentile of the others at the same step is pruned.
     pub percentile: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -89,7 +89,6 @@ pub type Popped = (i64, u64, serde_json::Map<String, Value>);
 /// A study in Optuna's SQLite or PostgreSQL schema.
 pub struct SqlStorage {
     db: Db,
-    url: String,
     pub study_id: i64,
     pub study: String,
     pub direction: Direction,
@@ -134,15 +133,10 @@ impl SqlStorage {
             let _ = conn.pragma_update(None, "journal_mode", "WAL");
             Db::Sqlite(conn)
         };
-        let mut s = SqlStorage { db, url: url.to_string(), study_id: 0, study: name.to_string(), direction, directions: directions.to_vec() };
+        let mut s = SqlStorage { db, study_id: 0, study: name.to_string(), direction, directions: directions.to_vec() };
         s.init()?;
         s.study_id = s.open_study(name, directions, load_if_exists)?;
         Ok(s)
-    }
-
-    /// The URL this storage was opened with (for a second connection).
-    pub fn url(&self) -> &str {
-        &self.url
     }
 
     fn init(&mut self) -> Result<(), String> {
