@@ -218,7 +218,10 @@ fn twelve_complete_trials(dir: &Path, study: &Value) {
 }
 
 /// Live `bz train` processes whose command line mentions `pattern`.
-fn trials_running(pattern: &str) -> Vec<u32> {
+/// The live trial processes of the study in `dir`: exec'd ones have its run directory on their command line,
+/// forked ones keep the trial server's and are told by their name (`bz-trial-N`) and working directory.
+fn trials_running(dir: &Path) -> Vec<u32> {
+    let pattern = dir.join("runs/s").display().to_string();
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
@@ -226,7 +229,11 @@ fn trials_running(pattern: &str) -> Vec<u32> {
         let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
         let zombie = stat.rsplit(") ").next().is_some_and(|s| s.starts_with('Z'));
         let args = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if !zombie && args.contains(" train ") && args.contains(pattern) {
+        let exec_d = args.contains(" train ") && args.contains(&pattern);
+        let name = stat.split_once('(').and_then(|(_, rest)| rest.rsplit_once(')')).map_or("", |(name, _)| name);
+        let forked = name.strip_prefix("bz-trial-").is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()))
+            && std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd == dir);
+        if !zombie && (exec_d || forked) {
             pids.push(pid);
         }
     }
@@ -258,14 +265,13 @@ fn a_killed_worker_leaves_no_trial_running() {
     let dir = study_dir(&cfg);
     let mut worker = worker_with_trial_0_started(dir.path(), Stdio::null);
     // SIGKILL: no handler runs in bz tune, yet its trial must not go on training as an orphan. Found by this
-    // test's own run dir, which is on the trial's command line (other tests' trials live on).
-    let pattern = dir.path().join("runs/s").display().to_string();
-    assert!(!trials_running(&pattern).is_empty(), "no trial process found");
+    // test's own directory (other tests' trials live on).
+    assert!(!trials_running(dir.path()).is_empty(), "no trial process found");
     worker.kill().unwrap();
     worker.wait().unwrap();
     let start = Instant::now();
-    while !trials_running(&pattern).is_empty() {
-        assert!(start.elapsed() < Duration::from_secs(30), "the trial outlived its killed bz tune: {:?}", trials_running(&pattern));
+    while !trials_running(dir.path()).is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(30), "the trial outlived its killed bz tune: {:?}", trials_running(dir.path()));
         std::thread::sleep(Duration::from_millis(50));
     }
     let study = optuna(dir.path(), &[&study_db(dir.path()), "s", "read"]);
@@ -531,7 +537,10 @@ fn trial_processes(root: u32) -> Vec<(u32, String, u32)> {
 /// trial (`BZ_TUNE_EXEC=1`).
 #[test]
 fn trials_fork_from_one_warm_server_and_equal_trials_started_anew() {
-    let config = base().replace("n_jobs = 2", "n_jobs = 1").replace("n_trials = 6", "n_trials = 4").replace("type = \"median\"", "type = \"none\"");
+    let config = base()
+        .replace("n_jobs = 2", "n_jobs = 1")
+        .replace("n_trials = 6", "n_trials = 4")
+        .replace("type = \"median\"\nn_startup_trials = 2", "type = \"none\"");
     let forked = study_dir(&config);
     let mut child = bz_command(forked.path(), &["tune", "s.toml", "--plugin-dir", "plugins", "-q"], &[]).spawn().unwrap();
     let tune_pid = child.id();

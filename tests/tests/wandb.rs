@@ -504,12 +504,13 @@ fn assert_system_metrics(lines: &[Value]) {
 #[test]
 fn system_metrics_reach_the_server_through_wandb_sync_and_online() {
     let dir = setup();
-    let cfg = Digits { epochs: 12, batch_size: Some(32), ..Digits::default() }.toml() + "[plugins.wandb]\nproject = \"bz-test\"\nstats_every_s = 0.1\n";
+    // Long enough (about a second) for several samples however fast the machine.
+    let cfg = Digits { epochs: 40, batch_size: Some(16), ..Digits::default() }.toml() + "[plugins.wandb]\nproject = \"bz-test\"\nstats_every_s = 0.1\n";
     write_config(dir.path(), "c.toml", &cfg);
     assert_eq!(train(dir.path(), &["--run-name", "s", "-q"], &[]).code, 0);
     let run = run_dirs(&dir.path().join("runs/s/wandb")).remove(0);
     let stats: Vec<Value> = inspect(dir.path(), &run).into_iter().filter(|r| r["type"] == "stats").collect();
-    assert!(stats.len() >= 2, "a 12-epoch run sampled at 0.1 s: {} stats records", stats.len());
+    assert!(stats.len() >= 2, "a 40-epoch run sampled at 0.1 s: {} stats records", stats.len());
     let server = WandbServer::start();
     let url = server.url();
     let out = wandb(dir.path(), &["sync", "--include-synced", run.to_str().unwrap()], &[("WANDB_BASE_URL", &url), ("WANDB_API_KEY", KEY)]);
