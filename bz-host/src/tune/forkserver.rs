@@ -10,12 +10,13 @@
 //! `{"exited": pid, "status": wait status}`. The server leaves when its stdin closes, and dies with `bz tune`
 //! (PR_SET_PDEATHSIG), after which each trial gets SIGINT as its own parent's death, as exec'd trials do.
 
+use super::trial::{die_with_parent, signal_on_parent_death};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{channel, Receiver};
@@ -117,11 +118,8 @@ fn fork_trial(request: &Request, run: fn(Vec<String>) -> u8) -> Reply {
 fn become_trial(server: i32, log: &std::fs::File, env: &[(String, String)]) {
     use std::os::fd::AsRawFd;
     // SAFETY: plain syscalls on valid descriptors in a single-threaded process.
+    signal_on_parent_death(server as u32, libc::SIGINT);
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT);
-        if libc::getppid() != server {
-            libc::raise(libc::SIGINT);
-        }
         libc::signal(libc::SIGINT, libc::SIG_DFL);
         let null = CString::new("/dev/null").unwrap_or_default();
         let fd = libc::open(null.as_ptr(), libc::O_RDONLY);
@@ -161,17 +159,7 @@ impl ForkServer {
     pub fn start(exe: &Path) -> Result<ForkServer> {
         let mut cmd = Command::new(exe);
         cmd.arg(SUBCOMMAND).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
-        let parent = std::process::id();
-        // SAFETY: between fork and exec only async-signal-safe calls (prctl, getppid, raise).
-        unsafe {
-            cmd.pre_exec(move || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                if libc::getppid() as u32 != parent {
-                    libc::raise(libc::SIGKILL);
-                }
-                Ok(())
-            });
-        }
+        die_with_parent(&mut cmd, libc::SIGKILL);
         let mut child = cmd.spawn().context("cannot start the trial server")?;
         let requests = child.stdin.take().context("no stdin")?;
         let replies = BufReader::new(child.stdout.take().context("no stdout")?);

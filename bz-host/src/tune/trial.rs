@@ -85,7 +85,7 @@ impl Launcher {
         cmd.args(args).envs(env.iter().map(|(k, v)| (k, v)));
         let out = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
         cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
-        die_with_parent(&mut cmd);
+        die_with_parent(&mut cmd, libc::SIGINT);
         cmd.spawn().context("cannot start a trial")
     }
 }
@@ -287,19 +287,27 @@ impl MetricsTail {
 
 /// A trial must not outlive its `bz tune`, however that ends (`kill -9` included): the kernel sends the trial
 /// SIGINT when the parent goes, and the trial stops after its current batch as on Ctrl-C. Its study row stays
-/// RUNNING until the next worker fails it through the stale heartbeat.
-fn die_with_parent(cmd: &mut Command) {
+/// RUNNING until the next worker fails it through the stale heartbeat. (The trial server gets SIGKILL.)
+pub(super) fn die_with_parent(cmd: &mut Command, signal: i32) {
     let parent = std::process::id();
     // SAFETY: between fork and exec only async-signal-safe calls (prctl, getppid, raise).
     unsafe {
         cmd.pre_exec(move || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT);
-            // The parent may have died before prctl took effect.
-            if libc::getppid() as u32 != parent {
-                libc::raise(libc::SIGINT);
-            }
+            signal_on_parent_death(parent, signal);
             Ok(())
         });
+    }
+}
+
+/// In a new child of `parent`: `signal` when the parent dies, at once if it already has. Async-signal-safe.
+pub(super) fn signal_on_parent_death(parent: u32, signal: i32) {
+    // SAFETY: plain syscalls.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, signal);
+        // The parent may have died before prctl took effect.
+        if libc::getppid() as u32 != parent {
+            libc::raise(signal);
+        }
     }
 }
 
